@@ -1,0 +1,44 @@
+# xdpflow: `make demo` runs the main job, `make test` every test. Both install
+# what they need on a fresh Debian machine (run as root).
+
+GO      ?= go
+BIN     := bin/xdpflow
+APT_PKGS := clang llvm libbpf-dev iproute2 iputils-ping nftables ethtool kmod
+GOTEST_FLAGS ?= -count=1 -timeout 40m
+
+.PHONY: all deps build generate test vet demo bench clean
+
+all: build
+
+# Debian packages the build, tests and demo use. Skipped when all present.
+deps:
+	@missing=""; for p in $(APT_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+	@mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf
+
+build:
+	$(GO) build -o $(BIN) ./cmd/xdpflow
+
+# Rebuild the committed bpf2go output (needs clang).
+generate: deps
+	cd bpf && $(GO) generate ./...
+
+vet:
+	@bad=$$(gofmt -l $$(git ls-files '*.go' | grep -v '_bpfel.go')); \
+	if [ -n "$$bad" ]; then echo "gofmt needed: $$bad"; exit 1; fi
+	$(GO) vet ./...
+
+test: deps vet build
+	$(GO) test $(GOTEST_FLAGS) ./...
+
+demo: deps build
+	./scripts/demo.sh
+
+bench: deps build
+	$(GO) test -run '^$$' -bench . -benchtime 20000x ./maps/
+
+clean:
+	rm -rf bin

@@ -1,0 +1,610 @@
+//go:build ignore
+
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * xdpflow: one prebuilt XDP program that runs TC-flower-like rules.
+ *
+ *   parse the packet into struct xf_key
+ *   search the subtables in order: key & mask -> flows hash map, first hit wins
+ *   run the hit's action set, count it
+ *
+ * Anything the parser does not understand, and every miss, is XDP_PASS: the
+ * kernel (TC, nftables, the stack) stays the exact fallback.
+ *
+ * The key is built the way the kernel's flow dissector builds flower's key,
+ * so that a rule means the same here as in cls_flower (see docs/ARCHITECTURE.md
+ * for the deliberate differences).
+ */
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#include "xdpflow.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+#define ETH_P_8021Q_BE bpf_htons(0x8100)
+#define ETH_P_8021AD_BE bpf_htons(0x88A8)
+#define ETH_P_IP_BE bpf_htons(0x0800)
+#define ETH_P_IPV6_BE bpf_htons(0x86DD)
+#define ETH_P_ARP_BE bpf_htons(0x0806)
+
+#define IPPROTO_ICMPV6_ 58
+#define NEXTHDR_HOP 0
+#define NEXTHDR_ROUTING 43
+#define NEXTHDR_FRAGMENT 44
+#define NEXTHDR_DEST 60
+
+/* The subtable list the program searches. The outer slot 0 points at one of
+ * two inner maps, A or B; user space fills the idle one and swaps the slot,
+ * and the swap itself waits for an RCU grace period (map-in-map updates do),
+ * so no packet ever sees a list being written. */
+struct subtable_list_map {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct xf_subtable_list);
+} subtables_a SEC(".maps"), subtables_b SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__array(values, struct subtable_list_map);
+} subtables SEC(".maps") = {
+	.values = { &subtables_a },
+};
+
+/* Every flow of every subtable. BPF_F_NO_PREALLOC: an element replaced or
+ * deleted is freed after an RCU grace period, so a packet that found it
+ * keeps reading a whole, unchanged value. (Preallocated hash maps recycle
+ * elements at once.) max_entries is set by user space at enable time. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 65536);
+	__type(key, struct xf_flow_key);
+	__type(value, struct xf_flow);
+} flows SEC(".maps");
+
+/* Action sets, shared by content between rules. Never rewritten while a flow
+ * points at them: a changed rule gets a fresh slot. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, struct xf_action_set);
+} action_sets SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, struct xf_rule_stats);
+} rule_stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, XF_CNT_MAX);
+	__type(key, enum xf_counter);
+	__type(value, __u64);
+} counters SEC(".maps");
+
+/* Redirect targets, keyed by ifindex. */
+struct {
+	__uint(type, BPF_MAP_TYPE_DEVMAP_HASH);
+	__uint(max_entries, 256);
+	__type(key, __u32);
+	__type(value, __u32);
+} tx_ports SEC(".maps");
+
+/* User-space-only state (see xdpflow.h); pinned with the rest. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, struct xf_rule_spec);
+} rule_specs SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct xf_meta);
+} meta SEC(".maps");
+
+/* Only so that these enums reach BTF and bpf2go generates their Go
+ * constants; never read. */
+const enum xf_action_op *xf_btf_action_op __attribute__((unused));
+const enum xf_limits *xf_btf_limits __attribute__((unused));
+const enum xf_frag *xf_btf_frag __attribute__((unused));
+const enum xf_vlan_flags *xf_btf_vlan_flags __attribute__((unused));
+
+static __always_inline void count(__u32 which)
+{
+	__u64 *c = bpf_map_lookup_elem(&counters, &which);
+
+	if (c)
+		*c += 1;
+}
+
+static __always_inline void count_n(__u32 which, __u64 n)
+{
+	__u64 *c = bpf_map_lookup_elem(&counters, &which);
+
+	if (c)
+		*c += n;
+}
+
+struct vlan_hdr_ {
+	__be16 tci;
+	__be16 proto;
+};
+
+struct iphdr_ {
+	__u8 ihl_version;	/* ihl in the low nibble on little-endian bitfields; read by hand */
+	__u8 tos;
+	__be16 tot_len;
+	__be16 id;
+	__be16 frag_off;
+	__u8 ttl;
+	__u8 protocol;
+	__be16 check;
+	__u8 saddr[4];
+	__u8 daddr[4];
+};
+
+struct ipv6hdr_ {
+	__be32 vtc_flow;	/* version 4, traffic class 8, flow label 20 */
+	__be16 payload_len;
+	__u8 nexthdr;
+	__u8 hop_limit;
+	__u8 saddr[16];
+	__u8 daddr[16];
+};
+
+struct arphdr_eth_ipv4 {
+	__be16 hrd;
+	__be16 pro;
+	__u8 hln;
+	__u8 pln;
+	__be16 op;
+	__u8 sha[6];
+	__u8 sip[4];
+	__u8 tha[6];
+	__u8 tip[4];
+};
+
+#define IP_MF_ 0x2000
+#define IP_OFFSET_ 0x1FFF
+
+enum parse_result {
+	PARSE_OK = 0,
+	PARSE_UNSUPPORTED = -1,	/* malformed or truncated: leave it to the kernel */
+};
+
+/* Fills key->src_port.. for TCP/UDP/SCTP and ICMP from the L4 header at l4.
+ * A truncated L4 header is unsupported (the dissector would stop short and
+ * flower would match zeros; we do not guess). */
+static __always_inline int parse_l4(void *l4, void *data_end, struct xf_key *key, int icmp_proto)
+{
+	switch (key->ip_proto) {
+	case IPPROTO_TCP: {
+		__u8 *th = l4;
+
+		if ((void *)(th + 20) > data_end)
+			return PARSE_UNSUPPORTED;
+		__builtin_memcpy(&key->src_port, th, 2);
+		__builtin_memcpy(&key->dst_port, th + 2, 2);
+		/* flag word: data offset (4) reserved (3) flags (9); flower
+		 * keeps the low 12 bits */
+		key->tcp_flags = bpf_htons(((__u16)th[12] << 8 | th[13]) & 0x0FFF);
+		return PARSE_OK;
+	}
+	case IPPROTO_UDP:
+	case IPPROTO_SCTP: {
+		__u8 *uh = l4;
+
+		if ((void *)(uh + 4) > data_end)
+			return PARSE_UNSUPPORTED;
+		__builtin_memcpy(&key->src_port, uh, 2);
+		__builtin_memcpy(&key->dst_port, uh + 2, 2);
+		return PARSE_OK;
+	}
+	default:
+		if (key->ip_proto == icmp_proto) {
+			__u8 *ih = l4;
+
+			if ((void *)(ih + 2) > data_end)
+				return PARSE_UNSUPPORTED;
+			key->icmp_type = ih[0];
+			key->icmp_code = ih[1];
+		}
+		return PARSE_OK;
+	}
+}
+
+static __always_inline int parse_ipv4(void *l3, void *data_end, struct xf_key *key)
+{
+	struct iphdr_ *iph = l3;
+	__u32 ihl;
+	__u16 frag;
+
+	if ((void *)(iph + 1) > data_end)
+		return PARSE_UNSUPPORTED;
+	if ((iph->ihl_version >> 4) != 4)
+		return PARSE_UNSUPPORTED;
+	ihl = (iph->ihl_version & 0x0F) * 4;
+	if (ihl < sizeof(*iph))
+		return PARSE_UNSUPPORTED;
+
+	__builtin_memcpy(key->src_ip, iph->saddr, 4);
+	__builtin_memcpy(key->dst_ip, iph->daddr, 4);
+	key->ip_proto = iph->protocol;
+	key->ip_tos = iph->tos;
+	key->ip_ttl = iph->ttl;
+
+	frag = bpf_ntohs(iph->frag_off);
+	if (frag & (IP_MF_ | IP_OFFSET_)) {
+		/* The dissector, as flower calls it, parses no L4 header of any
+		 * fragment, not even the first: ports stay zero. */
+		key->ip_frag = XF_FRAG_IS_FRAGMENT;
+		if (!(frag & IP_OFFSET_))
+			key->ip_frag |= XF_FRAG_FIRST;
+		return PARSE_OK;
+	}
+	return parse_l4(l3 + ihl, data_end, key, IPPROTO_ICMP);
+}
+
+static __always_inline int parse_ipv6(void *l3, void *data_end, struct xf_key *key)
+{
+	struct ipv6hdr_ *ip6 = l3;
+	void *cursor;
+	__u8 nexthdr;
+	__u32 vtc;
+	int i;
+
+	if ((void *)(ip6 + 1) > data_end)
+		return PARSE_UNSUPPORTED;
+	vtc = bpf_ntohl(ip6->vtc_flow);
+	if ((vtc >> 28) != 6)
+		return PARSE_UNSUPPORTED;
+
+	__builtin_memcpy(key->src_ip, ip6->saddr, 16);
+	__builtin_memcpy(key->dst_ip, ip6->daddr, 16);
+	key->ip_tos = (vtc >> 20) & 0xFF;
+	key->ip_ttl = ip6->hop_limit;
+	nexthdr = ip6->nexthdr;
+	cursor = ip6 + 1;
+
+	/* Skip hop-by-hop, routing and destination options headers, as the
+	 * dissector does. Bounded: a chain longer than this is left to the
+	 * kernel. */
+	for (i = 0; i < XF_MAX_IPV6_EXT_HDRS; i++) {
+		__u8 *opt = cursor;
+
+		switch (nexthdr) {
+		case NEXTHDR_HOP:
+		case NEXTHDR_ROUTING:
+		case NEXTHDR_DEST:
+			if ((void *)(opt + 2) > data_end)
+				return PARSE_UNSUPPORTED;
+			nexthdr = opt[0];
+			cursor += ((__u32)opt[1] + 1) * 8;
+			continue;
+		case NEXTHDR_FRAGMENT: {
+			__u16 off;
+
+			if ((void *)(opt + 8) > data_end)
+				return PARSE_UNSUPPORTED;
+			key->ip_proto = opt[0];
+			off = ((__u16)opt[2] << 8 | opt[3]) & 0xFFF8;
+			key->ip_frag = XF_FRAG_IS_FRAGMENT;
+			if (!off)
+				key->ip_frag |= XF_FRAG_FIRST;
+			/* no L4 keys for fragments (see parse_ipv4) */
+			return PARSE_OK;
+		}
+		default:
+			key->ip_proto = nexthdr;
+			return parse_l4(cursor, data_end, key, IPPROTO_ICMPV6_);
+		}
+	}
+	return PARSE_UNSUPPORTED;
+}
+
+static __always_inline int parse_arp(void *l3, void *data_end, struct xf_key *key)
+{
+	struct arphdr_eth_ipv4 *arp = l3;
+
+	if ((void *)(arp + 1) > data_end)
+		return PARSE_UNSUPPORTED;
+	/* The dissector only keys Ethernet/IPv4 ARP. */
+	if (arp->hrd != bpf_htons(1) || arp->pro != ETH_P_IP_BE || arp->hln != 6 || arp->pln != 4)
+		return PARSE_UNSUPPORTED;
+	key->ip_proto = bpf_ntohs(arp->op) & 0xFF;
+	__builtin_memcpy(key->src_ip, arp->sip, 4);
+	__builtin_memcpy(key->dst_ip, arp->tip, 4);
+	__builtin_memcpy(key->arp_sha, arp->sha, 6);
+	__builtin_memcpy(key->arp_tha, arp->tha, 6);
+	return PARSE_OK;
+}
+
+static __always_inline int parse(struct xdp_md *ctx, struct xf_key *key, __u32 *l2_len)
+{
+	void *data_end = (void *)(long)ctx->data_end;
+	void *data = (void *)(long)ctx->data;
+	struct ethhdr *eth = data;
+	void *cursor;
+	__be16 proto;
+	int i;
+
+	if ((void *)(eth + 1) > data_end)
+		return PARSE_UNSUPPORTED;
+
+	key->ifindex = ctx->ingress_ifindex;
+	__builtin_memcpy(key->eth_dst, eth->h_dest, 6);
+	__builtin_memcpy(key->eth_src, eth->h_source, 6);
+	proto = eth->h_proto;
+	key->eth_type[0] = proto;
+	cursor = eth + 1;
+	*l2_len = sizeof(*eth);
+
+	for (i = 0; i < XF_MAX_VLAN_TAGS; i++) {
+		struct vlan_hdr_ *vh = cursor;
+
+		if (proto != ETH_P_8021Q_BE && proto != ETH_P_8021AD_BE)
+			break;
+		if ((void *)(vh + 1) > data_end)
+			return PARSE_UNSUPPORTED;
+		key->vlan_tci[i] = vh->tci;
+		proto = vh->proto;
+		key->eth_type[i + 1] = proto;
+		cursor = vh + 1;
+		/* the outer tag goes to skb metadata before TC counts bytes */
+		if (i == 0)
+			*l2_len += sizeof(*vh);
+	}
+	/* A third tag: the dissector would skip it, we leave it to the kernel. */
+	if (proto == ETH_P_8021Q_BE || proto == ETH_P_8021AD_BE)
+		return PARSE_UNSUPPORTED;
+
+	if (proto == ETH_P_IP_BE)
+		return parse_ipv4(cursor, data_end, key);
+	if (proto == ETH_P_IPV6_BE)
+		return parse_ipv6(cursor, data_end, key);
+	if (proto == ETH_P_ARP_BE)
+		return parse_arp(cursor, data_end, key);
+	/* Other ethertypes: L2 keys only. */
+	return PARSE_OK;
+}
+
+/* Search the subtables in order; the first one holding the masked key wins. */
+static __always_inline struct xf_flow *lookup(struct xf_key *key)
+{
+	struct xf_subtable_list *list;
+	struct xf_flow_key fk;
+	__u32 zero = 0, n, i;
+	void *inner;
+
+	inner = bpf_map_lookup_elem(&subtables, &zero);
+	if (!inner)
+		return NULL;
+	list = bpf_map_lookup_elem(inner, &zero);
+	if (!list)
+		return NULL;
+	n = list->count;
+	fk.pad = 0;
+
+	/* Bounded loop: the verifier walks at most XF_MAX_SUBTABLES
+	 * iterations; user space never sets count higher. */
+	for (i = 0; i < XF_MAX_SUBTABLES; i++) {
+		struct xf_subtable *st;
+		struct xf_flow *flow;
+		__u64 *k = (__u64 *)key, *m, *o = (__u64 *)&fk.key;
+		int w;
+
+		if (i >= n)
+			break;
+		st = &list->subtables[i];
+		m = (__u64 *)&st->mask;
+#pragma unroll
+		for (w = 0; w < XF_KEY_WORDS; w++)
+			o[w] = k[w] & m[w];
+		fk.subtable = st->id;
+		flow = bpf_map_lookup_elem(&flows, &fk);
+		if (flow) {
+			count_n(XF_CNT_SUBTABLE_LOOKUPS, i + 1);
+			return flow;
+		}
+	}
+	count_n(XF_CNT_SUBTABLE_LOOKUPS, i);
+	return NULL;
+}
+
+/* Insert a VLAN tag right after the MAC addresses. */
+static __always_inline int vlan_push(struct xdp_md *ctx, __be16 tpid, __u16 tci)
+{
+	void *data, *data_end;
+	__u8 macs[12];
+
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+	if (data + 12 > data_end)
+		return -1;
+	__builtin_memcpy(macs, data, 12);
+	if (bpf_xdp_adjust_head(ctx, -4))
+		return -1;
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+	if (data + 16 > data_end)
+		return -1;
+	__builtin_memcpy(data, macs, 12);
+	*(__be16 *)(data + 12) = tpid;
+	*(__be16 *)(data + 14) = bpf_htons(tci);
+	return 0;
+}
+
+/* Remove the outer VLAN tag; a no-op on an untagged frame, as act_vlan. */
+static __always_inline int vlan_pop(struct xdp_md *ctx)
+{
+	void *data, *data_end;
+	__u8 macs[12];
+	__be16 tpid;
+
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+	if (data + 18 > data_end)
+		return 0;
+	tpid = *(__be16 *)(data + 12);
+	if (tpid != ETH_P_8021Q_BE && tpid != ETH_P_8021AD_BE)
+		return 0;
+	__builtin_memcpy(macs, data, 12);
+	if (bpf_xdp_adjust_head(ctx, 4))
+		return -1;
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+	if (data + 12 > data_end)
+		return -1;
+	__builtin_memcpy(data, macs, 12);
+	return 0;
+}
+
+/* Rewrite the outer tag's id (and priority if asked); a no-op when untagged. */
+static __always_inline int vlan_modify(struct xdp_md *ctx, const struct xf_action *a)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	__be16 *tpid;
+	__u16 tci;
+
+	if (data + 16 > data_end)
+		return 0;
+	tpid = data + 12;
+	if (*tpid != ETH_P_8021Q_BE && *tpid != ETH_P_8021AD_BE)
+		return 0;
+	tci = bpf_ntohs(*(__be16 *)(data + 14));
+	tci = (tci & ~0x0FFF) | (a->vlan_id & 0x0FFF);
+	if (a->flags & XF_VLAN_SET_PRIO)
+		tci = (tci & 0x1FFF) | ((__u16)(a->vlan_prio & 7) << 13);
+	*tpid = a->vlan_proto;
+	*(__be16 *)(data + 14) = bpf_htons(tci);
+	return 0;
+}
+
+static __always_inline int set_mac(struct xdp_md *ctx, int offset, const __u8 *mac)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+
+	if (data + 12 > data_end)
+		return -1;
+	__builtin_memcpy(data + offset, mac, 6);
+	return 0;
+}
+
+/* Run an action set; returns the XDP verdict. */
+static __always_inline int run_actions(struct xdp_md *ctx, const struct xf_action_set *set)
+{
+	__u32 n = set->count;
+	int i, modified = 0;
+
+	for (i = 0; i < XF_MAX_ACTIONS; i++) {
+		const struct xf_action *a = &set->actions[i];
+		int err = 0;
+
+		if (i >= n)
+			break;
+		switch (a->op) {
+		case XF_ACT_DROP:
+			count(XF_CNT_DROP);
+			return XDP_DROP;
+		case XF_ACT_PASS:
+			count(XF_CNT_PASS);
+			return XDP_PASS;
+		case XF_ACT_TX:
+			count(XF_CNT_TX);
+			return XDP_TX;
+		case XF_ACT_REDIRECT:
+			count(XF_CNT_REDIRECT);
+			/* On a missing devmap entry, drop: user space installs the
+			 * entry before any flow that uses it. */
+			return bpf_redirect_map(&tx_ports, a->ifindex, XDP_DROP);
+		case XF_ACT_VLAN_PUSH:
+			err = vlan_push(ctx, a->vlan_proto,
+					(a->vlan_id & 0x0FFF) | ((__u16)(a->vlan_prio & 7) << 13));
+			break;
+		case XF_ACT_VLAN_POP:
+			err = vlan_pop(ctx);
+			break;
+		case XF_ACT_VLAN_MODIFY:
+			err = vlan_modify(ctx, a);
+			break;
+		case XF_ACT_SET_ETH_SRC:
+			err = set_mac(ctx, 6, a->mac);
+			break;
+		case XF_ACT_SET_ETH_DST:
+			err = set_mac(ctx, 0, a->mac);
+			break;
+		default:
+			err = -1;
+		}
+		if (err) {
+			count(XF_CNT_ACTION_ERROR);
+			/* Untouched, the kernel can still apply the rule; once
+			 * changed, the packet cannot be handed on half-done. */
+			return modified ? XDP_DROP : XDP_PASS;
+		}
+		modified = 1;
+	}
+	/* No terminal action: on to TC and the stack, like "pipe". */
+	count(XF_CNT_PASS);
+	return XDP_PASS;
+}
+
+SEC("xdp")
+int xdpflow(struct xdp_md *ctx)
+{
+	struct xf_action_set *set;
+	struct xf_rule_stats *st;
+	struct xf_flow *flow;
+	struct xf_key key;
+	__u32 l2_len = 0;
+	__u64 len;
+
+	__builtin_memset(&key, 0, sizeof(key));
+	count(XF_CNT_RX);
+	if (parse(ctx, &key, &l2_len) != PARSE_OK) {
+		count(XF_CNT_UNPARSED);
+		return XDP_PASS;
+	}
+
+	flow = lookup(&key);
+	if (!flow) {
+		count(XF_CNT_MISS);
+		return XDP_PASS;
+	}
+	count(XF_CNT_HIT);
+
+	/* Copy the indices out: the value is RCU-protected, but reading it
+	 * once keeps stats and actions from one version of the flow. */
+	__u32 set_idx = flow->action_set, stats_idx = flow->stats;
+
+	len = (__u64)(ctx->data_end - ctx->data);
+	st = bpf_map_lookup_elem(&rule_stats, &stats_idx);
+	if (st) {
+		st->packets++;
+		st->bytes += len > l2_len ? len - l2_len : 0;
+		st->last_used_ns = bpf_ktime_get_coarse_ns();
+	}
+
+	set = bpf_map_lookup_elem(&action_sets, &set_idx);
+	if (!set) {
+		count(XF_CNT_ACTION_ERROR);
+		return XDP_PASS;
+	}
+	return run_actions(ctx, set);
+}

@@ -1,0 +1,186 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Layouts shared by the XDP program and the Go side (maps/ via bpf2go's
+ * generated types). Change a struct here and `make generate` regenerates the
+ * Go types; nothing else should describe these layouts.
+ */
+#ifndef XDPFLOW_H
+#define XDPFLOW_H
+
+#include <linux/types.h>
+
+/* Constants Go needs too are enums, so that bpf2go generates them. */
+
+/* Compile-time bounds. The subtable loop is bounded by XF_MAX_SUBTABLES; a
+ * device may be enabled with a lower limit, never a higher one. */
+enum xf_limits {
+	XF_MAX_SUBTABLES = 256,
+	XF_MAX_ACTIONS = 8,
+	XF_MAX_VLAN_TAGS = 2,
+	XF_MAX_IPV6_EXT_HDRS = 8,
+	XF_RULE_TEXT_MAX = 464,
+	XF_META_MAGIC = 0x78646631,	/* "xdf1": layout version of pinned state */
+};
+
+/* key.ip_frag bits: flower's ip_flags (FLOW_DIS_IS_FRAGMENT/FIRST_FRAG). */
+enum xf_frag {
+	XF_FRAG_IS_FRAGMENT = 0x01,
+	XF_FRAG_FIRST = 0x02,
+};
+
+/*
+ * The flow key: everything a rule can match. Network-order fields stay in
+ * network order. Fields a packet does not have are zero (a rule that can
+ * match them always also matches the ethertype that implies them).
+ *
+ * The struct is a whole number of 64-bit words so that masking is a fixed
+ * run of word ANDs.
+ */
+struct xf_key {
+	__u32 ifindex;		/* ingress ifindex */
+	__u8 eth_dst[6];
+	__u8 eth_src[6];
+	/* eth_type[0] is the ethertype after the MACs (tc's "protocol", a TPID
+	 * when tagged); [1] follows the first VLAN tag (vlan_ethtype), [2] the
+	 * second (cvlan_ethtype). */
+	__be16 eth_type[3];
+	__be16 vlan_tci[2];	/* outer (vlan_*) and inner (cvlan_*) tag */
+	__u8 ip_proto;		/* for ARP: the low byte of the opcode, as flower */
+	__u8 ip_tos;		/* IPv4 TOS, IPv6 traffic class */
+	__u8 ip_ttl;		/* IPv4 TTL, IPv6 hop limit */
+	__u8 ip_frag;		/* XF_FRAG_* */
+	__be16 tcp_flags;	/* low 12 bits of the TCP flag word */
+	__u8 src_ip[16];	/* IPv4 and ARP sender IP in the first 4 bytes */
+	__u8 dst_ip[16];	/* IPv4 and ARP target IP in the first 4 bytes */
+	__be16 src_port;	/* TCP, UDP, SCTP */
+	__be16 dst_port;
+	__u8 icmp_type;		/* ICMP and ICMPv6 */
+	__u8 icmp_code;
+	__u8 arp_sha[6];
+	__u8 arp_tha[6];
+	__u8 pad[6];
+} __attribute__((aligned(8)));
+
+#define XF_KEY_WORDS (sizeof(struct xf_key) / 8)
+
+/* One subtable: every flow in it was installed with this priority and mask. */
+struct xf_subtable {
+	__u32 id;		/* part of the flows map key */
+	__u32 prio;		/* not read by the program: the list is in order */
+	__u64 group_seq;	/* not read by the program: the mask group's order */
+	struct xf_key mask;
+};
+
+/* The ordered list of subtables the program searches, first hit wins.
+ * Replaced whole (double-buffered behind an ARRAY_OF_MAPS slot), never
+ * edited while packets can see it. */
+struct xf_subtable_list {
+	__u32 count;
+	__u32 generation;
+	struct xf_subtable subtables[XF_MAX_SUBTABLES];
+};
+
+/* Key of the flows hash map: which subtable, and the packet key under that
+ * subtable's mask. */
+struct xf_flow_key {
+	__u32 subtable;
+	__u32 pad;
+	struct xf_key key;
+};
+
+/* Value of the flows hash map. */
+struct xf_flow {
+	__u32 action_set;	/* index into action_sets */
+	__u32 stats;		/* index into rule_stats; one per rule */
+};
+
+enum xf_action_op {
+	XF_ACT_NONE = 0,
+	XF_ACT_DROP,		/* terminal: XDP_DROP */
+	XF_ACT_PASS,		/* terminal: XDP_PASS to TC and the stack */
+	XF_ACT_REDIRECT,	/* terminal: out of ifindex via the devmap */
+	XF_ACT_TX,		/* terminal: back out of the ingress device */
+	XF_ACT_VLAN_PUSH,
+	XF_ACT_VLAN_POP,
+	XF_ACT_VLAN_MODIFY,
+	XF_ACT_SET_ETH_SRC,
+	XF_ACT_SET_ETH_DST,
+};
+
+/* vlan action flags */
+enum xf_vlan_flags {
+	XF_VLAN_SET_PRIO = 0x01,	/* modify: priority was given */
+};
+
+struct xf_action {
+	__u8 op;		/* enum xf_action_op */
+	__u8 flags;		/* XF_VLAN_* */
+	__be16 vlan_proto;	/* push, modify */
+	__u16 vlan_id;		/* push, modify (host order) */
+	__u8 vlan_prio;
+	__u8 pad;
+	__u32 ifindex;		/* redirect */
+	__u8 mac[6];		/* set eth src/dst */
+	__u8 pad2[2];
+};
+
+/* An action list, run in order. A list without a terminal action ends in
+ * XDP_PASS, like a TC filter whose last action is "pipe". */
+struct xf_action_set {
+	__u32 count;
+	__u32 pad;
+	struct xf_action actions[XF_MAX_ACTIONS];
+};
+
+/* Per-rule, per-CPU counters. Bytes count what tc counts at ingress: the
+ * frame without its Ethernet header and without the outer VLAN tag (which
+ * the kernel moves into skb metadata before TC sees the packet). */
+struct xf_rule_stats {
+	__u64 packets;
+	__u64 bytes;
+	__u64 last_used_ns;	/* CLOCK_MONOTONIC, coarse */
+};
+
+/* Per-CPU program counters, indexed by enum xf_counter. */
+enum xf_counter {
+	XF_CNT_RX = 0,		/* packets seen */
+	XF_CNT_HIT,		/* matched a flow */
+	XF_CNT_MISS,		/* parsed, matched nothing: XDP_PASS */
+	XF_CNT_UNPARSED,	/* not understood by the parser: XDP_PASS */
+	XF_CNT_DROP,
+	XF_CNT_PASS,		/* matched, action pass */
+	XF_CNT_TX,
+	XF_CNT_REDIRECT,
+	XF_CNT_ACTION_ERROR,	/* an action failed: packet dropped */
+	XF_CNT_SUBTABLE_LOOKUPS,	/* hash lookups done */
+	XF_CNT_MAX,
+};
+
+/*
+ * User-space-only state, pinned beside the datapath maps so that any process
+ * can rebuild the engine's view from bpffs alone. The program never reads
+ * these.
+ */
+
+/* One installed rule, keyed by its rule_stats slot (the rule id). */
+struct xf_rule_spec {
+	__u64 seq;		/* insertion order; a replaced rule keeps its place */
+	__u64 group_seq;	/* creation order of its match mask in its priority */
+	__u32 action_set;	/* action_sets slot it uses */
+	__u32 source;		/* where the rule came from (Go: rule.Source) */
+	__u32 text_len;
+	__u32 pad;
+	__u8 text[XF_RULE_TEXT_MAX];	/* canonical tc-flower text */
+};
+
+struct xf_meta {
+	__u32 magic;
+	__u32 active_list;	/* 0: subtables_a is live, 1: subtables_b */
+	__u32 dirty;		/* non-zero while a writer is mid-change */
+	__u32 max_subtables;
+	__u64 next_seq;
+	__u32 ifindex;		/* device the program was attached to */
+	__u32 attach_flags;	/* XDP_FLAGS_* it was attached with */
+};
+
+#endif /* XDPFLOW_H */

@@ -1,0 +1,260 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+
+	"github.com/xdpflow/xdpflow/bpf"
+	"github.com/xdpflow/xdpflow/flower"
+	"github.com/xdpflow/xdpflow/loader"
+	"github.com/xdpflow/xdpflow/maps"
+	"github.com/xdpflow/xdpflow/rule"
+)
+
+// session is one command's view of a device: its pins, its table, and the
+// namespace lock held while it runs.
+type session struct {
+	paths  loader.Paths
+	dev    *loader.Device
+	table  *maps.Table
+	unlock func()
+}
+
+func (s *session) close() {
+	if s.dev != nil {
+		s.dev.Close()
+	}
+	if s.unlock != nil {
+		s.unlock()
+	}
+}
+
+func openPaths(g globals) (loader.Paths, func(), error) {
+	p, err := loader.NewPaths(g.bpffs)
+	if err != nil {
+		return p, nil, err
+	}
+	unlock, err := p.Lock()
+	if err != nil {
+		return p, nil, err
+	}
+	return p, unlock, nil
+}
+
+// openDevice opens an enabled device and its table.
+func openDevice(g globals, dev string) (*session, error) {
+	p, unlock, err := openPaths(g)
+	if err != nil {
+		return nil, err
+	}
+	s := &session{paths: p, unlock: unlock}
+	d, err := loader.Open(p, dev)
+	if err != nil {
+		s.close()
+		if errors.Is(err, loader.ErrNotEnabled) {
+			return nil, fmt.Errorf("xdpflow is not enabled on %s (run: xdpflow enable dev %s)", dev, dev)
+		}
+		return nil, err
+	}
+	s.dev = d
+	t, err := maps.Open(&d.Maps, func(text string) (*rule.Rule, error) {
+		return flower.ParseRuleText(dev, text)
+	})
+	if err != nil {
+		s.close()
+		return nil, fmt.Errorf("%s: %w", dev, err)
+	}
+	s.table = t
+	return s, nil
+}
+
+func parseDevArg(args []string, cmd string) (string, []string, error) {
+	if len(args) < 2 || args[0] != "dev" {
+		return "", nil, usageError{fmt.Sprintf("usage: xdpflow %s dev DEV", cmd)}
+	}
+	return args[1], args[2:], nil
+}
+
+func cmdEnable(g globals, args []string) error {
+	dev, rest, err := parseDevArg(args, "enable")
+	if err != nil {
+		return err
+	}
+	opts := loader.DefaultOptions
+	for i := 0; i < len(rest); i += 2 {
+		if i+1 >= len(rest) {
+			return usageError{fmt.Sprintf("enable: %q needs a value", rest[i])}
+		}
+		v := rest[i+1]
+		n, nerr := strconv.ParseUint(v, 0, 32)
+		switch rest[i] {
+		case "mode":
+			opts.Mode = loader.Mode(v)
+			if opts.Mode != loader.ModeNative && opts.Mode != loader.ModeGeneric {
+				return usageError{fmt.Sprintf("enable: unknown mode %q (native or generic)", v)}
+			}
+			continue
+		case "flows", "rules", "subtables":
+		default:
+			return usageError{fmt.Sprintf("enable: unknown option %q", rest[i])}
+		}
+		if nerr != nil || n == 0 {
+			return usageError{fmt.Sprintf("enable: invalid %s %q", rest[i], v)}
+		}
+		switch rest[i] {
+		case "flows":
+			opts.MaxFlows = uint32(n)
+		case "rules":
+			opts.MaxRules = uint32(n) + 1 // slot 0 is never a rule
+		case "subtables":
+			opts.MaxSubtables = int(n)
+		}
+	}
+	p, unlock, err := openPaths(g)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	enabled, err := loader.Enable(p, dev, opts)
+	if err != nil {
+		return err
+	}
+	if !enabled {
+		fmt.Printf("xdpflow already enabled on %s\n", dev)
+	}
+	return nil
+}
+
+func cmdDisable(g globals, args []string) error {
+	dev, rest, err := parseDevArg(args, "disable")
+	if err != nil {
+		return err
+	}
+	if len(rest) > 0 {
+		return usageError{fmt.Sprintf("disable: unexpected %q", rest[0])}
+	}
+	p, unlock, err := openPaths(g)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	if err := loader.Disable(p, dev); err != nil {
+		if errors.Is(err, loader.ErrNotEnabled) {
+			return fmt.Errorf("disable %s: xdpflow is not enabled on it", dev)
+		}
+		return err
+	}
+	return nil
+}
+
+func cmdShowFeature(g globals, dev string) error {
+	p, unlock, err := openPaths(g)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	state := "off"
+	if d, err := loader.Open(p, dev); err == nil {
+		if ok, _ := d.Attached(); ok {
+			state = "on"
+		} else {
+			state = "off [stale: pinned but not attached]"
+		}
+		d.Close()
+	} else if !errors.Is(err, loader.ErrNotEnabled) {
+		return err
+	}
+	fmt.Printf("Features for %s:\nflow-offload-xdp: %s\n", dev, state)
+	return nil
+}
+
+// deviceStatus is one device in `xdpflow status`.
+type deviceStatus struct {
+	Dev          string            `json:"dev"`
+	Ifindex      int               `json:"ifindex"`
+	Attached     bool              `json:"attached"`
+	Mode         string            `json:"mode"`
+	ProgramID    uint32            `json:"program_id"`
+	Pins         string            `json:"pins"`
+	Rules        int               `json:"rules"`
+	MaxRules     int               `json:"max_rules"`
+	Flows        int               `json:"flows"`
+	MaxFlows     int               `json:"max_flows"`
+	Subtables    int               `json:"subtables"`
+	MaxSubtables int               `json:"max_subtables"`
+	Counters     map[string]uint64 `json:"counters"`
+}
+
+var counterNames = map[bpf.XdpflowXfCounter]string{
+	bpf.XdpflowXfCounterXF_CNT_RX:               "rx",
+	bpf.XdpflowXfCounterXF_CNT_HIT:              "hits",
+	bpf.XdpflowXfCounterXF_CNT_MISS:             "misses",
+	bpf.XdpflowXfCounterXF_CNT_UNPARSED:         "unparsed",
+	bpf.XdpflowXfCounterXF_CNT_DROP:             "drop",
+	bpf.XdpflowXfCounterXF_CNT_PASS:             "pass",
+	bpf.XdpflowXfCounterXF_CNT_TX:               "tx",
+	bpf.XdpflowXfCounterXF_CNT_REDIRECT:         "redirect",
+	bpf.XdpflowXfCounterXF_CNT_ACTION_ERROR:     "action_errors",
+	bpf.XdpflowXfCounterXF_CNT_SUBTABLE_LOOKUPS: "subtable_lookups",
+}
+
+func cmdStatus(g globals, args []string) error {
+	if len(args) > 0 {
+		return usageError{fmt.Sprintf("status: unexpected %q", args[0])}
+	}
+	p, unlock, err := openPaths(g)
+	if err != nil {
+		return err
+	}
+	devs, err := loader.List(p)
+	unlock()
+	if err != nil {
+		return err
+	}
+	out := []deviceStatus{}
+	for _, dev := range devs {
+		s, err := openDevice(g, dev)
+		if err != nil {
+			return err
+		}
+		attached, mode := s.dev.Attached()
+		sz := s.table.Sizes()
+		cnt, err := s.table.Counters()
+		if err != nil {
+			s.close()
+			return err
+		}
+		ds := deviceStatus{Dev: dev, Ifindex: s.dev.Ifindex, Attached: attached, Mode: string(mode),
+			ProgramID: s.dev.ProgramID(), Pins: s.dev.Dir, Rules: sz.Rules, MaxRules: sz.MaxRules - 1,
+			Flows: sz.Flows, MaxFlows: sz.MaxFlows, Subtables: sz.Subtables, MaxSubtables: sz.MaxSubtables,
+			Counters: map[string]uint64{}}
+		for i, name := range counterNames {
+			ds.Counters[name] = cnt[i]
+		}
+		s.close()
+		out = append(out, ds)
+	}
+	if g.json {
+		return json.NewEncoder(os.Stdout).Encode(out)
+	}
+	if len(out) == 0 {
+		fmt.Printf("xdpflow: no device enabled in network namespace %s\n", p.Netns)
+		return nil
+	}
+	for _, d := range out {
+		att := "attached"
+		if !d.Attached {
+			att = "NOT ATTACHED (stale pins; run disable)"
+		}
+		fmt.Printf("%s (ifindex %d): %s, mode %s, program id %d\n", d.Dev, d.Ifindex, att, d.Mode, d.ProgramID)
+		fmt.Printf("  rules %d/%d  flows %d/%d  subtables %d/%d\n", d.Rules, d.MaxRules, d.Flows, d.MaxFlows, d.Subtables, d.MaxSubtables)
+		c := d.Counters
+		fmt.Printf("  packets %d  hits %d  misses %d  unparsed %d  drop %d  pass %d  tx %d  redirect %d  action errors %d\n",
+			c["rx"], c["hits"], c["misses"], c["unparsed"], c["drop"], c["pass"], c["tx"], c["redirect"], c["action_errors"])
+		fmt.Printf("  pins %s\n", d.Pins)
+	}
+	return nil
+}

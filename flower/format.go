@@ -1,0 +1,125 @@
+package flower
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/xdpflow/xdpflow/rule"
+)
+
+// Format returns the canonical tc text of a rule, without the device:
+// "protocol ip pref 10 handle 1 chain 0 flower ip_proto udp dst_port 53
+// action drop". ParseRuleText parses it back into the same rule.
+func Format(r *rule.Rule) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "protocol %s pref %d handle %d chain %d flower", EthTypeName(r.Protocol), r.Prio, r.Handle, r.Chain)
+	for _, k := range r.Keys {
+		fmt.Fprintf(&b, " %s %v", k.Name, k.Value)
+	}
+	if r.SkipHW {
+		b.WriteString(" skip_hw")
+	}
+	if r.SkipSW {
+		b.WriteString(" skip_sw")
+	}
+	for _, a := range r.Actions {
+		b.WriteString(" action ")
+		b.WriteString(FormatAction(a))
+	}
+	return b.String()
+}
+
+// Stats are a rule's counters as shown.
+type Stats struct {
+	Packets    uint64 `json:"packets"`
+	Bytes      uint64 `json:"bytes"`
+	LastUsedMs uint64 `json:"last_used_ms"`
+	Used       bool   `json:"-"` // false: never hit
+}
+
+// Shown is one filter as `filter show` prints it.
+type Shown struct {
+	Rule      *rule.Rule
+	Offloaded bool
+	Reason    string
+	Stats     Stats
+}
+
+// JSONFilter is the JSON form of one filter; scripts rely on these names.
+type JSONFilter struct {
+	Dev       string         `json:"dev"`
+	Kind      string         `json:"kind"`
+	Pref      uint16         `json:"pref"`
+	Handle    uint32         `json:"handle"`
+	Protocol  string         `json:"protocol"`
+	Chain     uint32         `json:"chain"`
+	Source    string         `json:"source"`
+	Keys      map[string]any `json:"keys"`
+	Flags     []string       `json:"flags,omitempty"`
+	Actions   []string       `json:"actions"`
+	Offloaded bool           `json:"offloaded"`
+	Reason    string         `json:"reason,omitempty"`
+	Stats     *Stats         `json:"stats,omitempty"`
+}
+
+// JSON returns the JSON form; stats only with withStats (like tc -s).
+func (s *Shown) JSON(withStats bool) JSONFilter {
+	r := s.Rule
+	j := JSONFilter{
+		Dev: r.Dev, Kind: "flower", Pref: r.Prio, Handle: r.Handle, Protocol: EthTypeName(r.Protocol),
+		Chain: r.Chain, Source: r.Source.String(), Keys: map[string]any{}, Actions: []string{},
+		Offloaded: s.Offloaded, Reason: s.Reason,
+	}
+	for _, k := range r.Keys {
+		j.Keys[k.Name] = k.Value
+	}
+	if r.SkipHW {
+		j.Flags = append(j.Flags, "skip_hw")
+	}
+	if r.SkipSW {
+		j.Flags = append(j.Flags, "skip_sw")
+	}
+	for _, a := range r.Actions {
+		j.Actions = append(j.Actions, FormatAction(a))
+	}
+	if withStats {
+		st := s.Stats
+		j.Stats = &st
+	}
+	return j
+}
+
+// Text returns the tc-like text form of one filter.
+func (s *Shown) Text(withStats bool) string {
+	r := s.Rule
+	var b strings.Builder
+	fmt.Fprintf(&b, "filter protocol %s pref %d flower chain %d handle 0x%x\n", EthTypeName(r.Protocol), r.Prio, r.Chain, r.Handle)
+	for _, k := range r.Keys {
+		fmt.Fprintf(&b, "  %s %v\n", k.Name, k.Value)
+	}
+	if r.SkipHW {
+		b.WriteString("  skip_hw\n")
+	}
+	if r.SkipSW {
+		b.WriteString("  skip_sw\n")
+	}
+	if s.Offloaded {
+		b.WriteString("  in_xdp\n")
+	} else {
+		fmt.Fprintf(&b, "  not_in_xdp (%s)\n", s.Reason)
+	}
+	if len(r.Actions) == 0 {
+		b.WriteString("\t(no actions: pass)\n")
+	}
+	for i, a := range r.Actions {
+		fmt.Fprintf(&b, "\taction order %d: %s\n", i+1, FormatAction(a))
+	}
+	if withStats {
+		used := "never used"
+		if s.Stats.Used {
+			used = fmt.Sprintf("last used %d ms ago", s.Stats.LastUsedMs)
+		}
+		fmt.Fprintf(&b, "\tSent %d bytes %d pkt (%s)\n", s.Stats.Bytes, s.Stats.Packets, used)
+	}
+	return b.String()
+}

@@ -1,0 +1,167 @@
+// Package loader loads the xdpflow program for a device, pins it under
+// /sys/fs/bpf/xdpflow/<netns>/<ifname>/, attaches it with a pinned bpf_link
+// (so forwarding survives the process), and detaches and cleans up.
+package loader
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// DefaultBPFFS is where bpffs is normally mounted.
+const DefaultBPFFS = "/sys/fs/bpf"
+
+func isBPFFS(path string) bool {
+	var st unix.Statfs_t
+	if err := unix.Statfs(path, &st); err != nil {
+		return false
+	}
+	return uint32(st.Type) == unix.BPF_FS_MAGIC
+}
+
+// ancestors returns the parent, grandparent, ... process ids.
+func ancestors() []int {
+	var out []int
+	pid := os.Getppid()
+	for i := 0; i < 64 && pid > 0; i++ {
+		out = append(out, pid)
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			break
+		}
+		// "pid (comm) state ppid ...": comm may hold spaces, so cut at
+		// the last ')'.
+		s := string(b)
+		i := strings.LastIndexByte(s, ')')
+		if i < 0 {
+			break
+		}
+		f := strings.Fields(s[i+1:])
+		if len(f) < 2 {
+			break
+		}
+		pid, _ = strconv.Atoi(f[1])
+	}
+	return out
+}
+
+// FindBPFFS returns a bpffs directory whose pins outlive this process.
+//
+// Pins must live in a bpffs that stays mounted after we exit. `ip netns exec`
+// runs the command in a private mount namespace with a fresh /sys, where
+// /sys/fs/bpf is not a bpffs (and a bpffs mounted there would vanish with
+// the namespace). There, the bpffs of the mount namespace we were started
+// from is still reachable through /proc/<ancestor>/root, and the pins go
+// there. When no ancestor lives in another mount namespace, this is the
+// host's own and bpffs is simply not mounted yet: mount it, as systemd does
+// at boot. Anything else is refused rather than reporting success for state
+// that would vanish.
+func FindBPFFS(override string) (string, error) {
+	if override != "" {
+		if !isBPFFS(override) {
+			return "", fmt.Errorf("%s is not a bpffs mount", override)
+		}
+		return override, nil
+	}
+	if isBPFFS(DefaultBPFFS) {
+		return DefaultBPFFS, nil
+	}
+	self, err := os.Readlink("/proc/self/ns/mnt")
+	if err != nil {
+		return "", fmt.Errorf("identify mount namespace: %w", err)
+	}
+	elsewhere := false
+	for _, pid := range ancestors() {
+		ns, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/mnt", pid))
+		if err != nil || ns == self {
+			continue
+		}
+		elsewhere = true
+		if dir := fmt.Sprintf("/proc/%d/root%s", pid, DefaultBPFFS); isBPFFS(dir) {
+			return dir, nil
+		}
+	}
+	if !elsewhere {
+		if err := os.MkdirAll(DefaultBPFFS, 0o755); err != nil {
+			return "", fmt.Errorf("create %s: %w", DefaultBPFFS, err)
+		}
+		if err := unix.Mount("bpf", DefaultBPFFS, "bpf", 0, "mode=0700"); err != nil {
+			return "", fmt.Errorf("mount bpffs on %s: %w", DefaultBPFFS, err)
+		}
+		return DefaultBPFFS, nil
+	}
+	return "", errors.New("no persistent bpffs: /sys/fs/bpf is not mounted in this mount namespace " +
+		"(inside `ip netns exec`?) nor where it was started from; mount it on the host " +
+		"(mount -t bpf bpf /sys/fs/bpf), or use nsenter --net= instead of ip netns exec")
+}
+
+// NetnsID names the current network namespace: its inode number, which is
+// what `ip netns identify` and /proc/PID/ns/net resolve to.
+func NetnsID() (string, error) {
+	var st unix.Stat_t
+	if err := unix.Stat("/proc/self/ns/net", &st); err != nil {
+		return "", fmt.Errorf("identify network namespace: %w", err)
+	}
+	return strconv.FormatUint(st.Ino, 10), nil
+}
+
+// Paths are where one network namespace's devices are pinned.
+type Paths struct {
+	Root  string // <bpffs>/xdpflow/<netns>
+	Netns string
+}
+
+// NewPaths finds the pin root for the current network namespace.
+func NewPaths(bpffsOverride string) (Paths, error) {
+	fs, err := FindBPFFS(bpffsOverride)
+	if err != nil {
+		return Paths{}, err
+	}
+	ns, err := NetnsID()
+	if err != nil {
+		return Paths{}, err
+	}
+	return Paths{Root: filepath.Join(fs, "xdpflow", ns), Netns: ns}, nil
+}
+
+// Device returns the pin directory of one device.
+func (p Paths) Device(ifname string) string { return filepath.Join(p.Root, pinName(ifname)) }
+
+// bpffs refuses names with a dot, which interface names may have (eth0.100):
+// escape '%', '.' and '+' ('+' starts the names of temporary directories).
+var pinEscaper = strings.NewReplacer("%", "%25", ".", "%2e", "+", "%2b")
+
+func pinName(ifname string) string { return pinEscaper.Replace(ifname) }
+
+func ifName(pin string) string {
+	return strings.NewReplacer("%2e", ".", "%2b", "+", "%25", "%").Replace(pin)
+}
+
+// tempPrefix starts the names of directories still being filled.
+const tempPrefix = "+"
+
+// Lock serialises writers in one network namespace: flock on its pin
+// directory. The returned func releases it.
+func (p Paths) Lock() (func(), error) {
+	if err := os.MkdirAll(p.Root, 0o700); err != nil {
+		return nil, fmt.Errorf("create %s: %w", p.Root, err)
+	}
+	f, err := os.Open(p.Root)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", p.Root, err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("lock %s: %w", p.Root, err)
+	}
+	return func() {
+		_ = unix.Flock(int(f.Fd()), unix.LOCK_UN)
+		f.Close()
+	}, nil
+}

@@ -1,0 +1,376 @@
+package loader
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"reflect"
+	"sort"
+	"strings"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/xdpflow/xdpflow/bpf"
+	"github.com/xdpflow/xdpflow/maps"
+)
+
+// Mode is the XDP attach mode.
+type Mode string
+
+const (
+	ModeNative  Mode = "native"
+	ModeGeneric Mode = "generic"
+)
+
+// Options are the sizes and mode chosen at enable time.
+type Options struct {
+	Mode         Mode
+	MaxFlows     uint32 // flow entries (after range expansion)
+	MaxRules     uint32 // rules (and per-rule counters)
+	MaxSubtables int    // distinct (priority, mask) pairs, at most maps.MaxSubtables
+}
+
+// DefaultOptions are used for what enable is not told.
+var DefaultOptions = Options{Mode: ModeNative, MaxFlows: 65536, MaxRules: 16384, MaxSubtables: maps.MaxSubtables}
+
+const (
+	pinProg = "prog"
+	pinLink = "link"
+)
+
+// ErrNotEnabled is returned for a device xdpflow is not enabled on.
+var ErrNotEnabled = errors.New("xdpflow is not enabled on this device")
+
+// Device is one enabled device's pinned objects.
+type Device struct {
+	Name    string
+	Ifindex int
+	Dir     string
+	Maps    bpf.XdpflowMaps
+	Prog    *ebpf.Program
+	Link    link.Link // nil when attached through netlink (kernels without XDP links)
+}
+
+// Close releases the handles; the pins (and so the attachment) remain.
+func (d *Device) Close() {
+	if d.Link != nil {
+		d.Link.Close()
+	}
+	if d.Prog != nil {
+		d.Prog.Close()
+	}
+	_ = d.Maps.Close()
+}
+
+// mapFields lists the generated map fields with their names.
+func mapFields(m *bpf.XdpflowMaps) map[string]**ebpf.Map {
+	out := map[string]**ebpf.Map{}
+	v := reflect.ValueOf(m).Elem()
+	tp := v.Type()
+	for i := 0; i < tp.NumField(); i++ {
+		if name := tp.Field(i).Tag.Get("ebpf"); name != "" {
+			out[name] = v.Field(i).Addr().Interface().(**ebpf.Map)
+		}
+	}
+	return out
+}
+
+func xdpFlags(mode Mode) (link.XDPAttachFlags, error) {
+	switch mode {
+	case ModeNative, "":
+		return link.XDPDriverMode, nil
+	case ModeGeneric:
+		return link.XDPGenericMode, nil
+	}
+	return 0, fmt.Errorf("unknown mode %q (native or generic)", mode)
+}
+
+// foreignXDP describes an XDP program on the device that is not ours.
+func foreignXDP(l netlink.Link) error {
+	x := l.Attrs().Xdp
+	if x == nil || !x.Attached {
+		return nil
+	}
+	name := ""
+	if p, err := ebpf.NewProgramFromID(ebpf.ProgramID(x.ProgId)); err == nil {
+		if info, err := p.Info(); err == nil {
+			name = " (" + info.Name + ")"
+		}
+		p.Close()
+	}
+	return fmt.Errorf("%s already has XDP program id %d%s attached; xdpflow does not replace it (detach it first)",
+		l.Attrs().Name, x.ProgId, name)
+}
+
+// Enable loads, pins and attaches xdpflow on dev. Enabling an enabled
+// device is a no-op that reports so (enabled == false).
+func Enable(p Paths, dev string, opts Options) (enabled bool, err error) {
+	l, err := netlink.LinkByName(dev)
+	if err != nil {
+		return false, fmt.Errorf("enable %s: no such device", dev)
+	}
+	ifindex := l.Attrs().Index
+	dir := p.Device(dev)
+	if d, err := Open(p, dev); err == nil {
+		attached := d.attachedTo() == ifindex
+		d.Close()
+		if attached {
+			return false, nil
+		}
+		// Pins of a device that went away (or an ifindex reused by a
+		// new device of the same name): clear them and start afresh.
+		if err := Disable(p, dev); err != nil && !errors.Is(err, ErrNotEnabled) {
+			return false, fmt.Errorf("enable %s: clear stale state: %w", dev, err)
+		}
+	} else if !errors.Is(err, ErrNotEnabled) {
+		return false, fmt.Errorf("enable %s: %w", dev, err)
+	}
+	if err := foreignXDP(l); err != nil {
+		return false, fmt.Errorf("enable %s: %w", dev, err)
+	}
+	if opts.MaxSubtables < 1 || opts.MaxSubtables > maps.MaxSubtables {
+		return false, fmt.Errorf("enable %s: subtables %d: must be 1..%d", dev, opts.MaxSubtables, maps.MaxSubtables)
+	}
+	if opts.MaxFlows < 1 || opts.MaxRules < 2 {
+		return false, fmt.Errorf("enable %s: flows and rules must be positive", dev)
+	}
+	flags, err := xdpFlags(opts.Mode)
+	if err != nil {
+		return false, fmt.Errorf("enable %s: %w", dev, err)
+	}
+
+	spec, err := bpf.LoadXdpflow()
+	if err != nil {
+		return false, fmt.Errorf("enable %s: load program spec: %w", dev, err)
+	}
+	spec.Maps[bpf.XdpflowMapFlows].MaxEntries = opts.MaxFlows
+	for _, name := range []string{bpf.XdpflowMapRuleStats, bpf.XdpflowMapRuleSpecs, bpf.XdpflowMapActionSets} {
+		spec.Maps[name].MaxEntries = opts.MaxRules
+	}
+	var objs bpf.XdpflowObjects
+	if err := spec.LoadAndAssign(&objs, nil); err != nil {
+		var ve *ebpf.VerifierError
+		if errors.As(err, &ve) {
+			return false, fmt.Errorf("enable %s: the kernel refused the program: %v", dev, ve)
+		}
+		return false, fmt.Errorf("enable %s: load program: %w", dev, err)
+	}
+	defer objs.Close()
+	if err := maps.Init(&objs.XdpflowMaps, opts.MaxSubtables, uint32(ifindex), uint32(flags)); err != nil {
+		return false, fmt.Errorf("enable %s: %w", dev, err)
+	}
+
+	// Pin everything in a temporary directory, attach, then rename it
+	// into place: a device directory is either complete or absent.
+	if err := os.MkdirAll(p.Root, 0o700); err != nil {
+		return false, fmt.Errorf("enable %s: %w", dev, err)
+	}
+	tmp, err := os.MkdirTemp(p.Root, tempPrefix+"enable-")
+	if err != nil {
+		return false, fmt.Errorf("enable %s: %w", dev, err)
+	}
+	done := false
+	defer func() {
+		if !done {
+			os.RemoveAll(tmp)
+		}
+	}()
+	for name, m := range mapFields(&objs.XdpflowMaps) {
+		if err := (*m).Pin(filepath.Join(tmp, name)); err != nil {
+			return false, fmt.Errorf("enable %s: pin map %s: %w", dev, name, err)
+		}
+	}
+	if err := objs.Xdpflow.Pin(filepath.Join(tmp, pinProg)); err != nil {
+		return false, fmt.Errorf("enable %s: pin program: %w", dev, err)
+	}
+
+	lk, err := link.AttachXDP(link.XDPOptions{Program: objs.Xdpflow, Interface: ifindex, Flags: flags})
+	netlinkAttached := false
+	if errors.Is(err, ebpf.ErrNotSupported) {
+		// Kernels before 5.9 have no XDP links: attach through netlink;
+		// the pinned program keeps the attachment meaningful.
+		err = netlink.LinkSetXdpFdWithFlags(l, objs.Xdpflow.FD(), int(flags)|unix.XDP_FLAGS_UPDATE_IF_NOEXIST)
+		netlinkAttached = err == nil
+	}
+	if err != nil {
+		if errors.Is(err, unix.EBUSY) || errors.Is(err, unix.EEXIST) {
+			if l2, lerr := netlink.LinkByIndex(ifindex); lerr == nil {
+				if ferr := foreignXDP(l2); ferr != nil {
+					return false, fmt.Errorf("enable %s: %w", dev, ferr)
+				}
+			}
+		}
+		if opts.Mode != ModeGeneric && errors.Is(err, unix.EOPNOTSUPP) {
+			return false, fmt.Errorf("enable %s: the driver has no native XDP (try \"mode generic\"): %w", dev, err)
+		}
+		return false, fmt.Errorf("enable %s: attach XDP: %w", dev, err)
+	}
+	detach := func() {
+		if lk != nil {
+			lk.Close()
+		}
+		if netlinkAttached {
+			_ = netlink.LinkSetXdpFdWithFlags(l, -1, int(flags))
+		}
+	}
+	if lk != nil {
+		if err := lk.Pin(filepath.Join(tmp, pinLink)); err != nil {
+			detach()
+			return false, fmt.Errorf("enable %s: pin link: %w", dev, err)
+		}
+	}
+	if err := os.Rename(tmp, dir); err != nil {
+		if lk != nil {
+			_ = lk.Unpin()
+		}
+		detach()
+		return false, fmt.Errorf("enable %s: move pins into place: %w", dev, err)
+	}
+	done = true
+	if lk != nil {
+		lk.Close() // the pin holds the attachment now
+	}
+	return true, nil
+}
+
+// Open opens an enabled device's pinned objects.
+func Open(p Paths, dev string) (*Device, error) {
+	dir := p.Device(dev)
+	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("%s: %w", dev, ErrNotEnabled)
+	}
+	d := &Device{Name: dev, Dir: dir}
+	for name, m := range mapFields(&d.Maps) {
+		pm, err := ebpf.LoadPinnedMap(filepath.Join(dir, name), nil)
+		if err != nil {
+			d.Close()
+			return nil, fmt.Errorf("%s: open pinned map %s: %w", dev, name, err)
+		}
+		*m = pm
+	}
+	prog, err := ebpf.LoadPinnedProgram(filepath.Join(dir, pinProg), nil)
+	if err != nil {
+		d.Close()
+		return nil, fmt.Errorf("%s: open pinned program: %w", dev, err)
+	}
+	d.Prog = prog
+	if lk, err := link.LoadPinnedLink(filepath.Join(dir, pinLink), nil); err == nil {
+		d.Link = lk
+	}
+	var meta bpf.XdpflowXfMeta
+	if err := d.Maps.Meta.Lookup(uint32(0), &meta); err == nil {
+		d.Ifindex = int(meta.Ifindex)
+	}
+	return d, nil
+}
+
+// attachedTo returns the ifindex the program is attached to now, or 0.
+func (d *Device) attachedTo() int {
+	if d.Link != nil {
+		info, err := d.Link.Info()
+		if err != nil {
+			return 0
+		}
+		if x := info.XDP(); x != nil {
+			return int(x.Ifindex)
+		}
+		return 0
+	}
+	// netlink attachment: is our program the one on the device?
+	l, err := netlink.LinkByIndex(d.Ifindex)
+	if err != nil || l.Attrs().Xdp == nil || !l.Attrs().Xdp.Attached {
+		return 0
+	}
+	info, err := d.Prog.Info()
+	if err != nil {
+		return 0
+	}
+	if id, ok := info.ID(); ok && uint32(id) == l.Attrs().Xdp.ProgId {
+		return d.Ifindex
+	}
+	return 0
+}
+
+// Attached reports whether the program is attached to the device it was
+// enabled on, and the mode.
+func (d *Device) Attached() (bool, Mode) {
+	var meta bpf.XdpflowXfMeta
+	mode := ModeNative
+	if err := d.Maps.Meta.Lookup(uint32(0), &meta); err == nil && link.XDPAttachFlags(meta.AttachFlags)&link.XDPGenericMode != 0 {
+		mode = ModeGeneric
+	}
+	return d.Ifindex != 0 && d.attachedTo() == d.Ifindex, mode
+}
+
+// ProgramID returns the kernel's id of the device's program.
+func (d *Device) ProgramID() uint32 {
+	info, err := d.Prog.Info()
+	if err != nil {
+		return 0
+	}
+	id, _ := info.ID()
+	return uint32(id)
+}
+
+// Disable detaches xdpflow from dev and removes every pin enable created.
+func Disable(p Paths, dev string) error {
+	d, err := Open(p, dev)
+	if err != nil {
+		if errors.Is(err, ErrNotEnabled) {
+			return err
+		}
+		// Half-readable state: still remove it.
+		return removePins(p.Device(dev))
+	}
+	attachedTo := d.attachedTo()
+	if d.Link == nil && attachedTo != 0 {
+		if l, err := netlink.LinkByIndex(attachedTo); err == nil {
+			if err := netlink.LinkSetXdpFd(l, -1); err != nil {
+				d.Close()
+				return fmt.Errorf("disable %s: detach: %w", dev, err)
+			}
+		}
+	}
+	d.Close()
+	return removePins(p.Device(dev))
+}
+
+// removePins unpins exactly the objects enable creates, then the directory.
+func removePins(dir string) error {
+	names := []string{pinLink, pinProg}
+	for name := range mapFields(&bpf.XdpflowMaps{}) {
+		names = append(names, name)
+	}
+	for _, n := range names {
+		if err := os.Remove(filepath.Join(dir, n)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("unpin %s: %w", filepath.Join(dir, n), err)
+		}
+	}
+	if err := os.Remove(dir); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("remove %s: %w", dir, err)
+	}
+	return nil
+}
+
+// List returns the devices enabled in this network namespace.
+func List(p Paths) ([]string, error) {
+	ents, err := os.ReadDir(p.Root)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, e := range ents {
+		if e.IsDir() && !strings.HasPrefix(e.Name(), tempPrefix) {
+			out = append(out, ifName(e.Name()))
+		}
+	}
+	sort.Strings(out)
+	return out, nil
+}

@@ -1,0 +1,463 @@
+// Package maps is the Go side of one device's flow tables: subtables,
+// flows, action sets, per-rule counters and the persisted rule specs.
+// Nothing else reads or writes these map layouts.
+//
+// Every change is a transaction whose writes are ordered so that each packet
+// sees either the old or the new rule set:
+//
+//  1. new action sets, counters and rule specs are written (unreferenced);
+//  2. new subtables are published, still empty (list swap);
+//  3. flows are put: new keys appear, changed keys are replaced in place;
+//  4. stale flows are deleted;
+//  5. emptied subtables are unpublished (list swap);
+//  6. after an RCU grace period, freed slots become reusable.
+//
+// A list swap replaces the program's subtable list through a map-in-map
+// slot, and the kernel waits for running programs before the update
+// returns; that wait is also the grace period of step 6.
+package maps
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"sort"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/xdpflow/xdpflow/bpf"
+	"github.com/xdpflow/xdpflow/rule"
+)
+
+// RuleID names an installed rule: its rule_stats slot.
+type RuleID = uint32
+
+type (
+	flowKey    = bpf.XdpflowXfFlowKey
+	flowValue  = bpf.XdpflowXfFlow
+	actionSet  = bpf.XdpflowXfActionSet
+	ruleSpec   = bpf.XdpflowXfRuleSpec
+	ruleStats  = bpf.XdpflowXfRuleStats
+	metaRecord = bpf.XdpflowXfMeta
+)
+
+// MaxSubtables is the program's compile-time bound.
+const MaxSubtables = len(bpf.XdpflowXfSubtableList{}.Subtables)
+
+// ErrTableFull is returned when a change needs more room than the maps have.
+var ErrTableFull = errors.New("flow table full")
+
+// ErrExists is returned for a rule whose match another rule already holds.
+var ErrExists = errors.New("a filter with the same match exists")
+
+// Installed is a rule as the table holds it.
+type Installed struct {
+	ID        RuleID
+	Rule      *rule.Rule
+	Seq       uint64 // insertion order within its mask group
+	GroupSeq  uint64 // creation order of its mask group within its priority
+	ActionSet uint32
+	Entries   int // flow entries it owns
+	flows     []flowKey
+}
+
+type subtableKey struct {
+	prio  uint16
+	group uint64
+	mask  rule.Key
+}
+
+type subtable struct {
+	subtableKey
+	id    uint32
+	flows int
+}
+
+type actionSlot struct {
+	slot uint32
+	refs int
+}
+
+type groupKey struct {
+	prio  uint16
+	group uint64
+}
+
+// ParseFunc turns persisted rule text back into a rule.
+type ParseFunc func(text string) (*rule.Rule, error)
+
+// Table is one device's flow tables, opened from their maps.
+type Table struct {
+	m    *bpf.XdpflowMaps
+	meta metaRecord
+
+	maxFlows, maxRules, maxActionSets int
+
+	rules      map[RuleID]*Installed
+	groups     map[groupKey][]*Installed // sorted by Seq
+	subtables  map[subtableKey]*subtable
+	stByID     map[uint32]*subtable
+	flows      map[flowKey]RuleID
+	actionSets map[string]*actionSlot // by content
+	asContent  map[uint32]string      // slot -> content key
+	asBySlot   map[uint32]actionSet   // slot -> content
+	txPorts    map[uint32]int         // redirect ifindex -> references
+}
+
+// Init writes the initial state of freshly created maps.
+func Init(m *bpf.XdpflowMaps, maxSubtables int, ifindex, attachFlags uint32) error {
+	if maxSubtables < 1 || maxSubtables > MaxSubtables {
+		return fmt.Errorf("subtables %d: must be 1..%d", maxSubtables, MaxSubtables)
+	}
+	meta := metaRecord{Magic: metaMagic, MaxSubtables: uint32(maxSubtables), NextSeq: 1,
+		Ifindex: ifindex, AttachFlags: attachFlags}
+	if err := m.Meta.Put(uint32(0), &meta); err != nil {
+		return fmt.Errorf("init meta: %w", err)
+	}
+	return nil
+}
+
+// Open reads the table state from its maps. parse turns persisted rule
+// text back into rules; dev names the device for those rules.
+func Open(m *bpf.XdpflowMaps, parse ParseFunc) (*Table, error) {
+	t := &Table{
+		m:             m,
+		maxFlows:      int(m.Flows.MaxEntries()),
+		maxRules:      int(m.RuleStats.MaxEntries()),
+		maxActionSets: int(m.ActionSets.MaxEntries()),
+		rules:         map[RuleID]*Installed{},
+		groups:        map[groupKey][]*Installed{},
+		subtables:     map[subtableKey]*subtable{},
+		stByID:        map[uint32]*subtable{},
+		flows:         map[flowKey]RuleID{},
+		actionSets:    map[string]*actionSlot{},
+		asContent:     map[uint32]string{},
+		asBySlot:      map[uint32]actionSet{},
+		txPorts:       map[uint32]int{},
+	}
+	if err := m.Meta.Lookup(uint32(0), &t.meta); err != nil {
+		return nil, fmt.Errorf("read meta: %w", err)
+	}
+	if t.meta.Magic != metaMagic {
+		return nil, fmt.Errorf("pinned state has layout %#x, this xdpflow wants %#x: disable and enable the device again",
+			t.meta.Magic, metaMagic)
+	}
+	if err := t.load(parse); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+func (t *Table) load(parse ParseFunc) error {
+	// Subtables: the live list.
+	var list bpf.XdpflowXfSubtableList
+	if err := t.activeList().Lookup(uint32(0), &list); err != nil {
+		return fmt.Errorf("read subtable list: %w", err)
+	}
+	for i := 0; i < int(list.Count) && i < MaxSubtables; i++ {
+		s := list.Subtables[i]
+		st := &subtable{subtableKey: subtableKey{uint16(s.Prio), s.GroupSeq, s.Mask}, id: s.Id}
+		t.subtables[st.subtableKey] = st
+		t.stByID[st.id] = st
+	}
+
+	// Rules: the persisted specs.
+	var (
+		id   uint32
+		spec ruleSpec
+	)
+	var bad []uint32
+	it := t.m.RuleSpecs.Iterate()
+	for it.Next(&id, &spec) {
+		text := string(spec.Text[:min(int(spec.TextLen), len(spec.Text))])
+		r, err := parse(text)
+		if err != nil {
+			bad = append(bad, id)
+			continue
+		}
+		r.Source, r.Text = rule.Source(spec.Source), text
+		in := &Installed{ID: id, Rule: r, Seq: spec.Seq, GroupSeq: spec.GroupSeq, ActionSet: spec.ActionSet}
+		t.rules[id] = in
+		gk := groupKey{r.Prio, in.GroupSeq}
+		t.groups[gk] = append(t.groups[gk], in)
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("read rule specs: %w", err)
+	}
+	for gk := range t.groups {
+		sortBySeq(t.groups[gk])
+	}
+
+	// Action sets: their content as installed. Redirect targets come from
+	// there, not from names, which may have moved since.
+	for _, in := range t.rules {
+		set, ok := t.asBySlot[in.ActionSet]
+		if !ok {
+			if err := t.m.ActionSets.Lookup(in.ActionSet, &set); err != nil {
+				return fmt.Errorf("read action set %d: %w", in.ActionSet, err)
+			}
+			c := contentKey(&set)
+			t.actionSets[c] = &actionSlot{slot: in.ActionSet}
+			t.asContent[in.ActionSet] = c
+			t.asBySlot[in.ActionSet] = set
+		}
+		t.actionSets[t.asContent[in.ActionSet]].refs++
+		for i := range in.Rule.Actions {
+			if i < int(set.Count) && in.Rule.Actions[i].Kind == rule.ActRedirect {
+				in.Rule.Actions[i].Ifindex = int(set.Actions[i].Ifindex)
+				if set.Actions[i].Op == uint8(bpf.XdpflowXfActionOpXF_ACT_TX) {
+					in.Rule.Actions[i].Ifindex = int(t.meta.Ifindex)
+				}
+			}
+		}
+	}
+	t.txPorts = t.countTxPorts()
+
+	// Flows: recomputed from the rules, the same way they were installed.
+	if t.rebuildFlows() || len(bad) > 0 || t.meta.Dirty != 0 {
+		// A writer died mid-change, or specs are unreadable: make the
+		// maps match the rules again.
+		return t.repair(bad)
+	}
+	return nil
+}
+
+// rebuildFlows recomputes every flow from the rules, reusing the live
+// subtables. It reports whether the live list differs from what the rules
+// need.
+func (t *Table) rebuildFlows() (differs bool) {
+	live := t.subtables
+	t.subtables, t.stByID, t.flows = map[subtableKey]*subtable{}, map[uint32]*subtable{}, map[flowKey]RuleID{}
+	used := map[uint32]bool{}
+	for _, st := range live {
+		used[st.id] = true
+	}
+	next := uint32(1)
+	for gk, members := range t.groups {
+		entries := expandGroup(members)
+		for _, in := range members {
+			in.flows = in.flows[:0]
+			for _, e := range entries[in.ID] {
+				k := subtableKey{gk.prio, gk.group, e.Mask}
+				st := t.subtables[k]
+				if st == nil {
+					if st = live[k]; st == nil {
+						// Not in the live list: a fresh id, never one
+						// whose stale flows could show up under it.
+						for used[next] {
+							next++
+						}
+						st = &subtable{subtableKey: k, id: next}
+						used[next] = true
+						differs = true
+					}
+					st.flows = 0
+					t.subtables[k] = st
+					t.stByID[st.id] = st
+				}
+				fk := flowKey{Subtable: st.id, Key: e.Key}
+				t.flows[fk] = in.ID
+				in.flows = append(in.flows, fk)
+				st.flows++
+			}
+			in.Entries = len(in.flows)
+		}
+	}
+	return differs || len(t.subtables) != len(live)
+}
+
+func sortBySeq(s []*Installed) {
+	sort.Slice(s, func(i, j int) bool { return s[i].Seq < s[j].Seq })
+}
+
+// expandGroup expands the rules of one mask group, in insertion order.
+func expandGroup(members []*Installed) map[RuleID][]rule.Entry {
+	out := make(map[RuleID][]rule.Entry, len(members))
+	ranged := false
+	for _, in := range members {
+		ranged = ranged || in.Rule.HasRanges()
+	}
+	var earlier []*rule.Rule
+	for _, in := range members {
+		if ranged {
+			out[in.ID] = rule.Expand(in.Rule, earlier)
+			earlier = append(earlier, in.Rule)
+		} else {
+			out[in.ID] = rule.Expand(in.Rule, nil)
+		}
+	}
+	return out
+}
+
+func (t *Table) activeList() *ebpf.Map {
+	if t.meta.ActiveList == 0 {
+		return t.m.SubtablesA
+	}
+	return t.m.SubtablesB
+}
+
+func (t *Table) idleList() *ebpf.Map {
+	if t.meta.ActiveList == 0 {
+		return t.m.SubtablesB
+	}
+	return t.m.SubtablesA
+}
+
+func contentKey(set *actionSet) string {
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "%d|", set.Count)
+	for _, a := range set.Actions[:min(int(set.Count), len(set.Actions))] {
+		fmt.Fprintf(&b, "%+v|", a)
+	}
+	return b.String()
+}
+
+// Rules returns the installed rules in lookup order: priority, mask group,
+// insertion.
+func (t *Table) Rules() []*Installed {
+	out := make([]*Installed, 0, len(t.rules))
+	for _, in := range t.rules {
+		out = append(out, in)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		a, b := out[i], out[j]
+		if a.Rule.Prio != b.Rule.Prio {
+			return a.Rule.Prio < b.Rule.Prio
+		}
+		if a.GroupSeq != b.GroupSeq {
+			return a.GroupSeq < b.GroupSeq
+		}
+		return a.Seq < b.Seq
+	})
+	return out
+}
+
+// Rule returns an installed rule by id.
+func (t *Table) Rule(id RuleID) *Installed { return t.rules[id] }
+
+// Sizes reports what the table holds and can hold.
+type Sizes struct {
+	Rules, MaxRules         int
+	Flows, MaxFlows         int
+	Subtables, MaxSubtables int
+	ActionSets              int
+}
+
+// Sizes reports the table's occupancy.
+func (t *Table) Sizes() Sizes {
+	return Sizes{
+		Rules: len(t.rules), MaxRules: t.maxRules,
+		Flows: len(t.flows), MaxFlows: t.maxFlows,
+		Subtables: len(t.subtables), MaxSubtables: int(t.meta.MaxSubtables),
+		ActionSets: len(t.actionSets),
+	}
+}
+
+// Stats sums a rule's per-CPU counters. LastUsedNs is the latest CPU's.
+func (t *Table) Stats(id RuleID) (packets, bytes, lastUsedNs uint64, err error) {
+	var per []ruleStats
+	if err := t.m.RuleStats.Lookup(id, &per); err != nil {
+		return 0, 0, 0, fmt.Errorf("read stats of rule %d: %w", id, err)
+	}
+	for _, s := range per {
+		packets += s.Packets
+		bytes += s.Bytes
+		lastUsedNs = max(lastUsedNs, s.LastUsedNs)
+	}
+	return packets, bytes, lastUsedNs, nil
+}
+
+// Counters sums the program's per-CPU counters.
+func (t *Table) Counters() ([bpf.XdpflowXfCounterXF_CNT_MAX]uint64, error) {
+	var out [bpf.XdpflowXfCounterXF_CNT_MAX]uint64
+	for i := range out {
+		var per []uint64
+		if err := t.m.Counters.Lookup(uint32(i), &per); err != nil {
+			return out, fmt.Errorf("read counter %d: %w", i, err)
+		}
+		for _, v := range per {
+			out[i] += v
+		}
+	}
+	return out, nil
+}
+
+// SubtableOrder returns the live list's (prio, flows) in lookup order.
+func (t *Table) SubtableOrder() []struct {
+	ID    uint32
+	Prio  uint16
+	Flows int
+} {
+	sts := t.sortedSubtables(nil, nil)
+	out := make([]struct {
+		ID    uint32
+		Prio  uint16
+		Flows int
+	}, len(sts))
+	for i, s := range sts {
+		out[i].ID, out[i].Prio, out[i].Flows = s.id, s.prio, s.flows
+	}
+	return out
+}
+
+// sortedSubtables returns the subtables in lookup order, leaving out drop
+// and adding add.
+func (t *Table) sortedSubtables(drop map[uint32]bool, add []*subtable) []*subtable {
+	out := make([]*subtable, 0, len(t.subtables)+len(add))
+	for _, s := range t.subtables {
+		if !drop[s.id] {
+			out = append(out, s)
+		}
+	}
+	out = append(out, add...)
+	sort.Slice(out, func(i, j int) bool {
+		a, b := out[i], out[j]
+		if a.prio != b.prio {
+			return a.prio < b.prio
+		}
+		if a.group != b.group {
+			return a.group < b.group
+		}
+		return bytes.Compare(rule.KeyBytes(&a.mask), rule.KeyBytes(&b.mask)) < 0
+	})
+	return out
+}
+
+// publish makes list the program's subtable list. The map-in-map update
+// returns only after every program run that could see the old list is over.
+func (t *Table) publish(list []*subtable) error {
+	var l bpf.XdpflowXfSubtableList
+	if len(list) > MaxSubtables {
+		return fmt.Errorf("%d subtables: %w", len(list), ErrTableFull)
+	}
+	l.Count = uint32(len(list))
+	for i, s := range list {
+		l.Subtables[i] = bpf.XdpflowXfSubtable{Id: s.id, Prio: uint32(s.prio), GroupSeq: s.group, Mask: s.mask}
+	}
+	idle := t.idleList()
+	if err := idle.Put(uint32(0), &l); err != nil {
+		return fmt.Errorf("write subtable list: %w", err)
+	}
+	if err := t.m.Subtables.Put(uint32(0), idle); err != nil {
+		return fmt.Errorf("swap subtable list: %w", err)
+	}
+	t.meta.ActiveList ^= 1
+	return t.putMeta()
+}
+
+// Sync waits until no program run that started before it is still going.
+func (t *Table) Sync() error {
+	if err := t.m.Subtables.Put(uint32(0), t.activeList()); err != nil {
+		return fmt.Errorf("wait for running programs: %w", err)
+	}
+	return nil
+}
+
+func (t *Table) putMeta() error {
+	if err := t.m.Meta.Put(uint32(0), &t.meta); err != nil {
+		return fmt.Errorf("write meta: %w", err)
+	}
+	return nil
+}
+
+const metaMagic = uint32(bpf.XdpflowXfLimitsXF_META_MAGIC)

@@ -1,0 +1,636 @@
+package maps
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/xdpflow/xdpflow/bpf"
+	"github.com/xdpflow/xdpflow/rule"
+)
+
+// Change is one transaction: rules to delete and rules to insert. An insert
+// that Replaces an installed rule takes its place in the lookup order (as
+// tc filter replace does) and the old rule goes away in the same change.
+type Change struct {
+	Delete []RuleID
+	Insert []Insert
+}
+
+// Insert is one rule to install. Its actions' Ifindex must be resolved.
+type Insert struct {
+	Rule     *rule.Rule
+	Replaces RuleID // 0: a new rule
+}
+
+// plan is a change worked out in memory, before any map is written.
+type plan struct {
+	del        map[RuleID]*Installed
+	ins        []*Installed
+	groups     map[groupKey][]*Installed // affected groups, after the change
+	newFlows   map[RuleID][]flowKey      // flows of recomputed rules
+	recomputed map[RuleID]bool
+	newSubs    []*subtable
+	stFlows    map[uint32]int // flow count per subtable id after the change
+	flows      map[flowKey]RuleID
+	put        []flowKey // flows to write (new or changed owner)
+	remove     []flowKey // flows to delete
+}
+
+// Apply runs one change. On error nothing the change touched stays changed:
+// the maps are brought back to the state before it.
+func (t *Table) Apply(ch Change) ([]RuleID, error) {
+	p, err := t.plan(ch)
+	if err != nil {
+		return nil, err
+	}
+	ids := make([]RuleID, len(p.ins))
+	for i, in := range p.ins {
+		ids[i] = in.ID
+	}
+	if err := t.write(p); err != nil {
+		if rerr := t.repair(nil); rerr != nil {
+			return nil, fmt.Errorf("%w (and restoring the previous state failed: %v)", err, rerr)
+		}
+		return nil, err
+	}
+	return ids, nil
+}
+
+func (t *Table) plan(ch Change) (*plan, error) {
+	p := &plan{del: map[RuleID]*Installed{}, groups: map[groupKey][]*Installed{},
+		newFlows: map[RuleID][]flowKey{}, recomputed: map[RuleID]bool{}, stFlows: map[uint32]int{}}
+	for _, id := range ch.Delete {
+		in := t.rules[id]
+		if in == nil {
+			return nil, fmt.Errorf("rule %d: not installed", id)
+		}
+		p.del[id] = in
+	}
+	for _, ins := range ch.Insert {
+		if ins.Replaces == 0 {
+			continue
+		}
+		in := t.rules[ins.Replaces]
+		if in == nil {
+			return nil, fmt.Errorf("rule %d: not installed", ins.Replaces)
+		}
+		p.del[in.ID] = in
+	}
+
+	// Mask groups alive after the deletions, by (prio, mask).
+	groupOf := map[string]uint64{}
+	for gk, members := range t.groups {
+		for _, in := range members {
+			if p.del[in.ID] == nil {
+				groupOf[groupIndex(gk.prio, in.Rule)] = gk.group
+				break
+			}
+		}
+	}
+
+	nextID := RuleID(1)
+	allocID := func() (RuleID, error) {
+		for ; int(nextID) < t.maxRules; nextID++ {
+			if t.rules[nextID] == nil {
+				nextID++
+				return nextID - 1, nil
+			}
+		}
+		return 0, fmt.Errorf("%d rules: %w", t.maxRules-1, ErrTableFull)
+	}
+	nextSeq := t.meta.NextSeq
+	for _, ins := range ch.Insert {
+		r := ins.Rule
+		if len(r.Actions) > int(bpf.XdpflowXfLimitsXF_MAX_ACTIONS) {
+			return nil, fmt.Errorf("pref %d: %d actions, at most %d", r.Prio, len(r.Actions), bpf.XdpflowXfLimitsXF_MAX_ACTIONS)
+		}
+		if len(r.Text) > len(ruleSpec{}.Text) {
+			return nil, fmt.Errorf("pref %d: rule text is %d bytes, at most %d", r.Prio, len(r.Text), len(ruleSpec{}.Text))
+		}
+		id, err := allocID()
+		if err != nil {
+			return nil, err
+		}
+		in := &Installed{ID: id, Rule: r}
+		gi := groupIndex(r.Prio, r)
+		if old := t.rules[ins.Replaces]; old != nil && old.Rule.Prio == r.Prio {
+			in.Seq = old.Seq // tc replace keeps the filter's place
+		} else {
+			in.Seq = nextSeq
+			nextSeq++
+		}
+		if g, ok := groupOf[gi]; ok {
+			in.GroupSeq = g
+		} else {
+			in.GroupSeq = nextSeq
+			nextSeq++
+			groupOf[gi] = in.GroupSeq
+		}
+		p.ins = append(p.ins, in)
+	}
+	t.meta.NextSeq = nextSeq // persisted with the change; harmless if it fails
+
+	// Affected groups, as they will be.
+	ranged := map[groupKey]bool{}
+	for _, in := range p.del {
+		gk := groupKey{in.Rule.Prio, in.GroupSeq}
+		p.groups[gk] = nil
+		ranged[gk] = ranged[gk] || in.Rule.HasRanges()
+	}
+	for _, in := range p.ins {
+		gk := groupKey{in.Rule.Prio, in.GroupSeq}
+		p.groups[gk] = nil
+		ranged[gk] = ranged[gk] || in.Rule.HasRanges()
+	}
+	for gk := range p.groups {
+		var members []*Installed
+		for _, in := range t.groups[gk] {
+			if p.del[in.ID] == nil {
+				members = append(members, in)
+				ranged[gk] = ranged[gk] || in.Rule.HasRanges()
+			}
+		}
+		for _, in := range p.ins {
+			if in.Rule.Prio == gk.prio && in.GroupSeq == gk.group {
+				members = append(members, in)
+			}
+		}
+		sortBySeq(members)
+		p.groups[gk] = members
+	}
+
+	// Entries of the rules whose entries can change.
+	subIDs := map[uint32]bool{}
+	for id := range t.stByID {
+		subIDs[id] = true
+	}
+	nextSub := uint32(1)
+	subFor := map[subtableKey]*subtable{}
+	subtableOf := func(k subtableKey) (*subtable, error) {
+		if st := t.subtables[k]; st != nil {
+			return st, nil
+		}
+		if st := subFor[k]; st != nil {
+			return st, nil
+		}
+		for subIDs[nextSub] {
+			nextSub++
+		}
+		st := &subtable{subtableKey: k, id: nextSub}
+		subIDs[nextSub] = true
+		subFor[k] = st
+		p.newSubs = append(p.newSubs, st)
+		return st, nil
+	}
+	for gk, members := range p.groups {
+		var entries map[RuleID][]rule.Entry
+		if ranged[gk] {
+			entries = expandGroup(members)
+		} else {
+			entries = map[RuleID][]rule.Entry{}
+			for _, in := range p.ins {
+				if in.Rule.Prio == gk.prio && in.GroupSeq == gk.group {
+					entries[in.ID] = rule.Expand(in.Rule, nil)
+				}
+			}
+		}
+		for id, es := range entries {
+			p.recomputed[id] = true
+			keys := make([]flowKey, 0, len(es))
+			for _, e := range es {
+				st, err := subtableOf(subtableKey{gk.prio, gk.group, e.Mask})
+				if err != nil {
+					return nil, err
+				}
+				keys = append(keys, flowKey{Subtable: st.id, Key: e.Key})
+			}
+			p.newFlows[id] = keys
+		}
+	}
+
+	// The flow map after the change, and what to write.
+	p.flows = make(map[flowKey]RuleID, len(t.flows))
+	for fk, owner := range t.flows {
+		if p.del[owner] == nil && !p.recomputed[owner] {
+			p.flows[fk] = owner
+		}
+	}
+	for id, keys := range p.newFlows {
+		for _, fk := range keys {
+			if other, taken := p.flows[fk]; taken {
+				return nil, fmt.Errorf("%w (%s)", ErrExists, t.describe(other, p))
+			}
+			p.flows[fk] = id
+		}
+	}
+	for fk, owner := range p.flows {
+		if old, ok := t.flows[fk]; !ok || old != owner || p.recomputed[owner] {
+			p.put = append(p.put, fk)
+		}
+		p.stFlows[fk.Subtable]++
+	}
+	for fk := range t.flows {
+		if _, ok := p.flows[fk]; !ok {
+			p.remove = append(p.remove, fk)
+		}
+	}
+
+	if len(p.flows) > t.maxFlows {
+		return nil, fmt.Errorf("%w: the change needs %d flow entries, the table holds %d (enable with a larger \"flows\")",
+			ErrTableFull, len(p.flows), t.maxFlows)
+	}
+	nsubs := len(p.stFlows)
+	if nsubs > int(t.meta.MaxSubtables) || len(t.subtables)+len(p.newSubs) > MaxSubtables {
+		return nil, fmt.Errorf("%w: the change needs %d subtables (distinct priority and mask pairs), the device allows %d",
+			ErrTableFull, max(nsubs, len(t.subtables)+len(p.newSubs)), t.meta.MaxSubtables)
+	}
+	return p, nil
+}
+
+// groupIndex names a mask group by priority and mask.
+func groupIndex(prio uint16, r *rule.Rule) string {
+	return fmt.Sprintf("%d|%s", prio, r.MaskGroup())
+}
+
+func (t *Table) describe(id RuleID, p *plan) string {
+	in := t.rules[id]
+	if in == nil {
+		for _, x := range p.ins {
+			if x.ID == id {
+				in = x
+			}
+		}
+	}
+	if in == nil {
+		return fmt.Sprintf("rule %d", id)
+	}
+	return fmt.Sprintf("pref %d handle 0x%x", in.Rule.Prio, in.Rule.Handle)
+}
+
+// actionSetFor encodes a rule's actions for the datapath.
+func actionSetFor(r *rule.Rule) (actionSet, error) {
+	var set actionSet
+	set.Count = uint32(len(r.Actions))
+	for i, a := range r.Actions {
+		x := &set.Actions[i]
+		switch a.Kind {
+		case rule.ActDrop:
+			x.Op = uint8(bpf.XdpflowXfActionOpXF_ACT_DROP)
+		case rule.ActPass:
+			x.Op = uint8(bpf.XdpflowXfActionOpXF_ACT_PASS)
+		case rule.ActRedirect:
+			if a.Ifindex <= 0 {
+				return set, fmt.Errorf("redirect to %q: device not resolved", a.Dev)
+			}
+			x.Op, x.Ifindex = uint8(bpf.XdpflowXfActionOpXF_ACT_REDIRECT), uint32(a.Ifindex)
+			if a.Dev == r.Dev {
+				// back out of the device it came in on
+				x.Op, x.Ifindex = uint8(bpf.XdpflowXfActionOpXF_ACT_TX), 0
+			}
+		case rule.ActVlanPush, rule.ActVlanModify:
+			x.Op = uint8(bpf.XdpflowXfActionOpXF_ACT_VLAN_PUSH)
+			if a.Kind == rule.ActVlanModify {
+				x.Op = uint8(bpf.XdpflowXfActionOpXF_ACT_VLAN_MODIFY)
+			}
+			x.VlanProto, x.VlanId, x.VlanPrio = rule.HostToBE16(a.VlanProto), a.VlanID, a.VlanPrio
+			if a.HasPrio {
+				x.Flags |= uint8(bpf.XdpflowXfVlanFlagsXF_VLAN_SET_PRIO)
+			}
+		case rule.ActVlanPop:
+			x.Op = uint8(bpf.XdpflowXfActionOpXF_ACT_VLAN_POP)
+		case rule.ActSetEthSrc, rule.ActSetEthDst:
+			x.Op = uint8(bpf.XdpflowXfActionOpXF_ACT_SET_ETH_SRC)
+			if a.Kind == rule.ActSetEthDst {
+				x.Op = uint8(bpf.XdpflowXfActionOpXF_ACT_SET_ETH_DST)
+			}
+			copy(x.Mac[:], a.MAC)
+		default:
+			return set, fmt.Errorf("action kind %d has no datapath form", a.Kind)
+		}
+	}
+	return set, nil
+}
+
+// write carries out a plan in the order the package comment gives.
+func (t *Table) write(p *plan) error {
+	t.meta.Dirty = 1
+	if err := t.putMeta(); err != nil {
+		return err
+	}
+
+	// 1. Action sets, counters, specs: not yet referenced by any flow.
+	asOf := map[RuleID]uint32{}
+	newSlots := map[string]uint32{}
+	usedSlots := map[uint32]bool{}
+	for _, a := range t.actionSets {
+		usedSlots[a.slot] = true
+	}
+	nextSlot := uint32(0)
+	newPorts := map[uint32]bool{}
+	for _, in := range p.ins {
+		set, err := actionSetFor(in.Rule)
+		if err != nil {
+			return fmt.Errorf("pref %d: %w", in.Rule.Prio, err)
+		}
+		c := contentKey(&set)
+		if a := t.actionSets[c]; a != nil {
+			asOf[in.ID] = a.slot
+		} else if s, ok := newSlots[c]; ok {
+			asOf[in.ID] = s
+		} else {
+			for usedSlots[nextSlot] {
+				nextSlot++
+			}
+			if int(nextSlot) >= t.maxActionSets {
+				return fmt.Errorf("%w: %d distinct action lists", ErrTableFull, t.maxActionSets)
+			}
+			if err := t.m.ActionSets.Put(nextSlot, &set); err != nil {
+				return fmt.Errorf("write action set: %w", err)
+			}
+			usedSlots[nextSlot] = true
+			newSlots[c] = nextSlot
+			asOf[in.ID] = nextSlot
+			for _, a := range set.Actions[:set.Count] {
+				if a.Op == uint8(bpf.XdpflowXfActionOpXF_ACT_REDIRECT) && t.txPorts[a.Ifindex] == 0 {
+					newPorts[a.Ifindex] = true
+				}
+			}
+		}
+		in.ActionSet = asOf[in.ID]
+	}
+	for ifindex := range newPorts {
+		if err := t.m.TxPorts.Put(ifindex, ifindex); err != nil {
+			return fmt.Errorf("add redirect target ifindex %d to the devmap: %w", ifindex, err)
+		}
+	}
+	zero := make([]ruleStats, ebpf.MustPossibleCPU())
+	for _, in := range p.ins {
+		if err := t.m.RuleStats.Put(in.ID, zero); err != nil {
+			return fmt.Errorf("reset counters of rule %d: %w", in.ID, err)
+		}
+		spec := ruleSpec{Seq: in.Seq, GroupSeq: in.GroupSeq, ActionSet: in.ActionSet,
+			Source: uint32(in.Rule.Source), TextLen: uint32(len(in.Rule.Text))}
+		copy(spec.Text[:], in.Rule.Text)
+		if err := t.m.RuleSpecs.Put(in.ID, &spec); err != nil {
+			return fmt.Errorf("write rule spec: %w", err)
+		}
+	}
+
+	// 2. New subtables, empty.
+	if len(p.newSubs) > 0 {
+		if err := t.publish(t.sortedSubtables(nil, p.newSubs)); err != nil {
+			return err
+		}
+	}
+
+	// 3. Flows in.
+	if len(p.put) > 0 {
+		vals := make([]flowValue, len(p.put))
+		for i, fk := range p.put {
+			owner := p.flows[fk]
+			as, ok := asOf[owner]
+			if !ok {
+				as = t.rules[owner].ActionSet
+			}
+			vals[i] = flowValue{ActionSet: as, Stats: owner}
+		}
+		if err := batchPut(t.m.Flows, p.put, vals); err != nil {
+			return fmt.Errorf("install flows: %w", err)
+		}
+	}
+
+	// 4. Stale flows out.
+	if len(p.remove) > 0 {
+		if err := batchDelete(t.m.Flows, p.remove); err != nil {
+			return fmt.Errorf("remove flows: %w", err)
+		}
+	}
+
+	// In memory: the new state.
+	for id := range p.del {
+		delete(t.rules, id)
+	}
+	for _, in := range p.ins {
+		t.rules[in.ID] = in
+	}
+	for gk, members := range p.groups {
+		if len(members) == 0 {
+			delete(t.groups, gk)
+		} else {
+			t.groups[gk] = members
+		}
+	}
+	for _, st := range p.newSubs {
+		t.subtables[st.subtableKey] = st
+		t.stByID[st.id] = st
+	}
+	t.flows = p.flows
+	for id, keys := range p.newFlows {
+		in := t.rules[id]
+		in.flows, in.Entries = keys, len(keys)
+	}
+	var emptied map[uint32]bool
+	for id, st := range t.stByID {
+		st.flows = p.stFlows[id]
+		if st.flows == 0 {
+			if emptied == nil {
+				emptied = map[uint32]bool{}
+			}
+			emptied[id] = true
+		}
+	}
+
+	// Action set references.
+	freedSlots := false
+	for _, in := range p.del {
+		c := t.asContent[in.ActionSet]
+		if a := t.actionSets[c]; a != nil {
+			a.refs--
+			if a.refs == 0 {
+				delete(t.actionSets, c)
+				delete(t.asContent, in.ActionSet)
+				delete(t.asBySlot, in.ActionSet)
+				freedSlots = true
+			}
+		}
+	}
+	for _, in := range p.ins {
+		if c, ok := t.asContent[in.ActionSet]; ok {
+			t.actionSets[c].refs++
+			continue
+		}
+		set, _ := actionSetFor(in.Rule)
+		c := contentKey(&set)
+		t.actionSets[c] = &actionSlot{slot: in.ActionSet, refs: 1}
+		t.asContent[in.ActionSet] = c
+		t.asBySlot[in.ActionSet] = set
+	}
+
+	// 5. Emptied subtables out; the swap is also the grace period.
+	if emptied != nil {
+		for id := range emptied {
+			st := t.stByID[id]
+			delete(t.subtables, st.subtableKey)
+			delete(t.stByID, id)
+		}
+		if err := t.publish(t.sortedSubtables(nil, nil)); err != nil {
+			return err
+		}
+	} else if len(p.del) > 0 || freedSlots {
+		// 6. Freed rule and action-set slots may be reused by the next
+		// writer only once no packet can still be using them.
+		if err := t.Sync(); err != nil {
+			return err
+		}
+	}
+
+	for id := range p.del {
+		if err := t.m.RuleSpecs.Delete(id); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("remove rule spec %d: %w", id, err)
+		}
+	}
+	if err := t.syncTxPorts(); err != nil {
+		return err
+	}
+	t.meta.Dirty = 0
+	return t.putMeta()
+}
+
+// countTxPorts counts the redirect targets of the installed action sets.
+func (t *Table) countTxPorts() map[uint32]int {
+	refs := map[uint32]int{}
+	for _, in := range t.rules {
+		set := t.asBySlot[in.ActionSet]
+		for _, a := range set.Actions[:min(int(set.Count), len(set.Actions))] {
+			if a.Op == uint8(bpf.XdpflowXfActionOpXF_ACT_REDIRECT) {
+				refs[a.Ifindex]++
+			}
+		}
+	}
+	return refs
+}
+
+// syncTxPorts recounts redirect targets and drops devmap entries no action
+// set uses any more.
+func (t *Table) syncTxPorts() error {
+	refs := t.countTxPorts()
+	for ifindex := range t.txPorts {
+		if refs[ifindex] == 0 {
+			if err := t.m.TxPorts.Delete(ifindex); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+				return fmt.Errorf("remove redirect target %d: %w", ifindex, err)
+			}
+		}
+	}
+	t.txPorts = refs
+	return nil
+}
+
+// batchPut writes flows, in batches where the kernel supports them.
+func batchPut(m *ebpf.Map, keys []flowKey, vals []flowValue) error {
+	const chunk = 4096
+	for i := 0; i < len(keys); i += chunk {
+		j := min(i+chunk, len(keys))
+		if _, err := m.BatchUpdate(keys[i:j], vals[i:j], nil); err != nil {
+			if !errors.Is(err, ebpf.ErrNotSupported) {
+				return err
+			}
+			for k := i; k < j; k++ {
+				if err := m.Put(keys[k], vals[k]); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// batchDelete removes flows, tolerating ones already gone.
+func batchDelete(m *ebpf.Map, keys []flowKey) error {
+	const chunk = 4096
+	for i := 0; i < len(keys); i += chunk {
+		j := min(i+chunk, len(keys))
+		if _, err := m.BatchDelete(keys[i:j], nil); err == nil {
+			continue
+		}
+		// A batch stops at the first missing key: fall back to one by one.
+		for k := i; k < j; k++ {
+			if err := m.Delete(keys[k]); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// repair makes the maps match the in-memory state: the subtable list, every
+// flow, and the rule specs (dropping those listed in bad).
+func (t *Table) repair(bad []uint32) error {
+	for _, id := range bad {
+		_ = t.m.RuleSpecs.Delete(id)
+	}
+	// Specs of rules not held (a writer died before removing them).
+	var id uint32
+	var spec ruleSpec
+	var stale []uint32
+	it := t.m.RuleSpecs.Iterate()
+	for it.Next(&id, &spec) {
+		if t.rules[id] == nil {
+			stale = append(stale, id)
+		}
+	}
+	for _, id := range stale {
+		_ = t.m.RuleSpecs.Delete(id)
+	}
+
+	// Publish every subtable a flow needs, fix the flows, then drop the rest.
+	if err := t.publish(t.sortedSubtables(nil, nil)); err != nil {
+		return err
+	}
+	var (
+		fk  flowKey
+		val flowValue
+	)
+	var extra []flowKey
+	fit := t.m.Flows.Iterate()
+	for fit.Next(&fk, &val) {
+		owner, ok := t.flows[fk]
+		if !ok {
+			extra = append(extra, fk)
+			continue
+		}
+		if in := t.rules[owner]; in == nil || val.Stats != owner || val.ActionSet != in.ActionSet {
+			extra = append(extra, fk) // rewritten below
+		}
+	}
+	if err := fit.Err(); err != nil {
+		return fmt.Errorf("read flows: %w", err)
+	}
+	keys := make([]flowKey, 0, len(t.flows))
+	vals := make([]flowValue, 0, len(t.flows))
+	for fk, owner := range t.flows {
+		keys = append(keys, fk)
+		vals = append(vals, flowValue{ActionSet: t.rules[owner].ActionSet, Stats: owner})
+	}
+	if err := batchPut(t.m.Flows, keys, vals); err != nil {
+		return fmt.Errorf("restore flows: %w", err)
+	}
+	var gone []flowKey
+	for _, fk := range extra {
+		if _, ok := t.flows[fk]; !ok {
+			gone = append(gone, fk)
+		}
+	}
+	if err := batchDelete(t.m.Flows, gone); err != nil {
+		return fmt.Errorf("remove stray flows: %w", err)
+	}
+	if err := t.syncTxPorts(); err != nil {
+		return err
+	}
+	if err := t.Sync(); err != nil {
+		return err
+	}
+	t.meta.Dirty = 0
+	return t.putMeta()
+}

@@ -1,0 +1,154 @@
+package rule
+
+import "unsafe"
+
+// Entry is one masked flow-table entry: packets whose key, under Mask,
+// equals Key.
+type Entry struct {
+	Key, Mask Key
+}
+
+// KeyBytes returns the key's bytes in the datapath layout (a copy).
+func KeyBytes(k *Key) []byte {
+	b := (*[unsafe.Sizeof(Key{})]byte)(unsafe.Pointer(k))
+	out := make([]byte, len(b))
+	copy(out, b[:])
+	return out
+}
+
+// keyWords views a key as the 64-bit words the datapath ANDs.
+func keyWords(k *Key) *[unsafe.Sizeof(Key{}) / 8]uint64 {
+	return (*[unsafe.Sizeof(Key{}) / 8]uint64)(unsafe.Pointer(k))
+}
+
+// MaskKey returns k & m.
+func MaskKey(k, m *Key) Key {
+	var out Key
+	o, kw, mw := keyWords(&out), keyWords(k), keyWords(m)
+	for i := range o {
+		o[i] = kw[i] & mw[i]
+	}
+	return out
+}
+
+// Covers reports whether packet key p falls under entry e.
+func (e *Entry) Covers(p *Key) bool {
+	return MaskKey(p, &e.Mask) == e.Key
+}
+
+// rect is the port part of a ranged match: [src] x [dst]. A dimension
+// without a range is the single point 0 (its value lives in the masked key).
+type rect struct{ src, dst PortRange }
+
+func (r rect) empty() bool { return r.src.Min > r.src.Max || r.dst.Min > r.dst.Max }
+
+func intersect(a, b PortRange) PortRange {
+	lo, hi := max(a.Min, b.Min), min(a.Max, b.Max)
+	if lo > hi {
+		return PortRange{Min: 1, Max: 0}
+	}
+	return PortRange{Min: lo, Max: hi}
+}
+
+// subtract returns a - b as disjoint rects.
+func subtract(a, b rect) []rect {
+	is, id := intersect(a.src, b.src), intersect(a.dst, b.dst)
+	if is.Min > is.Max || id.Min > id.Max {
+		return []rect{a}
+	}
+	var out []rect
+	add := func(r rect) {
+		if !r.empty() {
+			out = append(out, r)
+		}
+	}
+	// Slice along src, then along dst inside the overlapping src band.
+	if a.src.Min < is.Min {
+		add(rect{PortRange{a.src.Min, is.Min - 1}, a.dst})
+	}
+	if is.Max < a.src.Max {
+		add(rect{PortRange{is.Max + 1, a.src.Max}, a.dst})
+	}
+	if a.dst.Min < id.Min {
+		add(rect{is, PortRange{a.dst.Min, id.Min - 1}})
+	}
+	if id.Max < a.dst.Max {
+		add(rect{is, PortRange{id.Max + 1, a.dst.Max}})
+	}
+	return out
+}
+
+func (r *Rule) rect() rect {
+	return rect{r.Match.SrcPortRange, r.Match.DstPortRange}
+}
+
+// portBlock is a prefix: value/mask.
+type portBlock struct{ value, mask uint16 }
+
+// prefixBlocks covers [lo, hi] with the fewest value/mask prefixes.
+func prefixBlocks(lo, hi uint16) []portBlock {
+	var out []portBlock
+	l, h := uint32(lo), uint32(hi)
+	for l <= h {
+		size := uint32(1)
+		// Grow the block while it stays aligned and inside the range.
+		for size < 1<<16 && l&(size*2-1) == 0 && l+size*2-1 <= h {
+			size *= 2
+		}
+		out = append(out, portBlock{uint16(l), uint16(^(size - 1))})
+		l += size
+	}
+	return out
+}
+
+// HasRanges reports whether the rule expands into more than its own mask.
+func (r *Rule) HasRanges() bool {
+	return r.Match.SrcPortRange.Set() || r.Match.DstPortRange.Set()
+}
+
+// Expand returns the entries that implement r. earlier are the rules that
+// precede r in its priority and mask group (insertion order): where one of
+// them matches the same exact fields, the ports it already covers are left
+// out, because the kernel takes the first filter whose range matches.
+func Expand(r *Rule, earlier []*Rule) []Entry {
+	base := MaskKey(&r.Match.Key, &r.Match.Mask)
+	if !r.HasRanges() {
+		return []Entry{{Key: base, Mask: r.Match.Mask}}
+	}
+	rects := []rect{r.rect()}
+	group := r.MaskGroup()
+	for _, e := range earlier {
+		if e.MaskGroup() != group || MaskKey(&e.Match.Key, &e.Match.Mask) != base {
+			continue
+		}
+		var next []rect
+		for _, x := range rects {
+			next = append(next, subtract(x, e.rect())...)
+		}
+		rects = next
+	}
+	var out []Entry
+	for _, x := range rects {
+		srcBlocks := []portBlock{{0, 0}}
+		if r.Match.SrcPortRange.Set() {
+			srcBlocks = prefixBlocks(x.src.Min, x.src.Max)
+		}
+		dstBlocks := []portBlock{{0, 0}}
+		if r.Match.DstPortRange.Set() {
+			dstBlocks = prefixBlocks(x.dst.Min, x.dst.Max)
+		}
+		for _, s := range srcBlocks {
+			for _, d := range dstBlocks {
+				e := Entry{Key: base, Mask: r.Match.Mask}
+				if r.Match.SrcPortRange.Set() {
+					e.Key.SrcPort, e.Mask.SrcPort = HostToBE16(s.value), HostToBE16(s.mask)
+				}
+				if r.Match.DstPortRange.Set() {
+					e.Key.DstPort, e.Mask.DstPort = HostToBE16(d.value), HostToBE16(d.mask)
+				}
+				out = append(out, e)
+			}
+		}
+	}
+	return out
+}

@@ -1,0 +1,154 @@
+// Package rule is xdpflow's source-independent rule model: what a rule
+// matches, what it does, where it came from. Translators (flower/, nft/)
+// produce rules; Expand turns a rule into the masked entries the datapath
+// holds. Nothing here touches maps.
+package rule
+
+import (
+	"fmt"
+	"math/bits"
+	"net"
+
+	"github.com/xdpflow/xdpflow/bpf"
+)
+
+// Key is the datapath's flow key (struct xf_key), used both as a value and
+// as a mask. Network-order fields are stored in network order.
+type Key = bpf.XdpflowXfKey
+
+// Source says who owns a rule.
+type Source uint32
+
+const (
+	SourceCLI Source = iota // xdpflow filter add
+	SourceTC                // mirrored from a kernel TC flower filter
+	SourceNFT               // mirrored from an nftables rule
+)
+
+func (s Source) String() string {
+	switch s {
+	case SourceCLI:
+		return "cli"
+	case SourceTC:
+		return "tc"
+	case SourceNFT:
+		return "nft"
+	}
+	return fmt.Sprintf("source(%d)", uint32(s))
+}
+
+// Well-known ethertypes (host order).
+const (
+	EthPAll    = 0x0003 // tc "protocol all"
+	EthPIP     = 0x0800
+	EthPARP    = 0x0806
+	EthPRARP   = 0x8035
+	EthPIPv6   = 0x86DD
+	EthP8021Q  = 0x8100
+	EthP8021AD = 0x88A8
+)
+
+// Frag flags as in struct xf_key.ip_frag.
+const (
+	FragIsFragment = 0x01
+	FragFirst      = 0x02
+)
+
+// PortRange is an inclusive port range match. The zero value means "no range".
+type PortRange struct {
+	Min, Max uint16
+}
+
+// Set reports whether the range is in use.
+func (r PortRange) Set() bool { return r != PortRange{} }
+
+// Match is what a rule matches: a masked key plus optional port ranges,
+// which Expand turns into prefix-masked entries.
+type Match struct {
+	Key, Mask    Key
+	SrcPortRange PortRange
+	DstPortRange PortRange
+}
+
+// KeyValue is one match key as the user wrote it, in tc's words: shown by
+// `filter show` and in JSON ("dst_port": 53, "dst_ip": "10.0.0.0/8").
+type KeyValue struct {
+	Name  string
+	Value any // uint64 or string
+}
+
+// ActionKind is what an action does.
+type ActionKind int
+
+const (
+	ActDrop ActionKind = iota + 1
+	ActPass
+	ActRedirect // mirred egress redirect: out of Dev (XDP_TX when Dev is the ingress device)
+	ActVlanPush
+	ActVlanPop
+	ActVlanModify
+	ActSetEthSrc
+	ActSetEthDst
+)
+
+// Action is one step of a rule's action list.
+type Action struct {
+	Kind      ActionKind
+	Dev       string // redirect target
+	Ifindex   int    // resolved redirect target
+	VlanID    uint16
+	VlanPrio  uint8
+	HasPrio   bool   // vlan modify: priority given
+	VlanProto uint16 // host order; 0x8100 by default
+	MAC       net.HardwareAddr
+}
+
+// Terminal reports whether the action ends the action list.
+func (a Action) Terminal() bool {
+	switch a.Kind {
+	case ActDrop, ActPass, ActRedirect:
+		return true
+	}
+	return false
+}
+
+// Rule is one classification rule on one device's ingress.
+type Rule struct {
+	Source   Source
+	Dev      string
+	Chain    uint32
+	Prio     uint16 // tc "pref"; lower runs first
+	Handle   uint32
+	Protocol uint16 // tc "protocol" ethertype, host order; EthPAll for all
+	Match    Match
+	Keys     []KeyValue // the match as written, for display
+	Actions  []Action
+	SkipHW   bool
+	SkipSW   bool
+	// Text is the canonical tc text of the rule (flower.Format), which is
+	// what gets persisted.
+	Text string
+}
+
+// MaskGroup identifies the kernel's notion of a flower mask: rules with the
+// same mask (and the same use of port ranges) in one priority are ordered by
+// insertion; different masks in one priority by the mask's creation.
+func (r *Rule) MaskGroup() string {
+	m := r.Match
+	b := KeyBytes(&m.Mask)
+	flags := byte(0)
+	if m.SrcPortRange.Set() {
+		flags |= 1
+	}
+	if m.DstPortRange.Set() {
+		flags |= 2
+	}
+	return string(append(b, flags))
+}
+
+// HostToBE16 converts a host-order value into the representation of a
+// __be16 field in the generated Go structs (bpfel target only).
+func HostToBE16(v uint16) uint16 { return bits.ReverseBytes16(v) }
+
+// BE16ToHost is the inverse of HostToBE16.
+func BE16ToHost(v uint16) uint16 { return bits.ReverseBytes16(v) }
