@@ -121,7 +121,11 @@ func (t *Table) plan(ch Change) (*plan, error) {
 			in.Seq = nextSeq
 			nextSeq++
 		}
-		if g, ok := groupOf[gi]; ok {
+		if old := t.rules[ins.Replaces]; old != nil && old.Rule.Prio == r.Prio && old.Rule.MaskGroup() == r.MaskGroup() {
+			// Same mask: the kernel reuses it, so the group keeps its place.
+			in.GroupSeq = old.GroupSeq
+			groupOf[gi] = in.GroupSeq
+		} else if g, ok := groupOf[gi]; ok {
 			in.GroupSeq = g
 		} else {
 			in.GroupSeq = nextSeq

@@ -1,0 +1,122 @@
+// Package testutil creates throw-away network namespaces, veth pairs and
+// packets for tests. Everything it creates is removed by t.Cleanup.
+package testutil
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"testing"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+)
+
+// RequireRoot fails the test unless it runs as root: BPF and namespaces
+// need it, and a skipped test must not pass for a tested one.
+func RequireRoot(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Fatal("this test needs root (BPF programs, network namespaces): run it as root, as `make test` does")
+	}
+}
+
+// Netns is a named network namespace (/run/netns/NAME).
+type Netns struct {
+	Name   string
+	Handle netns.NsHandle
+}
+
+// NewNetns creates a network namespace removed at cleanup.
+func NewNetns(t testing.TB) *Netns {
+	t.Helper()
+	RequireRoot(t)
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	name := "xft-" + hex.EncodeToString(b)
+	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add %s: %v: %s", name, err, out)
+	}
+	h, err := netns.GetFromName(name)
+	if err != nil {
+		t.Fatalf("open netns %s: %v", name, err)
+	}
+	ns := &Netns{Name: name, Handle: h}
+	t.Cleanup(func() {
+		h.Close()
+		_ = exec.Command("ip", "netns", "del", name).Run()
+	})
+	ns.Run(t, func() {
+		lo, err := netlink.LinkByName("lo")
+		if err == nil {
+			_ = netlink.LinkSetUp(lo)
+		}
+	})
+	return ns
+}
+
+// Run calls f on an OS thread switched into the namespace.
+func (ns *Netns) Run(t testing.TB, f func()) {
+	t.Helper()
+	done := make(chan struct{})
+	var failure any
+	go func() {
+		defer close(done)
+		runtime.LockOSThread()
+		// The thread stays locked and dies with the goroutine, so it
+		// never serves another goroutine from inside the namespace.
+		orig, err := netns.Get()
+		if err != nil {
+			failure = err
+			return
+		}
+		defer orig.Close()
+		if err := netns.Set(ns.Handle); err != nil {
+			failure = err
+			return
+		}
+		defer func() {
+			if r := recover(); r != nil {
+				failure = r
+			}
+		}()
+		f()
+	}()
+	<-done
+	if failure != nil {
+		t.Fatalf("in netns %s: %v", ns.Name, failure)
+	}
+}
+
+// Exec runs a command inside the namespace with `ip netns exec` and returns
+// its combined output.
+func (ns *Netns) Exec(args ...string) (string, error) {
+	cmd := exec.Command("ip", append([]string{"netns", "exec", ns.Name}, args...)...)
+	out, err := cmd.CombinedOutput()
+	return strings.TrimSpace(string(out)), err
+}
+
+// MustExec is Exec that fails the test on error.
+func (ns *Netns) MustExec(t testing.TB, args ...string) string {
+	t.Helper()
+	out, err := ns.Exec(args...)
+	if err != nil {
+		t.Fatalf("%s in %s: %v: %s", strings.Join(args, " "), ns.Name, err, out)
+	}
+	return out
+}
+
+// Veth creates a veth pair nameA (in a) <-> nameB (in b), both up.
+func Veth(t testing.TB, a *Netns, nameA string, b *Netns, nameB string) {
+	t.Helper()
+	out, err := exec.Command("ip", "link", "add", nameA, "netns", a.Name, "type", "veth",
+		"peer", "name", nameB, "netns", b.Name).CombinedOutput()
+	if err != nil {
+		t.Fatalf("create veth %s/%s: %v: %s", nameA, nameB, err, out)
+	}
+	a.MustExec(t, "ip", "link", "set", nameA, "up")
+	b.MustExec(t, "ip", "link", "set", nameB, "up")
+}
