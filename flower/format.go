@@ -12,7 +12,14 @@ import (
 // action drop". ParseRuleText parses it back into the same rule.
 func Format(r *rule.Rule) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "protocol %s pref %d handle %d chain %d flower", EthTypeName(r.Protocol), r.Prio, r.Handle, r.Chain)
+	fmt.Fprintf(&b, "protocol %s", EthTypeName(r.Protocol))
+	if r.Prio != 0 { // 0: not yet assigned
+		fmt.Fprintf(&b, " pref %d", r.Prio)
+	}
+	if r.Handle != 0 {
+		fmt.Fprintf(&b, " handle %d", r.Handle)
+	}
+	fmt.Fprintf(&b, " chain %d flower", r.Chain)
 	for _, k := range r.Keys {
 		fmt.Fprintf(&b, " %s %v", k.Name, k.Value)
 	}

@@ -646,7 +646,10 @@ func parseMaskedMAC(s string) (val, mask net.HardwareAddr, err error) {
 			if n < 0 || n > 48 {
 				return nil, nil, fmt.Errorf("invalid MAC prefix length %q", ms)
 			}
-			mask = net.HardwareAddr(net.CIDRMask(n, 48))
+			mask = make(net.HardwareAddr, 6)
+			for i := 0; i < n; i++ {
+				mask[i/8] |= 0x80 >> (i % 8)
+			}
 		} else if mask, err = net.ParseMAC(ms); err != nil || len(mask) != 6 {
 			return nil, nil, fmt.Errorf("invalid MAC mask %q", ms)
 		}

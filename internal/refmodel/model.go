@@ -128,7 +128,9 @@ func parseIPv6(b []byte, k *rule.Key) bool {
 		}
 		k.IpProto = next
 		if len(b) < off {
-			return false
+			// Past the end: fine unless the L4 parse needs bytes,
+			// as in the dissector.
+			return parseL4(nil, k, 58)
 		}
 		return parseL4(b[off:], k, 58)
 	}
