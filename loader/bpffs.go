@@ -102,10 +102,11 @@ func FindBPFFS(override string) (string, error) {
 }
 
 // NetnsID names the current network namespace: its inode number, which is
-// what `ip netns identify` and /proc/PID/ns/net resolve to.
+// what `ip netns identify` and /proc/PID/ns/net resolve to. The calling
+// thread's, which in a Go program need not be the main thread's.
 func NetnsID() (string, error) {
 	var st unix.Stat_t
-	if err := unix.Stat("/proc/self/ns/net", &st); err != nil {
+	if err := unix.Stat("/proc/thread-self/ns/net", &st); err != nil {
 		return "", fmt.Errorf("identify network namespace: %w", err)
 	}
 	return strconv.FormatUint(st.Ino, 10), nil

@@ -277,3 +277,5 @@ func TestBackOutTheSameDevice(t *testing.T) {
 		t.Errorf("status tx counter: %+v", st)
 	}
 }
+
+func jsonUnmarshal(s string, v any) error { return json.Unmarshal([]byte(s), v) }

@@ -1,0 +1,220 @@
+package selftests
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/link"
+	"github.com/vishvananda/netlink"
+
+	"github.com/xdpflow/xdpflow/internal/testutil"
+	"github.com/xdpflow/xdpflow/loader"
+)
+
+// pinDir is where the device's pins live (the test runs in the host mount
+// namespace, where bpffs is mounted).
+func pinDir(t *testing.T, ns *testutil.Netns, dev string) string {
+	var dir string
+	ns.Run(t, func() {
+		id, err := loader.NetnsID()
+		if err != nil {
+			panic(err)
+		}
+		dir = filepath.Join(loader.DefaultBPFFS, "xdpflow", id, dev)
+	})
+	return dir
+}
+
+func xdpAttached(t *testing.T, ns *testutil.Netns, dev string) uint32 {
+	var id uint32
+	ns.Run(t, func() {
+		l, err := netlink.LinkByName(dev)
+		if err != nil {
+			panic(err)
+		}
+		if x := l.Attrs().Xdp; x != nil && x.Attached {
+			id = x.ProgId
+		}
+	})
+	return id
+}
+
+func TestEnableTwiceAndDisable(t *testing.T) {
+	tp := newTopo(t)
+	mustXdpflow(t, tp.b, "-K", "b0", "flow-offload-xdp", "on")
+	if out := mustXdpflow(t, tp.b, "enable", "dev", "b0"); !strings.Contains(out, "already enabled") {
+		t.Errorf("second enable: %q", out)
+	}
+	if out := mustXdpflow(t, tp.b, "-k", "b0"); !strings.Contains(out, "flow-offload-xdp: on") {
+		t.Errorf("-k: %q", out)
+	}
+	dir := pinDir(t, tp.b, "b0")
+	for _, name := range []string{"link", "prog", "flows", "subtables", "meta"} {
+		if _, err := os.Stat(filepath.Join(dir, name)); err != nil {
+			t.Errorf("pin %s: %v", name, err)
+		}
+	}
+	if xdpAttached(t, tp.b, "b0") == 0 {
+		t.Fatal("no XDP program on b0 after enable")
+	}
+	mustXdpflow(t, tp.b, "filter", "add", "dev", "b0", "ingress", "protocol", "ip", "flower", "action", "drop")
+
+	mustXdpflow(t, tp.b, "-K", "b0", "flow-offload-xdp", "off")
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Errorf("pins left after disable: %v", err)
+	}
+	if id := xdpAttached(t, tp.b, "b0"); id != 0 {
+		t.Errorf("XDP program %d still attached after disable", id)
+	}
+	if out := mustXdpflow(t, tp.b, "-k", "b0"); !strings.Contains(out, "flow-offload-xdp: off") {
+		t.Errorf("-k after disable: %q", out)
+	}
+	if out, err := xdpflow(tp.b, "disable", "dev", "b0"); err == nil || !strings.Contains(out, "not enabled") {
+		t.Errorf("disable twice: %v %q", err, out)
+	}
+}
+
+func TestForeignXDPProgramIsNotReplaced(t *testing.T) {
+	tp := newTopo(t)
+	var foreign link.Link
+	tp.b.Run(t, func() {
+		prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{Name: "someone_else", Type: ebpf.XDP, License: "GPL",
+			Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 2), asm.Return()}})
+		if err != nil {
+			panic(err)
+		}
+		defer prog.Close()
+		ifi, err := netlink.LinkByName("b0")
+		if err != nil {
+			panic(err)
+		}
+		foreign, err = link.AttachXDP(link.XDPOptions{Program: prog, Interface: ifi.Attrs().Index})
+		if err != nil {
+			panic(err)
+		}
+	})
+	defer foreign.Close()
+	before := xdpAttached(t, tp.b, "b0")
+	out, err := xdpflow(tp.b, "enable", "dev", "b0")
+	if err == nil || !strings.Contains(out, "already has XDP program") || !strings.Contains(out, "someone_else") {
+		t.Errorf("enable over a foreign program: err=%v out=%q", err, out)
+	}
+	if strings.Count(out, "\n") != 0 {
+		t.Errorf("error is not one line: %q", out)
+	}
+	if after := xdpAttached(t, tp.b, "b0"); after != before {
+		t.Errorf("foreign program %d replaced by %d", before, after)
+	}
+	if _, err := os.Stat(pinDir(t, tp.b, "b0")); !os.IsNotExist(err) {
+		t.Errorf("refused enable left pins: %v", err)
+	}
+}
+
+func TestBadInputChangesNothing(t *testing.T) {
+	tp := newTopo(t)
+	mustXdpflow(t, tp.b, "enable", "dev", "b0")
+	mustXdpflow(t, tp.b, "filter", "add", "dev", "b0", "ingress", "pref", "5", "protocol", "ip", "flower",
+		"ip_proto", "udp", "dst_port", "6000", "action", "drop")
+	recv := udpListener(t, tp.b, tp.b0IP, 6000)
+	f := "filter add dev b0 ingress pref 6 protocol ip flower "
+	cases := []struct{ args, want string }{
+		{"enable dev nosuchdev", "no such device"},
+		{f + "dst_ip 10.0.0.300 action drop", "invalid address"},
+		{f + "dst_ip 10.0.0.0/33 action drop", "invalid prefix"},
+		{f + "dst_mac 02:00:00:00:00 action drop", "invalid MAC"},
+		{f + "frobnicate 1 action drop", `unknown key "frobnicate"`},
+		{f + "ct_state +trk action drop", "not supported"},
+		{f + "action frob", `unknown action "frob"`},
+		{f + "action mirred egress mirror dev b0", "cannot clone"},
+		{f + "action mirred egress redirect dev nosuchdev", "no such device"},
+		{"filter add dev b0 ingress pref 5 protocol ipv6 flower action drop", "protocol ip filters"},
+		{"filter add dev b0 ingress pref 5 handle 1 protocol ip flower action drop", "exists"},
+		{"filter add dev b0 ingress pref 5 protocol ip flower ip_proto udp dst_port 6000 action pass", "same match"},
+		{"filter del dev b0 ingress pref 9", "no filter with pref 9"},
+		{"filter add dev b1 ingress protocol ip flower action drop", "not enabled on b1"},
+		{"enable dev b1 flows 0", "invalid flows"},
+		{"enable dev b1 subtables 999", "must be 1..256"},
+	}
+	for _, c := range cases {
+		out, err := xdpflow(tp.b, strings.Fields(c.args)...)
+		if err == nil {
+			t.Errorf("%q: succeeded: %q", c.args, out)
+			continue
+		}
+		if !strings.Contains(out, c.want) || strings.Count(out, "\n") != 0 || !strings.HasPrefix(out, "xdpflow: ") {
+			t.Errorf("%q: want one line naming %q, got %q", c.args, c.want, out)
+		}
+	}
+	// Nothing installed before is lost or changed.
+	fs := filters(t, tp.b, "b0")
+	if len(fs) != 1 || fs[0].Pref != 5 || fs[0].Keys["dst_port"] != float64(6000) {
+		t.Fatalf("filters after bad input: %+v", fs)
+	}
+	testutil.Inject(t, tp.a, "a0", repeat(tp.udpFrame(6000, "still-dropped"), 10)...)
+	if n := recv(300 * time.Millisecond); n != 0 {
+		t.Errorf("the drop rule stopped working: %d datagrams delivered", n)
+	}
+}
+
+func TestFullTableRefusesWholeRule(t *testing.T) {
+	tp := newTopo(t)
+	mustXdpflow(t, tp.b, "enable", "dev", "b0", "flows", "8")
+	mustXdpflow(t, tp.b, "filter", "add", "dev", "b0", "ingress", "pref", "1", "protocol", "ip", "flower",
+		"ip_proto", "udp", "dst_port", "6000", "action", "drop")
+	// 1-1023 expands to 10 prefix entries: more than the 7 left.
+	out, err := xdpflow(tp.b, "filter", "add", "dev", "b0", "ingress", "pref", "2", "protocol", "ip", "flower",
+		"ip_proto", "udp", "dst_port", "1-1023", "action", "drop")
+	if err == nil || !strings.Contains(out, "flow table full") {
+		t.Fatalf("over-full add: err=%v %q", err, out)
+	}
+	fs := filters(t, tp.b, "b0")
+	if len(fs) != 1 {
+		t.Fatalf("filters after refused add: %+v", fs)
+	}
+	var st []struct {
+		Flows     int `json:"flows"`
+		Subtables int `json:"subtables"`
+	}
+	if err := jsonUnmarshal(mustXdpflow(t, tp.b, "-j", "status"), &st); err != nil || len(st) != 1 || st[0].Flows != 1 || st[0].Subtables != 1 {
+		t.Fatalf("status after refused add: %+v %v", st, err)
+	}
+	// A range that fits is taken whole.
+	mustXdpflow(t, tp.b, "filter", "add", "dev", "b0", "ingress", "pref", "2", "protocol", "ip", "flower",
+		"ip_proto", "udp", "dst_port", "1000-1003", "action", "drop")
+}
+
+func TestNativeModeRefusedWhereUnsupported(t *testing.T) {
+	tp := newTopo(t)
+	out, err := xdpflow(tp.b, "enable", "dev", "lo")
+	if err == nil || !strings.Contains(out, "mode generic") {
+		t.Fatalf("native XDP on lo: err=%v %q", err, out)
+	}
+	mustXdpflow(t, tp.b, "enable", "dev", "lo", "mode", "generic")
+	if out := mustXdpflow(t, tp.b, "status"); !strings.Contains(out, "mode generic") {
+		t.Errorf("status: %q", out)
+	}
+	mustXdpflow(t, tp.b, "disable", "dev", "lo")
+}
+
+func TestStalePinsAfterDeviceRemoved(t *testing.T) {
+	tp := newTopo(t)
+	mustXdpflow(t, tp.b, "enable", "dev", "b0")
+	tp.b.MustExec(t, "ip", "link", "del", "b0")
+	if out := mustXdpflow(t, tp.b, "status"); !strings.Contains(out, "NOT ATTACHED") {
+		t.Errorf("status after the device went away: %q", out)
+	}
+	// A new device of the same name: enable clears the stale pins.
+	testutil.Veth(t, tp.a, "a1", tp.b, "b0")
+	mustXdpflow(t, tp.b, "enable", "dev", "b0")
+	if xdpAttached(t, tp.b, "b0") == 0 {
+		t.Fatal("not attached to the new b0")
+	}
+	if out := mustXdpflow(t, tp.b, "status"); strings.Contains(out, "NOT ATTACHED") {
+		t.Errorf("status: %q", out)
+	}
+}
