@@ -38,7 +38,7 @@ demo: deps build
 	./scripts/demo.sh
 
 bench: deps build
-	$(GO) test -run '^$$' -bench . -benchtime 20000x ./maps/
+	$(GO) test -run '^$$' -bench BenchmarkXDP -benchtime 5x ./maps/
 
 clean:
 	rm -rf bin

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"strings"
 
 	"github.com/xdpflow/xdpflow/bpf"
 	"github.com/xdpflow/xdpflow/flower"
@@ -201,6 +202,17 @@ var counterNames = map[bpf.XdpflowXfCounter]string{
 	bpf.XdpflowXfCounterXF_CNT_SUBTABLE_LOOKUPS: "subtable_lookups",
 }
 
+// hostPath shows a pin path as the host sees it, not as reached from inside
+// `ip netns exec` through /proc/PID/root.
+func hostPath(p string) string {
+	if strings.HasPrefix(p, "/proc/") {
+		if i := strings.Index(p, "/root/"); i > 0 {
+			return p[i+len("/root"):]
+		}
+	}
+	return p
+}
+
 func cmdStatus(g globals, args []string) error {
 	if len(args) > 0 {
 		return usageError{fmt.Sprintf("status: unexpected %q", args[0])}
@@ -228,7 +240,7 @@ func cmdStatus(g globals, args []string) error {
 			return err
 		}
 		ds := deviceStatus{Dev: dev, Ifindex: s.dev.Ifindex, Attached: attached, Mode: string(mode),
-			ProgramID: s.dev.ProgramID(), Pins: s.dev.Dir, Rules: sz.Rules, MaxRules: sz.MaxRules - 1,
+			ProgramID: s.dev.ProgramID(), Pins: hostPath(s.dev.Dir), Rules: sz.Rules, MaxRules: sz.MaxRules - 1,
 			Flows: sz.Flows, MaxFlows: sz.MaxFlows, Subtables: sz.Subtables, MaxSubtables: sz.MaxSubtables,
 			Counters: map[string]uint64{}}
 		for i, name := range counterNames {
