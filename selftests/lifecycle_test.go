@@ -161,6 +161,31 @@ func TestBadInputChangesNothing(t *testing.T) {
 	}
 }
 
+func TestRedirectThatWouldLosePacketsIsRefused(t *testing.T) {
+	tp := newTopo(t)
+	mustXdpflow(t, tp.b, "enable", "dev", "b0")
+	// c0 (b1's peer) has neither GRO nor XDP: b1 cannot take XDP frames.
+	tp.c.MustExec(t, "ethtool", "-K", "c0", "gro", "off")
+	out, err := xdpflow(tp.b, "filter", "add", "dev", "b0", "ingress", "protocol", "ip", "flower",
+		"action", "mirred", "egress", "redirect", "dev", "b1")
+	if err == nil || !strings.Contains(out, "redirect to b1 would lose packets") {
+		t.Errorf("redirect into a veth without NAPI on its peer: err=%v %q", err, out)
+	}
+	tp.c.MustExec(t, "ethtool", "-K", "c0", "gro", "on")
+	mustXdpflow(t, tp.b, "filter", "add", "dev", "b0", "ingress", "pref", "1", "protocol", "ip", "flower",
+		"action", "mirred", "egress", "redirect", "dev", "b1")
+
+	// XDP_TX back out of b0 needs an XDP program on a0 (in another netns).
+	out, err = xdpflow(tp.b, "filter", "add", "dev", "b0", "ingress", "pref", "2", "protocol", "ip", "flower",
+		"action", "mirred", "egress", "redirect", "dev", "b0")
+	if err == nil || !strings.Contains(out, "its peer a0 runs no XDP program") {
+		t.Errorf("XDP_TX without an XDP program on the peer: err=%v %q", err, out)
+	}
+	if fs := filters(t, tp.b, "b0"); len(fs) != 1 {
+		t.Errorf("refused rules were installed: %+v", fs)
+	}
+}
+
 func TestFullTableRefusesWholeRule(t *testing.T) {
 	tp := newTopo(t)
 	mustXdpflow(t, tp.b, "enable", "dev", "b0", "flows", "8")

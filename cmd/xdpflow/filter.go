@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/xdpflow/xdpflow/flower"
+	"github.com/xdpflow/xdpflow/loader"
 	"github.com/xdpflow/xdpflow/maps"
 	"github.com/xdpflow/xdpflow/rule"
 )
@@ -95,6 +96,11 @@ func filterAdd(s *session, c *flower.Command) error {
 			return fmt.Errorf("action mirred: no such device %q", a.Dev)
 		}
 		a.Ifindex = ifi.Index
+		// Refuse what the kernel would silently drop: no packet may be
+		// lost because of offload.
+		if err := loader.CheckXDPTarget(a.Ifindex, a.Dev == r.Dev); err != nil {
+			return fmt.Errorf("action mirred: %w", err)
+		}
 	}
 	r.Text = flower.Format(r)
 	_, err := s.table.Apply(maps.Change{Insert: []maps.Insert{{Rule: r, Replaces: replaces}}})

@@ -1,0 +1,188 @@
+package loader
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"runtime"
+
+	"github.com/safchain/ethtool"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+)
+
+// netdev generic netlink family (include/uapi/linux/netdev.h).
+const (
+	netdevCmdDevGet        = 1
+	netdevADevIfindex      = 1
+	netdevADevXDPFeatures  = 3
+	netdevXDPActNdoXmit    = 1 << 2
+	ifaTargetNetnsID       = 46 // IFLA_TARGET_NETNSID
+	errNoXDPFeaturesReport = "kernel does not report XDP features"
+)
+
+// xdpFeatures returns the device's NETDEV_XDP_ACT_* bits.
+func xdpFeatures(ifindex int) (uint64, error) {
+	fam, err := netlink.GenlFamilyGet("netdev")
+	if err != nil {
+		return 0, errors.New(errNoXDPFeaturesReport)
+	}
+	req := nl.NewNetlinkRequest(int(fam.ID), unix.NLM_F_REQUEST)
+	req.AddData(&nl.Genlmsg{Command: netdevCmdDevGet, Version: 1})
+	req.AddData(nl.NewRtAttr(netdevADevIfindex, nl.Uint32Attr(uint32(ifindex))))
+	msgs, err := req.Execute(unix.NETLINK_GENERIC, 0)
+	if err != nil || len(msgs) == 0 {
+		return 0, fmt.Errorf("query XDP features of ifindex %d: %v", ifindex, err)
+	}
+	attrs, err := nl.ParseRouteAttr(msgs[0][nl.SizeofGenlmsg:])
+	if err != nil {
+		return 0, err
+	}
+	for _, a := range attrs {
+		if a.Attr.Type == netdevADevXDPFeatures && len(a.Value) >= 8 {
+			return binary.LittleEndian.Uint64(a.Value), nil
+		}
+	}
+	return 0, errors.New(errNoXDPFeaturesReport)
+}
+
+// vethPeer returns a veth's peer, which may live in another namespace
+// (reached with IFLA_TARGET_NETNSID).
+func vethPeer(l netlink.Link) (netlink.Link, error) {
+	a := l.Attrs()
+	if a.NetNsID < 0 {
+		return netlink.LinkByIndex(a.ParentIndex)
+	}
+	req := nl.NewNetlinkRequest(unix.RTM_GETLINK, unix.NLM_F_ACK)
+	msg := nl.NewIfInfomsg(unix.AF_UNSPEC)
+	msg.Index = int32(a.ParentIndex)
+	req.AddData(msg)
+	req.AddData(nl.NewRtAttr(ifaTargetNetnsID, nl.Uint32Attr(uint32(a.NetNsID))))
+	msgs, err := req.Execute(unix.NETLINK_ROUTE, unix.RTM_NEWLINK)
+	if err != nil || len(msgs) == 0 {
+		return nil, fmt.Errorf("look up the peer of %s: %v", a.Name, err)
+	}
+	return netlink.LinkDeserialize(nil, msgs[0])
+}
+
+// CheckXDPTarget reports why frames an XDP program sends out of ifindex
+// would be lost, or nil. tx: the frames go back out of the device they came
+// in on (XDP_TX); otherwise they are redirected to it.
+//
+// A redirect into a veth needs its peer's NAPI: the peer runs an XDP program
+// or has GRO on; otherwise the kernel drops the frames. XDP_TX on a veth queues frames to
+// the peer, whose NAPI the kernel schedules for them only when the peer
+// runs an XDP program: without one they are stranded.
+func CheckXDPTarget(ifindex int, tx bool) error {
+	l, err := netlink.LinkByIndex(ifindex)
+	if err != nil {
+		return fmt.Errorf("ifindex %d: no such device", ifindex)
+	}
+	name := l.Attrs().Name
+	if tx {
+		if l.Type() != "veth" {
+			return nil
+		}
+		peer, err := vethPeer(l)
+		if err != nil {
+			return err
+		}
+		if x := peer.Attrs().Xdp; x == nil || !x.Attached {
+			return fmt.Errorf("back out of veth %s (XDP_TX) would lose packets: its peer %s runs no XDP program, "+
+				"and the kernel delivers XDP_TX frames to a veth peer only when it does (enable xdpflow on %s)",
+				name, peer.Attrs().Name, peer.Attrs().Name)
+		}
+		return nil
+	}
+	if l.Type() == "veth" {
+		peer, err := vethPeer(l)
+		if err != nil {
+			return err
+		}
+		if x := peer.Attrs().Xdp; x != nil && x.Attached {
+			return nil
+		}
+		gro, err := groOn(peer.Attrs().Name, l.Attrs().NetNsID)
+		if err != nil {
+			return fmt.Errorf("redirect to %s: cannot tell whether its peer %s takes XDP frames: %w", name, peer.Attrs().Name, err)
+		}
+		if !gro {
+			return fmt.Errorf("redirect to %s would lose packets: a veth takes XDP frames only while its peer runs "+
+				"an XDP program or has GRO on, and %s has neither (ethtool -K %s gro on)", name, peer.Attrs().Name, peer.Attrs().Name)
+		}
+		return nil
+	}
+	// Other drivers say whether they transmit XDP frames in xdp_features
+	// (the netdev family answers in the initial network namespace only).
+	if feat, err := xdpFeatures(ifindex); err == nil && feat&netdevXDPActNdoXmit == 0 {
+		return fmt.Errorf("redirect to %s would lose packets: its driver cannot transmit XDP frames", name)
+	}
+	return nil
+}
+
+// groOn reads a device's GRO setting in the network namespace this one
+// knows as nsid (-1: this one).
+func groOn(dev string, nsid int) (bool, error) {
+	target := netns.None()
+	if nsid >= 0 {
+		h, err := findNetns(nsid)
+		if err != nil {
+			return false, err
+		}
+		defer h.Close()
+		target = h
+	}
+	var on bool
+	var ferr error
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		runtime.LockOSThread() // never unlocked: the thread dies with us
+		if target.IsOpen() {
+			if ferr = netns.Set(target); ferr != nil {
+				return
+			}
+		}
+		e, err := ethtool.NewEthtool()
+		if err != nil {
+			ferr = err
+			return
+		}
+		defer e.Close()
+		feats, err := e.Features(dev)
+		if err != nil {
+			ferr = err
+			return
+		}
+		on = feats["rx-gro"]
+	}()
+	<-done
+	return on, ferr
+}
+
+// findNetns opens the network namespace this one calls nsid, looking at
+// named namespaces and those of running processes.
+func findNetns(nsid int) (netns.NsHandle, error) {
+	paths, _ := filepath.Glob("/run/netns/*")
+	procs, _ := filepath.Glob("/proc/[0-9]*/ns/net")
+	seen := map[uint64]bool{}
+	for _, p := range append(paths, procs...) {
+		var st unix.Stat_t
+		if unix.Stat(p, &st) != nil || seen[st.Ino] {
+			continue
+		}
+		seen[st.Ino] = true
+		h, err := netns.GetFromPath(p)
+		if err != nil {
+			continue
+		}
+		if id, err := netlink.GetNetNsIdByFd(int(h)); err == nil && id == nsid {
+			return h, nil
+		}
+		h.Close()
+	}
+	return netns.None(), fmt.Errorf("network namespace with id %d not found", nsid)
+}
