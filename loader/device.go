@@ -37,6 +37,9 @@ type Options struct {
 // DefaultOptions are used for what enable is not told.
 var DefaultOptions = Options{Mode: ModeNative, MaxFlows: 65536, MaxRules: 16384, MaxSubtables: maps.MaxSubtables}
 
+// maxActionSets bounds the distinct action lists of one device.
+const maxActionSets = 65536
+
 const (
 	pinProg = "prog"
 	pinLink = "link"
@@ -148,9 +151,12 @@ func Enable(p Paths, dev string, opts Options) (enabled bool, err error) {
 		return false, fmt.Errorf("enable %s: load program spec: %w", dev, err)
 	}
 	spec.Maps[bpf.XdpflowMapFlows].MaxEntries = opts.MaxFlows
-	for _, name := range []string{bpf.XdpflowMapRuleStats, bpf.XdpflowMapRuleSpecs, bpf.XdpflowMapActionSets} {
+	for _, name := range []string{bpf.XdpflowMapRuleStats, bpf.XdpflowMapRuleSpecs} {
 		spec.Maps[name].MaxEntries = opts.MaxRules
 	}
+	// Action lists are shared by content: far fewer than rules. The array
+	// is preallocated, so it is not sized by the rule count.
+	spec.Maps[bpf.XdpflowMapActionSets].MaxEntries = min(opts.MaxRules, maxActionSets)
 	var objs bpf.XdpflowObjects
 	if err := spec.LoadAndAssign(&objs, nil); err != nil {
 		var ve *ebpf.VerifierError
