@@ -7,12 +7,15 @@ import (
 	"encoding/hex"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 // RequireRoot fails the test unless it runs as root: BPF and namespaces
@@ -45,9 +48,16 @@ func NewNetns(t testing.TB) *Netns {
 		t.Fatalf("open netns %s: %v", name, err)
 	}
 	ns := &Netns{Name: name, Handle: h}
+	var st unix.Stat_t
+	if err := unix.Fstat(int(h), &st); err != nil {
+		t.Fatalf("stat netns %s: %v", name, err)
+	}
 	t.Cleanup(func() {
 		h.Close()
 		_ = exec.Command("ip", "netns", "del", name).Run()
+		// Pins xdpflow left for this namespace would outlive it (and keep
+		// their maps): remove them with it.
+		_ = os.RemoveAll(filepath.Join("/sys/fs/bpf/xdpflow", strconv.FormatUint(st.Ino, 10)))
 	})
 	ns.Run(t, func() {
 		lo, err := netlink.LinkByName("lo")
