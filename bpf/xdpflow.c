@@ -92,6 +92,21 @@ struct {
 	__type(value, __u64);
 } counters SEC(".maps");
 
+/* The exact-match cache (see xdpflow.h) and its generation. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, XF_CACHE_SLOTS);
+	__type(key, __u32);
+	__type(value, struct xf_cache_entry);
+} flow_cache SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} cache_gen SEC(".maps");
+
 /* Redirect targets, keyed by ifindex. */
 struct {
 	__uint(type, BPF_MAP_TYPE_DEVMAP_HASH);
@@ -122,6 +137,7 @@ const enum xf_action_op *xf_btf_action_op __attribute__((unused));
 const enum xf_limits *xf_btf_limits __attribute__((unused));
 const enum xf_frag *xf_btf_frag __attribute__((unused));
 const enum xf_vlan_flags *xf_btf_vlan_flags __attribute__((unused));
+const enum xf_cache_result *xf_btf_cache_result __attribute__((unused));
 
 static __always_inline void count(__u32 which)
 {
@@ -383,7 +399,7 @@ static __always_inline int parse(struct xdp_md *ctx, struct xf_key *key, __u32 *
 }
 
 /* Search the subtables in order; the first one holding the masked key wins. */
-static __always_inline struct xf_flow *lookup(struct xf_key *key)
+static __always_inline struct xf_flow *search(struct xf_key *key)
 {
 	struct xf_subtable_list *list;
 	struct xf_flow_key fk;
@@ -423,6 +439,82 @@ static __always_inline struct xf_flow *lookup(struct xf_key *key)
 	}
 	count_n(XF_CNT_SUBTABLE_LOOKUPS, i);
 	return NULL;
+}
+
+/* A cheap hash of the whole key for the direct-mapped cache: fold the
+ * words with a multiply (64-bit golden ratio) and mix the halves. */
+static __always_inline __u32 key_hash(const struct xf_key *key)
+{
+	const __u64 *k = (const __u64 *)key;
+	__u64 h = 0;
+	int w;
+
+#pragma unroll
+	for (w = 0; w < XF_KEY_WORDS; w++) {
+		h ^= k[w];
+		h *= 0x9E3779B97F4A7C15ULL;
+		h ^= h >> 29;
+	}
+	return (__u32)(h ^ (h >> 32));
+}
+
+static __always_inline int key_equal(const struct xf_key *a, const struct xf_key *b)
+{
+	const __u64 *x = (const __u64 *)a, *y = (const __u64 *)b;
+	__u64 diff = 0;
+	int w;
+
+#pragma unroll
+	for (w = 0; w < XF_KEY_WORDS; w++)
+		diff |= x[w] ^ y[w];
+	return diff == 0;
+}
+
+/* Set at load time only (a read-only constant the verifier folds away):
+ * benchmarks load a copy without the cache to measure the search alone. */
+volatile const __u32 xf_cache_disabled = 0;
+
+/* lookup answers from the cache, or searches and fills it. Returns 1 with
+ * *out set for a flow, 0 for a miss. */
+static __always_inline int lookup(struct xf_key *key, struct xf_flow *out)
+{
+	struct xf_cache_entry *e;
+	struct xf_flow *flow;
+	__u32 zero = 0, slot, gen;
+	__u32 *genp;
+
+	genp = bpf_map_lookup_elem(&cache_gen, &zero);
+	slot = key_hash(key) & (XF_CACHE_SLOTS - 1);
+	e = bpf_map_lookup_elem(&flow_cache, &slot);
+	if (xf_cache_disabled || !genp || !e) {
+		/* !genp, !e cannot happen (array maps) */
+		flow = search(key);
+		if (flow)
+			*out = *flow;
+		return flow != NULL;
+	}
+	/* Read the generation before searching: an entry filled from a
+	 * search that raced with a change carries the older generation. */
+	gen = *(volatile __u32 *)genp;
+	if (e->generation == gen && key_equal(&e->key, key)) {
+		count(XF_CNT_CACHE_HIT);
+		out->action_set = e->action_set;
+		out->stats = e->stats;
+		return e->result == XF_CACHE_FLOW;
+	}
+
+	flow = search(key);
+	__builtin_memcpy(&e->key, key, sizeof(*key));
+	e->generation = gen;
+	if (flow) {
+		*out = *flow;
+		e->result = XF_CACHE_FLOW;
+		e->action_set = out->action_set;
+		e->stats = out->stats;
+		return 1;
+	}
+	e->result = XF_CACHE_MISS;
+	return 0;
 }
 
 /* Insert a VLAN tag right after the MAC addresses. */
@@ -570,7 +662,8 @@ int xdpflow(struct xdp_md *ctx)
 {
 	struct xf_action_set *set;
 	struct xf_rule_stats *st;
-	struct xf_flow *flow;
+	struct xf_flow flow;
+	__u32 set_idx, stats_idx;
 	struct xf_key key;
 	__u32 l2_len = 0;
 	__u64 len;
@@ -582,16 +675,13 @@ int xdpflow(struct xdp_md *ctx)
 		return XDP_PASS;
 	}
 
-	flow = lookup(&key);
-	if (!flow) {
+	if (!lookup(&key, &flow)) {
 		count(XF_CNT_MISS);
 		return XDP_PASS;
 	}
 	count(XF_CNT_HIT);
-
-	/* Copy the indices out: the value is RCU-protected, but reading it
-	 * once keeps stats and actions from one version of the flow. */
-	__u32 set_idx = flow->action_set, stats_idx = flow->stats;
+	set_idx = flow.action_set;
+	stats_idx = flow.stats;
 
 	len = (__u64)(ctx->data_end - ctx->data);
 	st = bpf_map_lookup_elem(&rule_stats, &stats_idx);

@@ -19,7 +19,8 @@ enum xf_limits {
 	XF_MAX_VLAN_TAGS = 2,
 	XF_MAX_IPV6_EXT_HDRS = 8,
 	XF_RULE_TEXT_MAX = 464,
-	XF_META_MAGIC = 0x78646631,	/* "xdf1": layout version of pinned state */
+	XF_META_MAGIC = 0x78646632,	/* "xdf2": layout version of pinned state */
+	XF_CACHE_SLOTS = 4096,		/* per CPU, a power of two */
 };
 
 /* key.ip_frag bits: flower's ip_flags (FLOW_DIS_IS_FRAGMENT/FIRST_FRAG). */
@@ -141,6 +142,28 @@ struct xf_rule_stats {
 	__u64 last_used_ns;	/* CLOCK_MONOTONIC, coarse */
 };
 
+/*
+ * The per-CPU exact-match cache: a direct-mapped array, indexed by a hash of
+ * the whole key, in front of the subtable search. Only the local CPU reads
+ * or writes its slots (XDP does not nest on a CPU), so no entry changes
+ * under a reader. An entry is valid while its generation equals the one in
+ * cache_gen; user space bumps that after every change (then waits for
+ * running programs), so no packet starting after a change returns uses an
+ * entry from before it.
+ */
+enum xf_cache_result {
+	XF_CACHE_MISS = 0,	/* the search found nothing: XDP_PASS */
+	XF_CACHE_FLOW = 1,	/* action_set and stats are the flow's */
+};
+
+struct xf_cache_entry {
+	struct xf_key key;
+	__u32 generation;
+	__u32 result;		/* enum xf_cache_result */
+	__u32 action_set;
+	__u32 stats;
+};
+
 /* Per-CPU program counters, indexed by enum xf_counter. */
 enum xf_counter {
 	XF_CNT_RX = 0,		/* packets seen */
@@ -153,6 +176,7 @@ enum xf_counter {
 	XF_CNT_REDIRECT,
 	XF_CNT_ACTION_ERROR,	/* an action failed: packet dropped */
 	XF_CNT_SUBTABLE_LOOKUPS,	/* hash lookups done */
+	XF_CNT_CACHE_HIT,	/* answered by the exact-match cache */
 	XF_CNT_MAX,
 };
 

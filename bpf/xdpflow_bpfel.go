@@ -48,6 +48,22 @@ type XdpflowXfActionSet struct {
 	Actions [8]XdpflowXfAction
 }
 
+type XdpflowXfCacheEntry struct {
+	_          structs.HostLayout
+	Key        XdpflowXfKey
+	Generation uint32
+	Result     uint32
+	ActionSet  uint32
+	Stats      uint32
+}
+
+type XdpflowXfCacheResult uint32
+
+const (
+	XdpflowXfCacheResultXF_CACHE_MISS XdpflowXfCacheResult = 0
+	XdpflowXfCacheResultXF_CACHE_FLOW XdpflowXfCacheResult = 1
+)
+
 type XdpflowXfCounter uint32
 
 const (
@@ -61,7 +77,8 @@ const (
 	XdpflowXfCounterXF_CNT_REDIRECT         XdpflowXfCounter = 7
 	XdpflowXfCounterXF_CNT_ACTION_ERROR     XdpflowXfCounter = 8
 	XdpflowXfCounterXF_CNT_SUBTABLE_LOOKUPS XdpflowXfCounter = 9
-	XdpflowXfCounterXF_CNT_MAX              XdpflowXfCounter = 10
+	XdpflowXfCounterXF_CNT_CACHE_HIT        XdpflowXfCounter = 10
+	XdpflowXfCounterXF_CNT_MAX              XdpflowXfCounter = 11
 )
 
 type XdpflowXfFlow struct {
@@ -115,7 +132,8 @@ const (
 	XdpflowXfLimitsXF_MAX_VLAN_TAGS    XdpflowXfLimits = 2
 	XdpflowXfLimitsXF_MAX_IPV6EXT_HDRS XdpflowXfLimits = 8
 	XdpflowXfLimitsXF_RULE_TEXT_MAX    XdpflowXfLimits = 464
-	XdpflowXfLimitsXF_META_MAGIC       XdpflowXfLimits = 2019845681
+	XdpflowXfLimitsXF_META_MAGIC       XdpflowXfLimits = 2019845682
+	XdpflowXfLimitsXF_CACHE_SLOTS      XdpflowXfLimits = 4096
 )
 
 type XdpflowXfMeta struct {
@@ -172,21 +190,25 @@ const (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	XdpflowMapActionSets     = "action_sets"
-	XdpflowMapCounters       = "counters"
-	XdpflowMapFlows          = "flows"
-	XdpflowMapMeta           = "meta"
-	XdpflowMapRuleSpecs      = "rule_specs"
-	XdpflowMapRuleStats      = "rule_stats"
-	XdpflowMapSubtables      = "subtables"
-	XdpflowMapSubtablesA     = "subtables_a"
-	XdpflowMapSubtablesB     = "subtables_b"
-	XdpflowMapTxPorts        = "tx_ports"
-	XdpflowProgXdpflow       = "xdpflow"
-	XdpflowVarXfBtfActionOp  = "xf_btf_action_op"
-	XdpflowVarXfBtfFrag      = "xf_btf_frag"
-	XdpflowVarXfBtfLimits    = "xf_btf_limits"
-	XdpflowVarXfBtfVlanFlags = "xf_btf_vlan_flags"
+	XdpflowMapActionSets       = "action_sets"
+	XdpflowMapCacheGen         = "cache_gen"
+	XdpflowMapCounters         = "counters"
+	XdpflowMapFlowCache        = "flow_cache"
+	XdpflowMapFlows            = "flows"
+	XdpflowMapMeta             = "meta"
+	XdpflowMapRuleSpecs        = "rule_specs"
+	XdpflowMapRuleStats        = "rule_stats"
+	XdpflowMapSubtables        = "subtables"
+	XdpflowMapSubtablesA       = "subtables_a"
+	XdpflowMapSubtablesB       = "subtables_b"
+	XdpflowMapTxPorts          = "tx_ports"
+	XdpflowProgXdpflow         = "xdpflow"
+	XdpflowVarXfBtfActionOp    = "xf_btf_action_op"
+	XdpflowVarXfBtfCacheResult = "xf_btf_cache_result"
+	XdpflowVarXfBtfFrag        = "xf_btf_frag"
+	XdpflowVarXfBtfLimits      = "xf_btf_limits"
+	XdpflowVarXfBtfVlanFlags   = "xf_btf_vlan_flags"
+	XdpflowVarXfCacheDisabled  = "xf_cache_disabled"
 )
 
 // LoadXdpflow returns the embedded CollectionSpec for Xdpflow.
@@ -239,7 +261,9 @@ type XdpflowProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type XdpflowMapSpecs struct {
 	ActionSets *ebpf.MapSpec `ebpf:"action_sets"`
+	CacheGen   *ebpf.MapSpec `ebpf:"cache_gen"`
 	Counters   *ebpf.MapSpec `ebpf:"counters"`
+	FlowCache  *ebpf.MapSpec `ebpf:"flow_cache"`
 	Flows      *ebpf.MapSpec `ebpf:"flows"`
 	Meta       *ebpf.MapSpec `ebpf:"meta"`
 	RuleSpecs  *ebpf.MapSpec `ebpf:"rule_specs"`
@@ -254,10 +278,12 @@ type XdpflowMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type XdpflowVariableSpecs struct {
-	XfBtfActionOp  *ebpf.VariableSpec `ebpf:"xf_btf_action_op"`
-	XfBtfFrag      *ebpf.VariableSpec `ebpf:"xf_btf_frag"`
-	XfBtfLimits    *ebpf.VariableSpec `ebpf:"xf_btf_limits"`
-	XfBtfVlanFlags *ebpf.VariableSpec `ebpf:"xf_btf_vlan_flags"`
+	XfBtfActionOp    *ebpf.VariableSpec `ebpf:"xf_btf_action_op"`
+	XfBtfCacheResult *ebpf.VariableSpec `ebpf:"xf_btf_cache_result"`
+	XfBtfFrag        *ebpf.VariableSpec `ebpf:"xf_btf_frag"`
+	XfBtfLimits      *ebpf.VariableSpec `ebpf:"xf_btf_limits"`
+	XfBtfVlanFlags   *ebpf.VariableSpec `ebpf:"xf_btf_vlan_flags"`
+	XfCacheDisabled  *ebpf.VariableSpec `ebpf:"xf_cache_disabled"`
 }
 
 // XdpflowObjects contains all objects after they have been loaded into the kernel.
@@ -281,7 +307,9 @@ func (o *XdpflowObjects) Close() error {
 // It can be passed to LoadXdpflowObjects or ebpf.CollectionSpec.LoadAndAssign.
 type XdpflowMaps struct {
 	ActionSets *ebpf.Map `ebpf:"action_sets"`
+	CacheGen   *ebpf.Map `ebpf:"cache_gen"`
 	Counters   *ebpf.Map `ebpf:"counters"`
+	FlowCache  *ebpf.Map `ebpf:"flow_cache"`
 	Flows      *ebpf.Map `ebpf:"flows"`
 	Meta       *ebpf.Map `ebpf:"meta"`
 	RuleSpecs  *ebpf.Map `ebpf:"rule_specs"`
@@ -295,7 +323,9 @@ type XdpflowMaps struct {
 func (m *XdpflowMaps) Close() error {
 	return _XdpflowClose(
 		m.ActionSets,
+		m.CacheGen,
 		m.Counters,
+		m.FlowCache,
 		m.Flows,
 		m.Meta,
 		m.RuleSpecs,
@@ -311,10 +341,12 @@ func (m *XdpflowMaps) Close() error {
 //
 // It can be passed to LoadXdpflowObjects or ebpf.CollectionSpec.LoadAndAssign.
 type XdpflowVariables struct {
-	XfBtfActionOp  *ebpf.Variable `ebpf:"xf_btf_action_op"`
-	XfBtfFrag      *ebpf.Variable `ebpf:"xf_btf_frag"`
-	XfBtfLimits    *ebpf.Variable `ebpf:"xf_btf_limits"`
-	XfBtfVlanFlags *ebpf.Variable `ebpf:"xf_btf_vlan_flags"`
+	XfBtfActionOp    *ebpf.Variable `ebpf:"xf_btf_action_op"`
+	XfBtfCacheResult *ebpf.Variable `ebpf:"xf_btf_cache_result"`
+	XfBtfFrag        *ebpf.Variable `ebpf:"xf_btf_frag"`
+	XfBtfLimits      *ebpf.Variable `ebpf:"xf_btf_limits"`
+	XfBtfVlanFlags   *ebpf.Variable `ebpf:"xf_btf_vlan_flags"`
+	XfCacheDisabled  *ebpf.Variable `ebpf:"xf_cache_disabled"`
 }
 
 // XdpflowPrograms contains all programs after they have been loaded into the kernel.

@@ -39,10 +39,20 @@ type harness struct {
 }
 
 func newHarness(t testing.TB, seed int64, maxFlows uint32) *harness {
+	return newHarnessCache(t, seed, maxFlows, true)
+}
+
+// newHarnessCache loads the program with or without its exact-match cache.
+func newHarnessCache(t testing.TB, seed int64, maxFlows uint32, cache bool) *harness {
 	t.Helper()
 	spec, err := bpf.LoadXdpflow()
 	if err != nil {
 		t.Fatal(err)
+	}
+	if !cache {
+		if err := spec.Variables["xf_cache_disabled"].Set(uint32(1)); err != nil {
+			t.Fatal(err)
+		}
 	}
 	spec.Maps[bpf.XdpflowMapFlows].MaxEntries = maxFlows
 	for _, n := range []string{bpf.XdpflowMapRuleStats, bpf.XdpflowMapRuleSpecs, bpf.XdpflowMapActionSets} {
@@ -197,6 +207,9 @@ func TestDifferentialRandom(t *testing.T) {
 	total := map[string]int{}
 	defer func() {
 		t.Logf("outcomes over all seeds: %v", total)
+		if total["cache_hits"] < 1000 {
+			t.Errorf("only %d exact-match cache hits: the cache is not exercised", total["cache_hits"])
+		}
 		for _, v := range []string{"pass", "drop", "tx", "redirect", "matched"} {
 			if total[v] < 20 {
 				t.Errorf("only %d %q outcomes: the generator no longer exercises them", total[v], v)
@@ -225,11 +238,18 @@ func TestDifferentialRandom(t *testing.T) {
 					for i := range frames {
 						frames[i] = g.frame()
 					}
-					h.check(frames)
+					// Twice: the second pass is answered by the
+					// exact-match cache and must not differ.
+					h.check(append(frames, frames...))
 				}
 				for k, v := range h.seen {
 					total[k] += v
 				}
+				cnt, err := h.table.Counters()
+				if err != nil {
+					t.Fatal(err)
+				}
+				total["cache_hits"] += int(cnt[bpf.XdpflowXfCounterXF_CNT_CACHE_HIT])
 			})
 		})
 	}

@@ -114,6 +114,10 @@ func Init(m *bpf.XdpflowMaps, maxSubtables int, ifindex, attachFlags uint32) err
 	if err := m.Meta.Put(uint32(0), &meta); err != nil {
 		return fmt.Errorf("init meta: %w", err)
 	}
+	// Generation 1: the zeroed cache slots (generation 0) never match.
+	if err := m.CacheGen.Put(uint32(0), uint32(1)); err != nil {
+		return fmt.Errorf("init cache generation: %w", err)
+	}
 	return nil
 }
 
@@ -443,6 +447,24 @@ func (t *Table) publish(list []*subtable) error {
 	}
 	t.meta.ActiveList ^= 1
 	return t.putMeta()
+}
+
+// invalidateCache makes every exact-match cache entry stale. The caller
+// must Sync (or publish) before returning: a run that read the old
+// generation may still be using an old entry until then.
+func (t *Table) invalidateCache() error {
+	var gen uint32
+	if err := t.m.CacheGen.Lookup(uint32(0), &gen); err != nil {
+		return fmt.Errorf("read cache generation: %w", err)
+	}
+	gen++
+	if gen == 0 {
+		gen = 1 // 0 is the zeroed slots' generation
+	}
+	if err := t.m.CacheGen.Put(uint32(0), gen); err != nil {
+		return fmt.Errorf("invalidate flow cache: %w", err)
+	}
+	return nil
 }
 
 // Sync waits until no program run that started before it is still going.

@@ -447,7 +447,6 @@ func (t *Table) write(p *plan) error {
 	}
 
 	// Action set references.
-	freedSlots := false
 	for _, in := range p.del {
 		c := t.asContent[in.ActionSet]
 		if a := t.actionSets[c]; a != nil {
@@ -456,7 +455,6 @@ func (t *Table) write(p *plan) error {
 				delete(t.actionSets, c)
 				delete(t.asContent, in.ActionSet)
 				delete(t.asBySlot, in.ActionSet)
-				freedSlots = true
 			}
 		}
 	}
@@ -472,7 +470,14 @@ func (t *Table) write(p *plan) error {
 		t.asBySlot[in.ActionSet] = set
 	}
 
-	// 5. Emptied subtables out; the swap is also the grace period.
+	// The flows are final: cached answers from before are stale.
+	if err := t.invalidateCache(); err != nil {
+		return err
+	}
+
+	// 5. Emptied subtables out. The swap waits for running programs; so
+	// does Sync otherwise. After either, no run uses a stale cache entry
+	// or the old flows, and freed slots (6.) may be reused.
 	if emptied != nil {
 		for id := range emptied {
 			st := t.stByID[id]
@@ -482,12 +487,8 @@ func (t *Table) write(p *plan) error {
 		if err := t.publish(t.sortedSubtables(nil, nil)); err != nil {
 			return err
 		}
-	} else if len(p.del) > 0 || freedSlots {
-		// 6. Freed rule and action-set slots may be reused by the next
-		// writer only once no packet can still be using them.
-		if err := t.Sync(); err != nil {
-			return err
-		}
+	} else if err := t.Sync(); err != nil {
+		return err
 	}
 
 	for id := range p.del {
@@ -630,6 +631,9 @@ func (t *Table) repair(bad []uint32) error {
 		return fmt.Errorf("remove stray flows: %w", err)
 	}
 	if err := t.syncTxPorts(); err != nil {
+		return err
+	}
+	if err := t.invalidateCache(); err != nil {
 		return err
 	}
 	if err := t.Sync(); err != nil {

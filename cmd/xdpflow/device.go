@@ -200,6 +200,7 @@ var counterNames = map[bpf.XdpflowXfCounter]string{
 	bpf.XdpflowXfCounterXF_CNT_REDIRECT:         "redirect",
 	bpf.XdpflowXfCounterXF_CNT_ACTION_ERROR:     "action_errors",
 	bpf.XdpflowXfCounterXF_CNT_SUBTABLE_LOOKUPS: "subtable_lookups",
+	bpf.XdpflowXfCounterXF_CNT_CACHE_HIT:        "cache_hits",
 }
 
 // hostPath shows a pin path as the host sees it, not as reached from inside
@@ -266,6 +267,7 @@ func cmdStatus(g globals, args []string) error {
 		c := d.Counters
 		fmt.Printf("  packets %d  hits %d  misses %d  unparsed %d  drop %d  pass %d  tx %d  redirect %d  action errors %d\n",
 			c["rx"], c["hits"], c["misses"], c["unparsed"], c["drop"], c["pass"], c["tx"], c["redirect"], c["action_errors"])
+		fmt.Printf("  exact-match cache hits %d  subtable lookups %d\n", c["cache_hits"], c["subtable_lookups"])
 		fmt.Printf("  pins %s\n", d.Pins)
 	}
 	return nil
