@@ -483,16 +483,13 @@ static __always_inline int lookup(struct xf_key *key, struct xf_flow *out)
 	__u32 zero = 0, slot, gen;
 	__u32 *genp;
 
+	if (xf_cache_disabled)
+		goto uncached;
 	genp = bpf_map_lookup_elem(&cache_gen, &zero);
 	slot = key_hash(key) & (XF_CACHE_SLOTS - 1);
 	e = bpf_map_lookup_elem(&flow_cache, &slot);
-	if (xf_cache_disabled || !genp || !e) {
-		/* !genp, !e cannot happen (array maps) */
-		flow = search(key);
-		if (flow)
-			*out = *flow;
-		return flow != NULL;
-	}
+	if (!genp || !e)
+		goto uncached;	/* cannot happen: array maps */
 	/* Read the generation before searching: an entry filled from a
 	 * search that raced with a change carries the older generation. */
 	gen = *(volatile __u32 *)genp;
@@ -515,6 +512,12 @@ static __always_inline int lookup(struct xf_key *key, struct xf_flow *out)
 	}
 	e->result = XF_CACHE_MISS;
 	return 0;
+
+uncached:
+	flow = search(key);
+	if (flow)
+		*out = *flow;
+	return flow != NULL;
 }
 
 /* Insert a VLAN tag right after the MAC addresses. */

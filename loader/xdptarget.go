@@ -16,19 +16,20 @@ import (
 
 // netdev generic netlink family (include/uapi/linux/netdev.h).
 const (
-	netdevCmdDevGet        = 1
-	netdevADevIfindex      = 1
-	netdevADevXDPFeatures  = 3
-	netdevXDPActNdoXmit    = 1 << 2
-	ifaTargetNetnsID       = 46 // IFLA_TARGET_NETNSID
-	errNoXDPFeaturesReport = "kernel does not report XDP features"
+	netdevCmdDevGet       = 1
+	netdevADevIfindex     = 1
+	netdevADevXDPFeatures = 3
+	netdevXDPActNdoXmit   = 1 << 2
+	ifaTargetNetnsID      = 46 // IFLA_TARGET_NETNSID
 )
+
+var errNoXDPFeatures = errors.New("kernel does not report XDP features")
 
 // xdpFeatures returns the device's NETDEV_XDP_ACT_* bits.
 func xdpFeatures(ifindex int) (uint64, error) {
 	fam, err := netlink.GenlFamilyGet("netdev")
 	if err != nil {
-		return 0, errors.New(errNoXDPFeaturesReport)
+		return 0, errNoXDPFeatures
 	}
 	req := nl.NewNetlinkRequest(int(fam.ID), unix.NLM_F_REQUEST)
 	req.AddData(&nl.Genlmsg{Command: netdevCmdDevGet, Version: 1})
@@ -46,7 +47,7 @@ func xdpFeatures(ifindex int) (uint64, error) {
 			return binary.LittleEndian.Uint64(a.Value), nil
 		}
 	}
-	return 0, errors.New(errNoXDPFeaturesReport)
+	return 0, errNoXDPFeatures
 }
 
 // vethPeer returns a veth's peer, which may live in another namespace
@@ -82,38 +83,32 @@ func CheckXDPTarget(ifindex int, tx bool) error {
 		return fmt.Errorf("ifindex %d: no such device", ifindex)
 	}
 	name := l.Attrs().Name
-	if tx {
-		if l.Type() != "veth" {
-			return nil
-		}
-		peer, err := vethPeer(l)
-		if err != nil {
-			return err
-		}
-		if x := peer.Attrs().Xdp; x == nil || !x.Attached {
-			return fmt.Errorf("back out of veth %s (XDP_TX) would lose packets: its peer %s runs no XDP program, "+
-				"and the kernel delivers XDP_TX frames to a veth peer only when it does (enable xdpflow on %s)",
-				name, peer.Attrs().Name, peer.Attrs().Name)
-		}
-		return nil
-	}
 	if l.Type() == "veth" {
 		peer, err := vethPeer(l)
 		if err != nil {
 			return err
 		}
+		peerName := peer.Attrs().Name
 		if x := peer.Attrs().Xdp; x != nil && x.Attached {
-			return nil
+			return nil // the peer's XDP program means NAPI for both cases
 		}
-		gro, err := groOn(peer.Attrs().Name, l.Attrs().NetNsID)
+		if tx {
+			return fmt.Errorf("back out of veth %s (XDP_TX) would lose packets: its peer %s runs no XDP program, "+
+				"and the kernel delivers XDP_TX frames to a veth peer only when it does (enable xdpflow on %s)",
+				name, peerName, peerName)
+		}
+		gro, err := groOn(peerName, l.Attrs().NetNsID)
 		if err != nil {
-			return fmt.Errorf("redirect to %s: cannot tell whether its peer %s takes XDP frames: %w", name, peer.Attrs().Name, err)
+			return fmt.Errorf("redirect to %s: cannot tell whether its peer %s takes XDP frames: %w", name, peerName, err)
 		}
 		if !gro {
 			return fmt.Errorf("redirect to %s would lose packets: a veth takes XDP frames only while its peer runs "+
-				"an XDP program or has GRO on, and %s has neither (ethtool -K %s gro on)", name, peer.Attrs().Name, peer.Attrs().Name)
+				"an XDP program or has GRO on, and %s has neither (ethtool -K %s gro on)", name, peerName, peerName)
 		}
 		return nil
+	}
+	if tx {
+		return nil // XDP_TX on other drivers needs nothing of a peer
 	}
 	// Other drivers say whether they transmit XDP frames in xdp_features
 	// (the netdev family answers in the initial network namespace only).

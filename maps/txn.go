@@ -115,13 +115,15 @@ func (t *Table) plan(ch Change) (*plan, error) {
 		}
 		in := &Installed{ID: id, Rule: r}
 		gi := groupIndex(r.Prio, r)
-		if old := t.rules[ins.Replaces]; old != nil && old.Rule.Prio == r.Prio {
+		old := t.rules[ins.Replaces]
+		samePrio := old != nil && old.Rule.Prio == r.Prio
+		if samePrio {
 			in.Seq = old.Seq // tc replace keeps the filter's place
 		} else {
 			in.Seq = nextSeq
 			nextSeq++
 		}
-		if old := t.rules[ins.Replaces]; old != nil && old.Rule.Prio == r.Prio && old.Rule.MaskGroup() == r.MaskGroup() {
+		if samePrio && old.Rule.MaskGroup() == r.MaskGroup() {
 			// Same mask: the kernel reuses it, so the group keeps its place.
 			in.GroupSeq = old.GroupSeq
 			groupOf[gi] = in.GroupSeq
