@@ -61,6 +61,7 @@ type JSONFilter struct {
 	Protocol  string         `json:"protocol"`
 	Chain     uint32         `json:"chain"`
 	Source    string         `json:"source"`
+	Name      string         `json:"name,omitempty"` // nft: family/table/chain/handle
 	Keys      map[string]any `json:"keys"`
 	Flags     []string       `json:"flags,omitempty"`
 	Actions   []string       `json:"actions"`

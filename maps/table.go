@@ -62,7 +62,7 @@ type Installed struct {
 }
 
 type subtableKey struct {
-	prio  uint16
+	prio  uint32 // rule.Rule.Order
 	group uint64
 	mask  rule.Key
 }
@@ -79,7 +79,7 @@ type actionSlot struct {
 }
 
 type groupKey struct {
-	prio  uint16
+	prio  uint32 // rule.Rule.Order
 	group uint64
 }
 
@@ -160,7 +160,7 @@ func (t *Table) load(parse ParseFunc) error {
 	}
 	for i := 0; i < int(list.Count) && i < MaxSubtables; i++ {
 		s := list.Subtables[i]
-		st := &subtable{subtableKey: subtableKey{uint16(s.Prio), s.GroupSeq, s.Mask}, id: s.Id}
+		st := &subtable{subtableKey: subtableKey{s.Prio, s.GroupSeq, s.Mask}, id: s.Id}
 		t.subtables[st.subtableKey] = st
 		t.stByID[st.id] = st
 	}
@@ -182,7 +182,7 @@ func (t *Table) load(parse ParseFunc) error {
 		r.Source, r.Text = rule.Source(spec.Source), text
 		in := &Installed{ID: id, Rule: r, Seq: spec.Seq, GroupSeq: spec.GroupSeq, ActionSet: spec.ActionSet}
 		t.rules[id] = in
-		gk := groupKey{r.Prio, in.GroupSeq}
+		gk := groupKey{r.Order(), in.GroupSeq}
 		t.groups[gk] = append(t.groups[gk], in)
 	}
 	if err := it.Err(); err != nil {
@@ -217,6 +217,23 @@ func (t *Table) load(parse ParseFunc) error {
 	}
 	t.txPorts = t.countTxPorts()
 
+	// Opaque rules (nft) are known by their installed entries only: read
+	// them from the flows map. After a writer died mid-change those cannot
+	// be trusted, so the rules are dropped; the daemon installs them again
+	// from the kernel's ruleset, and until then nft handles their packets.
+	if err := t.loadOpaqueFlows(); err != nil {
+		return err
+	}
+	if t.meta.Dirty != 0 {
+		for id, in := range t.rules {
+			if in.Rule.Opaque {
+				bad = append(bad, id)
+				t.dropLoaded(in)
+			}
+		}
+		t.txPorts = t.countTxPorts()
+	}
+
 	// Flows: recomputed from the rules, the same way they were installed.
 	if t.rebuildFlows() || len(bad) > 0 || t.meta.Dirty != 0 {
 		// A writer died mid-change, or specs are unreadable: make the
@@ -226,20 +243,81 @@ func (t *Table) load(parse ParseFunc) error {
 	return nil
 }
 
+// loadOpaqueFlows gives each opaque rule the flows the map holds for it.
+func (t *Table) loadOpaqueFlows() error {
+	opaque := false
+	for _, in := range t.rules {
+		opaque = opaque || in.Rule.Opaque
+	}
+	if !opaque {
+		return nil
+	}
+	var (
+		fk  flowKey
+		val flowValue
+	)
+	it := t.m.Flows.Iterate()
+	for it.Next(&fk, &val) {
+		if in := t.rules[val.Stats]; in != nil && in.Rule.Opaque {
+			in.flows = append(in.flows, fk)
+		}
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("read flows: %w", err)
+	}
+	return nil
+}
+
+// dropLoaded forgets a rule read from the specs (before flows are built).
+func (t *Table) dropLoaded(in *Installed) {
+	delete(t.rules, in.ID)
+	gk := groupKey{in.Rule.Order(), in.GroupSeq}
+	members := t.groups[gk][:0]
+	for _, x := range t.groups[gk] {
+		if x != in {
+			members = append(members, x)
+		}
+	}
+	if len(members) == 0 {
+		delete(t.groups, gk)
+	} else {
+		t.groups[gk] = members
+	}
+	if c, ok := t.asContent[in.ActionSet]; ok {
+		if a := t.actionSets[c]; a != nil {
+			if a.refs--; a.refs <= 0 {
+				delete(t.actionSets, c)
+				delete(t.asContent, in.ActionSet)
+				delete(t.asBySlot, in.ActionSet)
+			}
+		}
+	}
+}
+
 // rebuildFlows recomputes every flow from the rules, reusing the live
 // subtables. It reports whether the live list differs from what the rules
 // need.
 func (t *Table) rebuildFlows() (differs bool) {
 	live := t.subtables
-	t.subtables, t.stByID, t.flows = map[subtableKey]*subtable{}, map[uint32]*subtable{}, map[flowKey]RuleID{}
+	t.subtables, t.flows = map[subtableKey]*subtable{}, map[flowKey]RuleID{}
 	used := map[uint32]bool{}
 	for _, st := range live {
 		used[st.id] = true
 	}
 	next := uint32(1)
+	liveByID := t.stByID
+	t.stByID = map[uint32]*subtable{}
 	for gk, members := range t.groups {
 		entries := expandGroup(members)
 		for _, in := range members {
+			if in.Rule.Opaque {
+				// Entries as installed: (subtable mask, masked key).
+				for _, fk := range in.flows {
+					if st := liveByID[fk.Subtable]; st != nil {
+						entries[in.ID] = append(entries[in.ID], rule.Entry{Key: fk.Key, Mask: st.mask})
+					}
+				}
+			}
 			in.flows = in.flows[:0]
 			for _, e := range entries[in.ID] {
 				k := subtableKey{gk.prio, gk.group, e.Mask}
@@ -279,10 +357,13 @@ func expandGroup(members []*Installed) map[RuleID][]rule.Entry {
 	out := make(map[RuleID][]rule.Entry, len(members))
 	ranged := false
 	for _, in := range members {
-		ranged = ranged || in.Rule.HasRanges()
+		ranged = ranged || in.Rule.RangesOrdered()
 	}
 	var earlier []*rule.Rule
 	for _, in := range members {
+		if in.Rule.Opaque {
+			continue // entries as installed; never ranged-ordered
+		}
 		if ranged {
 			out[in.ID] = rule.Expand(in.Rule, earlier)
 			earlier = append(earlier, in.Rule)
@@ -325,8 +406,8 @@ func (t *Table) Rules() []*Installed {
 	}
 	sort.Slice(out, func(i, j int) bool {
 		a, b := out[i], out[j]
-		if a.Rule.Prio != b.Rule.Prio {
-			return a.Rule.Prio < b.Rule.Prio
+		if a.Rule.Order() != b.Rule.Order() {
+			return a.Rule.Order() < b.Rule.Order()
 		}
 		if a.GroupSeq != b.GroupSeq {
 			return a.GroupSeq < b.GroupSeq
@@ -389,13 +470,13 @@ func (t *Table) Counters() ([bpf.XdpflowXfCounterXF_CNT_MAX]uint64, error) {
 // SubtableOrder returns the live list's (prio, flows) in lookup order.
 func (t *Table) SubtableOrder() []struct {
 	ID    uint32
-	Prio  uint16
+	Prio  uint32
 	Flows int
 } {
 	sts := t.sortedSubtables(nil, nil)
 	out := make([]struct {
 		ID    uint32
-		Prio  uint16
+		Prio  uint32
 		Flows int
 	}, len(sts))
 	for i, s := range sts {
@@ -436,7 +517,7 @@ func (t *Table) publish(list []*subtable) error {
 	}
 	l.Count = uint32(len(list))
 	for i, s := range list {
-		l.Subtables[i] = bpf.XdpflowXfSubtable{Id: s.id, Prio: uint32(s.prio), GroupSeq: s.group, Mask: s.mask}
+		l.Subtables[i] = bpf.XdpflowXfSubtable{Id: s.id, Prio: s.prio, GroupSeq: s.group, Mask: s.mask}
 	}
 	idle := t.idleList()
 	if err := idle.Put(uint32(0), &l); err != nil {
@@ -483,3 +564,22 @@ func (t *Table) putMeta() error {
 }
 
 const metaMagic = uint32(bpf.XdpflowXfLimitsXF_META_MAGIC)
+
+// Room returns what is left for rules of source src if every rule of that
+// source were removed: the budget a source recompiling all of its rules
+// may use. Rule slot 0 is never used.
+func (t *Table) Room(src rule.Source) (subtables, flows, rules int) {
+	used := map[uint32]bool{}
+	nflows, nrules := 0, 0
+	for _, in := range t.rules {
+		if in.Rule.Source == src {
+			continue
+		}
+		nrules++
+		nflows += len(in.flows)
+		for _, fk := range in.flows {
+			used[fk.Subtable] = true
+		}
+	}
+	return int(t.meta.MaxSubtables) - len(used), t.maxFlows - nflows, t.maxRules - 1 - nrules
+}

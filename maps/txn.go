@@ -114,9 +114,9 @@ func (t *Table) plan(ch Change) (*plan, error) {
 			return nil, err
 		}
 		in := &Installed{ID: id, Rule: r}
-		gi := groupIndex(r.Prio, r)
+		gi := groupIndex(r.Order(), r)
 		old := t.rules[ins.Replaces]
-		samePrio := old != nil && old.Rule.Prio == r.Prio
+		samePrio := old != nil && old.Rule.Order() == r.Order()
 		if samePrio {
 			in.Seq = old.Seq // tc replace keeps the filter's place
 		} else {
@@ -141,25 +141,25 @@ func (t *Table) plan(ch Change) (*plan, error) {
 	// Affected groups, as they will be.
 	ranged := map[groupKey]bool{}
 	for _, in := range p.del {
-		gk := groupKey{in.Rule.Prio, in.GroupSeq}
+		gk := groupKey{in.Rule.Order(), in.GroupSeq}
 		p.groups[gk] = nil
-		ranged[gk] = ranged[gk] || in.Rule.HasRanges()
+		ranged[gk] = ranged[gk] || in.Rule.RangesOrdered()
 	}
 	for _, in := range p.ins {
-		gk := groupKey{in.Rule.Prio, in.GroupSeq}
+		gk := groupKey{in.Rule.Order(), in.GroupSeq}
 		p.groups[gk] = nil
-		ranged[gk] = ranged[gk] || in.Rule.HasRanges()
+		ranged[gk] = ranged[gk] || in.Rule.RangesOrdered()
 	}
 	for gk := range p.groups {
 		var members []*Installed
 		for _, in := range t.groups[gk] {
 			if p.del[in.ID] == nil {
 				members = append(members, in)
-				ranged[gk] = ranged[gk] || in.Rule.HasRanges()
+				ranged[gk] = ranged[gk] || in.Rule.RangesOrdered()
 			}
 		}
 		for _, in := range p.ins {
-			if in.Rule.Prio == gk.prio && in.GroupSeq == gk.group {
+			if in.Rule.Order() == gk.prio && in.GroupSeq == gk.group {
 				members = append(members, in)
 			}
 		}
@@ -197,7 +197,7 @@ func (t *Table) plan(ch Change) (*plan, error) {
 		} else {
 			entries = map[RuleID][]rule.Entry{}
 			for _, in := range p.ins {
-				if in.Rule.Prio == gk.prio && in.GroupSeq == gk.group {
+				if in.Rule.Order() == gk.prio && in.GroupSeq == gk.group {
 					entries[in.ID] = rule.Expand(in.Rule, nil)
 				}
 			}
@@ -256,7 +256,7 @@ func (t *Table) plan(ch Change) (*plan, error) {
 }
 
 // groupIndex names a mask group by priority and mask.
-func groupIndex(prio uint16, r *rule.Rule) string {
+func groupIndex(prio uint32, r *rule.Rule) string {
 	return fmt.Sprintf("%d|%s", prio, r.MaskGroup())
 }
 
@@ -272,7 +272,7 @@ func (t *Table) describe(id RuleID, p *plan) string {
 	if in == nil {
 		return fmt.Sprintf("rule %d", id)
 	}
-	return fmt.Sprintf("pref %d handle 0x%x", in.Rule.Prio, in.Rule.Handle)
+	return in.Rule.Describe()
 }
 
 // actionSetFor encodes a rule's actions for the datapath.

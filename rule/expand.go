@@ -106,11 +106,43 @@ func (r *Rule) HasRanges() bool {
 	return r.Match.SrcPortRange.Set() || r.Match.DstPortRange.Set()
 }
 
+// RangesOrdered reports whether the rule's entries depend on the rules
+// inserted before it in its group: ranged tc filters, which the kernel
+// tries in insertion order. nft rules of one level never overlap.
+func (r *Rule) RangesOrdered() bool {
+	return r.Source != SourceNFT && r.HasRanges()
+}
+
 // Expand returns the entries that implement r. earlier are the rules that
 // precede r in its priority and mask group (insertion order): where one of
 // them matches the same exact fields, the ports it already covers are left
 // out, because the kernel takes the first filter whose range matches.
 func Expand(r *Rule, earlier []*Rule) []Entry {
+	if r.Source == SourceNFT {
+		return expandAll(r)
+	}
+	return expandOne(r, earlier)
+}
+
+// expandAll expands every match of a rule that orders nothing by insertion,
+// without duplicates.
+func expandAll(r *Rule) []Entry {
+	var out []Entry
+	seen := map[Entry]bool{}
+	for _, m := range append([]Match{r.Match}, r.More...) {
+		one := *r
+		one.Match, one.More = m, nil
+		for _, e := range expandOne(&one, nil) {
+			if !seen[e] {
+				seen[e] = true
+				out = append(out, e)
+			}
+		}
+	}
+	return out
+}
+
+func expandOne(r *Rule, earlier []*Rule) []Entry {
 	base := MaskKey(&r.Match.Key, &r.Match.Mask)
 	if !r.HasRanges() {
 		return []Entry{{Key: base, Mask: r.Match.Mask}}

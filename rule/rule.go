@@ -121,19 +121,57 @@ type Rule struct {
 	Handle   uint32
 	Protocol uint16 // tc "protocol" ethertype, host order; EthPAll for all
 	Match    Match
-	Keys     []KeyValue // the match as written, for display
-	Actions  []Action
-	SkipHW   bool
-	SkipSW   bool
+	// More are further matches: the rule matches a packet that Match or
+	// any of them matches (an nft set, or `meta protocol` on tagged and
+	// untagged frames). One counter counts them all.
+	More []Match
+	// Opaque: the match is not known, only the installed entries (an nft
+	// rule reopened from its pinned spec, which records a digest of the
+	// match; the daemon recompiles it from the kernel's ruleset).
+	Opaque  bool
+	Keys    []KeyValue // the match as written, for display
+	Actions []Action
+	SkipHW  bool
+	SkipSW  bool
+	// Name identifies a rule that is one part of a rule of another source:
+	// "netdev/filter/ingress/7#0" is part 0 of nft rule handle 7.
+	Name string
 	// Text is the canonical tc text of the rule (flower.Format), which is
 	// what gets persisted.
 	Text string
 }
 
+// Order is the rule's place in the lookup: TC (and CLI) filters by pref,
+// then nftables rules, because the kernel runs the tc ingress hook before
+// netfilter's netdev ingress hook. For nft rules Prio is the rule's level
+// (see nft.Compile), not a pref.
+func (r *Rule) Order() uint32 {
+	stage := uint32(0)
+	if r.Source == SourceNFT {
+		stage = 1
+	}
+	return stage<<16 | uint32(r.Prio)
+}
+
+// Describe names the rule in messages.
+func (r *Rule) Describe() string {
+	if r.Name != "" {
+		return fmt.Sprintf("%s %s", r.Source, r.Name)
+	}
+	return fmt.Sprintf("pref %d handle 0x%x", r.Prio, r.Handle)
+}
+
 // MaskGroup identifies the kernel's notion of a flower mask: rules with the
 // same mask (and the same use of port ranges) in one priority are ordered by
 // insertion; different masks in one priority by the mask's creation.
+//
+// nft rules are compiled so that no two rules of one level overlap
+// (nft.Compile): their order within a level does not matter, so a level is
+// one group.
 func (r *Rule) MaskGroup() string {
+	if r.Source == SourceNFT {
+		return "nft"
+	}
 	m := r.Match
 	b := KeyBytes(&m.Mask)
 	flags := byte(0)

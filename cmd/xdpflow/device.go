@@ -12,6 +12,7 @@ import (
 	"github.com/xdpflow/xdpflow/flower"
 	"github.com/xdpflow/xdpflow/loader"
 	"github.com/xdpflow/xdpflow/maps"
+	"github.com/xdpflow/xdpflow/nft"
 	"github.com/xdpflow/xdpflow/rule"
 )
 
@@ -62,6 +63,9 @@ func openDevice(g globals, dev string) (*session, error) {
 	}
 	s.dev = d
 	t, err := maps.Open(&d.Maps, func(text string) (*rule.Rule, error) {
+		if strings.HasPrefix(text, nft.SpecPrefix) {
+			return nft.ParseSpec(dev, text)
+		}
 		return flower.ParseRuleText(dev, text)
 	})
 	if err != nil {

@@ -43,7 +43,7 @@ func cmdFilter(g globals, args []string) error {
 func filterAdd(s *session, c *flower.Command) error {
 	r := c.Rule
 	r.Source = rule.SourceCLI
-	installed := s.table.Rules()
+	installed := tcRules(s.table)
 
 	if !c.PrioSet {
 		// tc: one below the lowest pref in use, or 49152 on an empty block.
@@ -115,7 +115,7 @@ func filterAdd(s *session, c *flower.Command) error {
 
 func filterDel(s *session, c *flower.Command) error {
 	var ids []maps.RuleID
-	for _, in := range s.table.Rules() {
+	for _, in := range tcRules(s.table) {
 		if c.PrioSet && in.Rule.Prio != c.Prio {
 			continue
 		}
@@ -142,6 +142,18 @@ func filterDel(s *session, c *flower.Command) error {
 	return nil
 }
 
+// tcRules are the installed rules in tc's namespace of prefs and handles
+// (filters added here or mirrored from TC), in lookup order.
+func tcRules(t *maps.Table) []*maps.Installed {
+	var out []*maps.Installed
+	for _, in := range t.Rules() {
+		if in.Rule.Source != rule.SourceNFT {
+			out = append(out, in)
+		}
+	}
+	return out
+}
+
 func monotonicCoarseNs() uint64 {
 	var ts unix.Timespec
 	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC_COARSE, &ts); err != nil {
@@ -153,7 +165,7 @@ func monotonicCoarseNs() uint64 {
 func filterShow(g globals, s *session, c *flower.Command) error {
 	now := monotonicCoarseNs()
 	var shown []flower.Shown
-	for _, in := range s.table.Rules() {
+	for _, in := range tcRules(s.table) {
 		if c.PrioSet && in.Rule.Prio != c.Prio {
 			continue
 		}

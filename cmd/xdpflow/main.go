@@ -5,6 +5,8 @@
 //	xdpflow -K DEV flow-offload-xdp on|off     (ethtool spelling of enable/disable)
 //	xdpflow -k DEV                             (show it)
 //	xdpflow [-s] [-j] filter add|replace|change|del|show dev DEV ingress ...
+//	xdpflow [-s] [-j] flow show dev DEV       (every rule, whatever its source)
+//	xdpflow daemon                             (mirror nftables netdev ingress)
 //	xdpflow [-j] status
 package main
 
@@ -22,6 +24,8 @@ const usage = `usage:
   xdpflow -k DEV
   xdpflow [-s] [-j] filter { add | replace | change | del | show } dev DEV ingress
           [pref PRIO] [handle H] [protocol PROTO] flower [MATCH...] [action ACTION...]
+  xdpflow [-s] [-j] flow show dev DEV
+  xdpflow daemon
   xdpflow [-j] status
 global options: -s (statistics) -j (JSON) --bpffs DIR (where bpffs is mounted)`
 
@@ -97,6 +101,10 @@ func run(args []string) error {
 		return cmdFilter(g, args[1:])
 	case "status":
 		return cmdStatus(g, args[1:])
+	case "flow":
+		return cmdFlow(g, args[1:])
+	case "daemon":
+		return cmdDaemon(g, args[1:])
 	case "help":
 		fmt.Println(usage)
 		return nil

@@ -1,0 +1,197 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log"
+	"os"
+	"os/signal"
+	"slices"
+	"syscall"
+	"time"
+
+	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/xdpflow/xdpflow/loader"
+	"github.com/xdpflow/xdpflow/nft"
+	"github.com/xdpflow/xdpflow/rule"
+)
+
+// cmdDaemon mirrors the kernel's rules into XDP on every enabled device of
+// this network namespace and keeps them mirrored: nftables netdev ingress
+// chains now (NFNLGRP_NFTABLES), TC flower next. All of its state is the
+// pinned tables, so it can be killed at any moment; a new one reconciles.
+func cmdDaemon(g globals, args []string) error {
+	once := false
+	for _, a := range args {
+		if a != "--once" && a != "once" {
+			return usageError{fmt.Sprintf("daemon: unexpected %q (usage: xdpflow daemon [--once])", a)}
+		}
+		once = true
+	}
+	if once {
+		// One reconcile, then exit: for scripts and tests.
+		d := &daemon{g: g, log: log.New(os.Stderr, "xdpflow daemon: ", log.Lmicroseconds)}
+		if failed := d.syncAll("once"); failed != nil {
+			return failed
+		}
+		return nil
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	d := &daemon{g: g, log: log.New(os.Stderr, "xdpflow daemon: ", log.Lmicroseconds)}
+	// Subscribe before the first read, so no change falls between them.
+	events, err := watchNFT(ctx, d.log)
+	if err != nil {
+		return err
+	}
+	d.syncAll("start")
+	devs := d.devices
+	d.log.Printf("running on %d device(s): %v", len(devs), devs)
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			d.log.Printf("stopping; offloaded rules stay installed")
+			return nil
+		case <-events:
+			d.syncAll("nft")
+		case <-tick.C:
+			// Devices enabled or disabled since.
+			p, err := loader.NewPaths(g.bpffs)
+			if err != nil {
+				continue
+			}
+			now, err := loader.List(p)
+			if err == nil && !slices.Equal(now, devs) {
+				d.syncAll("devices")
+				devs = d.devices
+			}
+		}
+	}
+}
+
+type daemon struct {
+	g       globals
+	log     *log.Logger
+	devices []string // enabled at the last sync
+}
+
+// syncAll brings every enabled device's nft rules up to date; it returns
+// the errors it logged.
+func (d *daemon) syncAll(why string) error {
+	p, err := loader.NewPaths(d.g.bpffs)
+	if err != nil {
+		d.log.Printf("%v", err)
+		return err
+	}
+	devs, err := loader.List(p)
+	if err != nil {
+		d.log.Printf("%v", err)
+		return err
+	}
+	d.devices = devs
+	var errs []error
+	for _, dev := range devs {
+		if err := d.syncNFT(dev, why); err != nil {
+			d.log.Printf("%s: %v", dev, err)
+			errs = append(errs, fmt.Errorf("%s: %w", dev, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (d *daemon) syncNFT(dev, why string) error {
+	start := time.Now()
+	s, err := openDevice(d.g, dev)
+	if err != nil {
+		return err
+	}
+	defer s.close()
+	rs, err := nft.Read(dev, s.dev.Ifindex)
+	if err != nil {
+		return err
+	}
+	checked := map[int]error{}
+	rs.CheckFwd = func(ifindex int) error {
+		if err, ok := checked[ifindex]; ok {
+			return err
+		}
+		err := loader.CheckXDPTarget(ifindex, ifindex == s.dev.Ifindex)
+		checked[ifindex] = err
+		return err
+	}
+	sub, flows, rules := s.table.Room(rule.SourceNFT)
+	want, statuses := nft.Compile(rs, nft.Limits{Subtables: sub, Flows: flows, Rules: rules})
+	added, removed, err := nft.Sync(s.table, want)
+	if err != nil {
+		// XDP must not keep running rules nft no longer has: take every nft
+		// rule out, so nft handles all of their packets again.
+		_, _, rerr := nft.Sync(s.table, nil)
+		return errors.Join(fmt.Errorf("nft: install: %w (nft rules left to the kernel)", err), rerr)
+	}
+	if added+removed > 0 || why != "nft" {
+		off := 0
+		for _, st := range statuses {
+			if st.Offloaded {
+				off++
+			}
+		}
+		d.log.Printf("%s: nft (%s): %d rules, %d offloaded; parts +%d -%d in %.2f ms",
+			dev, why, len(statuses), off, added, removed, float64(time.Since(start).Microseconds())/1000)
+	}
+	return nil
+}
+
+// watchNFT signals (coalesced) every committed nftables transaction: the
+// kernel ends each with NFT_MSG_NEWGEN. A lost notification (socket
+// overrun) signals too, since a full resync follows anyway.
+func watchNFT(ctx context.Context, lg *log.Logger) (<-chan struct{}, error) {
+	c, err := netlink.Dial(unix.NETLINK_NETFILTER, nil)
+	if err != nil {
+		return nil, fmt.Errorf("nftables monitor: %w", err)
+	}
+	if err := c.JoinGroup(unix.NFNLGRP_NFTABLES); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("nftables monitor: join group: %w", err)
+	}
+	_ = c.SetReadBuffer(8 << 20)
+	ch := make(chan struct{}, 1)
+	signal := func() {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+	}
+	newgen := netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_NEWGEN)
+	go func() {
+		<-ctx.Done()
+		c.Close()
+	}()
+	go func() {
+		for {
+			msgs, err := c.Receive()
+			if err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				if errors.Is(err, unix.ENOBUFS) {
+					signal()
+					continue
+				}
+				lg.Printf("nftables monitor: %v", err)
+				time.Sleep(100 * time.Millisecond)
+				continue
+			}
+			for _, m := range msgs {
+				if m.Header.Type == newgen {
+					signal()
+				}
+			}
+		}
+	}()
+	return ch, nil
+}

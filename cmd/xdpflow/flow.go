@@ -1,0 +1,165 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"sort"
+	"strings"
+
+	"github.com/xdpflow/xdpflow/flower"
+	"github.com/xdpflow/xdpflow/maps"
+	"github.com/xdpflow/xdpflow/nft"
+	"github.com/xdpflow/xdpflow/rule"
+)
+
+// cmdFlow: `flow show dev DEV` lists every rule the engine holds for DEV,
+// whatever its source, with whether it runs in XDP and why not.
+func cmdFlow(g globals, args []string) error {
+	if len(args) < 1 || args[0] != "show" {
+		return usageError{"usage: xdpflow [-s] [-j] flow show dev DEV"}
+	}
+	dev, rest, err := parseDevArg(args[1:], "flow show")
+	if err != nil {
+		return err
+	}
+	if len(rest) > 0 {
+		return usageError{fmt.Sprintf("flow show: unexpected %q", rest[0])}
+	}
+	s, err := openDevice(g, dev)
+	if err != nil {
+		return err
+	}
+	defer s.close()
+	now := monotonicCoarseNs()
+	stats := func(ids ...maps.RuleID) (flower.Stats, error) {
+		var st flower.Stats
+		for _, id := range ids {
+			pk, by, last, err := s.table.Stats(id)
+			if err != nil {
+				return st, err
+			}
+			st.Packets += pk
+			st.Bytes += by
+			if last != 0 {
+				age := uint64(0)
+				if now > last {
+					age = (now - last) / 1e6
+				}
+				if !st.Used || age < st.LastUsedMs {
+					st.LastUsedMs = age
+				}
+				st.Used = true
+			}
+		}
+		return st, nil
+	}
+
+	var out []flower.JSONFilter
+	for _, in := range tcRules(s.table) {
+		sh := flower.Shown{Rule: in.Rule, Offloaded: true}
+		if sh.Stats, err = stats(in.ID); err != nil {
+			return err
+		}
+		out = append(out, sh.JSON(g.stats))
+	}
+
+	// nft rules: what nft holds now, compiled the way the daemon does,
+	// joined with what is installed.
+	installed := map[string]*maps.Installed{}
+	for _, in := range s.table.Rules() {
+		if in.Rule.Source == rule.SourceNFT {
+			installed[in.Rule.Text] = in
+		}
+	}
+	rs, err := nft.Read(dev, s.dev.Ifindex)
+	if err != nil {
+		return err
+	}
+	sub, flows, rules := s.table.Room(rule.SourceNFT)
+	_, statuses := nft.Compile(rs, nft.Limits{Subtables: sub, Flows: flows, Rules: rules})
+	seen := map[string]bool{}
+	for _, st := range statuses {
+		j := flower.JSONFilter{Dev: dev, Kind: "nft", Protocol: "all", Source: "nft", Name: st.Name,
+			Keys: map[string]any{}, Actions: []string{}, Offloaded: st.Offloaded, Reason: st.Reason}
+		if st.Verdict != "" {
+			j.Actions = append(j.Actions, st.Verdict)
+		}
+		if i := strings.LastIndexByte(st.Name, '/'); i >= 0 {
+			fmt.Sscan(st.Name[i+1:], &j.Handle)
+		}
+		var ids []maps.RuleID
+		missing := false
+		for k, p := range st.Parts {
+			in := installed[p.Text]
+			if in == nil {
+				missing = true
+				continue
+			}
+			seen[p.Text] = true
+			ids = append(ids, in.ID)
+			if k == 0 {
+				j.Pref = p.Prio
+				for _, kv := range p.Keys {
+					j.Keys[kv.Name] = kv.Value
+				}
+			}
+		}
+		if missing {
+			j.Offloaded = false
+			j.Reason = "not installed yet: is `xdpflow daemon` running?"
+		}
+		if g.stats {
+			stt, err := stats(ids...)
+			if err != nil {
+				return err
+			}
+			j.Stats = &stt
+		}
+		out = append(out, j)
+	}
+	// Installed parts nft no longer has: the daemon has not caught up.
+	var stale []string
+	for text, in := range installed {
+		if !seen[text] {
+			stale = append(stale, in.Rule.Name)
+		}
+	}
+	sort.Strings(stale)
+	for _, name := range stale {
+		out = append(out, flower.JSONFilter{Dev: dev, Kind: "nft", Protocol: "all", Source: "nft", Name: name,
+			Keys: map[string]any{}, Actions: []string{}, Offloaded: true,
+			Reason: "stale: nft no longer has it; the daemon removes it"})
+	}
+
+	if g.json {
+		if out == nil {
+			out = []flower.JSONFilter{}
+		}
+		return json.NewEncoder(os.Stdout).Encode(out)
+	}
+	for _, j := range out {
+		printFlow(j, g.stats)
+	}
+	return nil
+}
+
+func printFlow(j flower.JSONFilter, withStats bool) {
+	name := j.Name
+	if name == "" {
+		name = fmt.Sprintf("pref %d handle 0x%x chain %d", j.Pref, j.Handle, j.Chain)
+	}
+	state := "in_xdp"
+	if !j.Offloaded {
+		state = "not_in_xdp (" + j.Reason + ")"
+	}
+	keys := make([]string, 0, len(j.Keys))
+	for k, v := range j.Keys {
+		keys = append(keys, fmt.Sprintf("%s %v", k, v))
+	}
+	sort.Strings(keys)
+	fmt.Printf("%s %s: %s -> %s  %s\n", j.Source, name, strings.Join(keys, " "), strings.Join(j.Actions, ", "), state)
+	if withStats && j.Stats != nil {
+		fmt.Printf("\tSent %d bytes %d pkt\n", j.Stats.Bytes, j.Stats.Packets)
+	}
+}
