@@ -19,7 +19,11 @@ type Status struct {
 	Offloaded bool
 	Reason    string
 	Verdict   string
-	Parts     []*rule.Rule // installed entries; a punt is a pass part
+	Parts     []*rule.Rule // installed parts that carry the rule's own verdict (a punt's is pass)
+	// Companions are pass parts that keep a rule exact without being its
+	// action: its fragments, which nft matches on transport bytes and the
+	// key cannot. Their packets are nft's to count.
+	Companions []*rule.Rule
 }
 
 // Limits bound what the compile may use: the room the device's table has
@@ -276,8 +280,8 @@ type errUnsupported struct {
 func (e *errUnsupported) Error() string { return e.why }
 
 // build turns one combination into masked keys (one per VLAN variant).
-// noTH leaves transport conditions out and keys first fragments instead
-// (the punt that goes with a rule matching transport fields).
+// noTH leaves transport conditions out and keys fragments instead (the
+// punt that goes with a rule matching transport fields).
 func (cb *combo) build(noTH bool) ([]rule.Match, error) {
 	fail := func(src string, off int, why string) error {
 		return &errUnsupported{pred: cb.owner[fmt.Sprintf("%s%d", src, off)], why: why}
@@ -432,9 +436,12 @@ func (cb *combo) network(k *keyBuf, e uint16, th hdrBytes, frag bool) (bool, err
 		}
 	}
 	if frag {
-		// First fragments: nft reads their transport header, xdpflow's key
-		// has none, so they go to the kernel.
-		return k.put(offIPFrag, rule.FragIsFragment|rule.FragFirst, rule.FragIsFragment|rule.FragFirst), nil
+		// Fragments: nft reads the bytes after the IP header as the
+		// transport header of every fragment, first or not (seen on 6.18,
+		// fast and slow payload paths alike); xdpflow's key carries no
+		// transport fields for fragments, like flower. They go to the
+		// kernel.
+		return k.put(offIPFrag, rule.FragIsFragment, rule.FragIsFragment), nil
 	}
 	if len(th) == 0 {
 		return true, nil
@@ -444,8 +451,7 @@ func (cb *combo) network(k *keyBuf, e uint16, th hdrBytes, frag bool) (bool, err
 	}
 	proto := k.val[offIPProto]
 	// Fragments carry no transport key: a rule matching transport fields
-	// never matches one in XDP (nft does not match non-first fragments;
-	// first fragments are punted by the companion part).
+	// never matches one in XDP; the companion part punts them.
 	if !k.put(offIPFrag, 0, rule.FragIsFragment) {
 		return false, nil
 	}

@@ -136,9 +136,14 @@ func assemble(flat []flatRule, rs *Ruleset, lim Limits) ([]*rule.Rule, []*Status
 		case fr.verdict.kind == vFwd:
 			acts = []rule.Action{{Kind: rule.ActRedirect, Ifindex: fr.verdict.ifindex, Dev: ifName(fr.verdict.ifindex)}}
 		}
-		st.Verdict = fr.verdict.String()
+		v := fr.verdict.String()
 		if pass {
-			st.Verdict = "pass"
+			v = "pass"
+		}
+		if st.Verdict == "" {
+			st.Verdict = v
+		} else if !strings.Contains(st.Verdict, v) {
+			st.Verdict += ", " + v // a verdict map
 		}
 
 		level := -1
@@ -189,7 +194,7 @@ func assemble(flat []flatRule, rs *Ruleset, lim Limits) ([]*rule.Rule, []*Status
 		if len(frag) > 0 {
 			out = append(out, part(rs, fr.name, parts[fr.name], level, frag, []rule.Action{{Kind: rule.ActPass}}))
 			parts[fr.name]++
-			st.Parts = append(st.Parts, out[len(out)-1])
+			st.Companions = append(st.Companions, out[len(out)-1])
 		}
 		if pass {
 			notOffloaded(st, reason)

@@ -103,7 +103,7 @@ func (v verdict) String() string {
 	case vReturn:
 		return "return"
 	case vFwd:
-		return fmt.Sprintf("fwd to ifindex %d", v.ifindex)
+		return "fwd to " + ifName(v.ifindex)
 	}
 	return "continue"
 }

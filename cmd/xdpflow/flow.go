@@ -83,7 +83,7 @@ func cmdFlow(g globals, args []string) error {
 		j := flower.JSONFilter{Dev: dev, Kind: "nft", Protocol: "all", Source: "nft", Name: st.Name,
 			Keys: map[string]any{}, Actions: []string{}, Offloaded: st.Offloaded, Reason: st.Reason}
 		if st.Verdict != "" {
-			j.Actions = append(j.Actions, st.Verdict)
+			j.Actions = strings.Split(st.Verdict, ", ")
 		}
 		if i := strings.LastIndexByte(st.Name, '/'); i >= 0 {
 			fmt.Sscan(st.Name[i+1:], &j.Handle)
@@ -104,6 +104,12 @@ func cmdFlow(g globals, args []string) error {
 					j.Keys[kv.Name] = kv.Value
 				}
 			}
+		}
+		for _, p := range st.Companions {
+			if installed[p.Text] == nil {
+				missing = true
+			}
+			seen[p.Text] = true
 		}
 		if missing {
 			j.Offloaded = false

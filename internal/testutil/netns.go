@@ -5,6 +5,7 @@ package testutil
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -107,6 +108,17 @@ func (ns *Netns) Exec(args ...string) (string, error) {
 	cmd := exec.Command("ip", append([]string{"netns", "exec", ns.Name}, args...)...)
 	out, err := cmd.CombinedOutput()
 	return strings.TrimSpace(string(out)), err
+}
+
+// ExecStdin is Exec with stdin (for `nft -f -`).
+func (ns *Netns) ExecStdin(stdin string, args ...string) (string, error) {
+	cmd := exec.Command("ip", append([]string{"netns", "exec", ns.Name}, args...)...)
+	cmd.Stdin = strings.NewReader(stdin)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return strings.TrimSpace(string(out)), fmt.Errorf("%w: %s", err, strings.TrimSpace(string(out)))
+	}
+	return strings.TrimSpace(string(out)), nil
 }
 
 // MustExec is Exec that fails the test on error.
