@@ -111,10 +111,12 @@ func (d *daemon) syncNFT(dev, why string) error {
 		return err
 	}
 	defer s.close()
+	tOpen := time.Now()
 	rs, err := nft.Read(dev, s.dev.Ifindex)
 	if err != nil {
 		return err
 	}
+	tRead := time.Now()
 	checked := map[int]error{}
 	rs.CheckFwd = func(ifindex int) error {
 		if err, ok := checked[ifindex]; ok {
@@ -126,7 +128,11 @@ func (d *daemon) syncNFT(dev, why string) error {
 	}
 	sub, flows, rules := s.table.Room(rule.SourceNFT)
 	want, statuses := nft.Compile(rs, nft.Limits{Subtables: sub, Flows: flows, Rules: rules})
+	tCompile := time.Now()
 	added, removed, err := nft.Sync(s.table, want)
+	if os.Getenv("XDPFLOW_TIMING") != "" {
+		d.log.Printf("TIMING open %v read %v compile %v apply %v", tOpen.Sub(start), tRead.Sub(tOpen), tCompile.Sub(tRead), time.Since(tCompile))
+	}
 	if err != nil {
 		// XDP must not keep running rules nft no longer has: take every nft
 		// rule out, so nft handles all of their packets again.

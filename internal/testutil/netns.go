@@ -32,6 +32,7 @@ func RequireRoot(t testing.TB) {
 type Netns struct {
 	Name   string
 	Handle netns.NsHandle
+	Ino    uint64 // the namespace's inode: xdpflow's pins live under /sys/fs/bpf/xdpflow/<Ino>
 }
 
 // NewNetns creates a network namespace removed at cleanup.
@@ -53,6 +54,7 @@ func NewNetns(t testing.TB) *Netns {
 	if err := unix.Fstat(int(h), &st); err != nil {
 		t.Fatalf("stat netns %s: %v", name, err)
 	}
+	ns.Ino = st.Ino
 	t.Cleanup(func() {
 		h.Close()
 		_ = exec.Command("ip", "netns", "del", name).Run()

@@ -1,0 +1,304 @@
+package selftests
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
+
+	"github.com/xdpflow/xdpflow/internal/testutil"
+)
+
+// daemonProc is `xdpflow daemon` running in a namespace.
+type daemonProc struct {
+	cmd *exec.Cmd
+	log *os.File
+}
+
+func startDaemon(t *testing.T, ns *testutil.Netns) *daemonProc {
+	t.Helper()
+	logf, err := os.CreateTemp(t.TempDir(), "daemon-*.log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("ip", "netns", "exec", ns.Name, xdpflowBin, "daemon")
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start daemon: %v", err)
+	}
+	d := &daemonProc{cmd: cmd, log: logf}
+	t.Cleanup(func() { d.kill() })
+	return d
+}
+
+// kill is SIGKILL: no chance to clean anything up.
+func (d *daemonProc) kill() {
+	if d.cmd.ProcessState == nil {
+		_ = d.cmd.Process.Kill()
+		_ = d.cmd.Wait()
+	}
+}
+
+func (d *daemonProc) logText() string {
+	b, _ := os.ReadFile(d.log.Name())
+	return string(b)
+}
+
+// waitFlows polls `flow show` until ok holds.
+func waitFlows(t *testing.T, ns *testutil.Netns, what string, ok func([]jsonFlow) bool) []jsonFlow {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		fs := flows(t, ns, "b0")
+		if ok(fs) {
+			return fs
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s; flows: %+v", what, fs)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func nftFlows(fs []jsonFlow) map[string]jsonFlow {
+	out := map[string]jsonFlow{}
+	for _, f := range fs {
+		if f.Source == "nft" {
+			out[f.Name] = f
+		}
+	}
+	return out
+}
+
+// allInstalled: every nft rule is in XDP or deliberately not, none is
+// waiting for the daemon and none is stale.
+func allInstalled(fs []jsonFlow) bool {
+	for _, f := range fs {
+		if f.Source == "nft" && (strings.Contains(f.Reason, "not installed yet") || strings.Contains(f.Reason, "stale")) {
+			return false
+		}
+	}
+	return true
+}
+
+func nftHandle(t *testing.T, ns *testutil.Netns, chain, match string) string {
+	t.Helper()
+	out := ns.MustExec(t, "nft", "-a", "list", "chain", "netdev", "xf", chain)
+	for _, line := range strings.Split(out, "\n") {
+		if strings.Contains(line, match) {
+			if i := strings.Index(line, "# handle "); i >= 0 {
+				return strings.TrimSpace(line[i+len("# handle "):])
+			}
+		}
+	}
+	t.Fatalf("no rule %q in chain %s:\n%s", match, chain, out)
+	return ""
+}
+
+// srcFrames: one UDP frame per source address, marked with it.
+func (tp *nftTopo) srcFrames(tag string, srcs ...string) ([][]byte, []string) {
+	var frames [][]byte
+	var markers []string
+	for _, s := range srcs {
+		m := fmt.Sprintf("XFD-%s-%s", tag, s)
+		markers = append(markers, m)
+		frames = append(frames, testutil.Eth(net.HardwareAddr{2, 0xee, 0, 0, 0, 9}, tp.a0MAC, nil, 0x0800,
+			testutil.IPv4(net.ParseIP(s), net.ParseIP("198.18.1.2"), 17, testutil.IPv4Opts{}, testutil.UDP(4000, 53, []byte(m)))))
+	}
+	return frames, markers
+}
+
+func (tp *nftTopo) expectFates(t *testing.T, tag string, want map[string]string) {
+	t.Helper()
+	var srcs []string
+	for s := range want {
+		srcs = append(srcs, s)
+	}
+	sort.Strings(srcs)
+	frames, markers := tp.srcFrames(tag, srcs...)
+	got := tp.fates(t, frames, markers)
+	for i, s := range srcs {
+		if got[i] != want[s] {
+			t.Errorf("%s: frame from %s: %s, want %s", tag, s, got[i], want[s])
+		}
+	}
+}
+
+// TestNftDaemon follows nft changes at runtime, survives SIGKILL and
+// reconciles on restart.
+func TestNftDaemon(t *testing.T) {
+	tp := newNftTopo(t)
+	d := startDaemon(t, tp.b)
+	rs := `table netdev xf {
+  set blk { type ipv4_addr; }
+  chain in {
+    type filter hook ingress device b0 priority 0; policy accept;
+    ip saddr 198.18.1.5 counter drop
+    ip saddr @blk counter drop
+  }
+}
+`
+	if _, err := tp.b.ExecStdin(rs, "nft", "-f", "-"); err != nil {
+		t.Fatal(err)
+	}
+	h5 := nftHandle(t, tp.b, "in", "198.18.1.5")
+	name5 := "netdev/xf/in/" + h5
+	waitFlows(t, tp.b, "rule .5 offloaded", func(fs []jsonFlow) bool { return nftFlows(fs)[name5].Offloaded })
+	tp.expectFates(t, "add", map[string]string{"198.18.1.5": "drop", "198.18.1.6": "c0", "198.18.1.77": "c0"})
+	if c := nftCounters(t, tp.b)["in/"+h5]; c != 0 {
+		t.Errorf("nft counted %d packets of an offloaded drop rule", c)
+	}
+	if f := nftFlows(flows(t, tp.b, "b0"))[name5]; f.Stats == nil || f.Stats.Packets != 1 {
+		t.Errorf("XDP stats of %s: %+v, want 1 packet", name5, f.Stats)
+	}
+
+	// Named set elements are followed.
+	tp.b.MustExec(t, "nft", "add", "element", "netdev", "xf", "blk", "{ 198.18.1.77 }")
+	waitFlows(t, tp.b, "set element installed", allInstalled)
+	tp.expectFates(t, "elem", map[string]string{"198.18.1.5": "drop", "198.18.1.77": "drop", "198.18.1.6": "c0"})
+
+	// Replace, insert before, delete.
+	tp.b.MustExec(t, "nft", "replace", "rule", "netdev", "xf", "in", "handle", h5, "ip", "saddr", "198.18.1.6", "counter", "drop")
+	waitFlows(t, tp.b, "replace installed", allInstalled)
+	tp.expectFates(t, "replace", map[string]string{"198.18.1.5": "c0", "198.18.1.6": "drop"})
+	tp.b.MustExec(t, "nft", "insert", "rule", "netdev", "xf", "in", "ip", "saddr", "198.18.1.6", "counter", "accept")
+	waitFlows(t, tp.b, "insert installed", allInstalled)
+	tp.expectFates(t, "insert", map[string]string{"198.18.1.6": "c0", "198.18.1.77": "drop"})
+	tp.b.MustExec(t, "nft", "delete", "element", "netdev", "xf", "blk", "{ 198.18.1.77 }")
+	waitFlows(t, tp.b, "element deleted", allInstalled)
+	tp.expectFates(t, "delelem", map[string]string{"198.18.1.77": "c0"})
+
+	// Killed: what is offloaded keeps working.
+	tp.b.MustExec(t, "nft", "add", "rule", "netdev", "xf", "in", "ip", "saddr", "198.18.1.1", "counter", "drop")
+	h1 := nftHandle(t, tp.b, "in", "198.18.1.1")
+	name1 := "netdev/xf/in/" + h1
+	waitFlows(t, tp.b, "rule .1 offloaded", func(fs []jsonFlow) bool { return nftFlows(fs)[name1].Offloaded })
+	d.kill()
+	tp.expectFates(t, "killed", map[string]string{"198.18.1.1": "drop", "198.18.1.5": "c0"})
+	if c := nftCounters(t, tp.b)["in/"+h1]; c != 0 {
+		t.Errorf("after kill -9: nft counted %d packets of an offloaded rule", c)
+	}
+	before := nftFlows(flows(t, tp.b, "b0"))[name1]
+
+	// Changed while no daemon runs, then a new daemon reconciles: the new
+	// rule appears, the deleted one goes, the unchanged one is untouched
+	// (its XDP counter goes on), nothing is listed twice.
+	tp.b.MustExec(t, "nft", "delete", "rule", "netdev", "xf", "in", "handle", h5)
+	tp.b.MustExec(t, "nft", "add", "rule", "netdev", "xf", "in", "ip", "saddr", "198.18.1.9", "counter", "drop")
+	fs := flows(t, tp.b, "b0")
+	if !slices.ContainsFunc(fs, func(f jsonFlow) bool { return strings.Contains(f.Reason, "stale") }) {
+		t.Errorf("with no daemon, flow show should list the deleted rule as stale: %+v", fs)
+	}
+	d2 := startDaemon(t, tp.b)
+	fs = waitFlows(t, tp.b, "reconciled", allInstalled)
+	seen := map[string]int{}
+	for _, f := range fs {
+		seen[f.Name]++
+		if seen[f.Name] > 1 {
+			t.Errorf("%s listed twice after restart", f.Name)
+		}
+	}
+	if _, ok := seen[name5]; ok {
+		t.Errorf("deleted rule %s still listed after restart", name5)
+	}
+	after := nftFlows(fs)[name1]
+	if before.Stats == nil || after.Stats == nil || after.Stats.Packets < before.Stats.Packets || before.Stats.Packets == 0 {
+		t.Errorf("unchanged rule %s was reinstalled across the restart: stats %+v then %+v", name1, before.Stats, after.Stats)
+	}
+	tp.expectFates(t, "restart", map[string]string{"198.18.1.1": "drop", "198.18.1.9": "drop", "198.18.1.6": "c0", "198.18.1.5": "c0"})
+
+	// Table deleted: nothing of it stays in XDP.
+	tp.b.MustExec(t, "nft", "delete", "table", "netdev", "xf")
+	waitFlows(t, tp.b, "table gone", func(fs []jsonFlow) bool { return len(nftFlows(fs)) == 0 })
+	tp.expectFates(t, "deleted", map[string]string{"198.18.1.1": "c0", "198.18.1.9": "c0"})
+	if t.Failed() {
+		t.Logf("daemon log:\n%s\n%s", d.logText(), d2.logText())
+	}
+}
+
+// TestNftRuleToXDPLatency measures how long after the kernel accepts an
+// nft rule change the change is live in XDP: from the netlink ACK of the
+// transaction to the bump of the pinned cache generation, which the engine
+// writes after the new flows and before the change returns. It logs
+// p50/p99/max (README has the figure); it fails only if a change never
+// arrives.
+func TestNftRuleToXDPLatency(t *testing.T) {
+	tp := newNftTopo(t)
+	startDaemon(t, tp.b)
+	rs := "table netdev xf {\n  chain in {\n    type filter hook ingress device b0 priority 0; policy accept;\n    ip saddr 198.18.3.3 counter drop\n  }\n}\n"
+	if _, err := tp.b.ExecStdin(rs, "nft", "-f", "-"); err != nil {
+		t.Fatal(err)
+	}
+	waitFlows(t, tp.b, "first rule", func(fs []jsonFlow) bool { return len(nftFlows(fs)) == 1 && allInstalled(fs) })
+	gen, err := ebpf.LoadPinnedMap(filepath.Join("/sys/fs/bpf/xdpflow", fmt.Sprint(tp.b.Ino), "b0", "cache_gen"), nil)
+	if err != nil {
+		t.Fatalf("open pinned cache_gen: %v", err)
+	}
+	defer gen.Close()
+	readGen := func() uint32 {
+		var v uint32
+		if err := gen.Lookup(uint32(0), &v); err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	rounds := 200
+	if testing.Short() {
+		rounds = 40
+	}
+	var lat []time.Duration
+	tp.b.Run(t, func() {
+		c, err := nftables.New()
+		if err != nil {
+			panic(err)
+		}
+		table := &nftables.Table{Name: "xf", Family: nftables.TableFamilyNetdev}
+		chain := &nftables.Chain{Name: "in", Table: table}
+		for i := 0; i < rounds; i++ {
+			g0 := readGen()
+			var r *nftables.Rule
+			if i%2 == 0 {
+				// ip saddr 198.18.4.<i> drop
+				r = c.AddRule(&nftables.Rule{Table: table, Chain: chain, Exprs: []expr.Any{
+					&expr.Meta{Key: expr.MetaKeyPROTOCOL, Register: 1},
+					&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{0x08, 0x00}},
+					&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4},
+					&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{198, 18, 4, byte(i)}},
+					&expr.Verdict{Kind: expr.VerdictDrop},
+				}})
+				_ = r
+			} else {
+				rules, err := c.GetRules(table, chain)
+				if err != nil {
+					panic(err)
+				}
+				if err := c.DelRule(rules[len(rules)-1]); err != nil {
+					panic(err)
+				}
+			}
+			if err := c.Flush(); err != nil {
+				panic(err)
+			}
+			t0 := time.Now()
+			for readGen() == g0 {
+				if time.Since(t0) > 2*time.Second {
+					panic(fmt.Sprintf("change %d not in XDP after 2 s", i))
+				}
+			}
+			lat = append(lat, time.Since(t0))
+		}
+	})
+	slices.Sort(lat)
+	p := func(q float64) time.Duration { return lat[min(len(lat)-1, int(q*float64(len(lat))))] }
+	t.Logf("nft rule change -> live in XDP over %d changes: p50 %v, p99 %v, max %v", len(lat), p(0.5), p(0.99), lat[len(lat)-1])
+}
