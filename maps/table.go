@@ -583,3 +583,15 @@ func (t *Table) Room(src rule.Source) (subtables, flows, rules int) {
 	}
 	return int(t.meta.MaxSubtables) - len(used), t.maxFlows - nflows, t.maxRules - 1 - nrules
 }
+
+// Generation is the exact-match cache generation, which every change by
+// any process bumps: a holder of an open Table compares it to the value
+// after its own last change to know whether someone else changed the
+// table since (and it must be reopened).
+func (t *Table) Generation() (uint32, error) {
+	var gen uint32
+	if err := t.m.CacheGen.Lookup(uint32(0), &gen); err != nil {
+		return 0, fmt.Errorf("read cache generation: %w", err)
+	}
+	return gen, nil
+}

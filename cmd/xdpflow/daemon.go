@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/xdpflow/xdpflow/loader"
+	"github.com/xdpflow/xdpflow/maps"
 	"github.com/xdpflow/xdpflow/nft"
 	"github.com/xdpflow/xdpflow/rule"
 )
@@ -78,6 +79,72 @@ type daemon struct {
 	g       globals
 	log     *log.Logger
 	devices []string // enabled at the last sync
+	open    map[string]*openTable
+	paths   *loader.Paths
+}
+
+// pathsOnce finds bpffs once: it does not move under a running daemon.
+func (d *daemon) pathsOnce() (loader.Paths, error) {
+	if d.paths == nil {
+		p, err := loader.NewPaths(d.g.bpffs)
+		if err != nil {
+			return p, err
+		}
+		d.paths = &p
+	}
+	return *d.paths, nil
+}
+
+// openTable is a device's table kept open between syncs, so a change costs
+// no reopen: valid while the device's pin directory is the same one and no
+// other process changed the table since (the cache generation says).
+type openTable struct {
+	dev   *loader.Device
+	table *maps.Table
+	ino   uint64
+	gen   uint32
+}
+
+func (o *openTable) close() { o.dev.Close() }
+
+func dirInode(path string) uint64 {
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		return 0
+	}
+	return st.Ino
+}
+
+// table returns dev's open table, reopening it when it went stale. The
+// caller holds the namespace lock.
+func (d *daemon) table(p loader.Paths, dev string) (*openTable, error) {
+	if d.open == nil {
+		d.open = map[string]*openTable{}
+	}
+	ino := dirInode(p.Device(dev))
+	if o := d.open[dev]; o != nil {
+		if gen, err := o.table.Generation(); err == nil && gen == o.gen && o.ino == ino && ino != 0 {
+			return o, nil
+		}
+		o.close()
+		delete(d.open, dev)
+	}
+	ld, err := loader.Open(p, dev)
+	if err != nil {
+		return nil, err
+	}
+	t, err := maps.Open(&ld.Maps, ruleParser(dev))
+	if err != nil {
+		ld.Close()
+		return nil, fmt.Errorf("%s: %w", dev, err)
+	}
+	o := &openTable{dev: ld, table: t, ino: ino}
+	if o.gen, err = t.Generation(); err != nil {
+		ld.Close()
+		return nil, err
+	}
+	d.open[dev] = o
+	return o, nil
 }
 
 // syncAll brings every enabled device's nft rules up to date; it returns
@@ -94,6 +161,12 @@ func (d *daemon) syncAll(why string) error {
 		return err
 	}
 	d.devices = devs
+	for dev, o := range d.open {
+		if !slices.Contains(devs, dev) {
+			o.close()
+			delete(d.open, dev)
+		}
+	}
 	var errs []error
 	for _, dev := range devs {
 		if err := d.syncNFT(dev, why); err != nil {
@@ -106,11 +179,29 @@ func (d *daemon) syncAll(why string) error {
 
 func (d *daemon) syncNFT(dev, why string) error {
 	start := time.Now()
-	s, err := openDevice(d.g, dev)
+	p, err := d.pathsOnce()
 	if err != nil {
 		return err
 	}
-	defer s.close()
+	unlock, err := p.Lock()
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	o, err := d.table(p, dev)
+	if err != nil {
+		return err
+	}
+	s := struct {
+		dev   *loader.Device
+		table *maps.Table
+	}{o.dev, o.table}
+	defer func() {
+		// Whatever happened, remember the generation this process left.
+		if gen, err := o.table.Generation(); err == nil {
+			o.gen = gen
+		}
+	}()
 	tOpen := time.Now()
 	rs, err := nft.Read(dev, s.dev.Ifindex)
 	if err != nil {

@@ -62,18 +62,23 @@ func openDevice(g globals, dev string) (*session, error) {
 		return nil, err
 	}
 	s.dev = d
-	t, err := maps.Open(&d.Maps, func(text string) (*rule.Rule, error) {
-		if strings.HasPrefix(text, nft.SpecPrefix) {
-			return nft.ParseSpec(dev, text)
-		}
-		return flower.ParseRuleText(dev, text)
-	})
+	t, err := maps.Open(&d.Maps, ruleParser(dev))
 	if err != nil {
 		s.close()
 		return nil, fmt.Errorf("%s: %w", dev, err)
 	}
 	s.table = t
 	return s, nil
+}
+
+// ruleParser reads a pinned rule spec back, whatever its source.
+func ruleParser(dev string) maps.ParseFunc {
+	return func(text string) (*rule.Rule, error) {
+		if strings.HasPrefix(text, nft.SpecPrefix) {
+			return nft.ParseSpec(dev, text)
+		}
+		return flower.ParseRuleText(dev, text)
+	}
 }
 
 func parseDevArg(args []string, cmd string) (string, []string, error) {
