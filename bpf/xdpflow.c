@@ -36,6 +36,7 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define NEXTHDR_ROUTING 43
 #define NEXTHDR_FRAGMENT 44
 #define NEXTHDR_DEST 60
+#define NEXTHDR_AUTH 51
 
 /* The subtable list the program searches. The outer slot 0 points at one of
  * two inner maps, A or B; user space fills the idle one and swaps the slot,
@@ -311,6 +312,11 @@ static __always_inline int parse_ipv6(void *l3, void *data_end, struct xf_key *k
 			nexthdr = opt[0];
 			cursor += ((__u32)opt[1] + 1) * 8;
 			continue;
+		case NEXTHDR_AUTH:
+			/* nft's l4proto (ipv6_find_hdr) skips AH, the flow
+			 * dissector does not: keys would disagree, so the
+			 * kernel decides. */
+			return PARSE_UNSUPPORTED;
 		case NEXTHDR_FRAGMENT: {
 			__u16 off;
 

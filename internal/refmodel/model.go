@@ -115,6 +115,8 @@ func parseIPv6(b []byte, k *rule.Key) bool {
 			next = b[off]
 			off += (int(b[off+1]) + 1) * 8
 			continue
+		case 51: // authentication header: left to the kernel
+			return false
 		case 44: // fragment
 			if len(b) < off+8 {
 				return false
