@@ -39,6 +39,7 @@ demo: deps build
 
 bench: deps build
 	$(GO) test -run '^$$' -bench BenchmarkXDP -benchtime 5x ./maps/
+	$(GO) test -run '^$$' -bench BenchmarkNftRate -benchtime 1x -v ./selftests/
 
 clean:
 	rm -rf bin

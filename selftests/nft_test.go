@@ -86,7 +86,7 @@ func (tp *nftTopo) fates(t *testing.T, frames [][]byte, markers []string) []stri
 }
 
 // nftCounters reads every rule's counter of table netdev xf: "chain/handle" -> packets.
-func nftCounters(t *testing.T, ns *testutil.Netns) map[string]uint64 {
+func nftCounters(t testing.TB, ns *testutil.Netns) map[string]uint64 {
 	t.Helper()
 	out := ns.MustExec(t, "nft", "-j", "list", "table", "netdev", "xf")
 	var doc struct {
