@@ -38,14 +38,47 @@ type Chain struct {
 // Family is the nft family xdpflow mirrors.
 const Family = unix.NFPROTO_NETDEV
 
-// Read reads the netdev ruleset that applies to dev's ingress, in the
-// caller's network namespace.
-func Read(dev string, ifindex int) (*Ruleset, error) {
+// Reader reads rulesets over netlink sockets kept open between reads (a
+// daemon reads on every change).
+type Reader struct {
+	nl  *netlink.Conn
+	set *nftables.Conn
+}
+
+// NewReader opens the sockets, in the caller's network namespace.
+func NewReader() (*Reader, error) {
 	c, err := netlink.Dial(unix.NETLINK_NETFILTER, nil)
 	if err != nil {
 		return nil, fmt.Errorf("nftables: %w", err)
 	}
-	defer c.Close()
+	sc, err := nftables.New(nftables.AsLasting())
+	if err != nil {
+		c.Close()
+		return nil, fmt.Errorf("nftables: %w", err)
+	}
+	return &Reader{nl: c, set: sc}, nil
+}
+
+// Close closes the sockets.
+func (r *Reader) Close() {
+	r.nl.Close()
+	_ = r.set.CloseLasting()
+}
+
+// Read reads the netdev ruleset that applies to dev's ingress, in the
+// caller's network namespace.
+func Read(dev string, ifindex int) (*Ruleset, error) {
+	r, err := NewReader()
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	return r.Read(dev, ifindex)
+}
+
+// Read reads the netdev ruleset that applies to dev's ingress.
+func (r *Reader) Read(dev string, ifindex int) (*Ruleset, error) {
+	c := r.nl
 	tables, err := readTables(c, Family)
 	if err != nil {
 		return nil, err
@@ -92,24 +125,17 @@ func Read(dev string, ifindex int) (*Ruleset, error) {
 		return a.handle < b.handle
 	})
 	for i := range rules {
-		r := &rules[i]
-		if c := rs.chains[r.Table+"/"+r.Chain]; c != nil && used[r.Table] {
-			c.Rules = append(c.Rules, r)
+		ru := &rules[i]
+		if c := rs.chains[ru.Table+"/"+ru.Chain]; c != nil && used[ru.Table] {
+			c.Rules = append(c.Rules, ru)
 		}
 	}
-	if len(used) > 0 {
-		conn, err := nftables.New()
+	for t := range used {
+		s, err := readSets(r.set, Family, t)
 		if err != nil {
-			return nil, fmt.Errorf("nftables: %w", err)
+			return nil, err
 		}
-		defer conn.CloseLasting()
-		for t := range used {
-			s, err := readSets(conn, Family, t)
-			if err != nil {
-				return nil, err
-			}
-			rs.sets[t] = s
-		}
+		rs.sets[t] = s
 	}
 	return rs, nil
 }

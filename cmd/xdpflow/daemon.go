@@ -81,6 +81,7 @@ type daemon struct {
 	devices []string // enabled at the last sync
 	open    map[string]*openTable
 	paths   *loader.Paths
+	reader  *nft.Reader
 }
 
 // pathsOnce finds bpffs once: it does not move under a running daemon.
@@ -203,8 +204,16 @@ func (d *daemon) syncNFT(dev, why string) error {
 		}
 	}()
 	tOpen := time.Now()
-	rs, err := nft.Read(dev, s.dev.Ifindex)
+	if d.reader == nil {
+		if d.reader, err = nft.NewReader(); err != nil {
+			return err
+		}
+	}
+	rs, err := d.reader.Read(dev, s.dev.Ifindex)
 	if err != nil {
+		// A socket in a bad state (overrun mid-dump): a fresh one next time.
+		d.reader.Close()
+		d.reader = nil
 		return err
 	}
 	tRead := time.Now()
