@@ -230,11 +230,17 @@ type keyBuf struct {
 // put ANDs a condition on one key byte in; false if it contradicts one
 // already there.
 func (k *keyBuf) put(off int, v, m byte) bool {
-	if (k.val[off]^v)&m&k.mask[off] != 0 {
+	return andByte(&k.val[off], &k.mask[off], v, m)
+}
+
+// andByte ANDs "under mask m the byte equals v" into a condition; false if
+// the two contradict.
+func andByte(val, mask *byte, v, m byte) bool {
+	if (*val^v)&m&*mask != 0 {
 		return false
 	}
-	k.val[off] |= v & m
-	k.mask[off] |= m
+	*val |= v & m
+	*mask |= m
 	return true
 }
 
@@ -254,12 +260,7 @@ func (h hdrBytes) and(off int, v, m byte) bool {
 		b = &[2]byte{}
 		h[off] = b
 	}
-	if (b[0]^v)&m&b[1] != 0 {
-		return false
-	}
-	b[0] |= v & m
-	b[1] |= m
-	return true
+	return andByte(&b[0], &b[1], v, m)
 }
 
 // combo is one choice from every predicate: a conjunction of byte
@@ -279,13 +280,16 @@ type errUnsupported struct {
 
 func (e *errUnsupported) Error() string { return e.why }
 
+// unsupported blames the predicate that put a condition on src byte off.
+func (cb *combo) unsupported(src string, off int, why string) error {
+	return &errUnsupported{pred: cb.owner[fmt.Sprintf("%s%d", src, off)], why: why}
+}
+
 // build turns one combination into masked keys (one per VLAN variant).
 // noTH leaves transport conditions out and keys fragments instead (the
 // punt that goes with a rule matching transport fields).
 func (cb *combo) build(noTH bool) ([]rule.Match, error) {
-	fail := func(src string, off int, why string) error {
-		return &errUnsupported{pred: cb.owner[fmt.Sprintf("%s%d", src, off)], why: why}
-	}
+	fail := cb.unsupported
 	for off := range cb.ll {
 		if off >= 22 {
 			return nil, fail("ll", off, fmt.Sprintf("link-layer byte %d", off))
@@ -392,9 +396,7 @@ func (cb *combo) build(noTH bool) ([]rule.Match, error) {
 
 // network keys the network and transport conditions for ethertype e.
 func (cb *combo) network(k *keyBuf, e uint16, th hdrBytes, frag bool) (bool, error) {
-	fail := func(src string, off int, why string) error {
-		return &errUnsupported{pred: cb.owner[fmt.Sprintf("%s%d", src, off)], why: why}
-	}
+	fail := cb.unsupported
 	if cb.l4[1] != 0 || len(th) > 0 || frag {
 		if e != rule.EthPIP && e != rule.EthPIPv6 {
 			if cb.l4[1] != 0 {
@@ -549,23 +551,13 @@ func expandPreds(preds []pred) (main, frag []rule.Match, err error) {
 			if err != nil {
 				return nil, nil, err
 			}
-			for _, m := range ms {
-				if !seen[m] {
-					seen[m] = true
-					main = append(main, m)
-				}
-			}
+			main = appendNew(main, seen, ms)
 			if usesTH {
 				fs, err := cb.build(true)
 				if err != nil {
 					return nil, nil, err
 				}
-				for _, m := range fs {
-					if !seenFrag[m] {
-						seenFrag[m] = true
-						frag = append(frag, m)
-					}
-				}
+				frag = appendNew(frag, seenFrag, fs)
 			}
 		}
 		// Next combination.
@@ -583,29 +575,28 @@ func expandPreds(preds []pred) (main, frag []rule.Match, err error) {
 	}
 }
 
+// appendNew appends the matches not seen before.
+func appendNew(out []rule.Match, seen map[rule.Match]bool, ms []rule.Match) []rule.Match {
+	for _, m := range ms {
+		if !seen[m] {
+			seen[m] = true
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
 // add ANDs one field's condition into the combination; false if it
 // contradicts what is there.
 func (cb *combo) add(pi int, f field, c bytesCmp) bool {
 	switch f.kind {
 	case fMetaProto:
 		cb.owner["proto0"] = pi
-		for i := 0; i < 2; i++ {
-			b := &cb.proto[i]
-			if (b[0]^c.val[i])&c.mask[i]&b[1] != 0 {
-				return false
-			}
-			b[0] |= c.val[i] & c.mask[i]
-			b[1] |= c.mask[i]
-		}
-		return true
+		return andByte(&cb.proto[0][0], &cb.proto[0][1], c.val[0], c.mask[0]) &&
+			andByte(&cb.proto[1][0], &cb.proto[1][1], c.val[1], c.mask[1])
 	case fMetaL4Proto:
 		cb.owner["l40"] = pi
-		if (cb.l4[0]^c.val[0])&c.mask[0]&cb.l4[1] != 0 {
-			return false
-		}
-		cb.l4[0] |= c.val[0] & c.mask[0]
-		cb.l4[1] |= c.mask[0]
-		return true
+		return andByte(&cb.l4[0], &cb.l4[1], c.val[0], c.mask[0])
 	}
 	var h hdrBytes
 	src := ""

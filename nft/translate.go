@@ -148,14 +148,12 @@ func (rf *regFile) set(r uint32, s regSlot, n uint32) {
 	if !ok {
 		return
 	}
-	slots := int((n + 3) / 4)
-	for k := 0; k < slots && i+k < len(rf.slots); k++ {
-		x := s
-		x.start = k == 0
-		if k > 0 {
-			x = regSlot{known: false}
-		}
-		rf.slots[i+k] = x
+	// The value's first slot holds it; the slots it spills into hold
+	// nothing readable on their own.
+	s.start = true
+	rf.slots[i] = s
+	for k := 1; k < int((n+3)/4) && i+k < len(rf.slots); k++ {
+		rf.slots[i+k] = regSlot{}
 	}
 }
 

@@ -193,50 +193,40 @@ func (d *daemon) syncNFT(dev, why string) error {
 	if err != nil {
 		return err
 	}
-	s := struct {
-		dev   *loader.Device
-		table *maps.Table
-	}{o.dev, o.table}
 	defer func() {
 		// Whatever happened, remember the generation this process left.
 		if gen, err := o.table.Generation(); err == nil {
 			o.gen = gen
 		}
 	}()
-	tOpen := time.Now()
 	if d.reader == nil {
 		if d.reader, err = nft.NewReader(); err != nil {
 			return err
 		}
 	}
-	rs, err := d.reader.Read(dev, s.dev.Ifindex)
+	rs, err := d.reader.Read(dev, o.dev.Ifindex)
 	if err != nil {
 		// A socket in a bad state (overrun mid-dump): a fresh one next time.
 		d.reader.Close()
 		d.reader = nil
 		return err
 	}
-	tRead := time.Now()
 	checked := map[int]error{}
 	rs.CheckFwd = func(ifindex int) error {
 		if err, ok := checked[ifindex]; ok {
 			return err
 		}
-		err := loader.CheckXDPTarget(ifindex, ifindex == s.dev.Ifindex)
+		err := loader.CheckXDPTarget(ifindex, ifindex == o.dev.Ifindex)
 		checked[ifindex] = err
 		return err
 	}
-	sub, flows, rules := s.table.Room(rule.SourceNFT)
+	sub, flows, rules := o.table.Room(rule.SourceNFT)
 	want, statuses := nft.Compile(rs, nft.Limits{Subtables: sub, Flows: flows, Rules: rules})
-	tCompile := time.Now()
-	added, removed, err := nft.Sync(s.table, want)
-	if os.Getenv("XDPFLOW_TIMING") != "" {
-		d.log.Printf("TIMING open %v read %v compile %v apply %v", tOpen.Sub(start), tRead.Sub(tOpen), tCompile.Sub(tRead), time.Since(tCompile))
-	}
+	added, removed, err := nft.Sync(o.table, want)
 	if err != nil {
 		// XDP must not keep running rules nft no longer has: take every nft
 		// rule out, so nft handles all of their packets again.
-		_, _, rerr := nft.Sync(s.table, nil)
+		_, _, rerr := nft.Sync(o.table, nil)
 		return errors.Join(fmt.Errorf("nft: install: %w (nft rules left to the kernel)", err), rerr)
 	}
 	if added+removed > 0 || why != "nft" {
