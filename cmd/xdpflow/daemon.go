@@ -211,15 +211,7 @@ func (d *daemon) syncNFT(dev, why string) error {
 		d.reader = nil
 		return err
 	}
-	checked := map[int]error{}
-	rs.CheckFwd = func(ifindex int) error {
-		if err, ok := checked[ifindex]; ok {
-			return err
-		}
-		err := loader.CheckXDPTarget(ifindex, ifindex == o.dev.Ifindex)
-		checked[ifindex] = err
-		return err
-	}
+	rs.CheckFwd = fwdChecker(o.dev.Ifindex)
 	sub, flows, rules := o.table.Room(rule.SourceNFT)
 	want, statuses := nft.Compile(rs, nft.Limits{Subtables: sub, Flows: flows, Rules: rules})
 	added, removed, err := nft.Sync(o.table, want)
@@ -240,6 +232,20 @@ func (d *daemon) syncNFT(dev, why string) error {
 			dev, why, len(statuses), off, added, removed, float64(time.Since(start).Microseconds())/1000)
 	}
 	return nil
+}
+
+// fwdChecker refuses an nft `fwd` XDP cannot carry out (as `filter add`
+// refuses such a redirect), asking once per target per compile.
+func fwdChecker(ingress int) func(int) error {
+	checked := map[int]error{}
+	return func(ifindex int) error {
+		if err, ok := checked[ifindex]; ok {
+			return err
+		}
+		err := loader.CheckXDPTarget(ifindex, ifindex == ingress)
+		checked[ifindex] = err
+		return err
+	}
 }
 
 // watchNFT signals (coalesced) every committed nftables transaction: the

@@ -76,6 +76,8 @@ func cmdFlow(g globals, args []string) error {
 	if err != nil {
 		return err
 	}
+	// The daemon's checks, so the compile (and its reasons) is the same.
+	rs.CheckFwd = fwdChecker(s.dev.Ifindex)
 	sub, flows, rules := s.table.Room(rule.SourceNFT)
 	_, statuses := nft.Compile(rs, nft.Limits{Subtables: sub, Flows: flows, Rules: rules})
 	seen := map[string]bool{}
