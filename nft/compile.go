@@ -215,7 +215,6 @@ var (
 	offSrcIP    = int(unsafe.Offsetof(rule.Key{}.SrcIp))
 	offDstIP    = int(unsafe.Offsetof(rule.Key{}.DstIp))
 	offSrcPort  = int(unsafe.Offsetof(rule.Key{}.SrcPort))
-	offDstPort  = int(unsafe.Offsetof(rule.Key{}.DstPort))
 	offICMPType = int(unsafe.Offsetof(rule.Key{}.IcmpType))
 	offICMPCode = int(unsafe.Offsetof(rule.Key{}.IcmpCode))
 )
