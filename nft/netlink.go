@@ -28,6 +28,15 @@ const (
 	nftTableFlagDormant = 0x1
 )
 
+// Message types newer than golang.org/x/sys names (enum nf_tables_msg_types).
+const (
+	nftMsgDestroyTable   = 26
+	nftMsgDestroyChain   = 27
+	nftMsgDestroyRule    = 28
+	nftMsgDestroySet     = 29
+	nftMsgDestroySetElem = 30
+)
+
 // tableInfo, chainInfo and ruleInfo are what the kernel dumps, decoded by
 // us: google/nftables leaves out a chain's devices and silently drops
 // expressions it does not know, and a dropped match would widen a rule.

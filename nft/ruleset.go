@@ -39,11 +39,52 @@ type Chain struct {
 const Family = unix.NFPROTO_NETDEV
 
 // Reader reads rulesets over netlink sockets kept open between reads (a
-// daemon reads on every change).
+// daemon reads on every change). It keeps what it read last and reads again
+// only the kinds of objects Stale marked: every kind starts stale.
 type Reader struct {
-	nl  *netlink.Conn
-	set *nftables.Conn
+	nl    *netlink.Conn
+	set   *nftables.Conn
+	stale Kinds
+	// Last read, valid while their kind is not stale.
+	tables []tableInfo
+	chains []chainInfo
+	sets   map[string]map[string]*setInfo // by table
 }
+
+// Kinds is a set of nftables object kinds, as changes name them.
+type Kinds uint32
+
+const (
+	KindTables Kinds = 1 << iota
+	KindChains
+	KindRules
+	KindSets       // sets and their elements
+	KindAll  Kinds = KindTables | KindChains | KindRules | KindSets
+)
+
+// KindsOf says which kinds of objects an nftables notification changes.
+// Rules bring their anonymous sets along, whose names the kernel reuses,
+// so a rule change makes the sets stale too. Message types it does not
+// know make everything stale.
+func KindsOf(msgType uint16) Kinds {
+	switch msgType {
+	case unix.NFT_MSG_NEWGEN:
+		return 0
+	case unix.NFT_MSG_NEWTABLE, unix.NFT_MSG_DELTABLE, nftMsgDestroyTable:
+		return KindTables
+	case unix.NFT_MSG_NEWCHAIN, unix.NFT_MSG_DELCHAIN, nftMsgDestroyChain:
+		return KindChains
+	case unix.NFT_MSG_NEWRULE, unix.NFT_MSG_DELRULE, nftMsgDestroyRule:
+		return KindRules | KindSets
+	case unix.NFT_MSG_NEWSET, unix.NFT_MSG_DELSET, nftMsgDestroySet,
+		unix.NFT_MSG_NEWSETELEM, unix.NFT_MSG_DELSETELEM, nftMsgDestroySetElem:
+		return KindSets
+	}
+	return KindAll
+}
+
+// Stale marks kinds of objects to be read again by the next Read.
+func (r *Reader) Stale(k Kinds) { r.stale |= k }
 
 // NewReader opens the sockets, in the caller's network namespace.
 func NewReader() (*Reader, error) {
@@ -56,7 +97,7 @@ func NewReader() (*Reader, error) {
 		c.Close()
 		return nil, fmt.Errorf("nftables: %w", err)
 	}
-	return &Reader{nl: c, set: sc}, nil
+	return &Reader{nl: c, set: sc, stale: KindAll}, nil
 }
 
 // Close closes the sockets.
@@ -79,18 +120,31 @@ func Read(dev string, ifindex int) (*Ruleset, error) {
 // Read reads the netdev ruleset that applies to dev's ingress.
 func (r *Reader) Read(dev string, ifindex int) (*Ruleset, error) {
 	c := r.nl
-	tables, err := readTables(c, Family)
-	if err != nil {
-		return nil, err
+	var err error
+	if r.stale&KindTables != 0 {
+		if r.tables, err = readTables(c, Family); err != nil {
+			return nil, err
+		}
+		r.stale &^= KindTables
 	}
-	chains, err := readChains(c, Family)
-	if err != nil {
-		return nil, err
+	if r.stale&KindChains != 0 {
+		if r.chains, err = readChains(c, Family); err != nil {
+			return nil, err
+		}
+		r.stale &^= KindChains
 	}
+	// Rules are read every time: they are what changes most, and a rule
+	// change needs them anyway.
 	rules, err := readRules(c, Family)
 	if err != nil {
 		return nil, err
 	}
+	r.stale &^= KindRules
+	if r.stale&KindSets != 0 || r.sets == nil {
+		r.sets = map[string]map[string]*setInfo{}
+		r.stale &^= KindSets
+	}
+	tables, chains := r.tables, r.chains
 	rs := &Ruleset{Dev: dev, Ifindex: ifindex, chains: map[string]*Chain{}, sets: map[string]map[string]*setInfo{}}
 	active := map[string]uint64{}
 	for _, t := range tables {
@@ -131,9 +185,12 @@ func (r *Reader) Read(dev string, ifindex int) (*Ruleset, error) {
 		}
 	}
 	for t := range used {
-		s, err := readSets(r.set, Family, t)
-		if err != nil {
-			return nil, err
+		s, ok := r.sets[t]
+		if !ok {
+			if s, err = readSets(r.set, Family, t); err != nil {
+				return nil, err
+			}
+			r.sets[t] = s
 		}
 		rs.sets[t] = s
 	}
