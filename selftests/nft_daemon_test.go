@@ -195,6 +195,23 @@ func TestNftDaemon(t *testing.T) {
 	waitFlows(t, tp.b, "second table gone", allInstalled)
 	tp.expectFates(t, "table2gone", map[string]string{"198.18.1.6": "c0"})
 
+	// A burst of 40 transactions, faster than each can be synced: all end
+	// up in XDP, then all go.
+	tp.b.MustExec(t, "sh", "-c", "for i in $(seq 100 139); do nft add rule netdev xf in ip saddr 198.18.2.$i counter drop || exit 1; done")
+	waitFlows(t, tp.b, "burst installed", func(fs []jsonFlow) bool {
+		n := 0
+		for _, f := range nftFlows(fs) {
+			if f.Offloaded && slices.Equal(f.Actions, []string{"drop"}) {
+				n++
+			}
+		}
+		return allInstalled(fs) && n >= 40
+	})
+	tp.expectFates(t, "burst", map[string]string{"198.18.2.100": "drop", "198.18.2.139": "drop", "198.18.2.140": "c0"})
+	tp.b.MustExec(t, "sh", "-c", "for h in $(nft -a list chain netdev xf in | sed -n 's/.*198.18.2.* handle //p'); do nft delete rule netdev xf in handle $h || exit 1; done")
+	waitFlows(t, tp.b, "burst deleted", allInstalled)
+	tp.expectFates(t, "burstgone", map[string]string{"198.18.2.100": "c0", "198.18.2.139": "c0"})
+
 	// Killed: what is offloaded keeps working.
 	tp.b.MustExec(t, "nft", "add", "rule", "netdev", "xf", "in", "ip", "saddr", "198.18.1.1", "counter", "drop")
 	h1 := nftHandle(t, tp.b, "in", "198.18.1.1")
