@@ -38,25 +38,21 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define NEXTHDR_DEST 60
 #define NEXTHDR_AUTH 51
 
-/* The subtable list the program searches. The outer slot 0 points at one of
- * two inner maps, A or B; user space fills the idle one and swaps the slot,
- * and the swap itself waits for an RCU grace period (map-in-map updates do),
- * so no packet ever sees a list being written. */
-struct subtable_list_map {
+/* The subtable list the program searches: a ring of buffers, and
+ * meta.active_list says which one is live. User space fills the next buffer
+ * and points active_list at it (values below 256: only the low byte
+ * changes, so no reader sees a torn value); a run reads active_list once
+ * and keeps its buffer to the end. User space writes a buffer again only
+ * after an RCU grace period has passed since it stopped being live, so no
+ * run ever reads a buffer being written, and with several buffers a change
+ * rarely waits for one. (A map-in-map swap waits for that grace period
+ * inside every swap, 10-20 ms, before the change after it can go live.) */
+struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
+	__uint(max_entries, XF_LIST_BUFFERS);
 	__type(key, __u32);
 	__type(value, struct xf_subtable_list);
-} subtables_a SEC(".maps"), subtables_b SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__array(values, struct subtable_list_map);
-} subtables SEC(".maps") = {
-	.values = { &subtables_a },
-};
+} subtable_lists SEC(".maps");
 
 /* Every flow of every subtable. BPF_F_NO_PREALLOC: an element replaced or
  * deleted is freed after an RCU grace period, so a packet that found it
@@ -409,13 +405,14 @@ static __always_inline struct xf_flow *search(struct xf_key *key)
 {
 	struct xf_subtable_list *list;
 	struct xf_flow_key fk;
-	__u32 zero = 0, n, i;
-	void *inner;
+	struct xf_meta *m;
+	__u32 zero = 0, n, i, active;
 
-	inner = bpf_map_lookup_elem(&subtables, &zero);
-	if (!inner)
+	m = bpf_map_lookup_elem(&meta, &zero);
+	if (!m)
 		return NULL;
-	list = bpf_map_lookup_elem(inner, &zero);
+	active = *(volatile __u32 *)&m->active_list & (XF_LIST_BUFFERS - 1);
+	list = bpf_map_lookup_elem(&subtable_lists, &active);
 	if (!list)
 		return NULL;
 	n = list->count;

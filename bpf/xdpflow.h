@@ -19,8 +19,9 @@ enum xf_limits {
 	XF_MAX_VLAN_TAGS = 2,
 	XF_MAX_IPV6_EXT_HDRS = 8,
 	XF_RULE_TEXT_MAX = 464,
-	XF_META_MAGIC = 0x78646632,	/* "xdf2": layout version of pinned state */
+	XF_META_MAGIC = 0x78646633,	/* "xdf3": layout version of pinned state */
 	XF_CACHE_SLOTS = 4096,		/* per CPU, a power of two */
+	XF_LIST_BUFFERS = 4,		/* subtable list buffers, a power of two */
 };
 
 /* key.ip_frag bits: flower's ip_flags (FLOW_DIS_IS_FRAGMENT/FIRST_FRAG). */
@@ -147,9 +148,10 @@ struct xf_rule_stats {
  * the whole key, in front of the subtable search. Only the local CPU reads
  * or writes its slots (XDP does not nest on a CPU), so no entry changes
  * under a reader. An entry is valid while its generation equals the one in
- * cache_gen; user space bumps that after every change (then waits for
- * running programs), so no packet starting after a change returns uses an
- * entry from before it.
+ * cache_gen; user space bumps that in every change once the new flows are
+ * in, before the change returns, so no run starting after the bump uses an
+ * entry from before it (a run that read the old generation tags what it
+ * fills with the old one).
  */
 enum xf_cache_result {
 	XF_CACHE_MISS = 0,	/* the search found nothing: XDP_PASS */
@@ -197,10 +199,18 @@ struct xf_rule_spec {
 	__u8 text[XF_RULE_TEXT_MAX];	/* canonical tc-flower text */
 };
 
+/* meta.dirty: what a process opening the table must do first. */
+enum xf_dirty {
+	XF_DIRTY_WRITING = 0x1,	/* a writer died mid-change: repair */
+	XF_DIRTY_GRACE = 0x2,	/* slots were freed without waiting for an
+				 * RCU grace period: wait one before reusing
+				 * any slot */
+};
+
 struct xf_meta {
 	__u32 magic;
-	__u32 active_list;	/* 0: subtables_a is live, 1: subtables_b */
-	__u32 dirty;		/* non-zero while a writer is mid-change */
+	__u32 active_list;	/* live subtable_lists slot: 0..XF_LIST_BUFFERS-1 */
+	enum xf_dirty dirty;	/* bits; 4 bytes like __u32 */
 	__u32 max_subtables;
 	__u64 next_seq;
 	__u32 ifindex;		/* device the program was attached to */

@@ -81,6 +81,13 @@ const (
 	XdpflowXfCounterXF_CNT_MAX              XdpflowXfCounter = 11
 )
 
+type XdpflowXfDirty uint32
+
+const (
+	XdpflowXfDirtyXF_DIRTY_WRITING XdpflowXfDirty = 1
+	XdpflowXfDirtyXF_DIRTY_GRACE   XdpflowXfDirty = 2
+)
+
 type XdpflowXfFlow struct {
 	_         structs.HostLayout
 	ActionSet uint32
@@ -132,15 +139,16 @@ const (
 	XdpflowXfLimitsXF_MAX_VLAN_TAGS    XdpflowXfLimits = 2
 	XdpflowXfLimitsXF_MAX_IPV6EXT_HDRS XdpflowXfLimits = 8
 	XdpflowXfLimitsXF_RULE_TEXT_MAX    XdpflowXfLimits = 464
-	XdpflowXfLimitsXF_META_MAGIC       XdpflowXfLimits = 2019845682
+	XdpflowXfLimitsXF_META_MAGIC       XdpflowXfLimits = 2019845683
 	XdpflowXfLimitsXF_CACHE_SLOTS      XdpflowXfLimits = 4096
+	XdpflowXfLimitsXF_LIST_BUFFERS     XdpflowXfLimits = 4
 )
 
 type XdpflowXfMeta struct {
 	_            structs.HostLayout
 	Magic        uint32
 	ActiveList   uint32
-	Dirty        uint32
+	Dirty        XdpflowXfDirty
 	MaxSubtables uint32
 	NextSeq      uint64
 	Ifindex      uint32
@@ -198,9 +206,7 @@ const (
 	XdpflowMapMeta             = "meta"
 	XdpflowMapRuleSpecs        = "rule_specs"
 	XdpflowMapRuleStats        = "rule_stats"
-	XdpflowMapSubtables        = "subtables"
-	XdpflowMapSubtablesA       = "subtables_a"
-	XdpflowMapSubtablesB       = "subtables_b"
+	XdpflowMapSubtableLists    = "subtable_lists"
 	XdpflowMapTxPorts          = "tx_ports"
 	XdpflowProgXdpflow         = "xdpflow"
 	XdpflowVarXfBtfActionOp    = "xf_btf_action_op"
@@ -260,18 +266,16 @@ type XdpflowProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type XdpflowMapSpecs struct {
-	ActionSets *ebpf.MapSpec `ebpf:"action_sets"`
-	CacheGen   *ebpf.MapSpec `ebpf:"cache_gen"`
-	Counters   *ebpf.MapSpec `ebpf:"counters"`
-	FlowCache  *ebpf.MapSpec `ebpf:"flow_cache"`
-	Flows      *ebpf.MapSpec `ebpf:"flows"`
-	Meta       *ebpf.MapSpec `ebpf:"meta"`
-	RuleSpecs  *ebpf.MapSpec `ebpf:"rule_specs"`
-	RuleStats  *ebpf.MapSpec `ebpf:"rule_stats"`
-	Subtables  *ebpf.MapSpec `ebpf:"subtables"`
-	SubtablesA *ebpf.MapSpec `ebpf:"subtables_a"`
-	SubtablesB *ebpf.MapSpec `ebpf:"subtables_b"`
-	TxPorts    *ebpf.MapSpec `ebpf:"tx_ports"`
+	ActionSets    *ebpf.MapSpec `ebpf:"action_sets"`
+	CacheGen      *ebpf.MapSpec `ebpf:"cache_gen"`
+	Counters      *ebpf.MapSpec `ebpf:"counters"`
+	FlowCache     *ebpf.MapSpec `ebpf:"flow_cache"`
+	Flows         *ebpf.MapSpec `ebpf:"flows"`
+	Meta          *ebpf.MapSpec `ebpf:"meta"`
+	RuleSpecs     *ebpf.MapSpec `ebpf:"rule_specs"`
+	RuleStats     *ebpf.MapSpec `ebpf:"rule_stats"`
+	SubtableLists *ebpf.MapSpec `ebpf:"subtable_lists"`
+	TxPorts       *ebpf.MapSpec `ebpf:"tx_ports"`
 }
 
 // XdpflowVariableSpecs contains global variables before they are loaded into the kernel.
@@ -306,18 +310,16 @@ func (o *XdpflowObjects) Close() error {
 //
 // It can be passed to LoadXdpflowObjects or ebpf.CollectionSpec.LoadAndAssign.
 type XdpflowMaps struct {
-	ActionSets *ebpf.Map `ebpf:"action_sets"`
-	CacheGen   *ebpf.Map `ebpf:"cache_gen"`
-	Counters   *ebpf.Map `ebpf:"counters"`
-	FlowCache  *ebpf.Map `ebpf:"flow_cache"`
-	Flows      *ebpf.Map `ebpf:"flows"`
-	Meta       *ebpf.Map `ebpf:"meta"`
-	RuleSpecs  *ebpf.Map `ebpf:"rule_specs"`
-	RuleStats  *ebpf.Map `ebpf:"rule_stats"`
-	Subtables  *ebpf.Map `ebpf:"subtables"`
-	SubtablesA *ebpf.Map `ebpf:"subtables_a"`
-	SubtablesB *ebpf.Map `ebpf:"subtables_b"`
-	TxPorts    *ebpf.Map `ebpf:"tx_ports"`
+	ActionSets    *ebpf.Map `ebpf:"action_sets"`
+	CacheGen      *ebpf.Map `ebpf:"cache_gen"`
+	Counters      *ebpf.Map `ebpf:"counters"`
+	FlowCache     *ebpf.Map `ebpf:"flow_cache"`
+	Flows         *ebpf.Map `ebpf:"flows"`
+	Meta          *ebpf.Map `ebpf:"meta"`
+	RuleSpecs     *ebpf.Map `ebpf:"rule_specs"`
+	RuleStats     *ebpf.Map `ebpf:"rule_stats"`
+	SubtableLists *ebpf.Map `ebpf:"subtable_lists"`
+	TxPorts       *ebpf.Map `ebpf:"tx_ports"`
 }
 
 func (m *XdpflowMaps) Close() error {
@@ -330,9 +332,7 @@ func (m *XdpflowMaps) Close() error {
 		m.Meta,
 		m.RuleSpecs,
 		m.RuleStats,
-		m.Subtables,
-		m.SubtablesA,
-		m.SubtablesB,
+		m.SubtableLists,
 		m.TxPorts,
 	)
 }

@@ -4,6 +4,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/cilium/ebpf"
 )
@@ -15,7 +16,17 @@ import (
 // packet meeting a half-written rule, or a moment with neither the old nor
 // the new rule, would pass.
 func TestChangesAreAtomicUnderTraffic(t *testing.T) {
+	for _, deferred := range []bool{false, true} {
+		t.Run(map[bool]string{false: "strict", true: "deferred"}[deferred], func(t *testing.T) {
+			testAtomicUnderTraffic(t, deferred)
+		})
+	}
+}
+
+func testAtomicUnderTraffic(t *testing.T, deferred bool) {
 	h := newHarness(t, 1, 1<<16)
+	h.deferred = deferred
+	h.reopen()
 	variants := []string{
 		"protocol ip flower ip_proto udp dst_port 1000 action drop",
 		"protocol ip flower ip_proto udp dst_port 990-1010 action drop",
@@ -49,7 +60,23 @@ func TestChangesAreAtomicUnderTraffic(t *testing.T) {
 		}
 	}()
 
-	for i := 0; i < 400; i++ {
+	// Stop the traffic however the test ends (a Fatalf below included).
+	stopped := false
+	stopTraffic := func() {
+		if !stopped {
+			stopped = true
+			stop.Store(true)
+			wg.Wait()
+		}
+	}
+	defer stopTraffic()
+
+	// Deferred changes that keep their subtables return in microseconds:
+	// keep changing for a while, so packets meet changes whose grace
+	// periods are still running.
+	changes := 0
+	for start := time.Now(); changes < 400 || (deferred && time.Since(start) < 4*time.Second); changes++ {
+		i := changes
 		h.install(10, 1, variants[i%len(variants)])
 		if i%3 == 0 {
 			// An earlier rule with another mask that this packet does not
@@ -57,13 +84,15 @@ func TestChangesAreAtomicUnderTraffic(t *testing.T) {
 			h.install(5, 1, "protocol ip flower ip_proto tcp dst_port 22 action pass")
 			h.remove(5, 1)
 		}
+		if v := h.table.HeldViolations(); len(v) > 0 {
+			t.Fatalf("change %d: %v", i, v)
+		}
 		if i%50 == 49 {
 			h.reopen()
 		}
 	}
-	stop.Store(true)
-	wg.Wait()
-	t.Logf("%d packets during 400 replaces and 134 insert/delete pairs", runs.Load())
+	stopTraffic()
+	t.Logf("%d packets during %d replaces and %d insert/delete pairs", runs.Load(), changes, (changes+2)/3)
 	if runs.Load() < 1000 {
 		t.Fatalf("only %d packets ran during the churn: the test saw too little traffic", runs.Load())
 	}

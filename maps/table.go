@@ -9,12 +9,13 @@
 //  2. new subtables are published, still empty (list swap);
 //  3. flows are put: new keys appear, changed keys are replaced in place;
 //  4. stale flows are deleted;
-//  5. emptied subtables are unpublished (list swap);
-//  6. after an RCU grace period, freed slots become reusable.
+//  5. the cache generation is bumped: the change is live;
+//  6. emptied subtables are unpublished (list swap);
+//  7. after an RCU grace period, freed slots become reusable (grace.go).
 //
-// A list swap replaces the program's subtable list through a map-in-map
-// slot, and the kernel waits for running programs before the update
-// returns; that wait is also the grace period of step 6.
+// A list swap writes the idle one of two list buffers and flips
+// meta.active_list; a buffer is written again only after a grace period
+// since it went idle.
 package maps
 
 import (
@@ -22,8 +23,6 @@ import (
 	"errors"
 	"fmt"
 	"sort"
-
-	"github.com/cilium/ebpf"
 
 	"github.com/xdpflow/xdpflow/bpf"
 	"github.com/xdpflow/xdpflow/rule"
@@ -102,7 +101,16 @@ type Table struct {
 	asContent  map[uint32]string      // slot -> content key
 	asBySlot   map[uint32]actionSet   // slot -> content
 	txPorts    map[uint32]int         // redirect ifindex -> references
+
+	held        []*heldSlots // freed, waiting for a grace period (grace.go)
+	deferGrace  bool
+	foreignHeld bool // another process left slots held: wait before writing
 }
+
+const (
+	dirtyWriting = bpf.XdpflowXfDirtyXF_DIRTY_WRITING
+	dirtyGrace   = bpf.XdpflowXfDirtyXF_DIRTY_GRACE
+)
 
 // Init writes the initial state of freshly created maps.
 func Init(m *bpf.XdpflowMaps, maxSubtables int, ifindex, attachFlags uint32) error {
@@ -146,6 +154,9 @@ func Open(m *bpf.XdpflowMaps, parse ParseFunc) (*Table, error) {
 		return nil, fmt.Errorf("pinned state has layout %#x, this xdpflow wants %#x: disable and enable the device again",
 			t.meta.Magic, metaMagic)
 	}
+	// Slots held by another process (or by one that died mid-change) are
+	// unknown here: the first write waits a grace period for them.
+	t.foreignHeld = t.meta.Dirty != 0
 	if err := t.load(parse); err != nil {
 		return nil, err
 	}
@@ -155,7 +166,7 @@ func Open(m *bpf.XdpflowMaps, parse ParseFunc) (*Table, error) {
 func (t *Table) load(parse ParseFunc) error {
 	// Subtables: the live list.
 	var list bpf.XdpflowXfSubtableList
-	if err := t.activeList().Lookup(uint32(0), &list); err != nil {
+	if err := t.m.SubtableLists.Lookup(t.meta.ActiveList%listBuffers, &list); err != nil {
 		return fmt.Errorf("read subtable list: %w", err)
 	}
 	for i := 0; i < int(list.Count) && i < MaxSubtables; i++ {
@@ -224,7 +235,7 @@ func (t *Table) load(parse ParseFunc) error {
 	if err := t.loadOpaqueFlows(); err != nil {
 		return err
 	}
-	if t.meta.Dirty != 0 {
+	if t.meta.Dirty&dirtyWriting != 0 {
 		for id, in := range t.rules {
 			if in.Rule.Opaque {
 				bad = append(bad, id)
@@ -235,7 +246,7 @@ func (t *Table) load(parse ParseFunc) error {
 	}
 
 	// Flows: recomputed from the rules, the same way they were installed.
-	if t.rebuildFlows() || len(bad) > 0 || t.meta.Dirty != 0 {
+	if t.rebuildFlows() || len(bad) > 0 || t.meta.Dirty&dirtyWriting != 0 {
 		// A writer died mid-change, or specs are unreadable: make the
 		// maps match the rules again.
 		return t.repair(bad)
@@ -374,20 +385,6 @@ func expandGroup(members []*Installed) map[RuleID][]rule.Entry {
 	return out
 }
 
-func (t *Table) activeList() *ebpf.Map {
-	if t.meta.ActiveList == 0 {
-		return t.m.SubtablesA
-	}
-	return t.m.SubtablesB
-}
-
-func (t *Table) idleList() *ebpf.Map {
-	if t.meta.ActiveList == 0 {
-		return t.m.SubtablesB
-	}
-	return t.m.SubtablesA
-}
-
 func contentKey(set *actionSet) string {
 	var b bytes.Buffer
 	fmt.Fprintf(&b, "%d|", set.Count)
@@ -508,8 +505,12 @@ func (t *Table) sortedSubtables(drop map[uint32]bool, add []*subtable) []*subtab
 	return out
 }
 
-// publish makes list the program's subtable list. The map-in-map update
-// returns only after every program run that could see the old list is over.
+// listBuffers is the size of the ring of subtable list buffers.
+const listBuffers = uint32(bpf.XdpflowXfLimitsXF_LIST_BUFFERS)
+
+// publish makes list the program's subtable list: it fills the next buffer
+// of the ring and points meta.active_list at it. Runs that read the old
+// list finish with it; that buffer is held until they have.
 func (t *Table) publish(list []*subtable) error {
 	var l bpf.XdpflowXfSubtableList
 	if len(list) > MaxSubtables {
@@ -519,20 +520,27 @@ func (t *Table) publish(list []*subtable) error {
 	for i, s := range list {
 		l.Subtables[i] = bpf.XdpflowXfSubtable{Id: s.id, Prio: s.prio, GroupSeq: s.group, Mask: s.mask}
 	}
-	idle := t.idleList()
-	if err := idle.Put(uint32(0), &l); err != nil {
+	live := t.meta.ActiveList % listBuffers
+	next := (live + 1) % listBuffers
+	// The next buffer may still be read by runs from before it stopped
+	// being live (only when changes come faster than grace periods).
+	if err := t.waitFor(func(h *heldSlots) bool { return h.listBuf == int(next)+1 }); err != nil {
+		return err
+	}
+	if err := t.m.SubtableLists.Put(next, &l); err != nil {
 		return fmt.Errorf("write subtable list: %w", err)
 	}
-	if err := t.m.Subtables.Put(uint32(0), idle); err != nil {
+	t.meta.ActiveList = next
+	if err := t.putMeta(); err != nil {
 		return fmt.Errorf("swap subtable list: %w", err)
 	}
-	t.meta.ActiveList ^= 1
-	return t.putMeta()
+	t.hold(&heldSlots{listBuf: int(live) + 1})
+	return nil
 }
 
-// invalidateCache makes every exact-match cache entry stale. The caller
-// must Sync (or publish) before returning: a run that read the old
-// generation may still be using an old entry until then.
+// invalidateCache makes every exact-match cache entry stale for runs that
+// start after it; a run that read the old generation may use an old entry
+// until it ends (its slots are held until then).
 func (t *Table) invalidateCache() error {
 	var gen uint32
 	if err := t.m.CacheGen.Lookup(uint32(0), &gen); err != nil {
@@ -544,14 +552,6 @@ func (t *Table) invalidateCache() error {
 	}
 	if err := t.m.CacheGen.Put(uint32(0), gen); err != nil {
 		return fmt.Errorf("invalidate flow cache: %w", err)
-	}
-	return nil
-}
-
-// Sync waits until no program run that started before it is still going.
-func (t *Table) Sync() error {
-	if err := t.m.Subtables.Put(uint32(0), t.activeList()); err != nil {
-		return fmt.Errorf("wait for running programs: %w", err)
 	}
 	return nil
 }

@@ -3,6 +3,7 @@ package maps
 import (
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/cilium/ebpf"
 
@@ -41,6 +42,9 @@ type plan struct {
 // Apply runs one change. On error nothing the change touched stays changed:
 // the maps are brought back to the state before it.
 func (t *Table) Apply(ch Change) ([]RuleID, error) {
+	if err := t.prepareWrite(); err != nil {
+		return nil, err
+	}
 	p, err := t.plan(ch)
 	if err != nil {
 		return nil, err
@@ -56,6 +60,15 @@ func (t *Table) Apply(ch Change) ([]RuleID, error) {
 		return nil, err
 	}
 	return ids, nil
+}
+
+// prepareWrite frees what is held and no longer needs to be. Slots another
+// process left held are unknown here: wait a grace period for all of them.
+func (t *Table) prepareWrite() error {
+	if t.foreignHeld {
+		return t.Sync()
+	}
+	return t.release()
 }
 
 func (t *Table) plan(ch Change) (*plan, error) {
@@ -93,7 +106,7 @@ func (t *Table) plan(ch Change) (*plan, error) {
 	nextID := RuleID(1)
 	allocID := func() (RuleID, error) {
 		for ; int(nextID) < t.maxRules; nextID++ {
-			if t.rules[nextID] == nil {
+			if t.rules[nextID] == nil && !t.heldRule(nextID) {
 				nextID++
 				return nextID - 1, nil
 			}
@@ -171,6 +184,11 @@ func (t *Table) plan(ch Change) (*plan, error) {
 	subIDs := map[uint32]bool{}
 	for id := range t.stByID {
 		subIDs[id] = true
+	}
+	for _, h := range t.held {
+		for _, id := range h.subtables {
+			subIDs[id] = true
+		}
 	}
 	nextSub := uint32(1)
 	subFor := map[subtableKey]*subtable{}
@@ -321,7 +339,7 @@ func actionSetFor(r *rule.Rule) (actionSet, error) {
 
 // write carries out a plan in the order the package comment gives.
 func (t *Table) write(p *plan) error {
-	t.meta.Dirty = 1
+	t.meta.Dirty |= dirtyWriting
 	if err := t.putMeta(); err != nil {
 		return err
 	}
@@ -332,6 +350,11 @@ func (t *Table) write(p *plan) error {
 	usedSlots := map[uint32]bool{}
 	for _, a := range t.actionSets {
 		usedSlots[a.slot] = true
+	}
+	for _, h := range t.held {
+		for _, slot := range h.actionSets {
+			usedSlots[slot] = true
+		}
 	}
 	nextSlot := uint32(0)
 	newPorts := map[uint32]bool{}
@@ -448,8 +471,10 @@ func (t *Table) write(p *plan) error {
 		}
 	}
 
-	// Action set references.
+	// Action set references. What the change freed is held (7.).
+	freed := &heldSlots{}
 	for _, in := range p.del {
+		freed.rules = append(freed.rules, in.ID)
 		c := t.asContent[in.ActionSet]
 		if a := t.actionSets[c]; a != nil {
 			a.refs--
@@ -471,37 +496,53 @@ func (t *Table) write(p *plan) error {
 		t.asContent[in.ActionSet] = c
 		t.asBySlot[in.ActionSet] = set
 	}
+	for _, in := range p.del {
+		// Freed unless an inserted rule shares the same content.
+		if _, used := t.asContent[in.ActionSet]; !used && !slices.Contains(freed.actionSets, in.ActionSet) {
+			freed.actionSets = append(freed.actionSets, in.ActionSet)
+		}
+	}
 
-	// The flows are final: cached answers from before are stale.
+	// 5. The flows are final: cached answers from before are stale.
 	if err := t.invalidateCache(); err != nil {
 		return err
 	}
 
-	// 5. Emptied subtables out. The swap waits for running programs; so
-	// does Sync otherwise. After either, no run uses a stale cache entry
-	// or the old flows, and freed slots (6.) may be reused.
+	// 6. Emptied subtables out.
 	if emptied != nil {
 		for id := range emptied {
 			st := t.stByID[id]
 			delete(t.subtables, st.subtableKey)
 			delete(t.stByID, id)
+			freed.subtables = append(freed.subtables, id)
 		}
 		if err := t.publish(t.sortedSubtables(nil, nil)); err != nil {
 			return err
 		}
-	} else if err := t.Sync(); err != nil {
-		return err
 	}
-
+	// Specs are read by user space only: no run needs them.
 	for id := range p.del {
 		if err := t.m.RuleSpecs.Delete(id); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 			return fmt.Errorf("remove rule spec %d: %w", id, err)
 		}
 	}
-	if err := t.syncTxPorts(); err != nil {
-		return err
+
+	// 7. Freed slots wait for running programs: here (strict), or in the
+	// background (deferred), recorded in meta for other processes.
+	t.hold(freed)
+	if !t.deferGrace {
+		if err := t.Settle(); err != nil {
+			return err
+		}
+	} else if !t.Pending() {
+		if err := t.syncTxPorts(); err != nil {
+			return err
+		}
 	}
 	t.meta.Dirty = 0
+	if t.Pending() {
+		t.meta.Dirty = dirtyGrace
+	}
 	return t.putMeta()
 }
 
@@ -574,6 +615,9 @@ func batchDelete(m *ebpf.Map, keys []flowKey) error {
 // repair makes the maps match the in-memory state: the subtable list, every
 // flow, and the rule specs (dropping those listed in bad).
 func (t *Table) repair(bad []uint32) error {
+	if err := t.prepareWrite(); err != nil {
+		return err
+	}
 	for _, id := range bad {
 		_ = t.m.RuleSpecs.Delete(id)
 	}
@@ -632,13 +676,13 @@ func (t *Table) repair(bad []uint32) error {
 	if err := batchDelete(t.m.Flows, gone); err != nil {
 		return fmt.Errorf("remove stray flows: %w", err)
 	}
-	if err := t.syncTxPorts(); err != nil {
-		return err
-	}
 	if err := t.invalidateCache(); err != nil {
 		return err
 	}
 	if err := t.Sync(); err != nil {
+		return err
+	}
+	if err := t.syncTxPorts(); err != nil {
 		return err
 	}
 	t.meta.Dirty = 0

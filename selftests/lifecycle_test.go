@@ -54,7 +54,7 @@ func TestEnableTwiceAndDisable(t *testing.T) {
 		t.Errorf("-k: %q", out)
 	}
 	dir := pinDir(t, tp.b, "b0")
-	for _, name := range []string{"link", "prog", "flows", "subtables", "meta"} {
+	for _, name := range []string{"link", "prog", "flows", "subtable_lists", "meta"} {
 		if _, err := os.Stat(filepath.Join(dir, name)); err != nil {
 			t.Errorf("pin %s: %v", name, err)
 		}

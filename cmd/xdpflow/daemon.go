@@ -71,9 +71,15 @@ func cmdDaemon(g globals, args []string) error {
 	for {
 		select {
 		case <-ctx.Done():
+			d.mu.Lock()
+			d.settle()
+			d.mu.Unlock()
 			d.log.Printf("stopping; offloaded rules stay installed")
 			return nil
 		case <-tick.C:
+			d.mu.Lock()
+			d.settle()
+			d.mu.Unlock()
 			// Devices enabled or disabled since.
 			p, err := d.pathsOnce()
 			if err != nil {
@@ -156,6 +162,9 @@ func (d *daemon) table(p loader.Paths, dev string) (*openTable, error) {
 		ld.Close()
 		return nil, fmt.Errorf("%s: %w", dev, err)
 	}
+	// Changes return as soon as they are live; slots they free wait for
+	// running programs in the background (maps.Table.DeferGrace).
+	t.DeferGrace()
 	o := &openTable{dev: ld, table: t, ino: ino}
 	if o.gen, err = t.Generation(); err != nil {
 		ld.Close()
@@ -163,6 +172,33 @@ func (d *daemon) table(p loader.Paths, dev string) (*openTable, error) {
 	}
 	d.open[dev] = o
 	return o, nil
+}
+
+// settle frees what the tables still hold from earlier changes (long over
+// by now) and records that, so other processes writing to them need not
+// wait a grace period first. The caller holds d.mu.
+func (d *daemon) settle() {
+	for dev, o := range d.open {
+		if !o.table.Pending() {
+			continue
+		}
+		p, err := d.pathsOnce()
+		if err != nil {
+			return
+		}
+		unlock, err := p.Lock()
+		if err != nil {
+			d.log.Printf("%s: %v", dev, err)
+			continue
+		}
+		// Only if no other process changed the table since.
+		if gen, err := o.table.Generation(); err == nil && gen == o.gen {
+			if err := o.table.Settle(); err != nil {
+				d.log.Printf("%s: %v", dev, err)
+			}
+		}
+		unlock()
+	}
 }
 
 // syncAll brings every enabled device's nft rules up to date; it returns
