@@ -13,9 +13,9 @@
 //  6. emptied subtables are unpublished (list swap);
 //  7. after an RCU grace period, freed slots become reusable (grace.go).
 //
-// A list swap writes the idle one of two list buffers and flips
-// meta.active_list; a buffer is written again only after a grace period
-// since it went idle.
+// A list swap writes the next buffer of a ring of four and points
+// meta.active_list at it; a buffer is written again only after a grace
+// period since it stopped being live.
 package maps
 
 import (
