@@ -251,6 +251,14 @@ func TestNftDaemon(t *testing.T) {
 	}
 	tp.expectFates(t, "restart", map[string]string{"198.18.1.1": "drop", "198.18.1.9": "drop", "198.18.1.6": "c0", "198.18.1.5": "c0"})
 
+	// Chain flushed: its rules leave XDP.
+	tp.b.MustExec(t, "nft", "flush", "chain", "netdev", "xf", "in")
+	waitFlows(t, tp.b, "chain flushed", func(fs []jsonFlow) bool { return len(nftFlows(fs)) == 0 })
+	tp.expectFates(t, "flushed", map[string]string{"198.18.1.1": "c0", "198.18.1.9": "c0"})
+	tp.b.MustExec(t, "nft", "add", "rule", "netdev", "xf", "in", "ip", "saddr", "198.18.1.1", "counter", "drop")
+	waitFlows(t, tp.b, "rule after flush", func(fs []jsonFlow) bool { return len(nftFlows(fs)) == 1 && allInstalled(fs) })
+	tp.expectFates(t, "refilled", map[string]string{"198.18.1.1": "drop", "198.18.1.9": "c0"})
+
 	// Table deleted: nothing of it stays in XDP.
 	tp.b.MustExec(t, "nft", "delete", "table", "netdev", "xf")
 	waitFlows(t, tp.b, "table gone", func(fs []jsonFlow) bool { return len(nftFlows(fs)) == 0 })
