@@ -21,7 +21,7 @@ enum xf_limits {
 	XF_RULE_TEXT_MAX = 464,
 	XF_META_MAGIC = 0x78646633,	/* "xdf3": layout version of pinned state */
 	XF_CACHE_SLOTS = 4096,		/* per CPU, a power of two */
-	XF_LIST_BUFFERS = 4,		/* subtable list buffers, a power of two */
+	XF_LIST_BUFFERS = 8,		/* subtable list buffers, a power of two */
 };
 
 /* key.ip_frag bits: flower's ip_flags (FLOW_DIS_IS_FRAGMENT/FIRST_FRAG). */

@@ -141,7 +141,7 @@ const (
 	XdpflowXfLimitsXF_RULE_TEXT_MAX    XdpflowXfLimits = 464
 	XdpflowXfLimitsXF_META_MAGIC       XdpflowXfLimits = 2019845683
 	XdpflowXfLimitsXF_CACHE_SLOTS      XdpflowXfLimits = 4096
-	XdpflowXfLimitsXF_LIST_BUFFERS     XdpflowXfLimits = 4
+	XdpflowXfLimitsXF_LIST_BUFFERS     XdpflowXfLimits = 8
 )
 
 type XdpflowXfMeta struct {

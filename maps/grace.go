@@ -137,6 +137,19 @@ func (t *Table) Settle() error {
 	if err := t.waitFor(func(*heldSlots) bool { return true }); err != nil {
 		return err
 	}
+	return t.settled()
+}
+
+// TrySettle settles if every grace period is over, without waiting; it
+// says whether it did.
+func (t *Table) TrySettle() (bool, error) {
+	if err := t.release(); err != nil || t.Pending() {
+		return false, err
+	}
+	return true, t.settled()
+}
+
+func (t *Table) settled() error {
 	if err := t.syncTxPorts(); err != nil {
 		return err
 	}

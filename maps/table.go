@@ -13,7 +13,7 @@
 //  6. emptied subtables are unpublished (list swap);
 //  7. after an RCU grace period, freed slots become reusable (grace.go).
 //
-// A list swap writes the next buffer of a ring of four and points
+// A list swap writes the next buffer of a ring of eight and points
 // meta.active_list at it; a buffer is written again only after a grace
 // period since it stopped being live.
 package maps

@@ -72,13 +72,13 @@ func cmdDaemon(g globals, args []string) error {
 		select {
 		case <-ctx.Done():
 			d.mu.Lock()
-			d.settle()
+			d.settle(true)
 			d.mu.Unlock()
 			d.log.Printf("stopping; offloaded rules stay installed")
 			return nil
 		case <-tick.C:
 			d.mu.Lock()
-			d.settle()
+			d.settle(false)
 			d.mu.Unlock()
 			// Devices enabled or disabled since.
 			p, err := d.pathsOnce()
@@ -174,10 +174,12 @@ func (d *daemon) table(p loader.Paths, dev string) (*openTable, error) {
 	return o, nil
 }
 
-// settle frees what the tables still hold from earlier changes (long over
-// by now) and records that, so other processes writing to them need not
-// wait a grace period first. The caller holds d.mu.
-func (d *daemon) settle() {
+// settle frees what the tables hold from earlier changes whose grace
+// periods are over and records that nothing is held, so other processes
+// writing to them need not wait a grace period first. It waits for grace
+// periods still running only when stopping (a wait each second would hold
+// up the next sync). The caller holds d.mu.
+func (d *daemon) settle(wait bool) {
 	for dev, o := range d.open {
 		if !o.table.Pending() {
 			continue
@@ -193,7 +195,13 @@ func (d *daemon) settle() {
 		}
 		// Only if no other process changed the table since.
 		if gen, err := o.table.Generation(); err == nil && gen == o.gen {
-			if err := o.table.Settle(); err != nil {
+			var err error
+			if wait {
+				err = o.table.Settle()
+			} else {
+				_, err = o.table.TrySettle()
+			}
+			if err != nil {
 				d.log.Printf("%s: %v", dev, err)
 			}
 		}
