@@ -185,11 +185,6 @@ func (t *Table) plan(ch Change) (*plan, error) {
 	for id := range t.stByID {
 		subIDs[id] = true
 	}
-	for _, h := range t.held {
-		for _, id := range h.subtables {
-			subIDs[id] = true
-		}
-	}
 	nextSub := uint32(1)
 	subFor := map[subtableKey]*subtable{}
 	subtableOf := func(k subtableKey) (*subtable, error) {
@@ -199,7 +194,7 @@ func (t *Table) plan(ch Change) (*plan, error) {
 		if st := subFor[k]; st != nil {
 			return st, nil
 		}
-		for subIDs[nextSub] {
+		for subIDs[nextSub] || t.heldSubtable(nextSub) {
 			nextSub++
 		}
 		st := &subtable{subtableKey: k, id: nextSub}
@@ -351,11 +346,6 @@ func (t *Table) write(p *plan) error {
 	for _, a := range t.actionSets {
 		usedSlots[a.slot] = true
 	}
-	for _, h := range t.held {
-		for _, slot := range h.actionSets {
-			usedSlots[slot] = true
-		}
-	}
 	nextSlot := uint32(0)
 	newPorts := map[uint32]bool{}
 	for _, in := range p.ins {
@@ -369,7 +359,7 @@ func (t *Table) write(p *plan) error {
 		} else if s, ok := newSlots[c]; ok {
 			asOf[in.ID] = s
 		} else {
-			for usedSlots[nextSlot] {
+			for usedSlots[nextSlot] || t.heldActionSet(nextSlot) {
 				nextSlot++
 			}
 			if int(nextSlot) >= t.maxActionSets {
