@@ -13,8 +13,9 @@ import (
 // before the change. They are held until an RCU grace period that began
 // after they were freed has ended, and only then reused. A strict table
 // (the default) waits for that grace period before a change returns; a
-// deferred one (the daemon) lets the change return at once and waits only
-// when a later change needs a held slot, which is rare.
+// deferred one (the daemon) lets the change return at once; later changes
+// allocate around held ids and slots, and wait only for a list buffer (a
+// ninth list change within one grace period).
 
 // graceMap is a private map-in-map no program uses: the kernel waits for
 // an RCU grace period after every update of a map-in-map (so that running
