@@ -161,13 +161,19 @@ func parseMirred(w []string) ([]rule.Action, error) {
 	}
 	rest := w[4:]
 	if len(rest) > 0 {
-		// A redirect is stolen: tc ignores what follows it but the
-		// control word must still be valid.
 		if rest[0] == "index" {
 			return nil, unsupported("shared actions (\"index\")")
 		}
-		if !isControl(rest[0]) || len(rest) > 1 {
+		if (!isControl(rest[0]) && rest[0] != "stolen") || len(rest) > 1 {
 			return nil, fmt.Errorf("action mirred: unexpected %q", rest[0])
+		}
+		// Only a redirect that ends the packet's way through tc (stolen,
+		// tc's default, or drop) moves the packet itself; with any other
+		// control word tc sends a copy and the original goes on.
+		switch rest[0] {
+		case "stolen", "drop", "shot":
+		default:
+			return nil, unsupported("action mirred redirect followed by %q (tc sends a copy and goes on)", rest[0])
 		}
 	}
 	return []rule.Action{{Kind: rule.ActRedirect, Dev: dev}}, nil

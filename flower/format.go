@@ -49,7 +49,9 @@ type Shown struct {
 	Rule      *rule.Rule
 	Offloaded bool
 	Reason    string
-	Stats     Stats
+	Punted    bool   // not offloaded, and a punt entry sends its packets on to TC
+	Stats     Stats  // XDP's counters
+	TC        *Stats // the kernel's counters, for a filter TC holds
 }
 
 // JSONFilter is the JSON form of one filter; scripts rely on these names.
@@ -67,7 +69,9 @@ type JSONFilter struct {
 	Actions   []string       `json:"actions"`
 	Offloaded bool           `json:"offloaded"`
 	Reason    string         `json:"reason,omitempty"`
-	Stats     *Stats         `json:"stats,omitempty"`
+	Punted    bool           `json:"punted,omitempty"`
+	Stats     *Stats         `json:"stats,omitempty"`    // in XDP
+	TCStats   *Stats         `json:"tc_stats,omitempty"` // in TC (the kernel's)
 }
 
 // JSON returns the JSON form; stats only with withStats (like tc -s).
@@ -76,7 +80,7 @@ func (s *Shown) JSON(withStats bool) JSONFilter {
 	j := JSONFilter{
 		Dev: r.Dev, Kind: "flower", Pref: r.Prio, Handle: r.Handle, Protocol: EthTypeName(r.Protocol),
 		Chain: r.Chain, Source: r.Source.String(), Keys: map[string]any{}, Actions: []string{},
-		Offloaded: s.Offloaded, Reason: s.Reason,
+		Offloaded: s.Offloaded, Reason: s.Reason, Punted: s.Punted,
 	}
 	for _, k := range r.Keys {
 		j.Keys[k.Name] = k.Value
@@ -93,6 +97,7 @@ func (s *Shown) JSON(withStats bool) JSONFilter {
 	if withStats {
 		st := s.Stats
 		j.Stats = &st
+		j.TCStats = s.TC
 	}
 	return j
 }
@@ -111,9 +116,12 @@ func (s *Shown) Text(withStats bool) string {
 	if r.SkipSW {
 		b.WriteString("  skip_sw\n")
 	}
-	if s.Offloaded {
+	switch {
+	case s.Offloaded:
 		b.WriteString("  in_xdp\n")
-	} else {
+	case s.Punted:
+		fmt.Fprintf(&b, "  not_in_xdp (%s; its packets go on to TC)\n", s.Reason)
+	default:
 		fmt.Fprintf(&b, "  not_in_xdp (%s)\n", s.Reason)
 	}
 	if len(r.Actions) == 0 {
@@ -128,6 +136,9 @@ func (s *Shown) Text(withStats bool) string {
 			used = fmt.Sprintf("last used %d ms ago", s.Stats.LastUsedMs)
 		}
 		fmt.Fprintf(&b, "\tSent %d bytes %d pkt (%s)\n", s.Stats.Bytes, s.Stats.Packets, used)
+		if s.TC != nil {
+			fmt.Fprintf(&b, "\tin TC: Sent %d bytes %d pkt\n", s.TC.Bytes, s.TC.Packets)
+		}
 	}
 	return b.String()
 }

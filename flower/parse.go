@@ -685,7 +685,18 @@ func parsePrefix(s string) (*net.IPNet, error) {
 	}
 	_, ipn, err := net.ParseCIDR(s)
 	if err != nil {
-		return nil, fmt.Errorf("invalid prefix %q", s)
+		// ADDR/MASK with the mask written as an address: what a kernel
+		// filter may hold that is no prefix.
+		as, ms, _ := strings.Cut(s, "/")
+		ip, mask := net.ParseIP(as), net.ParseIP(ms)
+		if ip == nil || mask == nil || (ip.To4() == nil) != (mask.To4() == nil) {
+			return nil, fmt.Errorf("invalid prefix %q", s)
+		}
+		if ip.To4() != nil {
+			ip, mask = ip.To4(), mask.To4()
+		}
+		m := net.IPMask(mask)
+		return &net.IPNet{IP: ip.Mask(m), Mask: m}, nil
 	}
 	if ipn.IP.To4() != nil {
 		ipn.IP = ipn.IP.To4()
@@ -695,7 +706,10 @@ func parsePrefix(s string) (*net.IPNet, error) {
 
 func formatPrefix(n *net.IPNet) string {
 	ones, bitsLen := n.Mask.Size()
-	if ones == bitsLen {
+	switch {
+	case bitsLen == 0: // not a prefix
+		return n.IP.String() + "/" + net.IP(n.Mask).String()
+	case ones == bitsLen:
 		return n.IP.String()
 	}
 	return n.String()

@@ -62,6 +62,40 @@ func (t *Table) Apply(ch Change) ([]RuleID, error) {
 	return ids, nil
 }
 
+// SyncSource makes the table's rules of one source equal to want in one
+// transaction: rules whose text is installed stay (and keep their
+// counters), others are added and the rest removed; new entries are put
+// before stale ones go.
+func (t *Table) SyncSource(src rule.Source, want []*rule.Rule) (added, removed int, err error) {
+	have := map[string]RuleID{}
+	for _, in := range t.Rules() {
+		if in.Rule.Source == src {
+			have[in.Rule.Text] = in.ID
+		}
+	}
+	var ch Change
+	keep := map[string]bool{}
+	for _, r := range want {
+		if _, ok := have[r.Text]; ok {
+			keep[r.Text] = true
+			continue
+		}
+		ch.Insert = append(ch.Insert, Insert{Rule: r})
+	}
+	for text, id := range have {
+		if !keep[text] {
+			ch.Delete = append(ch.Delete, id)
+		}
+	}
+	if len(ch.Insert)+len(ch.Delete) == 0 {
+		return 0, 0, nil
+	}
+	if _, err := t.Apply(ch); err != nil {
+		return 0, 0, err
+	}
+	return len(ch.Insert), len(ch.Delete), nil
+}
+
 // prepareWrite frees what is held and no longer needs to be. Slots another
 // process left held are unknown here: wait a grace period for all of them.
 func (t *Table) prepareWrite() error {

@@ -48,37 +48,10 @@ func RuleName(part string) string {
 	return part
 }
 
-// Sync makes the table's nft parts equal to want in one transaction:
-// parts whose text is installed stay (and keep their counters), others are
-// added and the rest removed, new entries before stale ones go.
+// Sync makes the table's nft parts equal to want in one transaction
+// (maps.Table.SyncSource).
 func Sync(t *maps.Table, want []*rule.Rule) (added, removed int, err error) {
-	have := map[string]maps.RuleID{}
-	for _, in := range t.Rules() {
-		if in.Rule.Source == rule.SourceNFT {
-			have[in.Rule.Text] = in.ID
-		}
-	}
-	var ch maps.Change
-	keep := map[string]bool{}
-	for _, r := range want {
-		if _, ok := have[r.Text]; ok {
-			keep[r.Text] = true
-			continue
-		}
-		ch.Insert = append(ch.Insert, maps.Insert{Rule: r})
-	}
-	for text, id := range have {
-		if !keep[text] {
-			ch.Delete = append(ch.Delete, id)
-		}
-	}
-	if len(ch.Insert)+len(ch.Delete) == 0 {
-		return 0, 0, nil
-	}
-	if _, err := t.Apply(ch); err != nil {
-		return 0, 0, err
-	}
-	return len(ch.Insert), len(ch.Delete), nil
+	return t.SyncSource(rule.SourceNFT, want)
 }
 
 // describe shows a part's first entry in flower's words.

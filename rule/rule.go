@@ -190,3 +190,17 @@ func HostToBE16(v uint16) uint16 { return bits.ReverseBytes16(v) }
 
 // BE16ToHost is the inverse of HostToBE16.
 func BE16ToHost(v uint16) uint16 { return bits.ReverseBytes16(v) }
+
+// Overlaps reports whether some packet could match both a and b. It may
+// answer true when none can (port ranges against masked ports), never
+// false when one can.
+func Overlaps(a, b *Match) bool {
+	ka, kb, ma, mb := keyWords(&a.Key), keyWords(&b.Key), keyWords(&a.Mask), keyWords(&b.Mask)
+	for i := range ka {
+		if (ka[i]^kb[i])&ma[i]&mb[i] != 0 {
+			return false
+		}
+	}
+	disjoint := func(x, y PortRange) bool { return x.Set() && y.Set() && (x.Max < y.Min || y.Max < x.Min) }
+	return !disjoint(a.SrcPortRange, b.SrcPortRange) && !disjoint(a.DstPortRange, b.DstPortRange)
+}

@@ -16,6 +16,7 @@ import (
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/xdpflow/xdpflow/flower"
 	"github.com/xdpflow/xdpflow/loader"
 	"github.com/xdpflow/xdpflow/maps"
 	"github.com/xdpflow/xdpflow/nft"
@@ -24,19 +25,26 @@ import (
 
 // cmdDaemon mirrors the kernel's rules into XDP on every enabled device of
 // this network namespace and keeps them mirrored: nftables netdev ingress
-// chains now (NFNLGRP_NFTABLES), TC flower next. All of its state is the
+// chains (NFNLGRP_NFTABLES) and TC filters on ingress (RTNLGRP_TC). All of its state is the
 // pinned tables, so it can be killed at any moment; a new one reconciles.
 func cmdDaemon(g globals, args []string) error {
-	once := false
+	once, skipHW := false, false
 	for _, a := range args {
-		if a != "--once" && a != "once" {
-			return usageError{fmt.Sprintf("daemon: unexpected %q (usage: xdpflow daemon [--once])", a)}
+		switch a {
+		case "--once", "once":
+			once = true
+		case "--mirror-skip-hw":
+			skipHW = true
+		default:
+			return usageError{fmt.Sprintf("daemon: unexpected %q (usage: xdpflow daemon [--once] [--mirror-skip-hw])", a)}
 		}
-		once = true
+	}
+	newDaemon := func() *daemon {
+		return &daemon{g: g, log: log.New(os.Stderr, "xdpflow daemon: ", log.Lmicroseconds), mirrorSkipHW: skipHW}
 	}
 	if once {
 		// One reconcile, then exit: for scripts and tests.
-		d := &daemon{g: g, log: log.New(os.Stderr, "xdpflow daemon: ", log.Lmicroseconds)}
+		d := newDaemon()
 		if failed := d.syncAll("once"); failed != nil {
 			return failed
 		}
@@ -48,9 +56,14 @@ func cmdDaemon(g globals, args []string) error {
 	debug.SetGCPercent(400)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	d := &daemon{g: g, log: log.New(os.Stderr, "xdpflow daemon: ", log.Lmicroseconds)}
-	watch, err := watchNFT(d.log)
+	d := newDaemon()
+	nftConn, err := dialGroups(unix.NETLINK_NETFILTER, "nftables monitor", unix.NFNLGRP_NFTABLES)
 	if err != nil {
+		return err
+	}
+	tcConn, err := dialGroups(unix.NETLINK_ROUTE, "tc monitor", unix.RTNLGRP_TC, unix.RTNLGRP_LINK)
+	if err != nil {
+		nftConn.Close()
 		return err
 	}
 	d.mu.Lock()
@@ -58,14 +71,15 @@ func cmdDaemon(g globals, args []string) error {
 	devs := d.devices
 	d.mu.Unlock()
 	d.log.Printf("running on %d device(s): %v", len(devs), devs)
-	go watch.run(ctx, func(k nft.Kinds) {
+	go follow(ctx, nftConn, d.log, "nftables monitor", &nftBatch{changed: func(k nft.Kinds) {
 		d.mu.Lock()
 		defer d.mu.Unlock()
 		if d.reader != nil {
 			d.reader.Stale(k)
 		}
 		d.syncAll("nft")
-	})
+	}})
+	go follow(ctx, tcConn, d.log, "tc monitor", &tcBatch{d: d})
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	for {
@@ -104,6 +118,10 @@ type daemon struct {
 	open    map[string]*openTable
 	paths   *loader.Paths
 	reader  *nft.Reader
+	// TC flower mirroring.
+	tcReader     *flower.Reader
+	mirrorSkipHW bool
+	ifindexes    map[int]string // enabled devices by ifindex, at the last sync
 }
 
 // pathsOnce finds bpffs once: it does not move under a running daemon, and
@@ -229,8 +247,15 @@ func (d *daemon) syncAll(why string) error {
 			delete(d.open, dev)
 		}
 	}
+	d.ifindexes = map[int]string{}
 	var errs []error
 	for _, dev := range devs {
+		// TC first: nft rules come after TC's in XDP as in the kernel, and
+		// must never run before the TC filters in front of them are there.
+		if err := d.syncTC(dev, why); err != nil {
+			d.log.Printf("%s: %v", dev, err)
+			errs = append(errs, fmt.Errorf("%s: %w", dev, err))
+		}
 		if err := d.syncNFT(dev, why); err != nil {
 			d.log.Printf("%s: %v", dev, err)
 			errs = append(errs, fmt.Errorf("%s: %w", dev, err))
@@ -239,8 +264,8 @@ func (d *daemon) syncAll(why string) error {
 	return errors.Join(errs...)
 }
 
-func (d *daemon) syncNFT(dev, why string) error {
-	start := time.Now()
+// withTable runs fn on dev's open table under the namespace lock.
+func (d *daemon) withTable(dev string, fn func(o *openTable) error) error {
 	p, err := d.pathsOnce()
 	if err != nil {
 		return err
@@ -260,39 +285,47 @@ func (d *daemon) syncNFT(dev, why string) error {
 			o.gen = gen
 		}
 	}()
-	if d.reader == nil {
-		if d.reader, err = nft.NewReader(); err != nil {
-			return err
-		}
-	}
-	rs, err := d.reader.Read(dev, o.dev.Ifindex)
-	if err != nil {
-		// A socket in a bad state (overrun mid-dump): a fresh one next time.
-		d.reader.Close()
-		d.reader = nil
-		return err
-	}
-	rs.CheckFwd = fwdChecker(o.dev.Ifindex)
-	sub, flows, rules := o.table.Room(rule.SourceNFT)
-	want, statuses := nft.Compile(rs, nft.Limits{Subtables: sub, Flows: flows, Rules: rules})
-	added, removed, err := nft.Sync(o.table, want)
-	if err != nil {
-		// XDP must not keep running rules nft no longer has: take every nft
-		// rule out, so nft handles all of their packets again.
-		_, _, rerr := nft.Sync(o.table, nil)
-		return errors.Join(fmt.Errorf("nft: install: %w (nft rules left to the kernel)", err), rerr)
-	}
-	if added+removed > 0 || why != "nft" {
-		off := 0
-		for _, st := range statuses {
-			if st.Offloaded {
-				off++
+	return fn(o)
+}
+
+func (d *daemon) syncNFT(dev, why string) error {
+	start := time.Now()
+	return d.withTable(dev, func(o *openTable) error {
+		var err error
+		if d.reader == nil {
+			if d.reader, err = nft.NewReader(); err != nil {
+				return err
 			}
 		}
-		d.log.Printf("%s: nft (%s): %d rules, %d offloaded; parts +%d -%d in %.2f ms",
-			dev, why, len(statuses), off, added, removed, float64(time.Since(start).Microseconds())/1000)
-	}
-	return nil
+		rs, err := d.reader.Read(dev, o.dev.Ifindex)
+		if err != nil {
+			// A socket in a bad state (overrun mid-dump): a fresh one next time.
+			d.reader.Close()
+			d.reader = nil
+			return err
+		}
+		rs.CheckFwd = fwdChecker(o.dev.Ifindex)
+		sub, flows, rules := o.table.Room(rule.SourceNFT)
+		want, statuses := nft.Compile(rs, nft.Limits{Subtables: sub, Flows: flows, Rules: rules})
+		added, removed, err := nft.Sync(o.table, want)
+		if err != nil {
+			// XDP must not keep running rules nft no longer has: take every nft
+			// rule out, so nft handles all of their packets again.
+			_, _, rerr := nft.Sync(o.table, nil)
+			return errors.Join(fmt.Errorf("nft: install: %w (nft rules left to the kernel)", err), rerr)
+		}
+		if added+removed > 0 || why != "nft" {
+			off := 0
+			for _, st := range statuses {
+				if st.Offloaded {
+					off++
+				}
+			}
+			d.log.Printf("%s: nft (%s): %d rules, %d offloaded; parts +%d -%d in %.2f ms",
+				dev, why, len(statuses), off, added, removed, float64(time.Since(start).Microseconds())/1000)
+		}
+		return nil
+	})
 }
 
 // fwdChecker refuses an nft `fwd` XDP cannot carry out (as `filter add`
@@ -309,75 +342,95 @@ func fwdChecker(ingress int) func(int) error {
 	}
 }
 
-// nftWatch follows nftables changes: a NETLINK_NETFILTER socket in
-// NFNLGRP_NFTABLES.
-type nftWatch struct {
-	c  *netlink.Conn
-	lg *log.Logger
+// batcher is what a watch does with one multicast socket's notifications.
+type batcher interface {
+	add(msgs []netlink.Message) // note what changed
+	lost()                      // the socket overran: anything may have changed
+	ready() bool                // something to act on
+	flush()                     // act on it, and forget it
 }
 
-// watchNFT subscribes; call it before reading the ruleset, so no change
-// falls between the read and the subscription.
-func watchNFT(lg *log.Logger) (*nftWatch, error) {
-	c, err := netlink.Dial(unix.NETLINK_NETFILTER, nil)
-	if err != nil {
-		return nil, fmt.Errorf("nftables monitor: %w", err)
-	}
-	if err := c.JoinGroup(unix.NFNLGRP_NFTABLES); err != nil {
-		c.Close()
-		return nil, fmt.Errorf("nftables monitor: join group: %w", err)
-	}
-	_ = c.SetReadBuffer(8 << 20)
-	return &nftWatch{c: c, lg: lg}, nil
-}
-
-// run calls changed after committed transactions — the kernel ends each
-// with NFT_MSG_NEWGEN — with the kinds of objects they changed, until ctx
-// ends. It calls it in the goroutine that reads the notifications: handing
-// over to another goroutine costs a thread wakeup, 0.1-0.3 ms on this
-// class of VM, a third of the time from a change to XDP. What queued up
-// meanwhile (during a sync, or a burst of changes) is taken in one go and
-// costs one call. A lost notification (socket overrun) makes everything
-// stale.
-func (w *nftWatch) run(ctx context.Context, changed func(nft.Kinds)) {
-	stop := context.AfterFunc(ctx, func() { w.c.Close() })
+// follow reads c's notifications until ctx ends and hands them to b. It
+// acts in the goroutine that reads: handing over to another goroutine
+// costs a thread wakeup, 0.1-0.3 ms on this class of VM, a third of the
+// time from a change to XDP. What queued up meanwhile (during a sync, or a
+// burst of changes) is taken in one go and acted on once.
+func follow(ctx context.Context, c *netlink.Conn, lg *log.Logger, name string, b batcher) {
+	stop := context.AfterFunc(ctx, func() { c.Close() })
 	defer stop()
-	newgen := netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_NEWGEN)
-	var kinds nft.Kinds
-	committed, draining := false, false
+	draining := false
 	for {
-		msgs, err := w.c.Receive()
+		msgs, err := c.Receive()
 		switch {
 		case err == nil:
+			b.add(msgs)
 		case ctx.Err() != nil:
 			return
 		case errors.Is(err, os.ErrDeadlineExceeded):
 			// Drained: act on what came.
-			_ = w.c.SetReadDeadline(time.Time{})
+			_ = c.SetReadDeadline(time.Time{})
 			draining = false
-			if committed {
-				changed(kinds)
+			if b.ready() {
+				b.flush()
 			}
-			kinds, committed = 0, false
 			continue
 		case errors.Is(err, unix.ENOBUFS):
-			kinds, committed = nft.KindAll, true
+			b.lost()
 		default:
-			w.lg.Printf("nftables monitor: %v", err)
+			lg.Printf("%s: %v", name, err)
 			time.Sleep(100 * time.Millisecond)
 			continue
 		}
-		for _, m := range msgs {
-			if uint16(m.Header.Type)>>8 != unix.NFNL_SUBSYS_NFTABLES {
-				continue
-			}
-			kinds |= nft.KindsOf(uint16(m.Header.Type) & 0xff)
-			committed = committed || m.Header.Type == newgen
-		}
-		if committed && !draining {
-			// Take what else is queued without waiting, then sync.
+		if b.ready() && !draining {
+			// Take what else is queued without waiting, then act.
 			draining = true
-			_ = w.c.SetReadDeadline(time.Now())
+			_ = c.SetReadDeadline(time.Now())
 		}
 	}
+}
+
+// dialGroups opens a netlink socket subscribed to groups; call it before
+// reading the state it reports on, so no change falls between the read and
+// the subscription.
+func dialGroups(family int, name string, groups ...uint32) (*netlink.Conn, error) {
+	c, err := netlink.Dial(family, nil)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	for _, g := range groups {
+		if err := c.JoinGroup(g); err != nil {
+			c.Close()
+			return nil, fmt.Errorf("%s: join group %d: %w", name, g, err)
+		}
+	}
+	_ = c.SetReadBuffer(8 << 20)
+	return c, nil
+}
+
+// nftBatch follows nftables (NFNLGRP_NFTABLES): it acts after committed
+// transactions — the kernel ends each with NFT_MSG_NEWGEN — with the kinds
+// of objects they changed. A lost notification makes everything stale.
+type nftBatch struct {
+	kinds     nft.Kinds
+	committed bool
+	changed   func(nft.Kinds)
+}
+
+func (b *nftBatch) add(msgs []netlink.Message) {
+	newgen := netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_NEWGEN)
+	for _, m := range msgs {
+		if uint16(m.Header.Type)>>8 != unix.NFNL_SUBSYS_NFTABLES {
+			continue
+		}
+		b.kinds |= nft.KindsOf(uint16(m.Header.Type) & 0xff)
+		b.committed = b.committed || m.Header.Type == newgen
+	}
+}
+
+func (b *nftBatch) lost()       { b.kinds, b.committed = nft.KindAll, true }
+func (b *nftBatch) ready() bool { return b.committed }
+func (b *nftBatch) flush() {
+	k := b.kinds
+	b.kinds, b.committed = 0, false
+	b.changed(k)
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"sort"
 
 	"golang.org/x/sys/unix"
 
@@ -163,28 +164,17 @@ func monotonicCoarseNs() uint64 {
 }
 
 func filterShow(g globals, s *session, c *flower.Command) error {
-	now := monotonicCoarseNs()
+	all, err := tcShown(s, g.stats)
+	if err != nil {
+		return err
+	}
 	var shown []flower.Shown
-	for _, in := range tcRules(s.table) {
-		if c.PrioSet && in.Rule.Prio != c.Prio {
+	for _, sh := range all {
+		if c.PrioSet && sh.Rule.Prio != c.Prio {
 			continue
 		}
-		if c.HandleSet && in.Rule.Handle != c.Handle {
+		if c.HandleSet && sh.Rule.Handle != c.Handle {
 			continue
-		}
-		sh := flower.Shown{Rule: in.Rule, Offloaded: true}
-		if g.stats {
-			pk, by, last, err := s.table.Stats(in.ID)
-			if err != nil {
-				return err
-			}
-			sh.Stats = flower.Stats{Packets: pk, Bytes: by}
-			if last != 0 {
-				sh.Stats.Used = true
-				if now > last {
-					sh.Stats.LastUsedMs = (now - last) / 1e6
-				}
-			}
 		}
 		shown = append(shown, sh)
 	}
@@ -199,4 +189,105 @@ func filterShow(g globals, s *session, c *flower.Command) error {
 		fmt.Print(shown[i].Text(g.stats))
 	}
 	return nil
+}
+
+// tcShown lists the filters in tc's namespace of prefs on the device:
+// those only XDP holds (added here with skip_sw, or on a kernel without
+// cls_flower) and the kernel's ingress filters with what became of each
+// in XDP, computed the way the daemon mirrors them.
+func tcShown(s *session, withStats bool) ([]flower.Shown, error) {
+	now := monotonicCoarseNs()
+	xdpStats := func(id maps.RuleID) (flower.Stats, error) {
+		var st flower.Stats
+		if !withStats {
+			return st, nil
+		}
+		pk, by, last, err := s.table.Stats(id)
+		if err != nil {
+			return st, err
+		}
+		st = flower.Stats{Packets: pk, Bytes: by}
+		if last != 0 {
+			st.Used = true
+			if now > last {
+				st.LastUsedMs = (now - last) / 1e6
+			}
+		}
+		return st, nil
+	}
+	var out []flower.Shown
+	mirrored := map[string]*maps.Installed{}
+	for _, in := range tcRules(s.table) {
+		if in.Rule.Source == rule.SourceTC {
+			mirrored[in.Rule.Text] = in
+			continue
+		}
+		sh := flower.Shown{Rule: in.Rule, Offloaded: true}
+		var err error
+		if sh.Stats, err = xdpStats(in.ID); err != nil {
+			return nil, err
+		}
+		out = append(out, sh)
+	}
+	rd, err := flower.NewReader()
+	if err != nil {
+		return nil, err
+	}
+	defer rd.Close()
+	filters, err := rd.Filters(s.dev.Name, s.dev.Ifindex)
+	if err != nil {
+		return nil, err
+	}
+	_, statuses := flower.Mirror(s.dev.Name, filters, flower.MirrorOptions{CheckRedirect: fwdChecker(s.dev.Ifindex)})
+	seen := map[string]bool{}
+	for _, st := range statuses {
+		f := st.Filter
+		sh := flower.Shown{Rule: f.Rule, Offloaded: st.Offloaded, Reason: st.Reason, Punted: st.Punted}
+		if f.Rule == nil {
+			// Only the readable part of the match is known.
+			r := *f.Punt
+			r.Actions = nil
+			sh.Rule = &r
+		}
+		installed := f.Rule
+		if st.Punted {
+			installed = f.PuntRule()
+		}
+		if f.Chain == 0 && installed != nil {
+			in := mirrored[installed.Text]
+			seen[installed.Text] = true
+			switch {
+			case in == nil && st.Offloaded:
+				sh.Offloaded, sh.Reason = false, "not installed yet: is `xdpflow daemon` running?"
+			case in == nil && st.Punted:
+				sh.Reason += "; its punt is not installed yet: is `xdpflow daemon` running?"
+				sh.Punted = false
+			case in != nil && st.Offloaded:
+				if sh.Stats, err = xdpStats(in.ID); err != nil {
+					return nil, err
+				}
+			}
+		}
+		if withStats {
+			sh.TC = &flower.Stats{Packets: f.Packets, Bytes: f.Bytes}
+		}
+		out = append(out, sh)
+	}
+	for text, in := range mirrored {
+		if !seen[text] {
+			out = append(out, flower.Shown{Rule: in.Rule, Offloaded: true,
+				Reason: "stale: TC no longer has it; the daemon removes it"})
+		}
+	}
+	sort.SliceStable(out, func(i, j int) bool {
+		a, b := out[i].Rule, out[j].Rule
+		if a.Chain != b.Chain {
+			return a.Chain < b.Chain
+		}
+		if a.Prio != b.Prio {
+			return a.Prio < b.Prio
+		}
+		return a.Handle < b.Handle
+	})
+	return out, nil
 }

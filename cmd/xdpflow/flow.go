@@ -56,12 +56,12 @@ func cmdFlow(g globals, args []string) error {
 	}
 
 	var out []flower.JSONFilter
-	for _, in := range tcRules(s.table) {
-		sh := flower.Shown{Rule: in.Rule, Offloaded: true}
-		if sh.Stats, err = stats(in.ID); err != nil {
-			return err
-		}
-		out = append(out, sh.JSON(g.stats))
+	tc, err := tcShown(s, g.stats)
+	if err != nil {
+		return err
+	}
+	for i := range tc {
+		out = append(out, tc[i].JSON(g.stats))
 	}
 
 	// nft rules: what nft holds now, compiled the way the daemon does,
@@ -158,7 +158,10 @@ func printFlow(j flower.JSONFilter, withStats bool) {
 		name = fmt.Sprintf("pref %d handle 0x%x chain %d", j.Pref, j.Handle, j.Chain)
 	}
 	state := "in_xdp"
-	if !j.Offloaded {
+	switch {
+	case !j.Offloaded && j.Punted:
+		state = "not_in_xdp (" + j.Reason + "; its packets go on to TC)"
+	case !j.Offloaded:
 		state = "not_in_xdp (" + j.Reason + ")"
 	}
 	keys := make([]string, 0, len(j.Keys))
@@ -169,5 +172,8 @@ func printFlow(j flower.JSONFilter, withStats bool) {
 	fmt.Printf("%s %s: %s -> %s  %s\n", j.Source, name, strings.Join(keys, " "), strings.Join(j.Actions, ", "), state)
 	if withStats && j.Stats != nil {
 		fmt.Printf("\tSent %d bytes %d pkt\n", j.Stats.Bytes, j.Stats.Packets)
+	}
+	if withStats && j.TCStats != nil {
+		fmt.Printf("\tin TC: Sent %d bytes %d pkt\n", j.TCStats.Bytes, j.TCStats.Packets)
 	}
 }
