@@ -6,7 +6,7 @@ BIN     := bin/xdpflow
 APT_PKGS := clang llvm libbpf-dev iproute2 iputils-ping nftables ethtool kmod
 GOTEST_FLAGS ?= -count=1 -timeout 40m
 
-.PHONY: all deps build generate test vet demo bench clean
+.PHONY: all deps build generate test vet demo bench clean vmtest vm
 
 all: build
 
@@ -33,6 +33,17 @@ vet:
 
 test: deps vet build
 	$(GO) test $(GOTEST_FLAGS) ./...
+	$(MAKE) vmtest
+
+# The tests that need what this machine's kernel lacks (cls_flower, act_*,
+# 8021q, openvswitch) run in a VM booted with Debian's stock kernel under
+# qemu software emulation (scripts/vm/). VMTEST_RUN picks tests.
+VMTEST_RUN ?= ^(TestTC|TestOVS)
+vm:
+	scripts/vm/build.sh
+vmtest: deps build vm
+	$(GO) test -c -o build/vm/selftests.test ./selftests/
+	scripts/vm/run.sh -t 2400 sh -c 'cd selftests && XDPFLOW_BIN=$(CURDIR)/$(BIN) ../build/vm/selftests.test -test.v -test.count=1 -test.timeout 38m -test.run "$(VMTEST_RUN)"'
 
 demo: deps build
 	./scripts/demo.sh

@@ -20,11 +20,15 @@ import (
 type nftTopo struct {
 	a, b, c, d *testutil.Netns
 	a0MAC      net.HardwareAddr
+	// settle is how long fates waits for frames to come out (longer in
+	// the emulated VM of make vmtest).
+	settle time.Duration
 }
 
 func newNftTopo(t *testing.T) *nftTopo {
 	t.Helper()
-	tp := &nftTopo{a: testutil.NewNetns(t), b: testutil.NewNetns(t), c: testutil.NewNetns(t), d: testutil.NewNetns(t)}
+	tp := &nftTopo{a: testutil.NewNetns(t), b: testutil.NewNetns(t), c: testutil.NewNetns(t), d: testutil.NewNetns(t),
+		settle: 700 * time.Millisecond}
 	for _, ns := range []*testutil.Netns{tp.a, tp.b, tp.c, tp.d} {
 		// No IPv6 chatter (DAD, router solicitations) from the test hosts.
 		ns.MustExec(t, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1")
@@ -51,6 +55,13 @@ func newNftTopo(t *testing.T) *nftTopo {
 // nft to the stack), "d0" (fwd), or "drop".
 func (tp *nftTopo) fates(t *testing.T, frames [][]byte, markers []string) []string {
 	t.Helper()
+	return tp.fatesAs(t, frames, markers, func(testutil.Frame) string { return "" })
+}
+
+// fatesAs is fates with each delivered frame described further (its VLAN
+// tags, say): "c0" + describe(frame).
+func (tp *nftTopo) fatesAs(t *testing.T, frames [][]byte, markers []string, describe func(testutil.Frame) string) []string {
+	t.Helper()
 	capC := testutil.NewCapture(t, tp.c, "c0")
 	capD := testutil.NewCapture(t, tp.d, "d0")
 	var (
@@ -59,8 +70,8 @@ func (tp *nftTopo) fates(t *testing.T, frames [][]byte, markers []string) []stri
 	)
 	incoming := func(f testutil.Frame) bool { return !f.Outgoing }
 	wg.Add(2)
-	go func() { defer wg.Done(); gc = capC.Collect(700*time.Millisecond, incoming) }()
-	go func() { defer wg.Done(); gd = capD.Collect(700*time.Millisecond, incoming) }()
+	go func() { defer wg.Done(); gc = capC.Collect(tp.settle, incoming) }()
+	go func() { defer wg.Done(); gd = capD.Collect(tp.settle, incoming) }()
 	time.Sleep(50 * time.Millisecond)
 	testutil.Inject(t, tp.a, "a0", frames...)
 	wg.Wait()
@@ -69,15 +80,15 @@ func (tp *nftTopo) fates(t *testing.T, frames [][]byte, markers []string) []stri
 		out[i] = "drop"
 		for _, f := range gc {
 			if testutil.HasPayload(f, []byte(m)) {
-				out[i] = "c0"
+				out[i] = "c0" + describe(f)
 			}
 		}
 		for _, f := range gd {
 			if testutil.HasPayload(f, []byte(m)) {
 				if out[i] != "drop" {
-					out[i] += "+d0"
+					out[i] += "+d0" + describe(f)
 				} else {
-					out[i] = "d0"
+					out[i] = "d0" + describe(f)
 				}
 			}
 		}

@@ -43,6 +43,12 @@ func NewCapture(t testing.TB, ns *Netns, ifname string) *Capture {
 		if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ALL), Ifindex: ifi.Index}); err != nil {
 			panic(err)
 		}
+		// A frame that came through XDP holds a whole page: the default
+		// buffer fills after ~50 of them when the reader is slow (as in
+		// the emulated VM of make vmtest) and the rest are lost.
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 16<<20); err != nil {
+			panic(err)
+		}
 		if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_AUXDATA, 1); err != nil {
 			panic(err)
 		}
