@@ -211,14 +211,25 @@ func randomFlowerBatch(rng *rand.Rand) string {
 	fmt.Fprintf(&b, "filter add dev b0 ingress chain 1 pref 1 protocol all flower action drop\n")
 	n := 4 + rng.Intn(12)
 	protoOf := map[int]string{}
+	var lines []string
 	for i := 0; i < n; i++ {
-		pref := 1 + rng.Intn(8)
+		pref := 1 + rng.Intn(6)
 		proto, ok := protoOf[pref]
 		if !ok {
 			proto = pick(rng, []string{"ip", "ip", "ip", "ipv6", "arp", "802.1q", "802.1ad", "all"})
 			protoOf[pref] = proto
 		}
-		fmt.Fprintf(&b, "filter add dev b0 ingress pref %d protocol %s flower %s\n", pref, proto, randomFlowerFilter(rng, proto))
+		lines = append(lines, fmt.Sprintf("filter add dev b0 ingress pref %d handle %d protocol %s flower %s\n",
+			pref, i+1, proto, randomFlowerFilter(rng, proto)))
+		b.WriteString(lines[i])
+	}
+	// Churn: filters deleted and added back. flower tries a pref's masks
+	// in their creation order, so a mask that went with its last filter
+	// comes back last, out of handle order.
+	for k := 0; k < 3; k++ {
+		line := pick(rng, lines)
+		b.WriteString(strings.Replace(strings.SplitN(line, " flower ", 2)[0], "filter add", "filter del", 1) + " flower\n")
+		b.WriteString(line)
 	}
 	return b.String()
 }
@@ -244,9 +255,11 @@ func TestTCDifferential(t *testing.T) {
 		tp.b.MustExec(t, "tc", "qdisc", "add", "dev", "b0", "clsact")
 		if out, err := tp.b.ExecStdin(batch, "tc", "-force", "-b", "-"); err != nil {
 			// tc refuses a filter with the key and mask of another in its
-			// pref (random prefixes collide); the rest of the batch stands.
+			// pref (random prefixes collide), and then its deletion; the
+			// rest of the batch stands.
 			for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
 				if !strings.Contains(line, "File exists") && !strings.Contains(line, "error talking to the kernel") &&
+					!strings.Contains(line, "filter handle not found") &&
 					!strings.HasPrefix(line, "Command failed") {
 					t.Fatalf("seed %d: tc -b: %v\n%s\n%s", seed, err, out, batch)
 				}
@@ -309,4 +322,121 @@ func TestTCDifferential(t *testing.T) {
 		t.Fatalf("offloaded filters with hits: %d, punted filters: %d: the test proved nothing", offloadedHits, punts)
 	}
 	t.Logf("%d offloaded filters handled packets in XDP; %d filters punted", offloadedHits, punts)
+}
+
+// waitShown polls `filter show` until ok holds.
+func waitShown(t *testing.T, ns *testutil.Netns, what string, ok func(map[string]tcShownFilter) bool) map[string]tcShownFilter {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		fs := tcShown(t, ns, "b0")
+		if ok(fs) {
+			return fs
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s; filters: %+v", what, fs)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestTCDaemon: filters written by hand with tc are mirrored by a running
+// daemon and handled in XDP (TC's counter does not move), replaced and
+// deleted filters follow, a filter XDP cannot run keeps its packets for TC,
+// the kernel's mask order is respected, and a daemon killed and restarted
+// reconciles without duplicates.
+func TestTCDaemon(t *testing.T) {
+	tp := newNftTopo(t)
+	needFlower(t, tp.b, "b0")
+	tp.settle = 1500 * time.Millisecond
+	d := startDaemon(t, tp.b)
+	defer func() {
+		if t.Failed() {
+			t.Log(d.logText())
+		}
+	}()
+	tc := func(args ...string) { tp.b.MustExec(t, append([]string{"tc", "filter"}, args...)...) }
+	offloaded := func(key string) func(map[string]tcShownFilter) bool {
+		return func(fs map[string]tcShownFilter) bool { return fs[key].Offloaded }
+	}
+
+	tc("add", "dev", "b0", "ingress", "pref", "10", "handle", "1", "protocol", "ip", "flower", "src_ip", "198.18.1.5", "action", "drop")
+	waitShown(t, tp.b, "drop filter offloaded", offloaded("10/1"))
+	frames, markers := tp.srcFrames("drop", repeatStr("198.18.1.5", 20)...)
+	for i, f := range tp.fates(t, frames, markers) {
+		if f != "drop" {
+			t.Fatalf("frame %d from 198.18.1.5: %s, want drop", i, f)
+		}
+	}
+	sh := tcShown(t, tp.b, "b0")["10/1"]
+	if sh.Stats == nil || sh.Stats.Packets != 20 {
+		t.Errorf("XDP counted %+v packets of filter 10/1, want 20", sh.Stats)
+	}
+	if n := tcFilterStats(t, tp.b, "b0")["10/1"]; n > 2 {
+		t.Errorf("TC counted %d of the 20 packets an offloaded filter handled in XDP", n)
+	}
+
+	// Replaced: the new action runs in XDP.
+	tc("replace", "dev", "b0", "ingress", "pref", "10", "handle", "1", "protocol", "ip", "flower", "src_ip", "198.18.1.5",
+		"action", "mirred", "egress", "redirect", "dev", "b2")
+	waitShown(t, tp.b, "replacement offloaded", func(fs map[string]tcShownFilter) bool {
+		return fs["10/1"].Offloaded && len(fs["10/1"].Actions) == 1 && strings.Contains(fs["10/1"].Actions[0], "redirect")
+	})
+	tp.expectFates(t, "replace", map[string]string{"198.18.1.5": "d0", "198.18.1.6": "c0"})
+
+	// A filter XDP cannot run, in front: punted, and its packets are TC's.
+	tc("add", "dev", "b0", "ingress", "pref", "5", "handle", "1", "protocol", "ip", "flower", "src_ip", "198.18.1.0/24",
+		"action", "skbedit", "mark", "7", "action", "drop")
+	waitShown(t, tp.b, "punt installed", func(fs map[string]tcShownFilter) bool {
+		return fs["5/1"].Punted && !strings.Contains(fs["5/1"].Reason, "not installed")
+	})
+	tp.expectFates(t, "punt", map[string]string{"198.18.1.5": "drop", "198.18.3.9": "c0"})
+	tc("del", "dev", "b0", "ingress", "pref", "5")
+	waitShown(t, tp.b, "punt gone", func(fs map[string]tcShownFilter) bool { _, ok := fs["5/1"]; return !ok && fs["10/1"].Offloaded })
+	tp.expectFates(t, "unpunt", map[string]string{"198.18.1.5": "d0"})
+
+	// Mask order: in pref 20 the /32 mask is created first, the /24 mask
+	// after it is recreated, so the kernel tries /32 first although the
+	// /24 filter has the lower handle. Overlapping filters of one pref
+	// stay in TC; the fate is the kernel's.
+	tc("add", "dev", "b0", "ingress", "pref", "20", "handle", "1", "protocol", "ip", "flower", "src_ip", "198.18.3.0/24", "action", "drop")
+	tc("add", "dev", "b0", "ingress", "pref", "20", "handle", "2", "protocol", "ip", "flower", "src_ip", "198.18.1.77", "action", "mirred", "egress", "redirect", "dev", "b2")
+	tc("del", "dev", "b0", "ingress", "pref", "20", "handle", "1", "flower")
+	tc("add", "dev", "b0", "ingress", "pref", "20", "handle", "1", "protocol", "ip", "flower", "src_ip", "198.18.1.0/24", "action", "drop")
+	waitShown(t, tp.b, "pref 20 mirrored", func(fs map[string]tcShownFilter) bool {
+		return fs["20/1"].Punted && fs["20/2"].Punted && !strings.Contains(fs["20/1"].Reason+fs["20/2"].Reason, "not installed")
+	})
+	tp.expectFates(t, "maskorder", map[string]string{"198.18.1.77": "d0", "198.18.1.78": "drop", "198.18.1.5": "d0"})
+
+	// Killed and restarted, with a change in between: no duplicate, the
+	// deleted filter is gone, the unchanged one keeps its XDP counter.
+	before := tcShown(t, tp.b, "b0")["10/1"]
+	d.kill()
+	tp.expectFates(t, "dead", map[string]string{"198.18.1.5": "d0"})
+	tc("del", "dev", "b0", "ingress", "pref", "20")
+	d = startDaemon(t, tp.b)
+	fs := waitShown(t, tp.b, "restart reconciled", func(fs map[string]tcShownFilter) bool {
+		_, stale := fs["20/1"]
+		return !stale && fs["10/1"].Offloaded
+	})
+	if len(fs) != 1 {
+		t.Errorf("after restart: %d filters shown, want 1: %+v", len(fs), fs)
+	}
+	if got := fs["10/1"]; got.Stats == nil || before.Stats == nil || got.Stats.Packets < before.Stats.Packets {
+		t.Errorf("filter 10/1 lost its XDP counter across the restart: %+v then %+v", before.Stats, got.Stats)
+	}
+	tp.expectFates(t, "restarted", map[string]string{"198.18.1.5": "d0", "198.18.1.78": "c0"})
+
+	// The qdisc deleted: everything goes, traffic flows through again.
+	tp.b.MustExec(t, "tc", "qdisc", "del", "dev", "b0", "clsact")
+	waitShown(t, tp.b, "all gone", func(fs map[string]tcShownFilter) bool { return len(fs) == 0 })
+	tp.expectFates(t, "noqdisc", map[string]string{"198.18.1.5": "c0"})
+}
+
+func repeatStr(s string, n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = s
+	}
+	return out
 }
