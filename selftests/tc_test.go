@@ -4,9 +4,15 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/xdpflow/xdpflow/internal/testutil"
 )
@@ -439,4 +445,92 @@ func repeatStr(s string, n int) []string {
 		out[i] = s
 	}
 	return out
+}
+
+// TestTCFilterToXDPLatency measures, with a daemon running, the time from
+// the kernel announcing a new or deleted flower filter (its RTNLGRP_TC
+// notification, sent as it accepts the change) to the change being live
+// in XDP (the pinned cache generation bumped after the flows are written).
+func TestTCFilterToXDPLatency(t *testing.T) {
+	tp := newNftTopo(t)
+	needFlower(t, tp.b, "b0")
+	d := startDaemon(t, tp.b)
+	defer func() {
+		if t.Failed() {
+			t.Log(d.logText())
+		}
+	}()
+	tp.b.MustExec(t, "tc", "filter", "add", "dev", "b0", "ingress", "pref", "10", "protocol", "ip", "flower", "src_ip", "198.18.3.3", "action", "drop")
+	waitShown(t, tp.b, "first filter", func(fs map[string]tcShownFilter) bool { return fs["10/1"].Offloaded })
+	gen, err := ebpf.LoadPinnedMap(filepath.Join("/sys/fs/bpf/xdpflow", fmt.Sprint(tp.b.Ino), "b0", "cache_gen"), nil)
+	if err != nil {
+		t.Fatalf("open pinned cache_gen: %v", err)
+	}
+	defer gen.Close()
+	readGen := func() uint32 {
+		var v uint32
+		if err := gen.Lookup(uint32(0), &v); err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	var mon *netlink.Conn
+	tp.b.Run(t, func() {
+		if mon, err = netlink.Dial(unix.NETLINK_ROUTE, nil); err != nil {
+			panic(err)
+		}
+		if err := mon.JoinGroup(unix.RTNLGRP_TC); err != nil {
+			panic(err)
+		}
+	})
+	defer mon.Close()
+	rounds := 60
+	var adds, dels []time.Duration
+	for i := 0; i < rounds; i++ {
+		g0 := readGen()
+		verb, want := "add", netlink.HeaderType(unix.RTM_NEWTFILTER)
+		args := []string{"tc", "filter", "add", "dev", "b0", "ingress", "pref", "10", "handle", "2", "protocol", "ip",
+			"flower", "src_ip", fmt.Sprintf("198.18.4.%d", i), "action", "drop"}
+		if i%2 == 1 {
+			verb, want = "del", unix.RTM_DELTFILTER
+			args = []string{"tc", "filter", "del", "dev", "b0", "ingress", "pref", "10", "handle", "2", "flower"}
+		}
+		done := make(chan error, 1)
+		go func() { _, err := tp.b.Exec(args...); done <- err }()
+		var t0 time.Time
+		for t0.IsZero() {
+			msgs, err := mon.Receive()
+			if err != nil {
+				t.Fatalf("tc monitor: %v", err)
+			}
+			for _, m := range msgs {
+				if m.Header.Type == want {
+					t0 = time.Now()
+				}
+			}
+		}
+		for readGen() == g0 {
+			_ = unix.Nanosleep(&unix.Timespec{Nsec: 20_000}, nil)
+			if time.Since(t0) > 5*time.Second {
+				t.Fatalf("%s %d not in XDP after 5 s", verb, i)
+			}
+		}
+		lat := time.Since(t0)
+		if verb == "add" {
+			adds = append(adds, lat)
+		} else {
+			dels = append(dels, lat)
+		}
+		if err := <-done; err != nil {
+			t.Fatalf("tc filter %s: %v", verb, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	pct := func(lat []time.Duration) string {
+		slices.Sort(lat)
+		p := func(q float64) time.Duration { return lat[min(len(lat)-1, int(q*float64(len(lat))))] }
+		return fmt.Sprintf("p50 %v, p90 %v, p99 %v, max %v", p(0.5), p(0.9), p(0.99), lat[len(lat)-1])
+	}
+	t.Logf("tc filter add -> live in XDP (%d): %s", len(adds), pct(adds))
+	t.Logf("tc filter del -> live in XDP (%d): %s", len(dels), pct(dels))
 }
