@@ -58,14 +58,20 @@ func (d *daemonProc) logText() string {
 // waitFlows polls `flow show` until ok holds.
 func waitFlows(t *testing.T, ns *testutil.Netns, what string, ok func([]jsonFlow) bool) []jsonFlow {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	return waitFor(t, 5*time.Second, what, func() []jsonFlow { return flows(t, ns, "b0") }, ok)
+}
+
+// waitFor polls get until ok holds, failing the test after limit.
+func waitFor[T any](t *testing.T, limit time.Duration, what string, get func() T, ok func(T) bool) T {
+	t.Helper()
+	deadline := time.Now().Add(limit)
 	for {
-		fs := flows(t, ns, "b0")
-		if ok(fs) {
-			return fs
+		v := get()
+		if ok(v) {
+			return v
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s; flows: %+v", what, fs)
+			t.Fatalf("timed out waiting for %s; have: %+v", what, v)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

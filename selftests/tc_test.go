@@ -333,17 +333,7 @@ func TestTCDifferential(t *testing.T) {
 // waitShown polls `filter show` until ok holds.
 func waitShown(t *testing.T, ns *testutil.Netns, what string, ok func(map[string]tcShownFilter) bool) map[string]tcShownFilter {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		fs := tcShown(t, ns, "b0")
-		if ok(fs) {
-			return fs
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s; filters: %+v", what, fs)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	return waitFor(t, 10*time.Second, what, func() map[string]tcShownFilter { return tcShown(t, ns, "b0") }, ok)
 }
 
 // TestTCDaemon: filters written by hand with tc are mirrored by a running

@@ -321,11 +321,16 @@ func (d *daemon) syncNFT(dev, why string) error {
 					off++
 				}
 			}
-			d.log.Printf("%s: nft (%s): %d rules, %d offloaded; parts +%d -%d in %.2f ms",
-				dev, why, len(statuses), off, added, removed, float64(time.Since(start).Microseconds())/1000)
+			d.logSync(dev, "nft", why, "rules", len(statuses), off, added, removed, start)
 		}
 		return nil
 	})
+}
+
+// logSync reports one sync of a device's rules from one source.
+func (d *daemon) logSync(dev, src, why, what string, n, offloaded, added, removed int, start time.Time) {
+	d.log.Printf("%s: %s (%s): %d %s, %d offloaded; installed +%d -%d in %.2f ms",
+		dev, src, why, n, what, offloaded, added, removed, float64(time.Since(start).Microseconds())/1000)
 }
 
 // fwdChecker refuses an nft `fwd` XDP cannot carry out (as `filter add`

@@ -48,8 +48,7 @@ func (d *daemon) syncTC(dev, why string) error {
 					off++
 				}
 			}
-			d.log.Printf("%s: tc (%s): %d filters, %d offloaded; rules +%d -%d in %.2f ms",
-				dev, why, len(statuses), off, added, removed, float64(time.Since(start).Microseconds())/1000)
+			d.logSync(dev, "tc", why, "filters", len(statuses), off, added, removed, start)
 		}
 		return nil
 	})
