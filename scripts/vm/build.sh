@@ -20,7 +20,9 @@ if [ -n "$missing" ]; then
 fi
 
 # The kernel package linux-image-amd64 points at, e.g. linux-image-6.1.0-56-amd64.
-pkg=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
+kernel_pkg() { apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/ {print $2; exit}'; }
+pkg=$(kernel_pkg)
+if [ -z "$pkg" ]; then apt-get update -qq && pkg=$(kernel_pkg); fi
 [ -n "$pkg" ] || { echo "vm: cannot tell which kernel linux-image-amd64 depends on" >&2; exit 1; }
 if [ ! -f "$VM_DIR/kernel/.done-$pkg" ]; then
 	echo "vm: fetching $pkg"
