@@ -7,7 +7,8 @@ export HOME=/root
 mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t bpf bpf /sys/fs/bpf
-mount -t tmpfs tmpfs /tmp
+# No tmpfs on /tmp: the host's /tmp shows through the overlay, where a
+# checkout being tested may live (writes stay in the guest's tmpfs upper).
 mkdir -p /dev/pts /dev/shm && mount -t devpts devpts /dev/pts && mount -t tmpfs tmpfs /dev/shm
 mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null
 ip link set lo up
