@@ -239,8 +239,11 @@ const (
 	tcaFlowerKeyFlags         = 47
 	tcaFlowerKeyFlagsMask     = 48
 	tcaFlowerKeyICMPv4Code    = 49
+	tcaFlowerKeyICMPv4CodeMsk = 50
 	tcaFlowerKeyICMPv4Type    = 51
+	tcaFlowerKeyICMPv4TypeMsk = 52
 	tcaFlowerKeyICMPv6Code    = 53
+	tcaFlowerKeyICMPv6CodeMsk = 54
 	tcaFlowerKeyICMPv6Type    = 55
 	tcaFlowerKeyICMPv6TypeMsk = 56
 	tcaFlowerKeyARPSIP        = 57
@@ -342,6 +345,21 @@ func (d *flowerDecoder) take(t uint16) []byte {
 
 func (d *flowerDecoder) add(words ...string) { d.words = append(d.words, words...) }
 
+// maskedKey is a key attribute and its mask attribute.
+type maskedKey struct {
+	name      string
+	val, mask uint16
+}
+
+// addMasked adds each key present, rendered with its mask.
+func (d *flowerDecoder) addMasked(render func(v, m []byte) string, keys ...maskedKey) {
+	for _, k := range keys {
+		if v := d.take(k.val); v != nil {
+			d.add(k.name, render(v, d.take(k.mask)))
+		}
+	}
+}
+
 func allOnes(b []byte) bool {
 	for _, x := range b {
 		if x != 0xff {
@@ -393,17 +411,10 @@ func (d *flowerDecoder) keys() {
 	if v := d.take(tcaFlowerIndev); v != nil {
 		d.add("indev", strings.TrimRight(string(v), "\x00"))
 	}
-	for _, k := range []struct {
-		name      string
-		val, mask uint16
-	}{
-		{"dst_mac", tcaFlowerKeyEthDst, tcaFlowerKeyEthDstMask},
-		{"src_mac", tcaFlowerKeyEthSrc, tcaFlowerKeyEthSrcMask},
-	} {
-		if v := d.take(k.val); v != nil {
-			d.add(k.name, maskedMAC(v, d.take(k.mask)))
-		}
-	}
+	d.addMasked(maskedMAC,
+		maskedKey{"dst_mac", tcaFlowerKeyEthDst, tcaFlowerKeyEthDstMask},
+		maskedKey{"src_mac", tcaFlowerKeyEthSrc, tcaFlowerKeyEthSrcMask},
+	)
 	// VLAN keys come before vlan_ethtype in the parser's eyes.
 	u16 := func(b []byte) uint16 { return binary.NativeEndian.Uint16(b) }
 	if v := d.take(tcaFlowerKeyVlanID); len(v) == 2 {
@@ -431,17 +442,10 @@ func (d *flowerDecoder) keys() {
 		ipProto = int(v[0])
 		d.add("ip_proto", strconv.Itoa(ipProto))
 	}
-	for _, k := range []struct {
-		name      string
-		val, mask uint16
-	}{
-		{"ip_tos", tcaFlowerKeyIPTOS, tcaFlowerKeyIPTOSMask},
-		{"ip_ttl", tcaFlowerKeyIPTTL, tcaFlowerKeyIPTTLMask},
-	} {
-		if v := d.take(k.val); v != nil {
-			d.add(k.name, maskedInt(v, d.take(k.mask)))
-		}
-	}
+	d.addMasked(maskedInt,
+		maskedKey{"ip_tos", tcaFlowerKeyIPTOS, tcaFlowerKeyIPTOSMask},
+		maskedKey{"ip_ttl", tcaFlowerKeyIPTTL, tcaFlowerKeyIPTTLMask},
+	)
 	if v := d.take(tcaFlowerKeyFlags); len(v) == 4 {
 		val := binary.BigEndian.Uint32(v)
 		mask := uint32(0xffffffff)
@@ -456,55 +460,34 @@ func (d *flowerDecoder) keys() {
 			d.add("ip_flags", formatIPFlags(uint8(val&known), uint8(mask&known)))
 		}
 	}
-	for _, k := range []struct {
-		name      string
-		val, mask uint16
-	}{
-		{"src_ip", tcaFlowerKeyIPv4Src, tcaFlowerKeyIPv4SrcMask},
-		{"dst_ip", tcaFlowerKeyIPv4Dst, tcaFlowerKeyIPv4DstMask},
-		{"src_ip", tcaFlowerKeyIPv6Src, tcaFlowerKeyIPv6SrcMask},
-		{"dst_ip", tcaFlowerKeyIPv6Dst, tcaFlowerKeyIPv6DstMask},
-		{"arp_sip", tcaFlowerKeyARPSIP, tcaFlowerKeyARPSIPMask},
-		{"arp_tip", tcaFlowerKeyARPTIP, tcaFlowerKeyARPTIPMask},
-	} {
-		if v := d.take(k.val); v != nil {
-			d.add(k.name, maskedIP(v, d.take(k.mask)))
-		}
-	}
+	d.addMasked(maskedIP,
+		maskedKey{"src_ip", tcaFlowerKeyIPv4Src, tcaFlowerKeyIPv4SrcMask},
+		maskedKey{"dst_ip", tcaFlowerKeyIPv4Dst, tcaFlowerKeyIPv4DstMask},
+		maskedKey{"src_ip", tcaFlowerKeyIPv6Src, tcaFlowerKeyIPv6SrcMask},
+		maskedKey{"dst_ip", tcaFlowerKeyIPv6Dst, tcaFlowerKeyIPv6DstMask},
+		maskedKey{"arp_sip", tcaFlowerKeyARPSIP, tcaFlowerKeyARPSIPMask},
+		maskedKey{"arp_tip", tcaFlowerKeyARPTIP, tcaFlowerKeyARPTIPMask},
+	)
 	if v := d.take(tcaFlowerKeyARPOp); len(v) == 1 {
 		if m := d.take(tcaFlowerKeyARPOpMask); m != nil && !allOnes(m) {
 			d.unknownKey("flower key arp_op with a mask")
 		}
 		d.add("arp_op", strconv.Itoa(int(v[0])))
 	}
-	for _, k := range []struct {
-		name      string
-		val, mask uint16
-	}{
-		{"arp_sha", tcaFlowerKeyARPSha, tcaFlowerKeyARPShaMask},
-		{"arp_tha", tcaFlowerKeyARPTha, tcaFlowerKeyARPThaMask},
-	} {
-		if v := d.take(k.val); v != nil {
-			d.add(k.name, maskedMAC(v, d.take(k.mask)))
-		}
-	}
+	d.addMasked(maskedMAC,
+		maskedKey{"arp_sha", tcaFlowerKeyARPSha, tcaFlowerKeyARPShaMask},
+		maskedKey{"arp_tha", tcaFlowerKeyARPTha, tcaFlowerKeyARPThaMask},
+	)
 	// Ports: the kernel keeps TCP, UDP and SCTP ports apart; which one a
 	// filter has follows from its ip_proto.
-	for _, k := range []struct {
-		name      string
-		val, mask uint16
-	}{
-		{"src_port", tcaFlowerKeyTCPSrc, tcaFlowerKeyTCPSrcMask},
-		{"dst_port", tcaFlowerKeyTCPDst, tcaFlowerKeyTCPDstMask},
-		{"src_port", tcaFlowerKeyUDPSrc, tcaFlowerKeyUDPSrcMask},
-		{"dst_port", tcaFlowerKeyUDPDst, tcaFlowerKeyUDPDstMask},
-		{"src_port", tcaFlowerKeySCTPSrc, tcaFlowerKeySCTPSrcMask},
-		{"dst_port", tcaFlowerKeySCTPDst, tcaFlowerKeySCTPDstMask},
-	} {
-		if v := d.take(k.val); v != nil {
-			d.add(k.name, maskedInt(v, d.take(k.mask)))
-		}
-	}
+	d.addMasked(maskedInt,
+		maskedKey{"src_port", tcaFlowerKeyTCPSrc, tcaFlowerKeyTCPSrcMask},
+		maskedKey{"dst_port", tcaFlowerKeyTCPDst, tcaFlowerKeyTCPDstMask},
+		maskedKey{"src_port", tcaFlowerKeyUDPSrc, tcaFlowerKeyUDPSrcMask},
+		maskedKey{"dst_port", tcaFlowerKeyUDPDst, tcaFlowerKeyUDPDstMask},
+		maskedKey{"src_port", tcaFlowerKeySCTPSrc, tcaFlowerKeySCTPSrcMask},
+		maskedKey{"dst_port", tcaFlowerKeySCTPDst, tcaFlowerKeySCTPDstMask},
+	)
 	for _, k := range []struct {
 		name   string
 		lo, hi uint16
@@ -530,16 +513,12 @@ func (d *flowerDecoder) keys() {
 		d.add("tcp_flags", fmt.Sprintf("0x%x/0x%x", val&mask&0x0FFF, mask&0x0FFF))
 	}
 	// ICMP type and code: the kernel keeps v4 and v6 apart too.
-	for _, t := range []uint16{tcaFlowerKeyICMPv4Type, tcaFlowerKeyICMPv6Type} {
-		if v := d.take(t); v != nil {
-			d.add("type", maskedInt(v, d.take(t+1)))
-		}
-	}
-	for _, t := range []uint16{tcaFlowerKeyICMPv4Code, tcaFlowerKeyICMPv6Code} {
-		if v := d.take(t); v != nil {
-			d.add("code", maskedInt(v, d.take(t+1)))
-		}
-	}
+	d.addMasked(maskedInt,
+		maskedKey{"type", tcaFlowerKeyICMPv4Type, tcaFlowerKeyICMPv4TypeMsk},
+		maskedKey{"type", tcaFlowerKeyICMPv6Type, tcaFlowerKeyICMPv6TypeMsk},
+		maskedKey{"code", tcaFlowerKeyICMPv4Code, tcaFlowerKeyICMPv4CodeMsk},
+		maskedKey{"code", tcaFlowerKeyICMPv6Code, tcaFlowerKeyICMPv6CodeMsk},
+	)
 	for t := range d.raw {
 		name, ok := flowerKeyNames[t]
 		if !ok {

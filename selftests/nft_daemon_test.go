@@ -280,6 +280,49 @@ func TestNftDaemon(t *testing.T) {
 // writes after the new flows and before the change returns. It logs
 // p50/p99/max (README has the figure); it fails only if a change never
 // arrives.
+// pinnedGeneration reads dev's pinned cache generation, which a change
+// bumps once its flows are written: the moment it is live in XDP. The
+// reader panics on error, so it also serves inside Netns.Run.
+func pinnedGeneration(t *testing.T, ns *testutil.Netns, dev string) func() uint32 {
+	t.Helper()
+	gen, err := ebpf.LoadPinnedMap(filepath.Join("/sys/fs/bpf/xdpflow", fmt.Sprint(ns.Ino), dev, "cache_gen"), nil)
+	if err != nil {
+		t.Fatalf("open pinned cache_gen: %v", err)
+	}
+	t.Cleanup(func() { gen.Close() })
+	return func() uint32 {
+		var v uint32
+		if err := gen.Lookup(uint32(0), &v); err != nil {
+			panic(fmt.Sprintf("read cache_gen: %v", err))
+		}
+		return v
+	}
+}
+
+// waitGeneration polls until the generation differs from g0; false after
+// limit from t0.
+func waitGeneration(read func() uint32, g0 uint32, t0 time.Time, limit time.Duration) bool {
+	for read() == g0 {
+		// Poll without spinning: on 2 CPUs a busy loop would hold the CPU
+		// the daemon needs for a scheduler tick. Not time.Sleep: with
+		// nothing else to run, Go parks in epoll_wait, whose timeout is
+		// whole milliseconds, so a 20 µs sleep lasts ~1 ms and the figure
+		// with it.
+		_ = unix.Nanosleep(&unix.Timespec{Nsec: 20_000}, nil)
+		if time.Since(t0) > limit {
+			return false
+		}
+	}
+	return true
+}
+
+// percentiles summarises latencies (sorting them).
+func percentiles(lat []time.Duration) string {
+	slices.Sort(lat)
+	p := func(q float64) time.Duration { return lat[min(len(lat)-1, int(q*float64(len(lat))))] }
+	return fmt.Sprintf("p50 %v, p90 %v, p99 %v, max %v", p(0.5), p(0.9), p(0.99), lat[len(lat)-1])
+}
+
 func TestNftRuleToXDPLatency(t *testing.T) {
 	tp := newNftTopo(t)
 	d := startDaemon(t, tp.b)
@@ -293,18 +336,7 @@ func TestNftRuleToXDPLatency(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFlows(t, tp.b, "first rule", func(fs []jsonFlow) bool { return len(nftFlows(fs)) == 1 && allInstalled(fs) })
-	gen, err := ebpf.LoadPinnedMap(filepath.Join("/sys/fs/bpf/xdpflow", fmt.Sprint(tp.b.Ino), "b0", "cache_gen"), nil)
-	if err != nil {
-		t.Fatalf("open pinned cache_gen: %v", err)
-	}
-	defer gen.Close()
-	readGen := func() uint32 {
-		var v uint32
-		if err := gen.Lookup(uint32(0), &v); err != nil {
-			t.Fatal(err)
-		}
-		return v
-	}
+	readGen := pinnedGeneration(t, tp.b, "b0")
 	rounds := 200
 	if testing.Short() {
 		rounds = 40
@@ -353,16 +385,8 @@ func TestNftRuleToXDPLatency(t *testing.T) {
 					panic(err)
 				}
 				t0 := time.Now()
-				for readGen() == g0 {
-					// Poll without spinning: on 2 CPUs a busy loop would
-					// hold the CPU the daemon needs for a scheduler tick.
-					// Not time.Sleep: with nothing else to run, Go parks
-					// in epoll_wait, whose timeout is whole milliseconds,
-					// so a 20 µs sleep lasts ~1 ms and the figure with it.
-					_ = unix.Nanosleep(&unix.Timespec{Nsec: 20_000}, nil)
-					if time.Since(t0) > 2*time.Second {
-						panic(fmt.Sprintf("change %d not in XDP after 2 s", i))
-					}
+				if !waitGeneration(readGen, g0, t0, 2*time.Second) {
+					panic(fmt.Sprintf("change %d not in XDP after 2 s", i))
 				}
 				d := time.Since(t0)
 				all = append(all, d)
@@ -372,21 +396,16 @@ func TestNftRuleToXDPLatency(t *testing.T) {
 		})
 		return all, byKind
 	}
-	pct := func(lat []time.Duration) string {
-		slices.Sort(lat)
-		p := func(q float64) time.Duration { return lat[min(len(lat)-1, int(q*float64(len(lat))))] }
-		return fmt.Sprintf("p50 %v, p90 %v, p99 %v, max %v", p(0.5), p(0.9), p(0.99), lat[len(lat)-1])
-	}
 	// Spaced 60 ms apart (longer than a grace period, so nothing is held
 	// when a change comes), then back to back.
 	for _, gap := range []time.Duration{60 * time.Millisecond, 0} {
 		all, byKind := measure(gap)
-		t.Logf("nft rule change -> live in XDP, %d changes %v apart: %s", len(all), gap, pct(all))
+		t.Logf("nft rule change -> live in XDP, %d changes %v apart: %s", len(all), gap, percentiles(all))
 		for k, lat := range byKind {
 			// Deletions often go live before the ACK reaches the client
 			// (the kernel's commit of a deletion returns late), so each
 			// kind has its own figures rather than flatter the mix.
-			t.Logf("  %-18s %s", kinds[k]+":", pct(lat))
+			t.Logf("  %-18s %s", kinds[k]+":", percentiles(lat))
 		}
 	}
 }

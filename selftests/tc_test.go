@@ -4,13 +4,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand"
-	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/cilium/ebpf"
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 
@@ -452,20 +449,10 @@ func TestTCFilterToXDPLatency(t *testing.T) {
 	}()
 	tp.b.MustExec(t, "tc", "filter", "add", "dev", "b0", "ingress", "pref", "10", "protocol", "ip", "flower", "src_ip", "198.18.3.3", "action", "drop")
 	waitShown(t, tp.b, "first filter", func(fs map[string]tcShownFilter) bool { return fs["10/1"].Offloaded })
-	gen, err := ebpf.LoadPinnedMap(filepath.Join("/sys/fs/bpf/xdpflow", fmt.Sprint(tp.b.Ino), "b0", "cache_gen"), nil)
-	if err != nil {
-		t.Fatalf("open pinned cache_gen: %v", err)
-	}
-	defer gen.Close()
-	readGen := func() uint32 {
-		var v uint32
-		if err := gen.Lookup(uint32(0), &v); err != nil {
-			t.Fatal(err)
-		}
-		return v
-	}
+	readGen := pinnedGeneration(t, tp.b, "b0")
 	var mon *netlink.Conn
 	tp.b.Run(t, func() {
+		var err error
 		if mon, err = netlink.Dial(unix.NETLINK_ROUTE, nil); err != nil {
 			panic(err)
 		}
@@ -499,11 +486,8 @@ func TestTCFilterToXDPLatency(t *testing.T) {
 				}
 			}
 		}
-		for readGen() == g0 {
-			_ = unix.Nanosleep(&unix.Timespec{Nsec: 20_000}, nil)
-			if time.Since(t0) > 5*time.Second {
-				t.Fatalf("%s %d not in XDP after 5 s", verb, i)
-			}
+		if !waitGeneration(readGen, g0, t0, 5*time.Second) {
+			t.Fatalf("%s %d not in XDP after 5 s", verb, i)
 		}
 		lat := time.Since(t0)
 		if verb == "add" {
@@ -516,11 +500,6 @@ func TestTCFilterToXDPLatency(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	pct := func(lat []time.Duration) string {
-		slices.Sort(lat)
-		p := func(q float64) time.Duration { return lat[min(len(lat)-1, int(q*float64(len(lat))))] }
-		return fmt.Sprintf("p50 %v, p90 %v, p99 %v, max %v", p(0.5), p(0.9), p(0.99), lat[len(lat)-1])
-	}
-	t.Logf("tc filter add -> live in XDP (%d): %s", len(adds), pct(adds))
-	t.Logf("tc filter del -> live in XDP (%d): %s", len(dels), pct(dels))
+	t.Logf("tc filter add -> live in XDP (%d): %s", len(adds), percentiles(adds))
+	t.Logf("tc filter del -> live in XDP (%d): %s", len(dels), percentiles(dels))
 }
