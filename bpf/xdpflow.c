@@ -672,7 +672,7 @@ int xdpflow(struct xdp_md *ctx)
 	__u32 set_idx, stats_idx;
 	struct xf_key key;
 	__u32 l2_len = 0;
-	__u64 len;
+	__u64 len, now;
 
 	__builtin_memset(&key, 0, sizeof(key));
 	count(XF_CNT_RX);
@@ -689,18 +689,28 @@ int xdpflow(struct xdp_md *ctx)
 	set_idx = flow.action_set;
 	stats_idx = flow.stats;
 
-	len = (__u64)(ctx->data_end - ctx->data);
-	st = bpf_map_lookup_elem(&rule_stats, &stats_idx);
-	if (st) {
-		st->packets++;
-		st->bytes += len > l2_len ? len - l2_len : 0;
-		st->last_used_ns = bpf_ktime_get_coarse_ns();
-	}
-
 	set = bpf_map_lookup_elem(&action_sets, &set_idx);
 	if (!set) {
 		count(XF_CNT_ACTION_ERROR);
 		return XDP_PASS;
+	}
+	st = bpf_map_lookup_elem(&rule_stats, &stats_idx);
+	if (st) {
+		now = bpf_ktime_get_coarse_ns();
+		/* Per CPU, so no two CPUs race on kernel_last_ns; a rule
+		 * then sends up to one packet per interval per CPU. The
+		 * packet is handed on untouched and not counted here: TC
+		 * counts it and acts on it exactly as this rule would. */
+		if (set->keepalive_ms &&
+		    now - st->kernel_last_ns >= (__u64)set->keepalive_ms * 1000000) {
+			st->kernel_last_ns = now;
+			count(XF_CNT_KEEPALIVE);
+			return XDP_PASS;
+		}
+		len = (__u64)(ctx->data_end - ctx->data);
+		st->packets++;
+		st->bytes += len > l2_len ? len - l2_len : 0;
+		st->last_used_ns = now;
 	}
 	return run_actions(ctx, set);
 }

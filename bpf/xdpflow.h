@@ -19,7 +19,7 @@ enum xf_limits {
 	XF_MAX_VLAN_TAGS = 2,
 	XF_MAX_IPV6_EXT_HDRS = 8,
 	XF_RULE_TEXT_MAX = 464,
-	XF_META_MAGIC = 0x78646633,	/* "xdf3": layout version of pinned state */
+	XF_META_MAGIC = 0x78646634,	/* "xdf4": layout version of pinned state */
 	XF_CACHE_SLOTS = 4096,		/* per CPU, a power of two */
 	XF_LIST_BUFFERS = 8,		/* subtable list buffers, a power of two */
 };
@@ -127,10 +127,17 @@ struct xf_action {
 };
 
 /* An action list, run in order. A list without a terminal action ends in
- * XDP_PASS, like a TC filter whose last action is "pipe". */
+ * XDP_PASS, like a TC filter whose last action is "pipe".
+ *
+ * keepalive_ms: a rule that TC holds as well (a mirrored filter) lets one
+ * packet per this interval and CPU go on to the kernel instead, unchanged,
+ * where TC's copy of the filter handles it the same way. That keeps the
+ * kernel's counters and last-used time moving, so whoever ages flows by
+ * them (Open vSwitch's revalidator deletes flows idle for 10 s) sees a
+ * flow with traffic as used. 0: never. */
 struct xf_action_set {
 	__u32 count;
-	__u32 pad;
+	__u32 keepalive_ms;
 	struct xf_action actions[XF_MAX_ACTIONS];
 };
 
@@ -138,9 +145,10 @@ struct xf_action_set {
  * frame without its Ethernet header and without the outer VLAN tag (which
  * the kernel moves into skb metadata before TC sees the packet). */
 struct xf_rule_stats {
-	__u64 packets;
+	__u64 packets;		/* handled in XDP (keepalive packets are not) */
 	__u64 bytes;
 	__u64 last_used_ns;	/* CLOCK_MONOTONIC, coarse */
+	__u64 kernel_last_ns;	/* last keepalive packet sent on to the kernel */
 };
 
 /*
@@ -179,6 +187,7 @@ enum xf_counter {
 	XF_CNT_ACTION_ERROR,	/* an action failed: packet dropped */
 	XF_CNT_SUBTABLE_LOOKUPS,	/* hash lookups done */
 	XF_CNT_CACHE_HIT,	/* answered by the exact-match cache */
+	XF_CNT_KEEPALIVE,	/* matched, sent on to the kernel (keepalive_ms) */
 	XF_CNT_MAX,
 };
 

@@ -42,10 +42,10 @@ const (
 )
 
 type XdpflowXfActionSet struct {
-	_       structs.HostLayout
-	Count   uint32
-	Pad     uint32
-	Actions [8]XdpflowXfAction
+	_           structs.HostLayout
+	Count       uint32
+	KeepaliveMs uint32
+	Actions     [8]XdpflowXfAction
 }
 
 type XdpflowXfCacheEntry struct {
@@ -78,7 +78,8 @@ const (
 	XdpflowXfCounterXF_CNT_ACTION_ERROR     XdpflowXfCounter = 8
 	XdpflowXfCounterXF_CNT_SUBTABLE_LOOKUPS XdpflowXfCounter = 9
 	XdpflowXfCounterXF_CNT_CACHE_HIT        XdpflowXfCounter = 10
-	XdpflowXfCounterXF_CNT_MAX              XdpflowXfCounter = 11
+	XdpflowXfCounterXF_CNT_KEEPALIVE        XdpflowXfCounter = 11
+	XdpflowXfCounterXF_CNT_MAX              XdpflowXfCounter = 12
 )
 
 type XdpflowXfDirty uint32
@@ -139,7 +140,7 @@ const (
 	XdpflowXfLimitsXF_MAX_VLAN_TAGS    XdpflowXfLimits = 2
 	XdpflowXfLimitsXF_MAX_IPV6EXT_HDRS XdpflowXfLimits = 8
 	XdpflowXfLimitsXF_RULE_TEXT_MAX    XdpflowXfLimits = 464
-	XdpflowXfLimitsXF_META_MAGIC       XdpflowXfLimits = 2019845683
+	XdpflowXfLimitsXF_META_MAGIC       XdpflowXfLimits = 2019845684
 	XdpflowXfLimitsXF_CACHE_SLOTS      XdpflowXfLimits = 4096
 	XdpflowXfLimitsXF_LIST_BUFFERS     XdpflowXfLimits = 8
 )
@@ -167,10 +168,11 @@ type XdpflowXfRuleSpec struct {
 }
 
 type XdpflowXfRuleStats struct {
-	_          structs.HostLayout
-	Packets    uint64
-	Bytes      uint64
-	LastUsedNs uint64
+	_            structs.HostLayout
+	Packets      uint64
+	Bytes        uint64
+	LastUsedNs   uint64
+	KernelLastNs uint64
 }
 
 type XdpflowXfSubtable struct {

@@ -23,17 +23,30 @@ func Format(r *rule.Rule) string {
 	for _, k := range r.Keys {
 		fmt.Fprintf(&b, " %s %v", k.Name, k.Value)
 	}
-	if r.SkipHW {
-		b.WriteString(" skip_hw")
-	}
-	if r.SkipSW {
-		b.WriteString(" skip_sw")
+	for _, f := range FlagWords(r) {
+		b.WriteString(" " + f)
 	}
 	for _, a := range r.Actions {
 		b.WriteString(" action ")
 		b.WriteString(FormatAction(a))
 	}
 	return b.String()
+}
+
+// FlagWords are the rule's flags as the filter syntax spells them:
+// skip_hw, skip_sw, keepalive DURATION.
+func FlagWords(r *rule.Rule) []string {
+	var f []string
+	if r.SkipHW {
+		f = append(f, "skip_hw")
+	}
+	if r.SkipSW {
+		f = append(f, "skip_sw")
+	}
+	if r.Keepalive > 0 {
+		f = append(f, "keepalive "+r.Keepalive.String())
+	}
+	return f
 }
 
 // Stats are a rule's counters as shown.
@@ -85,12 +98,7 @@ func (s *Shown) JSON(withStats bool) JSONFilter {
 	for _, k := range r.Keys {
 		j.Keys[k.Name] = k.Value
 	}
-	if r.SkipHW {
-		j.Flags = append(j.Flags, "skip_hw")
-	}
-	if r.SkipSW {
-		j.Flags = append(j.Flags, "skip_sw")
-	}
+	j.Flags = FlagWords(r)
 	for _, a := range r.Actions {
 		j.Actions = append(j.Actions, FormatAction(a))
 	}
@@ -110,11 +118,8 @@ func (s *Shown) Text(withStats bool) string {
 	for _, k := range r.Keys {
 		fmt.Fprintf(&b, "  %s %v\n", k.Name, k.Value)
 	}
-	if r.SkipHW {
-		b.WriteString("  skip_hw\n")
-	}
-	if r.SkipSW {
-		b.WriteString("  skip_sw\n")
+	for _, f := range FlagWords(r) {
+		b.WriteString("  " + f + "\n")
 	}
 	switch {
 	case s.Offloaded:

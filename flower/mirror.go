@@ -3,6 +3,7 @@ package flower
 import (
 	"fmt"
 	"sort"
+	"time"
 
 	"github.com/xdpflow/xdpflow/rule"
 )
@@ -17,6 +18,10 @@ type MirrorOptions struct {
 	// CheckRedirect says whether XDP can carry out a redirect out of
 	// ifindex (the ingress device itself: XDP_TX) without losing packets.
 	CheckRedirect func(ifindex int) error
+	// Keepalive is given to every offloaded filter (rule.Rule.Keepalive):
+	// one packet per interval and CPU goes on to TC, so the kernel's
+	// counters of a filter XDP handles still move (0: none do).
+	Keepalive time.Duration
 }
 
 // MirrorStatus is what became of one kernel filter.
@@ -91,7 +96,14 @@ func Mirror(dev string, filters []*KernelFilter, opt MirrorOptions) ([]*rule.Rul
 	for _, i := range chain0 {
 		f, st := sorted[i], &statuses[i]
 		if st.Offloaded {
-			rules = append(rules, f.Rule)
+			r := f.Rule
+			if opt.Keepalive > 0 {
+				k := *r
+				k.Keepalive = opt.Keepalive
+				k.Text = Format(&k)
+				r = &k
+			}
+			rules = append(rules, r)
 			continue
 		}
 		st.Punted = true

@@ -9,6 +9,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/xdpflow/xdpflow/rule"
 )
@@ -291,6 +292,18 @@ func ParseFlower(args []string, r *rule.Rule) error {
 			continue
 		case "skip_sw":
 			r.SkipSW = true
+			continue
+		case "keepalive":
+			// xdpflow's own: see rule.Rule.Keepalive.
+			if i+1 >= len(args) {
+				return fmt.Errorf("flower: keepalive needs an interval (1s, 500ms)")
+			}
+			d, err := time.ParseDuration(args[i+1])
+			if err != nil || d < time.Millisecond || d > time.Hour {
+				return fmt.Errorf("flower: keepalive %q: want an interval from 1ms to 1h (1s, 500ms)", args[i+1])
+			}
+			r.Keepalive = d.Truncate(time.Millisecond)
+			i++
 			continue
 		case "verbose":
 			continue

@@ -387,7 +387,7 @@ func expandGroup(members []*Installed) map[RuleID][]rule.Entry {
 
 func contentKey(set *actionSet) string {
 	var b bytes.Buffer
-	fmt.Fprintf(&b, "%d|", set.Count)
+	fmt.Fprintf(&b, "%d|%d|", set.Count, set.KeepaliveMs)
 	for _, a := range set.Actions[:min(int(set.Count), len(set.Actions))] {
 		fmt.Fprintf(&b, "%+v|", a)
 	}

@@ -326,6 +326,7 @@ func (t *Table) describe(id RuleID, p *plan) string {
 func actionSetFor(r *rule.Rule) (actionSet, error) {
 	var set actionSet
 	set.Count = uint32(len(r.Actions))
+	set.KeepaliveMs = uint32(r.Keepalive.Milliseconds())
 	for i, a := range r.Actions {
 		x := &set.Actions[i]
 		switch a.Kind {

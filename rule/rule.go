@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"math/bits"
 	"net"
+	"time"
 
 	"github.com/xdpflow/xdpflow/bpf"
 )
@@ -133,6 +134,11 @@ type Rule struct {
 	Actions []Action
 	SkipHW  bool
 	SkipSW  bool
+	// Keepalive: a rule TC holds too lets one packet per Keepalive and
+	// CPU go on to the kernel, unchanged, so TC's counters and last-used
+	// time move while XDP handles the rest (0: never). Whoever ages flows
+	// by those counters (Open vSwitch) sees the flow in use.
+	Keepalive time.Duration
 	// Name identifies a rule that is one part of a rule of another source:
 	// "netdev/filter/ingress/7#0" is part 0 of nft rule handle 7.
 	Name string

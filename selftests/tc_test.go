@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -361,12 +362,16 @@ func TestTCDaemon(t *testing.T) {
 			t.Fatalf("frame %d from 198.18.1.5: %s, want drop", i, f)
 		}
 	}
+	// The daemon's keepalive (1 s) sends the first packet of a second
+	// and CPU on to TC: the burst (well under a second, though it may
+	// straddle the start of one) leaves TC at most two per CPU.
 	sh := tcShown(t, tp.b, "b0")["10/1"]
-	if sh.Stats == nil || sh.Stats.Packets != 20 {
-		t.Errorf("XDP counted %+v packets of filter 10/1, want 20", sh.Stats)
+	inTC := tcFilterStats(t, tp.b, "b0")["10/1"]
+	if sh.Stats == nil || sh.Stats.Packets+inTC != 20 {
+		t.Errorf("XDP counted %+v and TC %d packets of filter 10/1, want 20 together", sh.Stats, inTC)
 	}
-	if n := tcFilterStats(t, tp.b, "b0")["10/1"]; n > 2 {
-		t.Errorf("TC counted %d of the 20 packets an offloaded filter handled in XDP", n)
+	if inTC > 2*uint64(runtime.NumCPU()) {
+		t.Errorf("TC counted %d of the 20 packets an offloaded filter handled in XDP, want at most two keepalives per CPU", inTC)
 	}
 
 	// Replaced: the new action runs in XDP.

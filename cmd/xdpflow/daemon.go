@@ -23,24 +23,47 @@ import (
 	"github.com/xdpflow/xdpflow/rule"
 )
 
+// defaultKeepalive: one packet per second and CPU of each offloaded TC
+// filter goes on to TC. Open vSwitch ages a flow out after 10 s without
+// its TC counters moving (other_config:max-idle); a second keeps well
+// inside that at a negligible cost.
+const defaultKeepalive = time.Second
+
 // cmdDaemon mirrors the kernel's rules into XDP on every enabled device of
 // this network namespace and keeps them mirrored: nftables netdev ingress
 // chains (NFNLGRP_NFTABLES) and TC filters on ingress (RTNLGRP_TC). All of its state is the
 // pinned tables, so it can be killed at any moment; a new one reconciles.
 func cmdDaemon(g globals, args []string) error {
 	once, skipHW := false, false
-	for _, a := range args {
-		switch a {
+	keepalive := defaultKeepalive
+	const usage = "usage: xdpflow daemon [--once] [--mirror-skip-hw] [--keepalive INTERVAL|off]"
+	for i := 0; i < len(args); i++ {
+		switch a := args[i]; a {
 		case "--once", "once":
 			once = true
 		case "--mirror-skip-hw":
 			skipHW = true
+		case "--keepalive":
+			if i+1 >= len(args) {
+				return usageError{"daemon: --keepalive needs an interval (1s, 500ms) or off; " + usage}
+			}
+			i++
+			if args[i] == "off" || args[i] == "0" {
+				keepalive = 0
+				break
+			}
+			d, err := time.ParseDuration(args[i])
+			if err != nil || d < time.Millisecond || d > time.Hour {
+				return usageError{fmt.Sprintf("daemon: --keepalive %q: want an interval from 1ms to 1h, or off", args[i])}
+			}
+			keepalive = d.Truncate(time.Millisecond)
 		default:
-			return usageError{fmt.Sprintf("daemon: unexpected %q (usage: xdpflow daemon [--once] [--mirror-skip-hw])", a)}
+			return usageError{fmt.Sprintf("daemon: unexpected %q (%s)", a, usage)}
 		}
 	}
 	newDaemon := func() *daemon {
-		return &daemon{g: g, log: log.New(os.Stderr, "xdpflow daemon: ", log.Lmicroseconds), mirrorSkipHW: skipHW}
+		return &daemon{g: g, log: log.New(os.Stderr, "xdpflow daemon: ", log.Lmicroseconds),
+			mirrorSkipHW: skipHW, keepalive: keepalive}
 	}
 	if once {
 		// One reconcile, then exit: for scripts and tests.
@@ -121,6 +144,7 @@ type daemon struct {
 	// TC flower mirroring.
 	tcReader     *flower.Reader
 	mirrorSkipHW bool
+	keepalive    time.Duration  // given to offloaded TC filters (rule.Rule.Keepalive)
 	ifindexes    map[int]string // enabled devices by ifindex, at the last sync
 }
 

@@ -32,7 +32,7 @@ func (d *daemon) syncTC(dev, why string) error {
 			return err
 		}
 		chk := fwdChecker(o.dev.Ifindex)
-		want, statuses := flower.Mirror(dev, filters, flower.MirrorOptions{SkipHW: d.mirrorSkipHW, CheckRedirect: chk})
+		want, statuses := flower.Mirror(dev, filters, flower.MirrorOptions{SkipHW: d.mirrorSkipHW, CheckRedirect: chk, Keepalive: d.keepalive})
 		added, removed, err := o.table.SyncSource(rule.SourceTC, want)
 		if err != nil {
 			// XDP must not run rules TC no longer has, nor let later rules

@@ -210,6 +210,7 @@ var counterNames = map[bpf.XdpflowXfCounter]string{
 	bpf.XdpflowXfCounterXF_CNT_ACTION_ERROR:     "action_errors",
 	bpf.XdpflowXfCounterXF_CNT_SUBTABLE_LOOKUPS: "subtable_lookups",
 	bpf.XdpflowXfCounterXF_CNT_CACHE_HIT:        "cache_hits",
+	bpf.XdpflowXfCounterXF_CNT_KEEPALIVE:        "keepalive_to_kernel",
 }
 
 // hostPath shows a pin path as the host sees it, not as reached from inside

@@ -44,6 +44,11 @@ func cmdFilter(g globals, args []string) error {
 func filterAdd(s *session, c *flower.Command) error {
 	r := c.Rule
 	r.Source = rule.SourceCLI
+	if r.Keepalive > 0 {
+		// Only XDP holds this rule: a packet sent on to the kernel would
+		// meet no filter there and go another way.
+		return errors.New("filter: keepalive is for filters TC holds too (the daemon's mirrored filters); this one exists only in XDP")
+	}
 	installed := tcRules(s.table)
 
 	if !c.PrioSet {
@@ -191,6 +196,17 @@ func filterShow(g globals, s *session, c *flower.Command) error {
 	return nil
 }
 
+// mirrorKey identifies a mirrored rule by its text without the keepalive
+// the daemon adds.
+func mirrorKey(r *rule.Rule) string {
+	if r.Keepalive == 0 {
+		return r.Text
+	}
+	k := *r
+	k.Keepalive = 0
+	return flower.Format(&k)
+}
+
 // tcShown lists the filters in tc's namespace of prefs on the device:
 // those only XDP holds (added here with skip_sw, or on a kernel without
 // cls_flower) and the kernel's ingress filters with what became of each
@@ -216,10 +232,12 @@ func tcShown(s *session, withStats bool) ([]flower.Shown, error) {
 		return st, nil
 	}
 	var out []flower.Shown
+	// Mirrored rules by their text without the daemon's keepalive, which
+	// the kernel's filter does not carry.
 	mirrored := map[string]*maps.Installed{}
 	for _, in := range tcRules(s.table) {
 		if in.Rule.Source == rule.SourceTC {
-			mirrored[in.Rule.Text] = in
+			mirrored[mirrorKey(in.Rule)] = in
 			continue
 		}
 		sh := flower.Shown{Rule: in.Rule, Offloaded: true}
@@ -238,34 +256,42 @@ func tcShown(s *session, withStats bool) ([]flower.Shown, error) {
 	if err != nil {
 		return nil, err
 	}
+	// What the daemon would do with its default options; what it did is
+	// what is installed, and that is what is shown.
 	_, statuses := flower.Mirror(s.dev.Name, filters, flower.MirrorOptions{CheckRedirect: fwdChecker(s.dev.Ifindex)})
-	seen := map[string]bool{}
+	seen := map[*maps.Installed]bool{}
 	for _, st := range statuses {
 		f := st.Filter
-		sh := flower.Shown{Rule: f.Rule, Offloaded: st.Offloaded, Reason: st.Reason, Punted: st.Punted}
+		sh := flower.Shown{Rule: f.Rule, Reason: st.Reason}
 		if f.Rule == nil {
 			// Only the readable part of the match is known.
 			r := *f.Punt
 			r.Actions = nil
 			sh.Rule = &r
 		}
-		installed := f.Rule
-		if st.Punted {
-			installed = f.PuntRule()
-		}
-		if f.Chain == 0 && installed != nil {
-			in := mirrored[installed.Text]
-			seen[installed.Text] = true
+		if f.Chain == 0 {
+			var asRule *maps.Installed
+			if f.Rule != nil {
+				asRule = mirrored[mirrorKey(f.Rule)]
+			}
+			asPunt := mirrored[mirrorKey(f.PuntRule())]
 			switch {
-			case in == nil && st.Offloaded:
-				sh.Offloaded, sh.Reason = false, "not installed yet: is `xdpflow daemon` running?"
-			case in == nil && st.Punted:
-				sh.Reason += "; its punt is not installed yet: is `xdpflow daemon` running?"
-				sh.Punted = false
-			case in != nil && st.Offloaded:
-				if sh.Stats, err = xdpStats(in.ID); err != nil {
+			case asRule != nil:
+				seen[asRule] = true
+				sh.Rule, sh.Offloaded, sh.Reason = asRule.Rule, true, ""
+				if sh.Stats, err = xdpStats(asRule.ID); err != nil {
 					return nil, err
 				}
+			case asPunt != nil:
+				seen[asPunt] = true
+				sh.Punted = true
+				if sh.Reason == "" {
+					sh.Reason = "left to TC by the daemon's options"
+				}
+			case st.Offloaded:
+				sh.Reason = "not installed yet: is `xdpflow daemon` running?"
+			default:
+				sh.Reason += "; its punt is not installed yet: is `xdpflow daemon` running?"
 			}
 		}
 		if withStats {
@@ -273,8 +299,8 @@ func tcShown(s *session, withStats bool) ([]flower.Shown, error) {
 		}
 		out = append(out, sh)
 	}
-	for text, in := range mirrored {
-		if !seen[text] {
+	for _, in := range mirrored {
+		if !seen[in] {
 			out = append(out, flower.Shown{Rule: in.Rule, Offloaded: true,
 				Reason: "stale: TC no longer has it; the daemon removes it"})
 		}

@@ -6,7 +6,8 @@
 //	xdpflow -k DEV                             (show it)
 //	xdpflow [-s] [-j] filter add|replace|change|del|show dev DEV ingress ...
 //	xdpflow [-s] [-j] flow show dev DEV       (every rule, whatever its source)
-//	xdpflow daemon                             (mirror nftables netdev ingress)
+//	xdpflow daemon [--once] [--mirror-skip-hw] [--keepalive INTERVAL|off]
+//	                                           (mirror TC ingress filters and nftables netdev ingress)
 //	xdpflow [-j] status
 package main
 
@@ -25,7 +26,7 @@ const usage = `usage:
   xdpflow [-s] [-j] filter { add | replace | change | del | show } dev DEV ingress
           [pref PRIO] [handle H] [protocol PROTO] flower [MATCH...] [action ACTION...]
   xdpflow [-s] [-j] flow show dev DEV
-  xdpflow daemon
+  xdpflow daemon [--once] [--mirror-skip-hw] [--keepalive INTERVAL|off]
   xdpflow [-j] status
 global options: -s (statistics) -j (JSON) --bpffs DIR (where bpffs is mounted)`
 
