@@ -19,7 +19,7 @@ type Ruleset struct {
 	chains  map[string]*Chain // "table/chain", every chain of the tables involved
 	sets    map[string]map[string]*setInfo
 	// CheckFwd, when set, says whether XDP can redirect into a device
-	// (loader.CheckXDPTarget); a fwd it refuses is punted.
+	// (loader.CheckXDPForward); a fwd it refuses is punted.
 	CheckFwd func(ifindex int) error
 }
 

@@ -1,6 +1,7 @@
 package selftests
 
 import (
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -181,8 +182,44 @@ func TestRedirectThatWouldLosePacketsIsRefused(t *testing.T) {
 	if err == nil || !strings.Contains(out, "its peer a0 runs no XDP program") {
 		t.Errorf("XDP_TX without an XDP program on the peer: err=%v %q", err, out)
 	}
+	// Forwarding from b0 while its peer a0 offloads TX checksums: the
+	// TCP and UDP packets a's stack sends would leave XDP unfinished.
+	tp.a.MustExec(t, "ethtool", "-K", "a0", "tx", "on")
+	out, err = xdpflow(tp.b, "filter", "add", "dev", "b0", "ingress", "pref", "3", "protocol", "ip", "flower",
+		"action", "mirred", "egress", "redirect", "dev", "b1")
+	if err == nil || !strings.Contains(out, "its veth peer a0 offloads TX checksums") {
+		t.Errorf("forwarding from a veth whose peer offloads TX checksums: err=%v %q", err, out)
+	}
+	tp.a.MustExec(t, "ethtool", "-K", "a0", "tx", "off")
 	if fs := filters(t, tp.b, "b0"); len(fs) != 1 {
 		t.Errorf("refused rules were installed: %+v", fs)
+	}
+
+	// With a0's checksums finished by its stack, what the stack sends
+	// (not hand-built frames) is forwarded in XDP and arrives whole.
+	tp.a.MustExec(t, "ip", "route", "add", "198.18.2.0/24", "via", tp.b0IP.String())
+	mustXdpflow(t, tp.b, "filter", "del", "dev", "b0", "ingress", "pref", "1")
+	mustXdpflow(t, tp.b, "filter", "add", "dev", "b0", "ingress", "pref", "1", "protocol", "ip", "flower",
+		"dst_ip", tp.c0IP.String(), "action", "pedit", "ex", "munge", "eth", "dst", "set", mac(t, tp.c, "c0").String(),
+		"action", "mirred", "egress", "redirect", "dev", "b1")
+	count := udpListener(t, tp.c, tp.c0IP, 9000)
+	tp.a.Run(t, func() {
+		c, err := net.DialUDP("udp4", nil, &net.UDPAddr{IP: tp.c0IP, Port: 9000})
+		if err != nil {
+			panic(err)
+		}
+		defer c.Close()
+		for i := 0; i < 20; i++ {
+			if _, err := c.Write([]byte("through XDP")); err != nil {
+				panic(err)
+			}
+		}
+	})
+	if n := count(time.Second); n != 20 {
+		t.Errorf("%d of 20 datagrams from a's stack arrived through the XDP redirect", n)
+	}
+	if fs := filters(t, tp.b, "b0"); len(fs) != 1 || fs[0].Stats == nil || fs[0].Stats.Packets < 20 {
+		t.Errorf("the redirect did not count the datagrams in XDP: %+v", fs)
 	}
 }
 

@@ -26,13 +26,13 @@ type daemonProc struct {
 	log *os.File
 }
 
-func startDaemon(t *testing.T, ns *testutil.Netns) *daemonProc {
+func startDaemon(t *testing.T, ns *testutil.Netns, args ...string) *daemonProc {
 	t.Helper()
 	logf, err := os.CreateTemp(t.TempDir(), "daemon-*.log")
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command("ip", "netns", "exec", ns.Name, xdpflowBin, "daemon")
+	cmd := exec.Command("ip", append([]string{"netns", "exec", ns.Name, xdpflowBin, "daemon"}, args...)...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start daemon: %v", err)

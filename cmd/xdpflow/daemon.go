@@ -365,7 +365,7 @@ func fwdChecker(ingress int) func(int) error {
 		if err, ok := checked[ifindex]; ok {
 			return err
 		}
-		err := loader.CheckXDPTarget(ifindex, ifindex == ingress)
+		err := loader.CheckXDPForward(ingress, ifindex)
 		checked[ifindex] = err
 		return err
 	}

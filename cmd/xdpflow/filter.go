@@ -104,7 +104,7 @@ func filterAdd(s *session, c *flower.Command) error {
 		a.Ifindex = ifi.Index
 		// Refuse what the kernel would silently drop: no packet may be
 		// lost because of offload.
-		if err := loader.CheckXDPTarget(a.Ifindex, a.Dev == r.Dev); err != nil {
+		if err := loader.CheckXDPForward(s.dev.Ifindex, a.Ifindex); err != nil {
 			return fmt.Errorf("action mirred: %w", err)
 		}
 	}
