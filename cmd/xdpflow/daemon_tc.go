@@ -2,8 +2,6 @@ package main
 
 import (
 	"encoding/binary"
-	"errors"
-	"fmt"
 	"time"
 
 	"github.com/mdlayher/netlink"
@@ -32,14 +30,10 @@ func (d *daemon) syncTC(dev, why string) error {
 			return err
 		}
 		chk := fwdChecker(o.dev.Ifindex)
-		want, statuses := flower.Mirror(dev, filters, flower.MirrorOptions{SkipHW: d.mirrorSkipHW, CheckRedirect: chk, Keepalive: d.keepalive})
-		added, removed, err := o.table.SyncSource(rule.SourceTC, want)
+		statuses, added, removed, err := mirrorTC(o.table, dev, filters,
+			flower.MirrorOptions{SkipHW: d.mirrorSkipHW, CheckRedirect: chk, Keepalive: d.keepalive})
 		if err != nil {
-			// XDP must not run rules TC no longer has, nor let later rules
-			// (nft's, or lower tc prefs) overtake filters it could not
-			// install: one punt from the first filter's pref on.
-			_, _, rerr := o.table.SyncSource(rule.SourceTC, puntAllFrom(dev, filters))
-			return errors.Join(fmt.Errorf("tc: install: %w (tc filters left to the kernel)", err), rerr)
+			return err
 		}
 		if added+removed > 0 || why != "tc" {
 			off := 0

@@ -41,34 +41,75 @@ func cmdFilter(g globals, args []string) error {
 	return filterShow(g, s, c)
 }
 
-func filterAdd(s *session, c *flower.Command) error {
+func filterAdd(s *session, c *flower.Command) (rerr error) {
 	r := c.Rule
 	r.Source = rule.SourceCLI
 	if r.Keepalive > 0 {
-		// Only XDP holds this rule: a packet sent on to the kernel would
-		// meet no filter there and go another way.
-		return errors.New("filter: keepalive is for filters TC holds too (the daemon's mirrored filters); this one exists only in XDP")
+		// xdpflow gives it to what it mirrors; a user's would send packets
+		// of an XDP-only rule to a kernel that holds no such filter.
+		return errors.New("filter: keepalive is xdpflow's own flag for filters it mirrors from TC; it is not given by hand")
+	}
+	if err := resolveRedirects(r); err != nil {
+		return err
+	}
+	kernel, err := kernelFilters(s)
+	if err != nil {
+		return err
 	}
 	installed := tcRules(s.table)
-
 	if !c.PrioSet {
 		// tc: one below the lowest pref in use, or 49152 on an empty block.
 		r.Prio = tcAutoPrio
-		if len(installed) > 0 {
-			if installed[0].Rule.Prio == 0 {
-				return errors.New("filter: no pref below 0 is left: give \"pref\"")
+		lowest := 0
+		for _, in := range installed {
+			if lowest == 0 || int(in.Rule.Prio) < lowest {
+				lowest = int(in.Rule.Prio)
 			}
-			r.Prio = installed[0].Rule.Prio - 1
+		}
+		for _, f := range kernel {
+			if lowest == 0 || int(f.Prio) < lowest {
+				lowest = int(f.Prio)
+			}
+		}
+		if lowest == 1 {
+			return errors.New("filter: no pref below 1 is left: give \"pref\"")
+		}
+		if lowest > 0 {
+			r.Prio = uint16(lowest - 1)
 		}
 	}
 	if r.Prio == 0 {
 		return errors.New("filter: pref 0 is not allowed (tc allocates prefs from 1)")
+	}
+	if !r.SkipSW {
+		// In TC (skip_hw: only there; neither flag: there and, if it
+		// can, in XDP), as tc itself would add it.
+		done, err := filterAddTC(s, c, installed)
+		if done || err != nil {
+			return err
+		}
+		// Said once the filter is in.
+		defer func() {
+			if rerr == nil {
+				fmt.Fprintf(os.Stderr, "xdpflow: note: this kernel has no cls_flower: the filter is in XDP only, as with skip_sw\n")
+			}
+		}()
+	}
+	// In XDP alone: the pref must not be TC's.
+	for _, f := range kernel {
+		if f.Prio == r.Prio {
+			return fmt.Errorf("filter: pref %d holds filters in TC (%s %s); an XDP-only (skip_sw) filter needs a pref of its own",
+				r.Prio, f.Kind, f.ID())
+		}
 	}
 	var replaces maps.RuleID
 	used := map[uint32]bool{}
 	for _, in := range installed {
 		if in.Rule.Prio != r.Prio {
 			continue
+		}
+		if in.Rule.Source != rule.SourceCLI {
+			return fmt.Errorf("filter: pref %d holds filters mirrored from TC; an XDP-only (skip_sw) filter needs a pref of its own", r.Prio)
 		}
 		if in.Rule.Protocol != r.Protocol {
 			return fmt.Errorf("filter: pref %d holds protocol %s filters; protocol %s needs another pref",
@@ -92,6 +133,29 @@ func filterAdd(s *session, c *flower.Command) error {
 	if c.Verb == "change" && replaces == 0 {
 		return fmt.Errorf("filter change: no filter pref %d handle 0x%x", r.Prio, r.Handle)
 	}
+	for _, a := range r.Actions {
+		// Refuse what the kernel would silently drop: no packet may be
+		// lost because of offload.
+		if a.Kind != rule.ActRedirect {
+			continue
+		}
+		if err := loader.CheckXDPForward(s.dev.Ifindex, a.Ifindex); err != nil {
+			return fmt.Errorf("action mirred: %w", err)
+		}
+	}
+	r.Text = flower.Format(r)
+	_, err = s.table.Apply(maps.Change{Insert: []maps.Insert{{Rule: r, Replaces: replaces}}})
+	if err != nil {
+		if errors.Is(err, unix.E2BIG) || errors.Is(err, unix.ENOMEM) {
+			return fmt.Errorf("filter: %w (%v)", maps.ErrTableFull, err)
+		}
+		return fmt.Errorf("filter: %w", err)
+	}
+	return nil
+}
+
+// resolveRedirects looks up the ifindex of each redirect's device.
+func resolveRedirects(r *rule.Rule) error {
 	for i := range r.Actions {
 		a := &r.Actions[i]
 		if a.Kind != rule.ActRedirect {
@@ -102,26 +166,20 @@ func filterAdd(s *session, c *flower.Command) error {
 			return fmt.Errorf("action mirred: no such device %q", a.Dev)
 		}
 		a.Ifindex = ifi.Index
-		// Refuse what the kernel would silently drop: no packet may be
-		// lost because of offload.
-		if err := loader.CheckXDPForward(s.dev.Ifindex, a.Ifindex); err != nil {
-			return fmt.Errorf("action mirred: %w", err)
-		}
-	}
-	r.Text = flower.Format(r)
-	_, err := s.table.Apply(maps.Change{Insert: []maps.Insert{{Rule: r, Replaces: replaces}}})
-	if err != nil {
-		if errors.Is(err, unix.E2BIG) || errors.Is(err, unix.ENOMEM) {
-			return fmt.Errorf("filter: %w (%v)", maps.ErrTableFull, err)
-		}
-		return fmt.Errorf("filter: %w", err)
 	}
 	return nil
 }
 
 func filterDel(s *session, c *flower.Command) error {
+	inTC, err := filterDelTC(s, c)
+	if err != nil {
+		return err
+	}
 	var ids []maps.RuleID
 	for _, in := range tcRules(s.table) {
+		if in.Rule.Source != rule.SourceCLI {
+			continue // mirrored: TC's, gone with the kernel's filter
+		}
 		if c.PrioSet && in.Rule.Prio != c.Prio {
 			continue
 		}
@@ -135,6 +193,8 @@ func filterDel(s *session, c *flower.Command) error {
 	}
 	if len(ids) == 0 {
 		switch {
+		case inTC:
+			return nil
 		case c.HandleSet:
 			return fmt.Errorf("filter del: no filter pref %d handle 0x%x on %s", c.Prio, c.Handle, c.Dev)
 		case c.PrioSet:
