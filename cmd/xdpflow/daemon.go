@@ -116,6 +116,23 @@ func cmdDaemon(g globals, args []string) error {
 		case <-tick.C:
 			d.mu.Lock()
 			d.settle(false)
+			// Another process (`xdpflow filter add` mirrors TC itself, with
+			// the default options) changed a table: mirror it again, so
+			// this daemon's options hold.
+			var foreign []string
+			for dev, o := range d.open {
+				if gen, err := o.table.Generation(); err == nil && gen != o.gen {
+					foreign = append(foreign, dev)
+				}
+			}
+			for _, dev := range foreign {
+				if err := d.syncTC(dev, "writer"); err != nil {
+					d.log.Printf("%s: %v", dev, err)
+				}
+				if err := d.syncNFT(dev, "writer"); err != nil {
+					d.log.Printf("%s: %v", dev, err)
+				}
+			}
 			d.mu.Unlock()
 			// Devices enabled or disabled since.
 			p, err := d.pathsOnce()
