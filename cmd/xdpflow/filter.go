@@ -336,7 +336,9 @@ func tcShown(s *session, withStats bool) ([]flower.Shown, error) {
 			}
 			asPunt := mirrored[mirrorKey(f.PuntRule())]
 			switch {
-			case asRule != nil:
+			// A filter that ends in pass has a punt just like itself:
+			// then what Mirror said decides.
+			case asRule != nil && (st.Offloaded || asRule != asPunt):
 				seen[asRule] = true
 				sh.Rule, sh.Offloaded, sh.Reason = asRule.Rule, true, ""
 				if sh.Stats, err = xdpStats(asRule.ID); err != nil {
