@@ -270,9 +270,9 @@ type Writer struct {
 
 // NewWriter opens an rtnetlink socket in the current network namespace.
 func NewWriter() (*Writer, error) {
-	c, err := netlink.Dial(unix.NETLINK_ROUTE, nil)
+	c, err := dialRoute()
 	if err != nil {
-		return nil, fmt.Errorf("tc: rtnetlink: %w", err)
+		return nil, err
 	}
 	return &Writer{c: c}, nil
 }

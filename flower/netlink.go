@@ -15,12 +15,21 @@ type Reader struct {
 
 // NewReader opens an rtnetlink socket in the current network namespace.
 func NewReader() (*Reader, error) {
+	c, err := dialRoute()
+	if err != nil {
+		return nil, err
+	}
+	_ = c.SetReadBuffer(4 << 20)
+	return &Reader{c: c}, nil
+}
+
+// dialRoute opens an rtnetlink socket in the current network namespace.
+func dialRoute() (*netlink.Conn, error) {
 	c, err := netlink.Dial(unix.NETLINK_ROUTE, nil)
 	if err != nil {
 		return nil, fmt.Errorf("tc: rtnetlink: %w", err)
 	}
-	_ = c.SetReadBuffer(4 << 20)
-	return &Reader{c: c}, nil
+	return c, nil
 }
 
 // Close closes the socket.
