@@ -268,6 +268,16 @@ type flowerState struct {
 	seen    map[string]bool
 }
 
+// ParseKeepalive reads a keepalive interval (rule.Rule.Keepalive): a Go
+// duration from 1ms to 1h, kept in whole milliseconds as the datapath does.
+func ParseKeepalive(s string) (time.Duration, error) {
+	d, err := time.ParseDuration(s)
+	if err != nil || d < time.Millisecond || d > time.Hour {
+		return 0, fmt.Errorf("keepalive %q: want an interval from 1ms to 1h (1s, 500ms)", s)
+	}
+	return d.Truncate(time.Millisecond), nil
+}
+
 // ParseFlower parses flower's match and action words into r.
 func ParseFlower(args []string, r *rule.Rule) error {
 	st := &flowerState{r: r, ipProto: -1, seen: map[string]bool{}}
@@ -298,11 +308,11 @@ func ParseFlower(args []string, r *rule.Rule) error {
 			if i+1 >= len(args) {
 				return fmt.Errorf("flower: keepalive needs an interval (1s, 500ms)")
 			}
-			d, err := time.ParseDuration(args[i+1])
-			if err != nil || d < time.Millisecond || d > time.Hour {
-				return fmt.Errorf("flower: keepalive %q: want an interval from 1ms to 1h (1s, 500ms)", args[i+1])
+			d, err := ParseKeepalive(args[i+1])
+			if err != nil {
+				return fmt.Errorf("flower: %w", err)
 			}
-			r.Keepalive = d.Truncate(time.Millisecond)
+			r.Keepalive = d
 			i++
 			continue
 		case "verbose":

@@ -52,11 +52,10 @@ func cmdDaemon(g globals, args []string) error {
 				keepalive = 0
 				break
 			}
-			d, err := time.ParseDuration(args[i])
-			if err != nil || d < time.Millisecond || d > time.Hour {
-				return usageError{fmt.Sprintf("daemon: --keepalive %q: want an interval from 1ms to 1h, or off", args[i])}
+			var err error
+			if keepalive, err = flower.ParseKeepalive(args[i]); err != nil {
+				return usageError{fmt.Sprintf("daemon: --keepalive: %v, or off", err)}
 			}
-			keepalive = d.Truncate(time.Millisecond)
 		default:
 			return usageError{fmt.Sprintf("daemon: unexpected %q (%s)", a, usage)}
 		}
@@ -126,12 +125,7 @@ func cmdDaemon(g globals, args []string) error {
 				}
 			}
 			for _, dev := range foreign {
-				if err := d.syncTC(dev, "writer"); err != nil {
-					d.log.Printf("%s: %v", dev, err)
-				}
-				if err := d.syncNFT(dev, "writer"); err != nil {
-					d.log.Printf("%s: %v", dev, err)
-				}
+				d.syncDevice(dev, "writer")
 			}
 			d.mu.Unlock()
 			// Devices enabled or disabled since.
@@ -291,18 +285,26 @@ func (d *daemon) syncAll(why string) error {
 	d.ifindexes = map[int]string{}
 	var errs []error
 	for _, dev := range devs {
-		// TC first: nft rules come after TC's in XDP as in the kernel, and
-		// must never run before the TC filters in front of them are there.
-		if err := d.syncTC(dev, why); err != nil {
-			d.log.Printf("%s: %v", dev, err)
-			errs = append(errs, fmt.Errorf("%s: %w", dev, err))
-		}
-		if err := d.syncNFT(dev, why); err != nil {
-			d.log.Printf("%s: %v", dev, err)
-			errs = append(errs, fmt.Errorf("%s: %w", dev, err))
-		}
+		errs = append(errs, d.syncDevice(dev, why)...)
 	}
 	return errors.Join(errs...)
+}
+
+// syncDevice brings one device's TC and nft rules up to date, logging and
+// returning what failed.
+func (d *daemon) syncDevice(dev, why string) []error {
+	var errs []error
+	// TC first: nft rules come after TC's in XDP as in the kernel, and
+	// must never run before the TC filters in front of them are there.
+	if err := d.syncTC(dev, why); err != nil {
+		d.log.Printf("%s: %v", dev, err)
+		errs = append(errs, fmt.Errorf("%s: %w", dev, err))
+	}
+	if err := d.syncNFT(dev, why); err != nil {
+		d.log.Printf("%s: %v", dev, err)
+		errs = append(errs, fmt.Errorf("%s: %w", dev, err))
+	}
+	return errs
 }
 
 // withTable runs fn on dev's open table under the namespace lock.
