@@ -48,9 +48,11 @@ vmtest: deps build vm
 demo: deps build
 	./scripts/demo.sh
 
+# Packet rates on veth (the table in README), per-program ns via
+# BPF_PROG_TEST_RUN, bulk changes and memory per flow.
 bench: deps build
-	$(GO) test -run '^$$' -bench BenchmarkXDP -benchtime 5x ./maps/
-	$(GO) test -run '^$$' -bench BenchmarkNftRate -benchtime 1x -v ./selftests/
+	$(GO) test -run '^$$' -bench BenchmarkRate -benchtime 1x -v ./selftests/
+	$(GO) test -run '^$$' -bench 'BenchmarkXDP|BenchmarkBulk10K|Benchmark1MFlows' -benchtime 3x ./maps/
 
 clean:
 	rm -rf bin

@@ -82,14 +82,15 @@ struct {
 	__type(value, struct xf_rule_stats);
 } rule_stats SEC(".maps");
 
+/* One entry: every counter, per CPU, found with one lookup per packet. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, XF_CNT_MAX);
-	__type(key, enum xf_counter);
-	__type(value, __u64);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct xf_counters);
 } counters SEC(".maps");
 
-/* The exact-match cache (see xdpflow.h) and its generation. */
+/* The flow cache (see xdpflow.h) and its generation. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, XF_CACHE_SLOTS);
@@ -135,21 +136,21 @@ const enum xf_limits *xf_btf_limits __attribute__((unused));
 const enum xf_frag *xf_btf_frag __attribute__((unused));
 const enum xf_vlan_flags *xf_btf_vlan_flags __attribute__((unused));
 const enum xf_cache_result *xf_btf_cache_result __attribute__((unused));
+const enum xf_counter *xf_btf_counter __attribute__((unused));
 
-static __always_inline void count(__u32 which)
+/* The run's counters: looked up once, then passed down. The lookup cannot
+ * fail (a one-entry array), but a NULL is tolerated rather than assumed
+ * away, so the verifier needs no trick. */
+static __always_inline void count(struct xf_counters *c, __u32 which)
 {
-	__u64 *c = bpf_map_lookup_elem(&counters, &which);
-
-	if (c)
-		*c += 1;
+	if (c && which < XF_CNT_MAX)
+		c->n[which]++;
 }
 
-static __always_inline void count_n(__u32 which, __u64 n)
+static __always_inline void count_n(struct xf_counters *c, __u32 which, __u64 n)
 {
-	__u64 *c = bpf_map_lookup_elem(&counters, &which);
-
-	if (c)
-		*c += n;
+	if (c && which < XF_CNT_MAX)
+		c->n[which] += n;
 }
 
 struct vlan_hdr_ {
@@ -400,21 +401,38 @@ static __always_inline int parse(struct xdp_md *ctx, struct xf_key *key, __u32 *
 	return PARSE_OK;
 }
 
-/* Search the subtables in order; the first one holding the masked key wins. */
-static __always_inline struct xf_flow *search(struct xf_key *key)
+/* The live subtable list. */
+static __always_inline struct xf_subtable_list *live_list(void)
 {
-	struct xf_subtable_list *list;
-	struct xf_flow_key fk;
 	struct xf_meta *m;
-	__u32 zero = 0, n, i, active;
+	__u32 zero = 0, active;
 
 	m = bpf_map_lookup_elem(&meta, &zero);
 	if (!m)
 		return NULL;
 	active = *(volatile __u32 *)&m->active_list & (XF_LIST_BUFFERS - 1);
-	list = bpf_map_lookup_elem(&subtable_lists, &active);
-	if (!list)
-		return NULL;
+	return bpf_map_lookup_elem(&subtable_lists, &active);
+}
+
+/*
+ * Search the subtables in order; the first one holding the masked key wins:
+ * 1 with *out set, or 0.
+ *
+ * A global function, so that the verifier checks it once, on its own,
+ * rather than once for each of the four places that call it (a 256-step
+ * loop with a map lookup in each step, explored at every call site, makes
+ * the program too large for the verifier of Debian's 6.1 kernel). Its
+ * pointers are therefore checked for NULL, and it returns a copy of the
+ * flow rather than a pointer to the map value.
+ */
+__attribute__((noinline)) int search(struct xf_subtable_list *list, struct xf_key *key,
+				     struct xf_counters *cnt, struct xf_flow *out)
+{
+	struct xf_flow_key fk;
+	__u32 n, i;
+
+	if (!list || !key || !out)
+		return 0;
 	n = list->count;
 	fk.pad = 0;
 
@@ -436,29 +454,13 @@ static __always_inline struct xf_flow *search(struct xf_key *key)
 		fk.subtable = st->id;
 		flow = bpf_map_lookup_elem(&flows, &fk);
 		if (flow) {
-			count_n(XF_CNT_SUBTABLE_LOOKUPS, i + 1);
-			return flow;
+			count_n(cnt, XF_CNT_SUBTABLE_LOOKUPS, i + 1);
+			*out = *flow;
+			return 1;
 		}
 	}
-	count_n(XF_CNT_SUBTABLE_LOOKUPS, i);
-	return NULL;
-}
-
-/* A cheap hash of the whole key for the direct-mapped cache: fold the
- * words with a multiply (64-bit golden ratio) and mix the halves. */
-static __always_inline __u32 key_hash(const struct xf_key *key)
-{
-	const __u64 *k = (const __u64 *)key;
-	__u64 h = 0;
-	int w;
-
-#pragma unroll
-	for (w = 0; w < XF_KEY_WORDS; w++) {
-		h ^= k[w];
-		h *= 0x9E3779B97F4A7C15ULL;
-		h ^= h >> 29;
-	}
-	return (__u32)(h ^ (h >> 32));
+	count_n(cnt, XF_CNT_SUBTABLE_LOOKUPS, i);
+	return 0;
 }
 
 static __always_inline int key_equal(const struct xf_key *a, const struct xf_key *b)
@@ -473,54 +475,147 @@ static __always_inline int key_equal(const struct xf_key *a, const struct xf_key
 	return diff == 0;
 }
 
+/* The cache set of a masked key: the index of its first slot. The words
+ * are folded into four lanes
+ * that are multiplied in parallel, then mixed: a chain of one multiply per
+ * word (the obvious hash) costs more than the rest of a cache hit. Only
+ * the slot index comes from it; a collision costs a search, never a wrong
+ * answer (the whole key is compared). */
+static __always_inline __u32 cache_slot(const struct xf_key *key)
+{
+	const __u64 *k = (const __u64 *)key;
+	__u64 lane[4] = {}, h;
+	int w;
+
+#pragma unroll
+	for (w = 0; w < XF_KEY_WORDS; w++)
+		lane[w & 3] ^= k[w];
+	h = lane[0] * 0x9E3779B97F4A7C15ULL + lane[1] * 0xC2B2AE3D27D4EB4FULL +
+	    lane[2] * 0x165667B19E3779F9ULL + lane[3] * 0xD6E8FEB86659FD93ULL;
+	h ^= h >> 31;
+	h *= 0x94D049BB133111EBULL;
+	return (__u32)(h >> 40) & (XF_CACHE_SLOTS - XF_CACHE_WAYS);
+}
+
+/* Whether cache entry e answers masked key k under (gen, list_gen). */
+static __always_inline int cache_valid(const struct xf_cache_entry *e, const struct xf_key *k,
+				       __u32 gen, __u32 list_gen)
+{
+	return e->generation == gen && e->list_generation == list_gen && key_equal(&e->key, k);
+}
+
 /* Set at load time only (a read-only constant the verifier folds away):
  * benchmarks load a copy without the cache to measure the search alone. */
 volatile const __u32 xf_cache_disabled = 0;
 
+/*
+ * search_live searches list, and on a miss searches again if another list
+ * went live meanwhile. A change that adds subtables publishes them before
+ * it puts their flows and deletes the flows they replace; a run that read
+ * the list from before the publish cannot see the new subtables, and may
+ * look for the replaced flows after they are gone. Having seen that
+ * deletion it also sees the publish that preceded it (x86 orders loads
+ * with loads; the helper call keeps the compiler from moving the read),
+ * and the newer list holds the new flows. *searched says which list gave
+ * the answer; 1 with *out set for a flow, 0 for a miss.
+ */
+static __always_inline int search_live(struct xf_subtable_list *list, struct xf_key *key,
+				       struct xf_counters *cnt, struct xf_flow *out,
+				       struct xf_subtable_list **searched)
+{
+	struct xf_subtable_list *now;
+
+	*searched = list;
+	if (search(list, key, cnt, out))
+		return 1;
+	now = live_list();
+	if (!now || now == list)
+		return 0;
+	/* A buffer is rewritten only a grace period after it stopped being
+	 * live, so the same pointer is the same list. */
+	*searched = now;
+	return search(now, key, cnt, out);
+}
+
 /* lookup answers from the cache, or searches and fills it. Returns 1 with
  * *out set for a flow, 0 for a miss. */
-static __always_inline int lookup(struct xf_key *key, struct xf_flow *out)
+static __always_inline int lookup(struct xf_key *key, struct xf_flow *out, struct xf_counters *cnt)
 {
-	struct xf_cache_entry *e;
-	struct xf_flow *flow;
-	__u32 zero = 0, slot, gen;
+	struct xf_subtable_list *list, *searched;
+	struct xf_cache_entry *e, *e2;
+	struct xf_key mkey;
+	int found;
+	__u32 zero = 0, slot, slot2, gen, list_gen;
+	__u64 *k = (__u64 *)key, *u, *mk = (__u64 *)&mkey;
 	__u32 *genp;
+	int w;
 
+	/* Read the generation before the list and the search: an entry
+	 * filled from a search that raced with a change carries the older
+	 * generation. */
+	genp = bpf_map_lookup_elem(&cache_gen, &zero);
+	if (!genp)
+		return 0;	/* cannot happen: an array map */
+	gen = *(volatile __u32 *)genp;
+	list = live_list();
+	if (!list)
+		return 0;	/* cannot happen: array maps */
 	if (xf_cache_disabled)
 		goto uncached;
-	genp = bpf_map_lookup_elem(&cache_gen, &zero);
-	slot = key_hash(key) & (XF_CACHE_SLOTS - 1);
-	e = bpf_map_lookup_elem(&flow_cache, &slot);
-	if (!genp || !e)
-		goto uncached;	/* cannot happen: array maps */
-	/* Read the generation before searching: an entry filled from a
-	 * search that raced with a change carries the older generation. */
-	gen = *(volatile __u32 *)genp;
-	if (e->generation == gen && key_equal(&e->key, key)) {
-		count(XF_CNT_CACHE_HIT);
-		out->action_set = e->action_set;
-		out->stats = e->stats;
-		return e->result == XF_CACHE_FLOW;
-	}
 
-	flow = search(key);
-	__builtin_memcpy(&e->key, key, sizeof(*key));
-	e->generation = gen;
-	if (flow) {
-		*out = *flow;
-		e->result = XF_CACHE_FLOW;
-		e->action_set = out->action_set;
-		e->stats = out->stats;
-		return 1;
+	/* The cache's key: every subtable mask is within the union, so every
+	 * packet with this masked key gets the same answer. */
+	u = (__u64 *)&list->union_mask;
+#pragma unroll
+	for (w = 0; w < XF_KEY_WORDS; w++)
+		mk[w] = k[w] & u[w];
+	/* Two ways per set: two flows whose keys share a set (with a few
+	 * hundred flows, some always do) do not evict each other for ever. */
+	list_gen = list->generation;
+	slot = cache_slot(&mkey);
+	e = bpf_map_lookup_elem(&flow_cache, &slot);
+	slot2 = slot + 1;
+	e2 = bpf_map_lookup_elem(&flow_cache, &slot2);
+	if (!e || !e2)
+		goto uncached;	/* cannot happen: an array map */
+	if (!cache_valid(e, &mkey, gen, list_gen)) {
+		if (cache_valid(e2, &mkey, gen, list_gen)) {
+			e = e2;
+		} else {
+			/* A miss fills an invalid way; when both hold
+			 * current entries, the first moves to the second
+			 * (whose entry is dropped) and the new one goes
+			 * first: the two newest stay. */
+			if (e->generation == gen && e->list_generation == list_gen) {
+				if (e2->generation != gen || e2->list_generation != list_gen)
+					e = e2;
+				else
+					__builtin_memcpy(e2, e, sizeof(*e));
+			}
+			goto fill;
+		}
 	}
-	e->result = XF_CACHE_MISS;
-	return 0;
+	count(cnt, XF_CNT_CACHE_HIT);
+	out->action_set = e->action_set;
+	out->stats = e->stats;
+	return e->result == XF_CACHE_FLOW;
+
+fill:
+	found = search_live(list, key, cnt, out, &searched);
+	/* An answer from a newer list (rare: a change was under way) is not
+	 * cached: the entry's key is masked with this list's union. */
+	if (searched == list) {
+		__builtin_memcpy(&e->key, &mkey, sizeof(mkey));
+		e->generation = gen;
+		e->list_generation = list_gen;
+		e->result = found ? XF_CACHE_FLOW : XF_CACHE_MISS;
+		e->action_set = found ? out->action_set : 0;
+		e->stats = found ? out->stats : 0;
+	}
+	return found;
 
 uncached:
-	flow = search(key);
-	if (flow)
-		*out = *flow;
-	return flow != NULL;
+	return search_live(list, key, cnt, out, &searched);
 }
 
 /* Insert a VLAN tag right after the MAC addresses. */
@@ -605,7 +700,8 @@ static __always_inline int set_mac(struct xdp_md *ctx, int offset, const __u8 *m
 }
 
 /* Run an action set; returns the XDP verdict. */
-static __always_inline int run_actions(struct xdp_md *ctx, const struct xf_action_set *set)
+static __always_inline int run_actions(struct xdp_md *ctx, const struct xf_action_set *set,
+				       struct xf_counters *cnt)
 {
 	__u32 n = set->count;
 	int i, modified = 0;
@@ -618,16 +714,16 @@ static __always_inline int run_actions(struct xdp_md *ctx, const struct xf_actio
 			break;
 		switch (a->op) {
 		case XF_ACT_DROP:
-			count(XF_CNT_DROP);
+			count(cnt, XF_CNT_DROP);
 			return XDP_DROP;
 		case XF_ACT_PASS:
-			count(XF_CNT_PASS);
+			count(cnt, XF_CNT_PASS);
 			return XDP_PASS;
 		case XF_ACT_TX:
-			count(XF_CNT_TX);
+			count(cnt, XF_CNT_TX);
 			return XDP_TX;
 		case XF_ACT_REDIRECT:
-			count(XF_CNT_REDIRECT);
+			count(cnt, XF_CNT_REDIRECT);
 			/* On a missing devmap entry, drop: user space installs the
 			 * entry before any flow that uses it. */
 			return bpf_redirect_map(&tx_ports, a->ifindex, XDP_DROP);
@@ -651,7 +747,7 @@ static __always_inline int run_actions(struct xdp_md *ctx, const struct xf_actio
 			err = -1;
 		}
 		if (err) {
-			count(XF_CNT_ACTION_ERROR);
+			count(cnt, XF_CNT_ACTION_ERROR);
 			/* Untouched, the kernel can still apply the rule; once
 			 * changed, the packet cannot be handed on half-done. */
 			return modified ? XDP_DROP : XDP_PASS;
@@ -659,44 +755,65 @@ static __always_inline int run_actions(struct xdp_md *ctx, const struct xf_actio
 		modified = 1;
 	}
 	/* No terminal action: on to TC and the stack, like "pipe". */
-	count(XF_CNT_PASS);
+	count(cnt, XF_CNT_PASS);
 	return XDP_PASS;
+}
+
+/*
+ * CLOCK_MONOTONIC coarse, read through this CPU's cache: the coarse clock
+ * moves only when the tick moves jiffies, so while jiffies is unchanged the
+ * value read at its last change is the clock's (to within the moment
+ * between the tick's jiffies update and its clock update: less than the
+ * clock's own one-tick resolution). bpf_jiffies64 is inlined into a load;
+ * the clock helper is a call, which cost about a tenth of a cached hit.
+ */
+static __always_inline __u64 clock_now(struct xf_counters *c)
+{
+	__u64 j = bpf_jiffies64();
+
+	if (!c)
+		return bpf_ktime_get_coarse_ns();
+	if (c->clock_jiffies != j) {
+		c->clock_ns = bpf_ktime_get_coarse_ns();
+		c->clock_jiffies = j;
+	}
+	return c->clock_ns;
 }
 
 SEC("xdp")
 int xdpflow(struct xdp_md *ctx)
 {
+	struct xf_counters *cnt;
 	struct xf_action_set *set;
 	struct xf_rule_stats *st;
 	struct xf_flow flow;
-	__u32 set_idx, stats_idx;
+	__u32 set_idx, stats_idx, zero = 0;
 	struct xf_key key;
 	__u32 l2_len = 0;
 	__u64 len, now;
 
 	__builtin_memset(&key, 0, sizeof(key));
-	count(XF_CNT_RX);
+	cnt = bpf_map_lookup_elem(&counters, &zero);
 	if (parse(ctx, &key, &l2_len) != PARSE_OK) {
-		count(XF_CNT_UNPARSED);
+		count(cnt, XF_CNT_UNPARSED);
 		return XDP_PASS;
 	}
 
-	if (!lookup(&key, &flow)) {
-		count(XF_CNT_MISS);
+	if (!lookup(&key, &flow, cnt)) {
+		count(cnt, XF_CNT_MISS);
 		return XDP_PASS;
 	}
-	count(XF_CNT_HIT);
 	set_idx = flow.action_set;
 	stats_idx = flow.stats;
 
 	set = bpf_map_lookup_elem(&action_sets, &set_idx);
 	if (!set) {
-		count(XF_CNT_ACTION_ERROR);
+		count(cnt, XF_CNT_ACTION_ERROR);
 		return XDP_PASS;
 	}
 	st = bpf_map_lookup_elem(&rule_stats, &stats_idx);
 	if (st) {
-		now = bpf_ktime_get_coarse_ns();
+		now = clock_now(cnt);
 		/* Per CPU, so no two CPUs race on kernel_last_ns; a rule
 		 * then sends up to one packet per interval per CPU. The
 		 * packet is handed on untouched and not counted here: TC
@@ -704,7 +821,7 @@ int xdpflow(struct xdp_md *ctx)
 		if (set->keepalive_ms &&
 		    now - st->kernel_last_ns >= (__u64)set->keepalive_ms * 1000000) {
 			st->kernel_last_ns = now;
-			count(XF_CNT_KEEPALIVE);
+			count(cnt, XF_CNT_KEEPALIVE);
 			return XDP_PASS;
 		}
 		len = (__u64)(ctx->data_end - ctx->data);
@@ -712,5 +829,5 @@ int xdpflow(struct xdp_md *ctx)
 		st->bytes += len > l2_len ? len - l2_len : 0;
 		st->last_used_ns = now;
 	}
-	return run_actions(ctx, set);
+	return run_actions(ctx, set, cnt);
 }

@@ -19,8 +19,9 @@ enum xf_limits {
 	XF_MAX_VLAN_TAGS = 2,
 	XF_MAX_IPV6_EXT_HDRS = 8,
 	XF_RULE_TEXT_MAX = 464,
-	XF_META_MAGIC = 0x78646634,	/* "xdf4": layout version of pinned state */
+	XF_META_MAGIC = 0x78646636,	/* "xdf6": layout version of pinned state */
 	XF_CACHE_SLOTS = 4096,		/* per CPU, a power of two */
+	XF_CACHE_WAYS = 2,		/* slots per set: 2048 sets of 2 */
 	XF_LIST_BUFFERS = 8,		/* subtable list buffers, a power of two */
 };
 
@@ -74,11 +75,19 @@ struct xf_subtable {
 };
 
 /* The ordered list of subtables the program searches, first hit wins.
- * Replaced whole (double-buffered behind an ARRAY_OF_MAPS slot), never
- * edited while packets can see it. */
+ * Replaced whole (a ring of buffers, see subtable_lists), never edited
+ * while packets can see it.
+ *
+ * union_mask is the OR of every subtable's mask. No search result depends
+ * on a key bit outside it, so the exact-match cache is keyed by
+ * key & union_mask: packets that differ only in bits no rule looks at
+ * (the source port, when every rule looks at destinations) share one
+ * entry, as a megaflow does in Open vSwitch. generation is unique to each
+ * published list; cache entries carry the one they were made under. */
 struct xf_subtable_list {
 	__u32 count;
 	__u32 generation;
+	struct xf_key union_mask;
 	struct xf_subtable subtables[XF_MAX_SUBTABLES];
 };
 
@@ -152,14 +161,18 @@ struct xf_rule_stats {
 };
 
 /*
- * The per-CPU exact-match cache: a direct-mapped array, indexed by a hash of
- * the whole key, in front of the subtable search. Only the local CPU reads
- * or writes its slots (XDP does not nest on a CPU), so no entry changes
- * under a reader. An entry is valid while its generation equals the one in
- * cache_gen; user space bumps that in every change once the new flows are
- * in, before the change returns, so no run starting after the bump uses an
- * entry from before it (a run that read the old generation tags what it
- * fills with the old one).
+ * The per-CPU flow cache: a two-way set-associative array in front of the
+ * subtable search, keyed by the packet's key under the live list's
+ * union_mask and indexed by a hash of it. Only the local CPU reads or writes its slots
+ * (XDP does not nest on a CPU), so no entry changes under a reader.
+ *
+ * An entry is valid while its generation equals the one in cache_gen and
+ * its list_generation the live list's. User space bumps cache_gen in every
+ * change once the new flows are in, before the change returns, so no run
+ * starting after the bump uses an entry from before it (a run that read
+ * the old generation tags what it fills with the old one). The list tag
+ * keeps an entry made under one union mask from answering a key masked
+ * with another while a change is under way.
  */
 enum xf_cache_result {
 	XF_CACHE_MISS = 0,	/* the search found nothing: XDP_PASS */
@@ -167,17 +180,22 @@ enum xf_cache_result {
 };
 
 struct xf_cache_entry {
-	struct xf_key key;
+	struct xf_key key;	/* masked with the list's union_mask */
 	__u32 generation;
+	__u32 list_generation;
 	__u32 result;		/* enum xf_cache_result */
 	__u32 action_set;
 	__u32 stats;
+	__u32 pad;
 };
 
-/* Per-CPU program counters, indexed by enum xf_counter. */
+/* Per-CPU program counters, indexed by enum xf_counter. RX and HIT are
+ * not counted by the program but summed by user space (every packet ends
+ * in exactly one of the others), which saves two increments per packet. */
 enum xf_counter {
-	XF_CNT_RX = 0,		/* packets seen */
-	XF_CNT_HIT,		/* matched a flow */
+	XF_CNT_RX = 0,		/* packets seen: HIT + MISS + UNPARSED */
+	XF_CNT_HIT,		/* matched a flow: DROP + PASS + TX + REDIRECT +
+				 * ACTION_ERROR + KEEPALIVE */
 	XF_CNT_MISS,		/* parsed, matched nothing: XDP_PASS */
 	XF_CNT_UNPARSED,	/* not understood by the parser: XDP_PASS */
 	XF_CNT_DROP,
@@ -189,6 +207,14 @@ enum xf_counter {
 	XF_CNT_CACHE_HIT,	/* answered by the exact-match cache */
 	XF_CNT_KEEPALIVE,	/* matched, sent on to the kernel (keepalive_ms) */
 	XF_CNT_MAX,
+};
+
+/* All of them in one per-CPU value: one map lookup per packet. The value
+ * also caches this CPU's clock (see clock_now in xdpflow.c). */
+struct xf_counters {
+	__u64 n[XF_CNT_MAX];
+	__u64 clock_jiffies;	/* jiffies when clock_ns was read */
+	__u64 clock_ns;		/* CLOCK_MONOTONIC coarse, then */
 };
 
 /*

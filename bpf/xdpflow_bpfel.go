@@ -49,12 +49,14 @@ type XdpflowXfActionSet struct {
 }
 
 type XdpflowXfCacheEntry struct {
-	_          structs.HostLayout
-	Key        XdpflowXfKey
-	Generation uint32
-	Result     uint32
-	ActionSet  uint32
-	Stats      uint32
+	_              structs.HostLayout
+	Key            XdpflowXfKey
+	Generation     uint32
+	ListGeneration uint32
+	Result         uint32
+	ActionSet      uint32
+	Stats          uint32
+	Pad            uint32
 }
 
 type XdpflowXfCacheResult uint32
@@ -81,6 +83,13 @@ const (
 	XdpflowXfCounterXF_CNT_KEEPALIVE        XdpflowXfCounter = 11
 	XdpflowXfCounterXF_CNT_MAX              XdpflowXfCounter = 12
 )
+
+type XdpflowXfCounters struct {
+	_            structs.HostLayout
+	N            [12]uint64
+	ClockJiffies uint64
+	ClockNs      uint64
+}
 
 type XdpflowXfDirty uint32
 
@@ -140,8 +149,9 @@ const (
 	XdpflowXfLimitsXF_MAX_VLAN_TAGS    XdpflowXfLimits = 2
 	XdpflowXfLimitsXF_MAX_IPV6EXT_HDRS XdpflowXfLimits = 8
 	XdpflowXfLimitsXF_RULE_TEXT_MAX    XdpflowXfLimits = 464
-	XdpflowXfLimitsXF_META_MAGIC       XdpflowXfLimits = 2019845684
+	XdpflowXfLimitsXF_META_MAGIC       XdpflowXfLimits = 2019845686
 	XdpflowXfLimitsXF_CACHE_SLOTS      XdpflowXfLimits = 4096
+	XdpflowXfLimitsXF_CACHE_WAYS       XdpflowXfLimits = 2
 	XdpflowXfLimitsXF_LIST_BUFFERS     XdpflowXfLimits = 8
 )
 
@@ -187,6 +197,7 @@ type XdpflowXfSubtableList struct {
 	_          structs.HostLayout
 	Count      uint32
 	Generation uint32
+	UnionMask  XdpflowXfKey
 	Subtables  [256]XdpflowXfSubtable
 }
 
@@ -213,6 +224,7 @@ const (
 	XdpflowProgXdpflow         = "xdpflow"
 	XdpflowVarXfBtfActionOp    = "xf_btf_action_op"
 	XdpflowVarXfBtfCacheResult = "xf_btf_cache_result"
+	XdpflowVarXfBtfCounter     = "xf_btf_counter"
 	XdpflowVarXfBtfFrag        = "xf_btf_frag"
 	XdpflowVarXfBtfLimits      = "xf_btf_limits"
 	XdpflowVarXfBtfVlanFlags   = "xf_btf_vlan_flags"
@@ -286,6 +298,7 @@ type XdpflowMapSpecs struct {
 type XdpflowVariableSpecs struct {
 	XfBtfActionOp    *ebpf.VariableSpec `ebpf:"xf_btf_action_op"`
 	XfBtfCacheResult *ebpf.VariableSpec `ebpf:"xf_btf_cache_result"`
+	XfBtfCounter     *ebpf.VariableSpec `ebpf:"xf_btf_counter"`
 	XfBtfFrag        *ebpf.VariableSpec `ebpf:"xf_btf_frag"`
 	XfBtfLimits      *ebpf.VariableSpec `ebpf:"xf_btf_limits"`
 	XfBtfVlanFlags   *ebpf.VariableSpec `ebpf:"xf_btf_vlan_flags"`
@@ -345,6 +358,7 @@ func (m *XdpflowMaps) Close() error {
 type XdpflowVariables struct {
 	XfBtfActionOp    *ebpf.Variable `ebpf:"xf_btf_action_op"`
 	XfBtfCacheResult *ebpf.Variable `ebpf:"xf_btf_cache_result"`
+	XfBtfCounter     *ebpf.Variable `ebpf:"xf_btf_counter"`
 	XfBtfFrag        *ebpf.Variable `ebpf:"xf_btf_frag"`
 	XfBtfLimits      *ebpf.Variable `ebpf:"xf_btf_limits"`
 	XfBtfVlanFlags   *ebpf.Variable `ebpf:"xf_btf_vlan_flags"`

@@ -31,7 +31,7 @@ func benchFrame(dport uint16) []byte {
 // BenchmarkXDP: ns per packet through BPF_PROG_TEST_RUN, bare XDP_DROP and
 // xdpflow with 1..128 subtables (one rule each, a priority apart). "hit"
 // matches the last subtable, so every subtable is searched; "miss" matches
-// none. "search" is the program loaded without its exact-match cache;
+// none. "search" is the program loaded without its flow cache;
 // "cached" is the real one, where the repeated frame hits the cache. Each is reported also as a ratio to bare XDP_DROP measured in the
 // same run (x_bare_drop).
 func BenchmarkXDP(b *testing.B) {

@@ -45,7 +45,7 @@ func newHarness(t testing.TB, seed int64, maxFlows uint32) *harness {
 	return newHarnessCache(t, seed, maxFlows, true)
 }
 
-// newHarnessCache loads the program with or without its exact-match cache.
+// newHarnessCache loads the program with or without its flow cache.
 func newHarnessCache(t testing.TB, seed int64, maxFlows uint32, cache bool) *harness {
 	t.Helper()
 	spec, err := bpf.LoadXdpflow()
@@ -224,7 +224,7 @@ func TestDifferentialRandom(t *testing.T) {
 	defer func() {
 		t.Logf("outcomes over all seeds: %v", total)
 		if total["cache_hits"] < 1000 {
-			t.Errorf("only %d exact-match cache hits: the cache is not exercised", total["cache_hits"])
+			t.Errorf("only %d flow cache hits: the cache is not exercised", total["cache_hits"])
 		}
 		for _, v := range []string{"pass", "drop", "tx", "redirect", "matched"} {
 			if total[v] < 20 {
@@ -259,7 +259,7 @@ func TestDifferentialRandom(t *testing.T) {
 						frames[i] = g.frame()
 					}
 					// Twice: the second pass is answered by the
-					// exact-match cache and must not differ.
+					// flow cache and must not differ.
 					h.check(append(frames, frames...))
 				}
 				for k, v := range h.seen {

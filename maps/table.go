@@ -23,6 +23,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"unsafe"
 
 	"github.com/xdpflow/xdpflow/bpf"
 	"github.com/xdpflow/xdpflow/rule"
@@ -89,6 +90,8 @@ type ParseFunc func(text string) (*rule.Rule, error)
 type Table struct {
 	m    *bpf.XdpflowMaps
 	meta metaRecord
+	// listGen is the live subtable list's generation.
+	listGen uint32
 
 	maxFlows, maxRules, maxActionSets int
 
@@ -169,6 +172,7 @@ func (t *Table) load(parse ParseFunc) error {
 	if err := t.m.SubtableLists.Lookup(t.meta.ActiveList%listBuffers, &list); err != nil {
 		return fmt.Errorf("read subtable list: %w", err)
 	}
+	t.listGen = list.Generation
 	for i := 0; i < int(list.Count) && i < MaxSubtables; i++ {
 		s := list.Subtables[i]
 		st := &subtable{subtableKey: subtableKey{s.Prio, s.GroupSeq, s.Mask}, id: s.Id}
@@ -386,12 +390,13 @@ func expandGroup(members []*Installed) map[RuleID][]rule.Entry {
 }
 
 func contentKey(set *actionSet) string {
-	var b bytes.Buffer
-	fmt.Fprintf(&b, "%d|%d|", set.Count, set.KeepaliveMs)
-	for _, a := range set.Actions[:min(int(set.Count), len(set.Actions))] {
-		fmt.Fprintf(&b, "%+v|", a)
-	}
-	return b.String()
+	// The datapath bytes themselves (padding included, which encoding
+	// leaves zero): equal content, equal key. Called once per rule of a
+	// change, so it must be cheap.
+	n := min(int(set.Count), len(set.Actions))
+	used := *set
+	clear(used.Actions[n:])
+	return string((*[unsafe.Sizeof(actionSet{})]byte)(unsafe.Pointer(&used))[:])
 }
 
 // Rules returns the installed rules in lookup order: priority, mask group,
@@ -452,15 +457,21 @@ func (t *Table) Stats(id RuleID) (packets, bytes, lastUsedNs uint64, err error) 
 // Counters sums the program's per-CPU counters.
 func (t *Table) Counters() ([bpf.XdpflowXfCounterXF_CNT_MAX]uint64, error) {
 	var out [bpf.XdpflowXfCounterXF_CNT_MAX]uint64
-	for i := range out {
-		var per []uint64
-		if err := t.m.Counters.Lookup(uint32(i), &per); err != nil {
-			return out, fmt.Errorf("read counter %d: %w", i, err)
-		}
-		for _, v := range per {
+	var per []bpf.XdpflowXfCounters
+	if err := t.m.Counters.Lookup(uint32(0), &per); err != nil {
+		return out, fmt.Errorf("read counters: %w", err)
+	}
+	for _, c := range per {
+		for i, v := range c.N {
 			out[i] += v
 		}
 	}
+	// The program counts how each packet ended, not that it came or hit.
+	hit := out[bpf.XdpflowXfCounterXF_CNT_DROP] + out[bpf.XdpflowXfCounterXF_CNT_PASS] +
+		out[bpf.XdpflowXfCounterXF_CNT_TX] + out[bpf.XdpflowXfCounterXF_CNT_REDIRECT] +
+		out[bpf.XdpflowXfCounterXF_CNT_ACTION_ERROR] + out[bpf.XdpflowXfCounterXF_CNT_KEEPALIVE]
+	out[bpf.XdpflowXfCounterXF_CNT_HIT] = hit
+	out[bpf.XdpflowXfCounterXF_CNT_RX] = hit + out[bpf.XdpflowXfCounterXF_CNT_MISS] + out[bpf.XdpflowXfCounterXF_CNT_UNPARSED]
 	return out, nil
 }
 
@@ -519,6 +530,13 @@ func (t *Table) publish(list []*subtable) error {
 	l.Count = uint32(len(list))
 	for i, s := range list {
 		l.Subtables[i] = bpf.XdpflowXfSubtable{Id: s.id, Prio: s.prio, GroupSeq: s.group, Mask: s.mask}
+		l.UnionMask = rule.UnionKey(&l.UnionMask, &s.mask)
+	}
+	// Unique per published list (cache entries are tagged with it), and
+	// kept across processes: the next is one past the live one's.
+	l.Generation = t.listGen + 1
+	if l.Generation == 0 {
+		l.Generation = 1
 	}
 	live := t.meta.ActiveList % listBuffers
 	next := (live + 1) % listBuffers
@@ -534,11 +552,12 @@ func (t *Table) publish(list []*subtable) error {
 	if err := t.putMeta(); err != nil {
 		return fmt.Errorf("swap subtable list: %w", err)
 	}
+	t.listGen = l.Generation
 	t.hold(&heldSlots{listBuf: int(live) + 1})
 	return nil
 }
 
-// invalidateCache makes every exact-match cache entry stale for runs that
+// invalidateCache makes every flow cache entry stale for runs that
 // start after it; a run that read the old generation may use an old entry
 // until it ends (its slots are held until then).
 func (t *Table) invalidateCache() error {
@@ -584,7 +603,7 @@ func (t *Table) Room(src rule.Source) (subtables, flows, rules int) {
 	return int(t.meta.MaxSubtables) - len(used), t.maxFlows - nflows, t.maxRules - 1 - nrules
 }
 
-// Generation is the exact-match cache generation, which every change by
+// Generation is the flow cache generation, which every change by
 // any process bumps: a holder of an open Table compares it to the value
 // after its own last change to know whether someone else changed the
 // table since (and it must be reopened).

@@ -419,17 +419,21 @@ func (t *Table) write(p *plan) error {
 			return fmt.Errorf("add redirect target ifindex %d to the devmap: %w", ifindex, err)
 		}
 	}
-	zero := make([]ruleStats, ebpf.MustPossibleCPU())
-	for _, in := range p.ins {
-		if err := t.m.RuleStats.Put(in.ID, zero); err != nil {
-			return fmt.Errorf("reset counters of rule %d: %w", in.ID, err)
-		}
-		spec := ruleSpec{Seq: in.Seq, GroupSeq: in.GroupSeq, ActionSet: in.ActionSet,
+	// In batches: one syscall per few thousand rules, not two per rule
+	// (which is most of the time a bulk change of flower rules takes).
+	ids := make([]RuleID, len(p.ins))
+	specs := make([]ruleSpec, len(p.ins))
+	for i, in := range p.ins {
+		ids[i] = in.ID
+		specs[i] = ruleSpec{Seq: in.Seq, GroupSeq: in.GroupSeq, ActionSet: in.ActionSet,
 			Source: uint32(in.Rule.Source), TextLen: uint32(len(in.Rule.Text))}
-		copy(spec.Text[:], in.Rule.Text)
-		if err := t.m.RuleSpecs.Put(in.ID, &spec); err != nil {
-			return fmt.Errorf("write rule spec: %w", err)
-		}
+		copy(specs[i].Text[:], in.Rule.Text)
+	}
+	if err := batchPutPerCPU(t.m.RuleStats, ids, ruleStats{}); err != nil {
+		return fmt.Errorf("reset rule counters: %w", err)
+	}
+	if err := batchPut(t.m.RuleSpecs, ids, specs); err != nil {
+		return fmt.Errorf("write rule specs: %w", err)
 	}
 
 	// 2. New subtables, empty.
@@ -546,9 +550,13 @@ func (t *Table) write(p *plan) error {
 		}
 	}
 	// Specs are read by user space only: no run needs them.
-	for id := range p.del {
-		if err := t.m.RuleSpecs.Delete(id); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			return fmt.Errorf("remove rule spec %d: %w", id, err)
+	if len(p.del) > 0 {
+		gone := make([]RuleID, 0, len(p.del))
+		for id := range p.del {
+			gone = append(gone, id)
+		}
+		if err := batchDelete(t.m.RuleSpecs, gone); err != nil {
+			return fmt.Errorf("remove rule specs: %w", err)
 		}
 	}
 
@@ -600,11 +608,13 @@ func (t *Table) syncTxPorts() error {
 	return nil
 }
 
-// batchPut writes flows, in batches where the kernel supports them.
-func batchPut(m *ebpf.Map, keys []flowKey, vals []flowValue) error {
-	const chunk = 4096
-	for i := 0; i < len(keys); i += chunk {
-		j := min(i+chunk, len(keys))
+// batchChunk is how many elements one batch syscall carries.
+const batchChunk = 4096
+
+// batchPut writes elements, in batches where the kernel supports them.
+func batchPut[K, V any](m *ebpf.Map, keys []K, vals []V) error {
+	for i := 0; i < len(keys); i += batchChunk {
+		j := min(i+batchChunk, len(keys))
 		if _, err := m.BatchUpdate(keys[i:j], vals[i:j], nil); err != nil {
 			if !errors.Is(err, ebpf.ErrNotSupported) {
 				return err
@@ -619,11 +629,34 @@ func batchPut(m *ebpf.Map, keys []flowKey, vals []flowValue) error {
 	return nil
 }
 
-// batchDelete removes flows, tolerating ones already gone.
-func batchDelete(m *ebpf.Map, keys []flowKey) error {
-	const chunk = 4096
-	for i := 0; i < len(keys); i += chunk {
-		j := min(i+chunk, len(keys))
+// batchPutPerCPU sets every CPU's value of each key to v, in batches
+// where the kernel supports them.
+func batchPutPerCPU[K, V any](m *ebpf.Map, keys []K, v V) error {
+	ncpu := ebpf.MustPossibleCPU()
+	vals := make([]V, min(len(keys), batchChunk)*ncpu)
+	for i := range vals {
+		vals[i] = v
+	}
+	for i := 0; i < len(keys); i += batchChunk {
+		j := min(i+batchChunk, len(keys))
+		if _, err := m.BatchUpdate(keys[i:j], vals[:(j-i)*ncpu], nil); err != nil {
+			if !errors.Is(err, ebpf.ErrNotSupported) {
+				return err
+			}
+			for k := i; k < j; k++ {
+				if err := m.Put(keys[k], vals[:ncpu]); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// batchDelete removes elements, tolerating ones already gone.
+func batchDelete[K any](m *ebpf.Map, keys []K) error {
+	for i := 0; i < len(keys); i += batchChunk {
+		j := min(i+batchChunk, len(keys))
 		if _, err := m.BatchDelete(keys[i:j], nil); err == nil {
 			continue
 		}

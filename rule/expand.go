@@ -31,6 +31,16 @@ func MaskKey(k, m *Key) Key {
 	return out
 }
 
+// UnionKey returns a | b: of masks, the mask that has every bit of both.
+func UnionKey(a, b *Key) Key {
+	var out Key
+	o, aw, bw := keyWords(&out), keyWords(a), keyWords(b)
+	for i := range o {
+		o[i] = aw[i] | bw[i]
+	}
+	return out
+}
+
 // Covers reports whether packet key p falls under entry e.
 func (e *Entry) Covers(p *Key) bool {
 	return MaskKey(p, &e.Mask) == e.Key

@@ -99,7 +99,7 @@ func cmdDaemon(g globals, args []string) error {
 		if d.reader != nil {
 			d.reader.Stale(k)
 		}
-		d.syncAll("nft")
+		d.syncNFTAll("nft")
 	}})
 	go follow(ctx, tcConn, d.log, "tc monitor", &tcBatch{d: d})
 	tick := time.NewTicker(time.Second)
@@ -270,6 +270,10 @@ func (d *daemon) syncAll(why string) error {
 		d.log.Printf("%v", err)
 		return err
 	}
+	if err := d.followRenames(p); err != nil {
+		d.log.Printf("%v", err)
+		return err
+	}
 	devs, err := loader.List(p)
 	if err != nil {
 		d.log.Printf("%v", err)
@@ -288,6 +292,57 @@ func (d *daemon) syncAll(why string) error {
 		errs = append(errs, d.syncDevice(dev, why)...)
 	}
 	return errors.Join(errs...)
+}
+
+// syncNFTAll brings every enabled device's nft rules up to date after an
+// nft change: TC's filters did not change, and the device list is checked
+// only by name (one readdir; a rename comes with a link event, which
+// syncs all). It returns the errors it logged.
+func (d *daemon) syncNFTAll(why string) error {
+	p, err := d.pathsOnce()
+	if err != nil {
+		d.log.Printf("%v", err)
+		return err
+	}
+	devs, err := loader.List(p)
+	if err != nil {
+		d.log.Printf("%v", err)
+		return err
+	}
+	if !slices.Equal(devs, d.devices) {
+		return d.syncAll(why)
+	}
+	var errs []error
+	for _, dev := range devs {
+		if err := d.syncNFT(dev, why); err != nil {
+			d.log.Printf("%s: %v", dev, err)
+			errs = append(errs, fmt.Errorf("%s: %w", dev, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// followRenames moves the pins of renamed devices to their new names
+// (loader.FollowRenames) and forgets their open tables, which are keyed
+// by the old names.
+func (d *daemon) followRenames(p loader.Paths) error {
+	unlock, err := p.Lock()
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	renamed, err := loader.FollowRenames(p)
+	if err != nil {
+		return err
+	}
+	for from, to := range renamed {
+		d.log.Printf("%s: renamed to %s: its pins, program and rules follow", from, to)
+		if o := d.open[from]; o != nil {
+			o.close()
+			delete(d.open, from)
+		}
+	}
+	return nil
 }
 
 // syncDevice brings one device's TC and nft rules up to date, logging and

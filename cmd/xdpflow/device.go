@@ -43,6 +43,11 @@ func openPaths(g globals) (loader.Paths, func(), error) {
 	if err != nil {
 		return p, nil, err
 	}
+	// A device renamed since it was enabled is found under its new name.
+	if _, err := loader.FollowRenames(p); err != nil {
+		unlock()
+		return p, nil, err
+	}
 	return p, unlock, nil
 }
 
@@ -277,7 +282,7 @@ func cmdStatus(g globals, args []string) error {
 		c := d.Counters
 		fmt.Printf("  packets %d  hits %d  misses %d  unparsed %d  drop %d  pass %d  tx %d  redirect %d  action errors %d\n",
 			c["rx"], c["hits"], c["misses"], c["unparsed"], c["drop"], c["pass"], c["tx"], c["redirect"], c["action_errors"])
-		fmt.Printf("  exact-match cache hits %d  subtable lookups %d\n", c["cache_hits"], c["subtable_lookups"])
+		fmt.Printf("  flow cache hits %d  subtable lookups %d\n", c["cache_hits"], c["subtable_lookups"])
 		fmt.Printf("  pins %s\n", d.Pins)
 	}
 	return nil

@@ -95,23 +95,46 @@ func (c *Capture) Collect(d time.Duration, keep func(Frame) bool) []Frame {
 	return out
 }
 
+// Sender sends raw frames out of one device.
+type Sender struct {
+	fd int
+	sa unix.SockaddrLinklayer
+}
+
+// NewSender opens an AF_PACKET socket for ifname, in the network namespace
+// of the calling thread (call it inside Netns.Run).
+func NewSender(ifname string) (*Sender, error) {
+	ifi, err := net.InterfaceByName(ifname)
+	if err != nil {
+		return nil, err
+	}
+	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	return &Sender{fd: fd, sa: unix.SockaddrLinklayer{Ifindex: ifi.Index, Halen: 6}}, nil
+}
+
+// Send transmits one Ethernet frame.
+func (s *Sender) Send(f []byte) error {
+	s.sa.Protocol = htons(binary.BigEndian.Uint16(f[12:14]))
+	return unix.Sendto(s.fd, f, 0, &s.sa)
+}
+
+// Close closes the socket.
+func (s *Sender) Close() error { return unix.Close(s.fd) }
+
 // Inject sends raw frames out of ifname inside ns.
 func Inject(t testing.TB, ns *Netns, ifname string, frames ...[]byte) {
 	t.Helper()
 	ns.Run(t, func() {
-		ifi, err := net.InterfaceByName(ifname)
+		s, err := NewSender(ifname)
 		if err != nil {
 			panic(err)
 		}
-		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
-		if err != nil {
-			panic(err)
-		}
-		defer unix.Close(fd)
-		sa := &unix.SockaddrLinklayer{Ifindex: ifi.Index, Halen: 6}
+		defer s.Close()
 		for _, f := range frames {
-			sa.Protocol = htons(binary.BigEndian.Uint16(f[12:14]))
-			if err := unix.Sendto(fd, f, 0, sa); err != nil {
+			if err := s.Send(f); err != nil {
 				panic(err)
 			}
 		}
