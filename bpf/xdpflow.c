@@ -66,6 +66,15 @@ struct {
 	__type(value, struct xf_flow);
 } flows SEC(".maps");
 
+/* Flows of narrow subtables (see struct xf_subtable); otherwise as flows. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 65536);
+	__type(key, struct xf_narrow_flow_key);
+	__type(value, struct xf_flow);
+} flows_narrow SEC(".maps");
+
 /* Action sets, shared by content between rules. Never rewritten while a flow
  * points at them: a changed rule gets a fresh slot. */
 struct {
@@ -428,13 +437,17 @@ static __always_inline struct xf_subtable_list *live_list(void)
 __attribute__((noinline)) int search(struct xf_subtable_list *list, struct xf_key *key,
 				     struct xf_counters *cnt, struct xf_flow *out)
 {
+	struct xf_narrow_flow_key nk;
 	struct xf_flow_key fk;
 	__u32 n, i;
 
 	if (!list || !key || !out)
 		return 0;
 	n = list->count;
-	fk.pad = 0;
+	/* Both keys whole from the start: the two kinds of subtable then
+	 * leave the stack in states the verifier can prune. */
+	__builtin_memset(&fk, 0, sizeof(fk));
+	__builtin_memset(&nk, 0, sizeof(nk));
 
 	/* Bounded loop: the verifier walks at most XF_MAX_SUBTABLES
 	 * iterations; user space never sets count higher. */
@@ -448,11 +461,31 @@ __attribute__((noinline)) int search(struct xf_subtable_list *list, struct xf_ke
 			break;
 		st = &list->subtables[i];
 		m = (__u64 *)&st->mask;
+		if (st->narrow_words) {
 #pragma unroll
-		for (w = 0; w < XF_KEY_WORDS; w++)
-			o[w] = k[w] & m[w];
-		fk.subtable = st->id;
-		flow = bpf_map_lookup_elem(&flows, &fk);
+			for (w = 0; w < XF_NARROW_WORDS; w++) {
+				/* User space points unused slots at a word the
+				 * mask has zero, so no branch decides what goes
+				 * in (branches here multiply the verifier's
+				 * states). Indices are always below
+				 * XF_KEY_WORDS; the clamp only shows the
+				 * verifier that k[idx] and m[idx] are inside
+				 * the key. */
+				__u32 idx = st->word_idx[w];
+
+				if (idx >= XF_KEY_WORDS)
+					idx = 0;
+				nk.words[w] = k[idx] & m[idx];
+			}
+			nk.subtable = st->id;
+			flow = bpf_map_lookup_elem(&flows_narrow, &nk);
+		} else {
+#pragma unroll
+			for (w = 0; w < XF_KEY_WORDS; w++)
+				o[w] = k[w] & m[w];
+			fk.subtable = st->id;
+			flow = bpf_map_lookup_elem(&flows, &fk);
+		}
 		if (flow) {
 			count_n(cnt, XF_CNT_SUBTABLE_LOOKUPS, i + 1);
 			*out = *flow;

@@ -19,7 +19,8 @@ enum xf_limits {
 	XF_MAX_VLAN_TAGS = 2,
 	XF_MAX_IPV6_EXT_HDRS = 8,
 	XF_RULE_TEXT_MAX = 464,
-	XF_META_MAGIC = 0x78646636,	/* "xdf6": layout version of pinned state */
+	XF_META_MAGIC = 0x78646637,	/* "xdf7": layout version of pinned state */
+	XF_NARROW_WORDS = 6,		/* key words of a narrow subtable's flows */
 	XF_CACHE_SLOTS = 4096,		/* per CPU, a power of two */
 	XF_CACHE_WAYS = 2,		/* slots per set: 2048 sets of 2 */
 	XF_LIST_BUFFERS = 8,		/* subtable list buffers, a power of two */
@@ -66,12 +67,21 @@ struct xf_key {
 
 #define XF_KEY_WORDS (sizeof(struct xf_key) / 8)
 
-/* One subtable: every flow in it was installed with this priority and mask. */
+/* One subtable: every flow in it was installed with this priority and mask.
+ *
+ * A mask with at most XF_NARROW_WORDS nonzero key words makes a narrow
+ * subtable: its flows live in flows_narrow under just those words
+ * (word_idx, ascending; the rest of the key is zero under the mask
+ * anyway), so each lookup hashes and compares 56 bytes instead of 96.
+ * Wider masks (narrow_words 0) use flows with the whole masked key. */
 struct xf_subtable {
 	__u32 id;		/* part of the flows map key */
 	__u32 prio;		/* not read by the program: the list is in order */
 	__u64 group_seq;	/* not read by the program: the mask group's order */
 	struct xf_key mask;
+	__u8 narrow_words;	/* 0: wide */
+	__u8 word_idx[XF_NARROW_WORDS];
+	__u8 pad;
 };
 
 /* The ordered list of subtables the program searches, first hit wins.
@@ -99,7 +109,15 @@ struct xf_flow_key {
 	struct xf_key key;
 };
 
-/* Value of the flows hash map. */
+/* Key of the flows_narrow hash map: which subtable, and the key words its
+ * mask covers (xf_subtable.word_idx), masked; unused words zero. */
+struct xf_narrow_flow_key {
+	__u32 subtable;
+	__u32 pad;
+	__u64 words[XF_NARROW_WORDS];
+};
+
+/* Value of the flows hash maps. */
 struct xf_flow {
 	__u32 action_set;	/* index into action_sets */
 	__u32 stats;		/* index into rule_stats; one per rule */

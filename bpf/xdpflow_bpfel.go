@@ -149,7 +149,8 @@ const (
 	XdpflowXfLimitsXF_MAX_VLAN_TAGS    XdpflowXfLimits = 2
 	XdpflowXfLimitsXF_MAX_IPV6EXT_HDRS XdpflowXfLimits = 8
 	XdpflowXfLimitsXF_RULE_TEXT_MAX    XdpflowXfLimits = 464
-	XdpflowXfLimitsXF_META_MAGIC       XdpflowXfLimits = 2019845686
+	XdpflowXfLimitsXF_META_MAGIC       XdpflowXfLimits = 2019845687
+	XdpflowXfLimitsXF_NARROW_WORDS     XdpflowXfLimits = 6
 	XdpflowXfLimitsXF_CACHE_SLOTS      XdpflowXfLimits = 4096
 	XdpflowXfLimitsXF_CACHE_WAYS       XdpflowXfLimits = 2
 	XdpflowXfLimitsXF_LIST_BUFFERS     XdpflowXfLimits = 8
@@ -164,6 +165,13 @@ type XdpflowXfMeta struct {
 	NextSeq      uint64
 	Ifindex      uint32
 	AttachFlags  uint32
+}
+
+type XdpflowXfNarrowFlowKey struct {
+	_        structs.HostLayout
+	Subtable uint32
+	Pad      uint32
+	Words    [6]uint64
 }
 
 type XdpflowXfRuleSpec struct {
@@ -186,11 +194,14 @@ type XdpflowXfRuleStats struct {
 }
 
 type XdpflowXfSubtable struct {
-	_        structs.HostLayout
-	Id       uint32
-	Prio     uint32
-	GroupSeq uint64
-	Mask     XdpflowXfKey
+	_           structs.HostLayout
+	Id          uint32
+	Prio        uint32
+	GroupSeq    uint64
+	Mask        XdpflowXfKey
+	NarrowWords uint8
+	WordIdx     [6]uint8
+	Pad         uint8
 }
 
 type XdpflowXfSubtableList struct {
@@ -216,6 +227,7 @@ const (
 	XdpflowMapCounters         = "counters"
 	XdpflowMapFlowCache        = "flow_cache"
 	XdpflowMapFlows            = "flows"
+	XdpflowMapFlowsNarrow      = "flows_narrow"
 	XdpflowMapMeta             = "meta"
 	XdpflowMapRuleSpecs        = "rule_specs"
 	XdpflowMapRuleStats        = "rule_stats"
@@ -285,6 +297,7 @@ type XdpflowMapSpecs struct {
 	Counters      *ebpf.MapSpec `ebpf:"counters"`
 	FlowCache     *ebpf.MapSpec `ebpf:"flow_cache"`
 	Flows         *ebpf.MapSpec `ebpf:"flows"`
+	FlowsNarrow   *ebpf.MapSpec `ebpf:"flows_narrow"`
 	Meta          *ebpf.MapSpec `ebpf:"meta"`
 	RuleSpecs     *ebpf.MapSpec `ebpf:"rule_specs"`
 	RuleStats     *ebpf.MapSpec `ebpf:"rule_stats"`
@@ -330,6 +343,7 @@ type XdpflowMaps struct {
 	Counters      *ebpf.Map `ebpf:"counters"`
 	FlowCache     *ebpf.Map `ebpf:"flow_cache"`
 	Flows         *ebpf.Map `ebpf:"flows"`
+	FlowsNarrow   *ebpf.Map `ebpf:"flows_narrow"`
 	Meta          *ebpf.Map `ebpf:"meta"`
 	RuleSpecs     *ebpf.Map `ebpf:"rule_specs"`
 	RuleStats     *ebpf.Map `ebpf:"rule_stats"`
@@ -344,6 +358,7 @@ func (m *XdpflowMaps) Close() error {
 		m.Counters,
 		m.FlowCache,
 		m.Flows,
+		m.FlowsNarrow,
 		m.Meta,
 		m.RuleSpecs,
 		m.RuleStats,

@@ -58,6 +58,7 @@ func newHarnessCache(t testing.TB, seed int64, maxFlows uint32, cache bool) *har
 		}
 	}
 	spec.Maps[bpf.XdpflowMapFlows].MaxEntries = maxFlows
+	spec.Maps[bpf.XdpflowMapFlowsNarrow].MaxEntries = maxFlows
 	for _, n := range []string{bpf.XdpflowMapRuleStats, bpf.XdpflowMapRuleSpecs, bpf.XdpflowMapActionSets} {
 		spec.Maps[n].MaxEntries = 4096
 	}

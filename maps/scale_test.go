@@ -28,6 +28,7 @@ func scaleTable(b *testing.B, flows, rules uint32, parse maps.ParseFunc) (*bpf.X
 		b.Fatal(err)
 	}
 	spec.Maps[bpf.XdpflowMapFlows].MaxEntries = flows
+	spec.Maps[bpf.XdpflowMapFlowsNarrow].MaxEntries = flows
 	spec.Maps[bpf.XdpflowMapRuleStats].MaxEntries = rules
 	spec.Maps[bpf.XdpflowMapRuleSpecs].MaxEntries = rules
 	spec.Maps[bpf.XdpflowMapActionSets].MaxEntries = min(rules, 65536)
@@ -172,7 +173,7 @@ func Benchmark1MFlows(b *testing.B) {
 	r.Text = nft.FormatSpec(r, "bench")
 	for it := 0; it < b.N; it++ {
 		objs, t := scaleTable(b, n, 1024, parse)
-		emptyMap := mapMemlock(b, objs.Flows.FD())
+		emptyMap := mapMemlock(b, objs.Flows.FD()) + mapMemlock(b, objs.FlowsNarrow.FD())
 		before := kernelMemory(b)
 		start := time.Now()
 		ids, err := t.Apply(maps.Change{Insert: []maps.Insert{{Rule: r}}})
@@ -184,7 +185,7 @@ func Benchmark1MFlows(b *testing.B) {
 		if got := t.Sizes().Flows; got != n {
 			b.Fatalf("%d flows installed, want %d", got, n)
 		}
-		fullMap := mapMemlock(b, objs.Flows.FD())
+		fullMap := mapMemlock(b, objs.Flows.FD()) + mapMemlock(b, objs.FlowsNarrow.FD())
 		start = time.Now()
 		if _, err := t.Apply(maps.Change{Delete: ids}); err != nil {
 			b.Fatal(err)

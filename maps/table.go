@@ -267,20 +267,11 @@ func (t *Table) loadOpaqueFlows() error {
 	if !opaque {
 		return nil
 	}
-	var (
-		fk  flowKey
-		val flowValue
-	)
-	it := t.m.Flows.Iterate()
-	for it.Next(&fk, &val) {
-		if in := t.rules[val.Stats]; in != nil && in.Rule.Opaque {
+	return t.readFlows(func(fk flowKey, val flowValue, _ *narrowKey, known bool) {
+		if in := t.rules[val.Stats]; known && in != nil && in.Rule.Opaque {
 			in.flows = append(in.flows, fk)
 		}
-	}
-	if err := it.Err(); err != nil {
-		return fmt.Errorf("read flows: %w", err)
-	}
-	return nil
+	})
 }
 
 // dropLoaded forgets a rule read from the specs (before flows are built).
@@ -529,7 +520,9 @@ func (t *Table) publish(list []*subtable) error {
 	}
 	l.Count = uint32(len(list))
 	for i, s := range list {
-		l.Subtables[i] = bpf.XdpflowXfSubtable{Id: s.id, Prio: s.prio, GroupSeq: s.group, Mask: s.mask}
+		lay := layoutOf(&s.mask)
+		l.Subtables[i] = bpf.XdpflowXfSubtable{Id: s.id, Prio: s.prio, GroupSeq: s.group, Mask: s.mask,
+			NarrowWords: lay.n, WordIdx: lay.idx}
 		l.UnionMask = rule.UnionKey(&l.UnionMask, &s.mask)
 	}
 	// Unique per published list (cache entries are tagged with it), and

@@ -454,14 +454,14 @@ func (t *Table) write(p *plan) error {
 			}
 			vals[i] = flowValue{ActionSet: as, Stats: owner}
 		}
-		if err := batchPut(t.m.Flows, p.put, vals); err != nil {
+		if err := t.putFlows(p.put, vals, p.newSubs); err != nil {
 			return fmt.Errorf("install flows: %w", err)
 		}
 	}
 
 	// 4. Stale flows out.
 	if len(p.remove) > 0 {
-		if err := batchDelete(t.m.Flows, p.remove); err != nil {
+		if err := t.deleteFlows(p.remove); err != nil {
 			return fmt.Errorf("remove flows: %w", err)
 		}
 	}
@@ -697,24 +697,27 @@ func (t *Table) repair(bad []uint32) error {
 	if err := t.publish(t.sortedSubtables(nil, nil)); err != nil {
 		return err
 	}
-	var (
-		fk  flowKey
-		val flowValue
-	)
 	var extra []flowKey
-	fit := t.m.Flows.Iterate()
-	for fit.Next(&fk, &val) {
+	var strayNarrow []narrowKey // flows_narrow entries no known subtable explains
+	err := t.readFlows(func(fk flowKey, val flowValue, raw *narrowKey, known bool) {
+		if !known {
+			strayNarrow = append(strayNarrow, *raw)
+			return
+		}
 		owner, ok := t.flows[fk]
 		if !ok {
 			extra = append(extra, fk)
-			continue
+			return
 		}
 		if in := t.rules[owner]; in == nil || val.Stats != owner || val.ActionSet != in.ActionSet {
 			extra = append(extra, fk) // rewritten below
 		}
+	})
+	if err != nil {
+		return err
 	}
-	if err := fit.Err(); err != nil {
-		return fmt.Errorf("read flows: %w", err)
+	if err := batchDelete(t.m.FlowsNarrow, strayNarrow); err != nil {
+		return fmt.Errorf("remove stray flows: %w", err)
 	}
 	keys := make([]flowKey, 0, len(t.flows))
 	vals := make([]flowValue, 0, len(t.flows))
@@ -722,7 +725,7 @@ func (t *Table) repair(bad []uint32) error {
 		keys = append(keys, fk)
 		vals = append(vals, flowValue{ActionSet: t.rules[owner].ActionSet, Stats: owner})
 	}
-	if err := batchPut(t.m.Flows, keys, vals); err != nil {
+	if err := t.putFlows(keys, vals, nil); err != nil {
 		return fmt.Errorf("restore flows: %w", err)
 	}
 	var gone []flowKey
@@ -731,7 +734,7 @@ func (t *Table) repair(bad []uint32) error {
 			gone = append(gone, fk)
 		}
 	}
-	if err := batchDelete(t.m.Flows, gone); err != nil {
+	if err := t.deleteFlows(gone); err != nil {
 		return fmt.Errorf("remove stray flows: %w", err)
 	}
 	if err := t.invalidateCache(); err != nil {
