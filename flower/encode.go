@@ -234,8 +234,13 @@ func encodeActions(actions []rule.Action) ([]byte, error) {
 					opts.Bytes(tcaVlanPrio, []byte{a.VlanPrio})
 				}
 			}
+		case rule.ActSetEthSrc, rule.ActSetEthDst:
+			kind = "pedit"
+			if err := encodePedit(a, opts); err != nil {
+				return nil, err
+			}
 		default:
-			return nil, unsupported("installing action %q in TC (xdpflow writes gact, mirred and vlan; "+
+			return nil, unsupported("installing action %q in TC (xdpflow writes gact, mirred, vlan and pedit; "+
 				"add the filter with skip_sw for XDP alone, or with tc)", FormatAction(a))
 		}
 		ob, err := opts.Encode()

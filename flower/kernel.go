@@ -749,6 +749,12 @@ func (d *flowerDecoder) action(kind string, opts []byte) (words []string, redirI
 			return nil, 0, unsupported("action vlan mode %d", binary.NativeEndian.Uint32(p[20:]))
 		}
 		return append(w, ctl), 0, nil
+	case "pedit":
+		w, err := decodePedit(params, control)
+		return w, 0, err
+	case "skbmod":
+		w, err := decodeSkbmod(params, control)
+		return w, 0, err
 	}
 	return nil, 0, unsupported("action %q", kind)
 }

@@ -97,6 +97,14 @@ func tcShown(t *testing.T, ns *testutil.Netns, dev string) map[string]tcShownFil
 
 // vlanOf describes a delivered frame's VLAN tags: the one the kernel took
 // into metadata and any left in the data.
+// vlanAndDstOf is vlanOf and the destination MAC (pedit rewrites it).
+func vlanAndDstOf(f testutil.Frame) string {
+	if len(f.Data) < 6 {
+		return vlanOf(f)
+	}
+	return vlanOf(f) + " to " + net.HardwareAddr(f.Data[:6]).String()
+}
+
 func vlanOf(f testutil.Frame) string {
 	s := ""
 	if f.VLAN {
@@ -192,8 +200,12 @@ func randomFlowerFilter(rng *rand.Rand, proto string) string {
 	}
 	var acts string
 	switch r := rng.Intn(20); {
-	case r < 8:
+	case r < 7:
 		acts = "action drop"
+	case r < 8:
+		// What Open vSwitch installs for set_field of eth_dst: pedit
+		// keys xdpflow reads back as an address rewrite.
+		acts = fmt.Sprintf("action pedit ex munge eth dst set 02:0d:00:00:00:%02x pipe action mirred egress redirect dev b2", rng.Intn(3))
 	case r < 11:
 		acts = "action pass"
 	case r < 15:
@@ -279,11 +291,11 @@ func TestTCDifferential(t *testing.T) {
 			frames = append(frames, randomFrame(rng, tp.a0MAC, m))
 		}
 		before := tcFilterStats(t, tp.b, "b0")
-		want := tp.fatesAs(t, frames, markers, vlanOf)
+		want := tp.fatesAs(t, frames, markers, vlanAndDstOf)
 		mid := tcFilterStats(t, tp.b, "b0")
 
 		mustXdpflow(t, tp.b, "daemon", "--once")
-		got := tp.fatesAs(t, frames, markers, vlanOf)
+		got := tp.fatesAs(t, frames, markers, vlanAndDstOf)
 		after := tcFilterStats(t, tp.b, "b0")
 		shown := tcShown(t, tp.b, "b0")
 
@@ -572,12 +584,36 @@ func TestTCFilterAdd(t *testing.T) {
 		t.Errorf("pref 3 (skip_sw): XDP %d packets, want 20", x)
 	}
 
+	// An Ethernet address rewrite goes into TC as act_pedit, reads back
+	// as the same filter and is offloaded: the frames leave d0's peer
+	// rewritten, handled in XDP.
+	add("pref", "5", "protocol", "ip", "flower", "src_ip", "198.18.1.8", "action", "pedit", "ex", "munge", "eth", "dst",
+		"set", "02:0d:00:00:00:05", "pipe", "action", "mirred", "egress", "redirect", "dev", "b2")
+	if f := tcShown(t, tp.b, "b0")["5/1"]; !f.Offloaded || f.Source != "tc" {
+		t.Errorf("pref 5 (pedit): offloaded %v, source %q, reason %q; want in XDP, from TC", f.Offloaded, f.Source, f.Reason)
+	}
+	var frames [][]byte
+	var markers []string
+	for i := 0; i < 10; i++ { // a marker each
+		f, m := tp.srcFrames(fmt.Sprintf("pedit%d", i), "198.18.1.8")
+		frames, markers = append(frames, f...), append(markers, m...)
+	}
+	for i, f := range tp.fatesAs(t, frames, markers, vlanAndDstOf) {
+		if f != "d0 to 02:0d:00:00:00:05" {
+			t.Errorf("pedit frame %d: %s, want d0 to 02:0d:00:00:00:05", i, f)
+		}
+	}
+	if x := tcShown(t, tp.b, "b0")["5/1"].Stats; x == nil || x.Packets < 10-2*uint64(runtime.NumCPU()) {
+		t.Errorf("pref 5 (pedit): XDP stats %+v, want the 10 frames but keepalives", x)
+	}
+	mustXdpflow(t, tp.b, "filter", "del", "dev", "b0", "ingress", "pref", "5")
+
 	// Prefs stay with their place: no XDP-only filter in a TC pref, no TC
 	// filter in an XDP-only one, and nothing changes when refused.
 	for _, bad := range [][]string{
 		{"pref", "1", "protocol", "ip", "flower", "src_ip", "198.18.9.1", "skip_sw", "action", "drop"},
 		{"pref", "3", "protocol", "ip", "flower", "src_ip", "198.18.9.1", "action", "drop"},
-		{"pref", "4", "protocol", "ip", "flower", "src_ip", "198.18.9.1", "action", "skbmod", "set", "dmac", "02:00:00:00:00:01", "action", "drop"},
+		{"pref", "4", "protocol", "ip", "flower", "src_ip", "198.18.9.1", "action", "skbedit", "mark", "7", "action", "drop"},
 	} {
 		out, err := xdpflow(tp.b, append([]string{"filter", "add", "dev", "b0", "ingress"}, bad...)...)
 		if err == nil || strings.Count(out, "\n") > 0 {
