@@ -265,18 +265,8 @@ func (d *daemon) settle(wait bool) {
 // syncAll brings every enabled device's nft rules up to date; it returns
 // the errors it logged.
 func (d *daemon) syncAll(why string) error {
-	p, err := d.pathsOnce()
+	devs, err := d.enabledDevices(true)
 	if err != nil {
-		d.log.Printf("%v", err)
-		return err
-	}
-	if err := d.followRenames(p); err != nil {
-		d.log.Printf("%v", err)
-		return err
-	}
-	devs, err := loader.List(p)
-	if err != nil {
-		d.log.Printf("%v", err)
 		return err
 	}
 	d.devices = devs
@@ -299,14 +289,8 @@ func (d *daemon) syncAll(why string) error {
 // only by name (one readdir; a rename comes with a link event, which
 // syncs all). It returns the errors it logged.
 func (d *daemon) syncNFTAll(why string) error {
-	p, err := d.pathsOnce()
+	devs, err := d.enabledDevices(false)
 	if err != nil {
-		d.log.Printf("%v", err)
-		return err
-	}
-	devs, err := loader.List(p)
-	if err != nil {
-		d.log.Printf("%v", err)
 		return err
 	}
 	if !slices.Equal(devs, d.devices) {
@@ -320,6 +304,24 @@ func (d *daemon) syncNFTAll(why string) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// enabledDevices lists the enabled devices, after moving renamed ones'
+// pins to their new names if follow; it logs what failed.
+func (d *daemon) enabledDevices(follow bool) ([]string, error) {
+	p, err := d.pathsOnce()
+	if err == nil && follow {
+		err = d.followRenames(p)
+	}
+	var devs []string
+	if err == nil {
+		devs, err = loader.List(p)
+	}
+	if err != nil {
+		d.log.Printf("%v", err)
+		return nil, err
+	}
+	return devs, nil
 }
 
 // followRenames moves the pins of renamed devices to their new names
