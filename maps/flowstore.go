@@ -3,7 +3,6 @@ package maps
 import (
 	"errors"
 	"fmt"
-	"unsafe"
 
 	"github.com/cilium/ebpf"
 
@@ -22,17 +21,11 @@ type narrowKey = bpf.XdpflowXfNarrowFlowKey
 
 const narrowWords = int(bpf.XdpflowXfLimitsXF_NARROW_WORDS)
 
-const keyWords = int(unsafe.Sizeof(rule.Key{}) / 8)
-
 // layout is where a subtable's flows are stored: n key words (idx, in
 // ascending order) in flows_narrow, or the whole key in flows (n == 0).
 type layout struct {
 	n   uint8
 	idx [narrowWords]uint8
-}
-
-func words(k *rule.Key) *[keyWords]uint64 {
-	return (*[keyWords]uint64)(unsafe.Pointer(k))
 }
 
 // layoutOf is the storage layout of flows under mask. Slots past n name
@@ -41,7 +34,7 @@ func words(k *rule.Key) *[keyWords]uint64 {
 func layoutOf(mask *rule.Key) layout {
 	var l layout
 	zero := -1
-	for i, w := range words(mask) {
+	for i, w := range rule.KeyWords(mask) {
 		if w == 0 {
 			if zero < 0 {
 				zero = i
@@ -63,7 +56,7 @@ func layoutOf(mask *rule.Key) layout {
 // narrow is fk's key in flows_narrow.
 func (l layout) narrow(fk *flowKey) narrowKey {
 	nk := narrowKey{Subtable: fk.Subtable}
-	kw := words(&fk.Key)
+	kw := rule.KeyWords(&fk.Key)
 	for j := 0; j < int(l.n); j++ {
 		nk.Words[j] = kw[l.idx[j]]
 	}
@@ -73,7 +66,7 @@ func (l layout) narrow(fk *flowKey) narrowKey {
 // wide is the whole key of a flows_narrow key.
 func (l layout) wide(nk *narrowKey) flowKey {
 	fk := flowKey{Subtable: nk.Subtable}
-	kw := words(&fk.Key)
+	kw := rule.KeyWords(&fk.Key)
 	for j := 0; j < int(l.n); j++ {
 		kw[l.idx[j]] = nk.Words[j]
 	}

@@ -16,15 +16,16 @@ func KeyBytes(k *Key) []byte {
 	return out
 }
 
-// keyWords views a key as the 64-bit words the datapath ANDs.
-func keyWords(k *Key) *[unsafe.Sizeof(Key{}) / 8]uint64 {
+// KeyWords views a key as the 64-bit words the datapath ANDs (the words
+// are the key itself, not a copy).
+func KeyWords(k *Key) *[unsafe.Sizeof(Key{}) / 8]uint64 {
 	return (*[unsafe.Sizeof(Key{}) / 8]uint64)(unsafe.Pointer(k))
 }
 
 // MaskKey returns k & m.
 func MaskKey(k, m *Key) Key {
 	var out Key
-	o, kw, mw := keyWords(&out), keyWords(k), keyWords(m)
+	o, kw, mw := KeyWords(&out), KeyWords(k), KeyWords(m)
 	for i := range o {
 		o[i] = kw[i] & mw[i]
 	}
@@ -34,7 +35,7 @@ func MaskKey(k, m *Key) Key {
 // UnionKey returns a | b: of masks, the mask that has every bit of both.
 func UnionKey(a, b *Key) Key {
 	var out Key
-	o, aw, bw := keyWords(&out), keyWords(a), keyWords(b)
+	o, aw, bw := KeyWords(&out), KeyWords(a), KeyWords(b)
 	for i := range o {
 		o[i] = aw[i] | bw[i]
 	}

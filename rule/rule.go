@@ -201,7 +201,7 @@ func BE16ToHost(v uint16) uint16 { return bits.ReverseBytes16(v) }
 // answer true when none can (port ranges against masked ports), never
 // false when one can.
 func Overlaps(a, b *Match) bool {
-	ka, kb, ma, mb := keyWords(&a.Key), keyWords(&b.Key), keyWords(&a.Mask), keyWords(&b.Mask)
+	ka, kb, ma, mb := KeyWords(&a.Key), KeyWords(&b.Key), KeyWords(&a.Mask), KeyWords(&b.Mask)
 	for i := range ka {
 		if (ka[i]^kb[i])&ma[i]&mb[i] != 0 {
 			return false
