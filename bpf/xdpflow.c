@@ -99,12 +99,18 @@ struct {
 	__type(value, struct xf_counters);
 } counters SEC(".maps");
 
-/* The flow cache (see xdpflow.h) and its generation. */
+/* The flow cache (see xdpflow.h) and its generation. CPU c owns sets
+ * c * XF_CACHE_SETS .. +XF_CACHE_SETS-1; user space sizes the map for
+ * every possible CPU. A plain array indexed by CPU rather than a
+ * PERCPU_ARRAY, because only an mmapable array's values are page-aligned:
+ * each 128-byte set is then exactly two cache lines and a narrow entry
+ * one (per-CPU values are only 8-byte aligned and would straddle). */
 struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, XF_CACHE_SLOTS);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__uint(max_entries, XF_CACHE_SETS);
 	__type(key, __u32);
-	__type(value, struct xf_cache_entry);
+	__type(value, struct xf_cache_set);
 } flow_cache SEC(".maps");
 
 struct {
@@ -144,7 +150,6 @@ const enum xf_action_op *xf_btf_action_op __attribute__((unused));
 const enum xf_limits *xf_btf_limits __attribute__((unused));
 const enum xf_frag *xf_btf_frag __attribute__((unused));
 const enum xf_vlan_flags *xf_btf_vlan_flags __attribute__((unused));
-const enum xf_cache_result *xf_btf_cache_result __attribute__((unused));
 const enum xf_counter *xf_btf_counter __attribute__((unused));
 
 /* The run's counters: looked up once, then passed down. The lookup cannot
@@ -201,6 +206,48 @@ struct arphdr_eth_ipv4 {
 	__u8 tip[4];
 };
 
+/*
+ * Whole-word loads from the packet. To the compiler the headers' byte
+ * arrays (MACs, addresses) are byte-aligned, so a memcpy from one becomes
+ * a load, shift and OR per byte: that was a third of the time the program
+ * spends on a cached packet. These casts tell the compiler "aligned", so
+ * each compiles to one load; the packet itself is only 2-byte aligned from
+ * the IP header on. The verifier accepts unaligned packet loads unless it
+ * enforces strict alignment, which it does only on architectures without
+ * efficient unaligned access (not x86-64 or arm64) or when the loader asks
+ * (xdpflow does not). Stores go to the key on the stack, where the
+ * verifier wants natural alignment: every one below is at an offset that
+ * is a multiple of its size.
+ */
+/* The layout those stores rely on. */
+_Static_assert(__builtin_offsetof(struct xf_key, eth_dst) == 4 &&
+		       __builtin_offsetof(struct xf_key, eth_src) == 10,
+	       "MACs at key offsets 4..15");
+_Static_assert(__builtin_offsetof(struct xf_key, src_ip) % 8 == 0 &&
+		       __builtin_offsetof(struct xf_key, dst_ip) % 8 == 0,
+	       "addresses 8-byte aligned in the key");
+_Static_assert(__builtin_offsetof(struct xf_key, src_port) % 4 == 0 &&
+		       __builtin_offsetof(struct xf_key, dst_port) ==
+			       __builtin_offsetof(struct xf_key, src_port) + 2,
+	       "ports one aligned 32-bit word");
+
+static __always_inline __u32 pkt32(const void *p)
+{
+	return *(const __u32 *)p;
+}
+
+static __always_inline __u64 pkt64(const void *p)
+{
+	return *(const __u64 *)p;
+}
+
+/* Both ports (or ICMP type and code and what follows), which the packet
+ * and the key hold in the same order. */
+static __always_inline void put_ports(struct xf_key *key, const void *l4)
+{
+	*(__u32 *)&key->src_port = pkt32(l4);
+}
+
 #define IP_MF_ 0x2000
 #define IP_OFFSET_ 0x1FFF
 
@@ -220,8 +267,7 @@ static __always_inline int parse_l4(void *l4, void *data_end, struct xf_key *key
 
 		if ((void *)(th + 20) > data_end)
 			return PARSE_UNSUPPORTED;
-		__builtin_memcpy(&key->src_port, th, 2);
-		__builtin_memcpy(&key->dst_port, th + 2, 2);
+		put_ports(key, th);
 		/* flag word: data offset (4) reserved (3) flags (9); flower
 		 * keeps the low 12 bits */
 		key->tcp_flags = bpf_htons(((__u16)th[12] << 8 | th[13]) & 0x0FFF);
@@ -233,8 +279,7 @@ static __always_inline int parse_l4(void *l4, void *data_end, struct xf_key *key
 
 		if ((void *)(uh + 4) > data_end)
 			return PARSE_UNSUPPORTED;
-		__builtin_memcpy(&key->src_port, uh, 2);
-		__builtin_memcpy(&key->dst_port, uh + 2, 2);
+		put_ports(key, uh);
 		return PARSE_OK;
 	}
 	default:
@@ -264,8 +309,8 @@ static __always_inline int parse_ipv4(void *l3, void *data_end, struct xf_key *k
 	if (ihl < sizeof(*iph))
 		return PARSE_UNSUPPORTED;
 
-	__builtin_memcpy(key->src_ip, iph->saddr, 4);
-	__builtin_memcpy(key->dst_ip, iph->daddr, 4);
+	*(__u32 *)key->src_ip = pkt32(iph->saddr);
+	*(__u32 *)key->dst_ip = pkt32(iph->daddr);
 	key->ip_proto = iph->protocol;
 	key->ip_tos = iph->tos;
 	key->ip_ttl = iph->ttl;
@@ -296,8 +341,10 @@ static __always_inline int parse_ipv6(void *l3, void *data_end, struct xf_key *k
 	if ((vtc >> 28) != 6)
 		return PARSE_UNSUPPORTED;
 
-	__builtin_memcpy(key->src_ip, ip6->saddr, 16);
-	__builtin_memcpy(key->dst_ip, ip6->daddr, 16);
+	*(__u64 *)key->src_ip = pkt64(ip6->saddr);
+	*(__u64 *)(key->src_ip + 8) = pkt64(ip6->saddr + 8);
+	*(__u64 *)key->dst_ip = pkt64(ip6->daddr);
+	*(__u64 *)(key->dst_ip + 8) = pkt64(ip6->daddr + 8);
 	key->ip_tos = (vtc >> 20) & 0xFF;
 	key->ip_ttl = ip6->hop_limit;
 	nexthdr = ip6->nexthdr;
@@ -374,8 +421,9 @@ static __always_inline int parse(struct xdp_md *ctx, struct xf_key *key, __u32 *
 		return PARSE_UNSUPPORTED;
 
 	key->ifindex = ctx->ingress_ifindex;
-	__builtin_memcpy(key->eth_dst, eth->h_dest, 6);
-	__builtin_memcpy(key->eth_src, eth->h_source, 6);
+	/* The 12 bytes of MACs: key offsets 4..15, packet offsets 0..11. */
+	*(__u32 *)key->eth_dst = pkt32(eth->h_dest);
+	*(__u64 *)(key->eth_dst + 4) = pkt64(eth->h_dest + 4);
 	proto = eth->h_proto;
 	key->eth_type[0] = proto;
 	cursor = eth + 1;
@@ -496,45 +544,57 @@ __attribute__((noinline)) int search(struct xf_subtable_list *list, struct xf_ke
 	return 0;
 }
 
-static __always_inline int key_equal(const struct xf_key *a, const struct xf_key *b)
+/* Mixes a sum of products into the set index. The words are folded into
+ * lanes that are multiplied in parallel: a chain of one multiply per word
+ * (the obvious hash) costs more than the rest of a cache hit. Only the set
+ * comes from it; a collision costs a search, never a wrong answer (the
+ * whole cache key is compared). */
+static __always_inline __u32 cache_set_of(__u64 h)
 {
-	const __u64 *x = (const __u64 *)a, *y = (const __u64 *)b;
-	__u64 diff = 0;
-	int w;
-
-#pragma unroll
-	for (w = 0; w < XF_KEY_WORDS; w++)
-		diff |= x[w] ^ y[w];
-	return diff == 0;
+	h ^= h >> 31;
+	h *= 0x94D049BB133111EBULL;
+	return (__u32)(h >> (64 - XF_CACHE_SET_BITS));
 }
 
-/* The cache set of a masked key: the index of its first slot. The words
- * are folded into four lanes
- * that are multiplied in parallel, then mixed: a chain of one multiply per
- * word (the obvious hash) costs more than the rest of a cache hit. Only
- * the slot index comes from it; a collision costs a search, never a wrong
- * answer (the whole key is compared). */
-static __always_inline __u32 cache_slot(const struct xf_key *key)
+static __always_inline __u32 hash_narrow(const __u64 *w)
 {
-	const __u64 *k = (const __u64 *)key;
-	__u64 lane[4] = {}, h;
+	return cache_set_of(w[0] * 0x9E3779B97F4A7C15ULL + w[1] * 0xC2B2AE3D27D4EB4FULL +
+			    w[2] * 0x165667B19E3779F9ULL + w[3] * 0xD6E8FEB86659FD93ULL +
+			    w[4] * 0xFF51AFD7ED558CCDULL + w[5] * 0xC4CEB9FE1A85EC53ULL);
+}
+
+static __always_inline __u32 hash_wide(const __u64 *k)
+{
+	__u64 lane[4] = {};
 	int w;
 
 #pragma unroll
 	for (w = 0; w < XF_KEY_WORDS; w++)
 		lane[w & 3] ^= k[w];
-	h = lane[0] * 0x9E3779B97F4A7C15ULL + lane[1] * 0xC2B2AE3D27D4EB4FULL +
-	    lane[2] * 0x165667B19E3779F9ULL + lane[3] * 0xD6E8FEB86659FD93ULL;
-	h ^= h >> 31;
-	h *= 0x94D049BB133111EBULL;
-	return (__u32)(h >> 40) & (XF_CACHE_SLOTS - XF_CACHE_WAYS);
+	return cache_set_of(lane[0] * 0x9E3779B97F4A7C15ULL + lane[1] * 0xC2B2AE3D27D4EB4FULL +
+			    lane[2] * 0x165667B19E3779F9ULL + lane[3] * 0xD6E8FEB86659FD93ULL);
 }
 
-/* Whether cache entry e answers masked key k under (gen, list_gen). */
-static __always_inline int cache_valid(const struct xf_cache_entry *e, const struct xf_key *k,
-				       __u32 gen, __u32 list_gen)
+/* Nonzero unless way holds cache key ck under tag. Written out: clang
+ * leaves a loop here rolled, and a rolled loop costs three times the
+ * instructions. */
+static __always_inline __u64 way_differs(const struct xf_cache_way *way, const __u64 *ck, __u64 tag)
 {
-	return e->generation == gen && e->list_generation == list_gen && key_equal(&e->key, k);
+	_Static_assert(XF_CACHE_WORDS == 6, "way_differs compares 6 words");
+	return (way->tag ^ tag) | (way->words[0] ^ ck[0]) | (way->words[1] ^ ck[1]) |
+	       (way->words[2] ^ ck[2]) | (way->words[3] ^ ck[3]) | (way->words[4] ^ ck[4]) |
+	       (way->words[5] ^ ck[5]);
+}
+
+static __always_inline __u64 wide_differs(const struct xf_cache_wide *e, const __u64 *ck, __u64 tag)
+{
+	__u64 diff = e->tag ^ tag;
+	int w;
+
+#pragma unroll
+	for (w = 0; w < XF_KEY_WORDS; w++)
+		diff |= e->words[w] ^ ck[w];
+	return diff;
 }
 
 /* Set at load time only (a read-only constant the verifier folds away):
@@ -570,18 +630,26 @@ static __always_inline int search_live(struct xf_subtable_list *list, struct xf_
 	return search(now, key, cnt, out);
 }
 
+/* The answer of a search, for the cache. */
+static __always_inline void cache_answer(struct xf_flow *dst, int found, const struct xf_flow *out)
+{
+	dst->action_set = found ? out->action_set : XF_CACHE_NO_FLOW;
+	dst->stats = found ? out->stats : 0;
+}
+
 /* lookup answers from the cache, or searches and fills it. Returns 1 with
- * *out set for a flow, 0 for a miss. */
-static __always_inline int lookup(struct xf_key *key, struct xf_flow *out, struct xf_counters *cnt)
+ * *out set for a flow, 0 for a miss. padded is key as 16 words. */
+static __always_inline int lookup(struct xf_key *key, const __u64 *padded, struct xf_flow *out,
+				  struct xf_counters *cnt)
 {
 	struct xf_subtable_list *list, *searched;
-	struct xf_cache_entry *e, *e2;
-	struct xf_key mkey;
-	int found;
-	__u32 zero = 0, slot, slot2, gen, list_gen;
-	__u64 *k = (__u64 *)key, *u, *mk = (__u64 *)&mkey;
+	struct xf_cache_set *set;
+	struct xf_flow *hit;
+	__u64 ck[XF_KEY_WORDS];	/* the cache key: 6 words or 11 */
+	__u64 *k = (__u64 *)key, tag;
+	__u32 zero = 0, idx, gen;
 	__u32 *genp;
-	int w;
+	int found, w;
 
 	/* Read the generation before the list and the search: an entry
 	 * filled from a search that raced with a change carries the older
@@ -595,57 +663,76 @@ static __always_inline int lookup(struct xf_key *key, struct xf_flow *out, struc
 		return 0;	/* cannot happen: array maps */
 	if (xf_cache_disabled)
 		goto uncached;
+	tag = (__u64)list->generation << 32 | gen;
 
-	/* The cache's key: every subtable mask is within the union, so every
-	 * packet with this masked key gets the same answer. */
-	u = (__u64 *)&list->union_mask;
+	if (list->cache_words) {
+		struct xf_cache_way *way0, *way1, *victim;
+
+		/* padded holds the key in a 16-word buffer (zero past
+		 * the key), so that any 4-bit index is inside it and the
+		 * gather needs no bounds check. */
+#pragma unroll
+		for (w = 0; w < XF_CACHE_WORDS; w++)
+			ck[w] = padded[list->cache_word_idx[w] & 15] & list->cache_mask[w];
+		idx = bpf_get_smp_processor_id() * XF_CACHE_SETS + hash_narrow(ck);
+		set = bpf_map_lookup_elem(&flow_cache, &idx);
+		if (!set)
+			goto uncached;	/* a CPU beyond the map: cannot happen */
+		way0 = &set->way[0];
+		way1 = &set->way[1];
+		if (!way_differs(way0, ck, tag)) {
+			hit = &way0->flow;
+			goto hit;
+		}
+		if (!way_differs(way1, ck, tag)) {
+			hit = &way1->flow;
+			goto hit;
+		}
+		/* A miss fills a stale way; when both are current, the first
+		 * moves to the second (whose entry is dropped) and the new one
+		 * goes first: the two newest stay. */
+		victim = way0;
+		if (way0->tag == tag) {
+			if (way1->tag != tag)
+				victim = way1;
+			else
+				__builtin_memcpy(way1, way0, sizeof(*way1));
+		}
+		found = search_live(list, key, cnt, out, &searched);
+		/* An answer from a newer list (rare: a change was under way)
+		 * is not cached: the key is masked with this list's union. */
+		if (searched == list) {
+			__builtin_memcpy(victim->words, ck, sizeof(victim->words));
+			victim->tag = tag;
+			cache_answer(&victim->flow, found, out);
+		}
+		return found;
+	}
+
+	/* Wide: the whole key under the union mask, one entry per set. */
 #pragma unroll
 	for (w = 0; w < XF_KEY_WORDS; w++)
-		mk[w] = k[w] & u[w];
-	/* Two ways per set: two flows whose keys share a set (with a few
-	 * hundred flows, some always do) do not evict each other for ever. */
-	list_gen = list->generation;
-	slot = cache_slot(&mkey);
-	e = bpf_map_lookup_elem(&flow_cache, &slot);
-	slot2 = slot + 1;
-	e2 = bpf_map_lookup_elem(&flow_cache, &slot2);
-	if (!e || !e2)
-		goto uncached;	/* cannot happen: an array map */
-	if (!cache_valid(e, &mkey, gen, list_gen)) {
-		if (cache_valid(e2, &mkey, gen, list_gen)) {
-			e = e2;
-		} else {
-			/* A miss fills an invalid way; when both hold
-			 * current entries, the first moves to the second
-			 * (whose entry is dropped) and the new one goes
-			 * first: the two newest stay. */
-			if (e->generation == gen && e->list_generation == list_gen) {
-				if (e2->generation != gen || e2->list_generation != list_gen)
-					e = e2;
-				else
-					__builtin_memcpy(e2, e, sizeof(*e));
-			}
-			goto fill;
-		}
+		ck[w] = k[w] & ((__u64 *)&list->union_mask)[w];
+	idx = bpf_get_smp_processor_id() * XF_CACHE_SETS + hash_wide(ck);
+	set = bpf_map_lookup_elem(&flow_cache, &idx);
+	if (!set)
+		goto uncached;
+	if (!wide_differs(&set->wide, ck, tag)) {
+		hit = &set->wide.flow;
+		goto hit;
 	}
-	count(cnt, XF_CNT_CACHE_HIT);
-	out->action_set = e->action_set;
-	out->stats = e->stats;
-	return e->result == XF_CACHE_FLOW;
-
-fill:
 	found = search_live(list, key, cnt, out, &searched);
-	/* An answer from a newer list (rare: a change was under way) is not
-	 * cached: the entry's key is masked with this list's union. */
 	if (searched == list) {
-		__builtin_memcpy(&e->key, &mkey, sizeof(mkey));
-		e->generation = gen;
-		e->list_generation = list_gen;
-		e->result = found ? XF_CACHE_FLOW : XF_CACHE_MISS;
-		e->action_set = found ? out->action_set : 0;
-		e->stats = found ? out->stats : 0;
+		__builtin_memcpy(set->wide.words, ck, sizeof(set->wide.words));
+		set->wide.tag = tag;
+		cache_answer(&set->wide.flow, found, out);
 	}
 	return found;
+
+hit:
+	count(cnt, XF_CNT_CACHE_HIT);
+	*out = *hit;
+	return out->action_set != XF_CACHE_NO_FLOW;
 
 uncached:
 	return search_live(list, key, cnt, out, &searched);
@@ -821,18 +908,23 @@ int xdpflow(struct xdp_md *ctx)
 	struct xf_rule_stats *st;
 	struct xf_flow flow;
 	__u32 set_idx, stats_idx, zero = 0;
-	struct xf_key key;
+	/* The key, in a buffer of 16 words: see lookup. */
+	union {
+		struct xf_key key;
+		__u64 words[16];
+	} padded;
+	struct xf_key *key = &padded.key;
 	__u32 l2_len = 0;
 	__u64 len, now;
 
-	__builtin_memset(&key, 0, sizeof(key));
+	__builtin_memset(&padded, 0, sizeof(padded));
 	cnt = bpf_map_lookup_elem(&counters, &zero);
-	if (parse(ctx, &key, &l2_len) != PARSE_OK) {
+	if (parse(ctx, key, &l2_len) != PARSE_OK) {
 		count(cnt, XF_CNT_UNPARSED);
 		return XDP_PASS;
 	}
 
-	if (!lookup(&key, &flow, cnt)) {
+	if (!lookup(key, padded.words, &flow, cnt)) {
 		count(cnt, XF_CNT_MISS);
 		return XDP_PASS;
 	}

@@ -19,10 +19,13 @@ enum xf_limits {
 	XF_MAX_VLAN_TAGS = 2,
 	XF_MAX_IPV6_EXT_HDRS = 8,
 	XF_RULE_TEXT_MAX = 464,
-	XF_META_MAGIC = 0x78646637,	/* "xdf7": layout version of pinned state */
+	XF_META_MAGIC = 0x78646638,	/* "xdf8": layout version of pinned state */
 	XF_NARROW_WORDS = 6,		/* key words of a narrow subtable's flows */
-	XF_CACHE_SLOTS = 4096,		/* per CPU, a power of two */
-	XF_CACHE_WAYS = 2,		/* slots per set: 2048 sets of 2 */
+	XF_CACHE_SETS = 2048,		/* per CPU, a power of two */
+	XF_CACHE_SET_BITS = 11,		/* log2(XF_CACHE_SETS) */
+	XF_CACHE_WAYS = 2,		/* entries per set when the cache key is narrow */
+	XF_CACHE_WORDS = 6,		/* key words of a narrow cache entry */
+	XF_CACHE_NO_FLOW = 0xFFFFFFFF,	/* a cached miss, in xf_flow.action_set */
 	XF_LIST_BUFFERS = 8,		/* subtable list buffers, a power of two */
 };
 
@@ -97,6 +100,16 @@ struct xf_subtable {
 struct xf_subtable_list {
 	__u32 count;
 	__u32 generation;
+	/* The cache key. When union_mask covers at most XF_CACHE_WORDS of the
+	 * key's words (cache_words nonzero: how many), it is just those words,
+	 * key[cache_word_idx[i]] & cache_mask[i]; the unused slots name a word
+	 * union_mask has zero, with a zero cache_mask. Otherwise it is the
+	 * whole key & union_mask. Everything a narrow lookup reads of the list
+	 * is in these first 64 bytes. */
+	__u8 cache_words;
+	__u8 cache_word_idx[XF_CACHE_WORDS];
+	__u8 pad;
+	__u64 cache_mask[XF_CACHE_WORDS];
 	struct xf_key union_mask;
 	struct xf_subtable subtables[XF_MAX_SUBTABLES];
 };
@@ -179,32 +192,43 @@ struct xf_rule_stats {
 };
 
 /*
- * The per-CPU flow cache: a two-way set-associative array in front of the
- * subtable search, keyed by the packet's key under the live list's
- * union_mask and indexed by a hash of it. Only the local CPU reads or writes its slots
- * (XDP does not nest on a CPU), so no entry changes under a reader.
+ * The flow cache in front of the subtable search: per CPU, XF_CACHE_SETS
+ * sets of 128 bytes (two cache lines), indexed by a hash of the packet's
+ * cache key (see xf_subtable_list). A narrow cache key fills one 64-byte
+ * line per entry and a set holds two (two-way set-associative); a wide one
+ * takes the whole set (direct-mapped). Only the local CPU reads or writes
+ * its sets (XDP does not nest on a CPU), so no entry changes under a
+ * reader.
  *
- * An entry is valid while its generation equals the one in cache_gen and
- * its list_generation the live list's. User space bumps cache_gen in every
- * change once the new flows are in, before the change returns, so no run
- * starting after the bump uses an entry from before it (a run that read
- * the old generation tags what it fills with the old one). The list tag
- * keeps an entry made under one union mask from answering a key masked
- * with another while a change is under way.
+ * An entry is valid while its tag equals (live list generation << 32 |
+ * cache_gen). User space bumps cache_gen in every change once the new
+ * flows are in, before the change returns, so no run starting after the
+ * bump uses an entry from before it (a run that read the old generation
+ * tags what it fills with the old one). The list generation keeps an
+ * entry made under one union mask from answering a key masked with
+ * another while a change is under way. Zeroed memory (tag 0) never
+ * matches: cache_gen starts at 1.
+ *
+ * flow is the answer: a flow, or action_set XF_CACHE_NO_FLOW for a miss.
  */
-enum xf_cache_result {
-	XF_CACHE_MISS = 0,	/* the search found nothing: XDP_PASS */
-	XF_CACHE_FLOW = 1,	/* action_set and stats are the flow's */
+struct xf_cache_way {
+	__u64 words[XF_CACHE_WORDS];
+	__u64 tag;
+	struct xf_flow flow;
 };
 
-struct xf_cache_entry {
-	struct xf_key key;	/* masked with the list's union_mask */
-	__u32 generation;
-	__u32 list_generation;
-	__u32 result;		/* enum xf_cache_result */
-	__u32 action_set;
-	__u32 stats;
-	__u32 pad;
+struct xf_cache_wide {
+	__u64 words[XF_KEY_WORDS];
+	__u64 tag;
+	struct xf_flow flow;
+	__u64 pad[3];
+};
+
+struct xf_cache_set {
+	union {
+		struct xf_cache_way way[XF_CACHE_WAYS];
+		struct xf_cache_wide wide;
+	};
 };
 
 /* Per-CPU program counters, indexed by enum xf_counter. RX and HIT are

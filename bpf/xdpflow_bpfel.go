@@ -48,23 +48,15 @@ type XdpflowXfActionSet struct {
 	Actions     [8]XdpflowXfAction
 }
 
-type XdpflowXfCacheEntry struct {
-	_              structs.HostLayout
-	Key            XdpflowXfKey
-	Generation     uint32
-	ListGeneration uint32
-	Result         uint32
-	ActionSet      uint32
-	Stats          uint32
-	Pad            uint32
+type XdpflowXfCacheSet struct {
+	_   structs.HostLayout
+	Way [2]struct {
+		_     structs.HostLayout
+		Words [6]uint64
+		Tag   uint64
+		Flow  XdpflowXfFlow
+	}
 }
-
-type XdpflowXfCacheResult uint32
-
-const (
-	XdpflowXfCacheResultXF_CACHE_MISS XdpflowXfCacheResult = 0
-	XdpflowXfCacheResultXF_CACHE_FLOW XdpflowXfCacheResult = 1
-)
 
 type XdpflowXfCounter uint32
 
@@ -149,10 +141,13 @@ const (
 	XdpflowXfLimitsXF_MAX_VLAN_TAGS    XdpflowXfLimits = 2
 	XdpflowXfLimitsXF_MAX_IPV6EXT_HDRS XdpflowXfLimits = 8
 	XdpflowXfLimitsXF_RULE_TEXT_MAX    XdpflowXfLimits = 464
-	XdpflowXfLimitsXF_META_MAGIC       XdpflowXfLimits = 2019845687
+	XdpflowXfLimitsXF_META_MAGIC       XdpflowXfLimits = 2019845688
 	XdpflowXfLimitsXF_NARROW_WORDS     XdpflowXfLimits = 6
-	XdpflowXfLimitsXF_CACHE_SLOTS      XdpflowXfLimits = 4096
+	XdpflowXfLimitsXF_CACHE_SETS       XdpflowXfLimits = 2048
+	XdpflowXfLimitsXF_CACHE_SET_BITS   XdpflowXfLimits = 11
 	XdpflowXfLimitsXF_CACHE_WAYS       XdpflowXfLimits = 2
+	XdpflowXfLimitsXF_CACHE_WORDS      XdpflowXfLimits = 6
+	XdpflowXfLimitsXF_CACHE_NO_FLOW    XdpflowXfLimits = 4294967295
 	XdpflowXfLimitsXF_LIST_BUFFERS     XdpflowXfLimits = 8
 )
 
@@ -205,11 +200,15 @@ type XdpflowXfSubtable struct {
 }
 
 type XdpflowXfSubtableList struct {
-	_          structs.HostLayout
-	Count      uint32
-	Generation uint32
-	UnionMask  XdpflowXfKey
-	Subtables  [256]XdpflowXfSubtable
+	_            structs.HostLayout
+	Count        uint32
+	Generation   uint32
+	CacheWords   uint8
+	CacheWordIdx [6]uint8
+	Pad          uint8
+	CacheMask    [6]uint64
+	UnionMask    XdpflowXfKey
+	Subtables    [256]XdpflowXfSubtable
 }
 
 type XdpflowXfVlanFlags uint32
@@ -222,25 +221,24 @@ const (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	XdpflowMapActionSets       = "action_sets"
-	XdpflowMapCacheGen         = "cache_gen"
-	XdpflowMapCounters         = "counters"
-	XdpflowMapFlowCache        = "flow_cache"
-	XdpflowMapFlows            = "flows"
-	XdpflowMapFlowsNarrow      = "flows_narrow"
-	XdpflowMapMeta             = "meta"
-	XdpflowMapRuleSpecs        = "rule_specs"
-	XdpflowMapRuleStats        = "rule_stats"
-	XdpflowMapSubtableLists    = "subtable_lists"
-	XdpflowMapTxPorts          = "tx_ports"
-	XdpflowProgXdpflow         = "xdpflow"
-	XdpflowVarXfBtfActionOp    = "xf_btf_action_op"
-	XdpflowVarXfBtfCacheResult = "xf_btf_cache_result"
-	XdpflowVarXfBtfCounter     = "xf_btf_counter"
-	XdpflowVarXfBtfFrag        = "xf_btf_frag"
-	XdpflowVarXfBtfLimits      = "xf_btf_limits"
-	XdpflowVarXfBtfVlanFlags   = "xf_btf_vlan_flags"
-	XdpflowVarXfCacheDisabled  = "xf_cache_disabled"
+	XdpflowMapActionSets      = "action_sets"
+	XdpflowMapCacheGen        = "cache_gen"
+	XdpflowMapCounters        = "counters"
+	XdpflowMapFlowCache       = "flow_cache"
+	XdpflowMapFlows           = "flows"
+	XdpflowMapFlowsNarrow     = "flows_narrow"
+	XdpflowMapMeta            = "meta"
+	XdpflowMapRuleSpecs       = "rule_specs"
+	XdpflowMapRuleStats       = "rule_stats"
+	XdpflowMapSubtableLists   = "subtable_lists"
+	XdpflowMapTxPorts         = "tx_ports"
+	XdpflowProgXdpflow        = "xdpflow"
+	XdpflowVarXfBtfActionOp   = "xf_btf_action_op"
+	XdpflowVarXfBtfCounter    = "xf_btf_counter"
+	XdpflowVarXfBtfFrag       = "xf_btf_frag"
+	XdpflowVarXfBtfLimits     = "xf_btf_limits"
+	XdpflowVarXfBtfVlanFlags  = "xf_btf_vlan_flags"
+	XdpflowVarXfCacheDisabled = "xf_cache_disabled"
 )
 
 // LoadXdpflow returns the embedded CollectionSpec for Xdpflow.
@@ -309,13 +307,12 @@ type XdpflowMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type XdpflowVariableSpecs struct {
-	XfBtfActionOp    *ebpf.VariableSpec `ebpf:"xf_btf_action_op"`
-	XfBtfCacheResult *ebpf.VariableSpec `ebpf:"xf_btf_cache_result"`
-	XfBtfCounter     *ebpf.VariableSpec `ebpf:"xf_btf_counter"`
-	XfBtfFrag        *ebpf.VariableSpec `ebpf:"xf_btf_frag"`
-	XfBtfLimits      *ebpf.VariableSpec `ebpf:"xf_btf_limits"`
-	XfBtfVlanFlags   *ebpf.VariableSpec `ebpf:"xf_btf_vlan_flags"`
-	XfCacheDisabled  *ebpf.VariableSpec `ebpf:"xf_cache_disabled"`
+	XfBtfActionOp   *ebpf.VariableSpec `ebpf:"xf_btf_action_op"`
+	XfBtfCounter    *ebpf.VariableSpec `ebpf:"xf_btf_counter"`
+	XfBtfFrag       *ebpf.VariableSpec `ebpf:"xf_btf_frag"`
+	XfBtfLimits     *ebpf.VariableSpec `ebpf:"xf_btf_limits"`
+	XfBtfVlanFlags  *ebpf.VariableSpec `ebpf:"xf_btf_vlan_flags"`
+	XfCacheDisabled *ebpf.VariableSpec `ebpf:"xf_cache_disabled"`
 }
 
 // XdpflowObjects contains all objects after they have been loaded into the kernel.
@@ -371,13 +368,12 @@ func (m *XdpflowMaps) Close() error {
 //
 // It can be passed to LoadXdpflowObjects or ebpf.CollectionSpec.LoadAndAssign.
 type XdpflowVariables struct {
-	XfBtfActionOp    *ebpf.Variable `ebpf:"xf_btf_action_op"`
-	XfBtfCacheResult *ebpf.Variable `ebpf:"xf_btf_cache_result"`
-	XfBtfCounter     *ebpf.Variable `ebpf:"xf_btf_counter"`
-	XfBtfFrag        *ebpf.Variable `ebpf:"xf_btf_frag"`
-	XfBtfLimits      *ebpf.Variable `ebpf:"xf_btf_limits"`
-	XfBtfVlanFlags   *ebpf.Variable `ebpf:"xf_btf_vlan_flags"`
-	XfCacheDisabled  *ebpf.Variable `ebpf:"xf_cache_disabled"`
+	XfBtfActionOp   *ebpf.Variable `ebpf:"xf_btf_action_op"`
+	XfBtfCounter    *ebpf.Variable `ebpf:"xf_btf_counter"`
+	XfBtfFrag       *ebpf.Variable `ebpf:"xf_btf_frag"`
+	XfBtfLimits     *ebpf.Variable `ebpf:"xf_btf_limits"`
+	XfBtfVlanFlags  *ebpf.Variable `ebpf:"xf_btf_vlan_flags"`
+	XfCacheDisabled *ebpf.Variable `ebpf:"xf_cache_disabled"`
 }
 
 // XdpflowPrograms contains all programs after they have been loaded into the kernel.

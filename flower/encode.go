@@ -363,19 +363,7 @@ func (w *Writer) HasFlower(ifindex int) (bool, error) {
 // handle r.Handle; 0: the kernel picks) and returns the handle the kernel
 // gave it.
 func (w *Writer) Add(ifindex int, r *rule.Rule, verb Verb) (uint32, error) {
-	opts, err := EncodeFilter(r)
-	if err != nil {
-		return 0, err
-	}
-	hdr := TCMsg{Ifindex: int32(ifindex), Handle: r.Handle, Parent: IngressParent,
-		Info: uint32(r.Prio)<<16 | uint32(rule.HostToBE16(r.Protocol))}.Marshal()
-	ae := netlink.NewAttributeEncoder()
-	ae.String(unix.TCA_KIND, "flower")
-	if r.Chain != 0 {
-		ae.Uint32(unix.TCA_CHAIN, r.Chain)
-	}
-	ae.Bytes(unix.TCA_OPTIONS|netlink.Nested, opts)
-	attrs, err := ae.Encode()
+	data, err := filterMessage(ifindex, r)
 	if err != nil {
 		return 0, err
 	}
@@ -390,7 +378,7 @@ func (w *Writer) Add(ifindex int, r *rule.Rule, verb Verb) (uint32, error) {
 	}
 	msgs, err := w.c.Execute(netlink.Message{
 		Header: netlink.Header{Type: unix.RTM_NEWTFILTER, Flags: flags},
-		Data:   append(hdr, attrs...),
+		Data:   data,
 	})
 	if err != nil {
 		return 0, fmt.Errorf("tc: add filter pref %d: %w", r.Prio, err)
@@ -403,6 +391,28 @@ func (w *Writer) Add(ifindex int, r *rule.Rule, verb Verb) (uint32, error) {
 		}
 	}
 	return r.Handle, nil
+}
+
+// filterMessage is the RTM_NEWTFILTER body (tcmsg and attributes) of r
+// as an ingress flower filter of ifindex.
+func filterMessage(ifindex int, r *rule.Rule) ([]byte, error) {
+	opts, err := EncodeFilter(r)
+	if err != nil {
+		return nil, err
+	}
+	hdr := TCMsg{Ifindex: int32(ifindex), Handle: r.Handle, Parent: IngressParent,
+		Info: uint32(r.Prio)<<16 | uint32(rule.HostToBE16(r.Protocol))}.Marshal()
+	ae := netlink.NewAttributeEncoder()
+	ae.String(unix.TCA_KIND, "flower")
+	if r.Chain != 0 {
+		ae.Uint32(unix.TCA_CHAIN, r.Chain)
+	}
+	ae.Bytes(unix.TCA_OPTIONS|netlink.Nested, opts)
+	attrs, err := ae.Encode()
+	if err != nil {
+		return nil, err
+	}
+	return append(hdr, attrs...), nil
 }
 
 // Delete removes the ingress filters of pref on ifindex: all of them, or

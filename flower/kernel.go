@@ -7,6 +7,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
@@ -86,6 +87,11 @@ type KernelFilter struct {
 	Punt *rule.Rule
 	// Packets and Bytes are the kernel's counters (the first action's).
 	Packets, Bytes uint64
+
+	keepalive struct { // Rule with a keepalive (withKeepalive)
+		d    time.Duration
+		rule *rule.Rule
+	}
 }
 
 // ID names the filter the way tc addresses it.

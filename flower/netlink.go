@@ -3,6 +3,7 @@ package flower
 import (
 	"errors"
 	"fmt"
+	"net"
 
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
@@ -52,11 +53,12 @@ func (r *Reader) Filters(dev string, ifindex int) ([]*KernelFilter, error) {
 		return nil, fmt.Errorf("tc: dump filters of %s: %w", dev, err)
 	}
 	var out []*KernelFilter
+	names := NewIfnameMemo()
 	for _, m := range msgs {
 		if m.Header.Type != unix.RTM_NEWTFILTER {
 			continue
 		}
-		f, err := DecodeFilter(m.Data, dev, nil)
+		f, err := DecodeFilter(m.Data, dev, names)
 		if err != nil {
 			return nil, fmt.Errorf("tc: filter of %s: %w", dev, err)
 		}
@@ -75,4 +77,28 @@ func (r *Reader) Filters(dev string, ifindex int) ([]*KernelFilter, error) {
 		out = append(out, f)
 	}
 	return out, nil
+}
+
+// NewIfnameMemo resolves ifindexes to device names, each once: every
+// filter of a dump redirecting out of the same device would otherwise
+// cost a link dump of its own (net.InterfaceByIndex).
+func NewIfnameMemo() func(int) (string, error) {
+	type answer struct {
+		name string
+		err  error
+	}
+	seen := map[int]answer{}
+	return func(i int) (string, error) {
+		if a, ok := seen[i]; ok {
+			return a.name, a.err
+		}
+		var a answer
+		if ifi, err := net.InterfaceByIndex(i); err != nil {
+			a.err = err
+		} else {
+			a.name = ifi.Name
+		}
+		seen[i] = a
+		return a.name, a.err
+	}
 }

@@ -152,6 +152,9 @@ func Enable(p Paths, dev string, opts Options) (enabled bool, err error) {
 	}
 	// Flows of narrow and of wide subtables (maps/flowstore.go): either
 	// may hold them all.
+	if err := maps.SizeSpec(spec); err != nil {
+		return false, fmt.Errorf("enable %s: %w", dev, err)
+	}
 	spec.Maps[bpf.XdpflowMapFlows].MaxEntries = opts.MaxFlows
 	spec.Maps[bpf.XdpflowMapFlowsNarrow].MaxEntries = opts.MaxFlows
 	for _, name := range []string{bpf.XdpflowMapRuleStats, bpf.XdpflowMapRuleSpecs} {

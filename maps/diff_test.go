@@ -57,6 +57,9 @@ func newHarnessCache(t testing.TB, seed int64, maxFlows uint32, cache bool) *har
 			t.Fatal(err)
 		}
 	}
+	if err := maps.SizeSpec(spec); err != nil {
+		t.Fatal(err)
+	}
 	spec.Maps[bpf.XdpflowMapFlows].MaxEntries = maxFlows
 	spec.Maps[bpf.XdpflowMapFlowsNarrow].MaxEntries = maxFlows
 	for _, n := range []string{bpf.XdpflowMapRuleStats, bpf.XdpflowMapRuleSpecs, bpf.XdpflowMapActionSets} {
@@ -154,6 +157,16 @@ func (h *harness) checkHeld() {
 	}
 }
 
+// cacheHits is the program's flow cache hit count so far.
+func (h *harness) cacheHits() int {
+	h.t.Helper()
+	cnt, err := h.table.Counters()
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return int(cnt[bpf.XdpflowXfCounterXF_CNT_CACHE_HIT])
+}
+
 // check runs frames through the program and the model and compares verdict,
 // output frame and per-rule counters.
 func (h *harness) check(frames [][]byte) {
@@ -224,8 +237,12 @@ func TestDifferentialRandom(t *testing.T) {
 	total := map[string]int{}
 	defer func() {
 		t.Logf("outcomes over all seeds: %v", total)
-		if total["cache_hits"] < 1000 {
-			t.Errorf("only %d flow cache hits: the cache is not exercised", total["cache_hits"])
+		// Both cache formats: the union of the rules' masks covers at
+		// most 6 key words (two-way sets of short keys) or more.
+		for _, format := range []string{"cache_hits_narrow_key", "cache_hits_whole_key"} {
+			if total[format] < 500 {
+				t.Errorf("only %d %s: that flow cache format is not exercised", total[format], format)
+			}
 		}
 		for _, v := range []string{"pass", "drop", "tx", "redirect", "matched"} {
 			if total[v] < 20 {
@@ -261,16 +278,117 @@ func TestDifferentialRandom(t *testing.T) {
 					}
 					// Twice: the second pass is answered by the
 					// flow cache and must not differ.
+					hits := h.cacheHits()
 					h.check(append(frames, frames...))
+					words, err := h.table.CacheKeyWords()
+					if err != nil {
+						t.Fatal(err)
+					}
+					format := "cache_hits_narrow_key"
+					if words == 0 {
+						format = "cache_hits_whole_key"
+					}
+					h.seen[format] += h.cacheHits() - hits
 				}
 				for k, v := range h.seen {
 					total[k] += v
 				}
-				cnt, err := h.table.Counters()
+			})
+		})
+	}
+}
+
+// TestCacheKeyComparesEveryWord: packets whose keys differ in one word
+// only, in each position a narrow cache key can give it and in the whole
+// key, with rules that give neighbouring keys different fates. 8,192 keys
+// share the cache's 2,048 sets, so each set sees several of them: a cache
+// that failed to compare any one word would answer for another key.
+func TestCacheKeyComparesEveryWord(t *testing.T) {
+	ns := testutil.NewNetns(t)
+	mac := func(s string) net.HardwareAddr { m, _ := net.ParseMAC(s); return m }
+	frame := func(dst net.HardwareAddr, dstIP net.IP) []byte {
+		return testutil.Eth(dst, mac("02:00:00:00:00:01"), nil, 0x0800,
+			testutil.IPv4(net.IPv4(198, 18, 0, 1), dstIP, 17, testutil.IPv4Opts{}, testutil.UDP(1024, 9, make([]byte, 18))))
+	}
+	// Varying the destination address: 198.18.0.0/20 is dropped, the
+	// rest of the /19 passed; a never-matching /32 makes the cache key
+	// hold the whole address.
+	byAddr := make([][]byte, 8192)
+	for i := range byAddr {
+		byAddr[i] = frame(mac("02:00:00:00:00:02"), net.IPv4(198, 18, byte(i>>8), byte(i)))
+	}
+	addrRules := []string{
+		"protocol ip flower dst_ip 198.18.0.0/20 action drop",
+		"protocol ip flower dst_ip 10.1.1.1 action drop",
+	}
+	// Never-matching rules (the frames are UDP from 198.18.0.1 to
+	// 02:00:00:00:00:02) that put words below the address's into the
+	// union, one at a time, so the address moves to the next slot.
+	lower := []string{
+		"protocol ip flower ip_proto tcp action drop",
+		"protocol ip flower src_ip 10.2.2.2 action drop",
+		"protocol ip flower src_mac 0e:0e:0e:0e:0e:0e action drop",
+		"protocol ip flower dst_mac 0e:0e:0e:0e:0e:0e action drop",
+		"protocol ip flower ip_proto udp dst_port 7 action drop",
+	}
+	type config struct {
+		name   string
+		rules  []string
+		frames [][]byte
+		words  int // the cache key's words, 0: the whole key
+	}
+	configs := []config{}
+	for n := 0; n <= len(lower); n++ {
+		words := 2 + n
+		if words > 6 {
+			words = 0
+		}
+		configs = append(configs, config{fmt.Sprintf("address_after_%d_words", 1+n),
+			append(append([]string{}, addrRules...), lower[:n]...), byAddr, words})
+	}
+	// Varying the destination MAC's bytes 2 and 3, the key's first word:
+	// 02:00:00:00:00:00/20 is dropped.
+	byMAC := make([][]byte, 8192)
+	for i := range byMAC {
+		byMAC[i] = frame(net.HardwareAddr{2, 0, byte(i >> 8), byte(i), 0, 2}, net.IPv4(198, 19, 0, 1))
+	}
+	configs = append(configs, config{"mac_first_word", []string{
+		"protocol ip flower dst_mac 02:00:00:00:00:00/20 action drop",
+		"protocol ip flower dst_mac 0e:0e:0e:0e:0e:0e action drop",
+	}, byMAC, 3})
+
+	for _, c := range configs {
+		t.Run(c.name, func(t *testing.T) {
+			ns.Run(t, func() {
+				h := newHarness(t, 1, 1<<16)
+				for i, r := range c.rules {
+					if !h.install(uint16(1+i), 1, r) {
+						t.Fatalf("install %q refused", r)
+					}
+				}
+				words, err := h.table.CacheKeyWords()
 				if err != nil {
 					t.Fatal(err)
 				}
-				total["cache_hits"] += int(cnt[bpf.XdpflowXfCounterXF_CNT_CACHE_HIT])
+				if words != c.words {
+					t.Fatalf("cache key of %d words, want %d: the test no longer puts the word where it means to", words, c.words)
+				}
+				// Each frame twice in a row (the second is a hit), so
+				// sets hold live entries when other keys come.
+				var frames [][]byte
+				for _, f := range c.frames {
+					frames = append(frames, f, f)
+				}
+				hits := h.cacheHits()
+				h.check(frames)
+				// (Fewer than one per pair when the thread moves to
+				// another CPU, whose cache is its own.)
+				if got := h.cacheHits() - hits; got < len(c.frames)/2 {
+					t.Fatalf("only %d cache hits of %d frames: the cache is not exercised", got, 2*len(c.frames))
+				}
+				if h.seen["drop"] == 0 || h.seen["pass"] == 0 {
+					t.Fatalf("outcomes %v: both fates are needed", h.seen)
+				}
 			})
 		})
 	}

@@ -1,6 +1,10 @@
 package maps
 
-import "fmt"
+import (
+	"fmt"
+
+	"github.com/xdpflow/xdpflow/bpf"
+)
 
 // HeldViolations lists slots in use that are still held: a slot reused, or
 // a list buffer made live, before the grace period that frees it ended.
@@ -35,4 +39,14 @@ func (t *Table) HeldViolations() []string {
 		}
 	}
 	return out
+}
+
+// CacheKeyWords is how many key words the live list's flow cache key
+// holds: 1..6 for a narrow key (two-way sets), 0 for the whole key.
+func (t *Table) CacheKeyWords() (int, error) {
+	var l bpf.XdpflowXfSubtableList
+	if err := t.m.SubtableLists.Lookup(t.meta.ActiveList%listBuffers, &l); err != nil {
+		return 0, err
+	}
+	return int(l.CacheWords), nil
 }

@@ -27,6 +27,9 @@ func scaleTable(b *testing.B, flows, rules uint32, parse maps.ParseFunc) (*bpf.X
 	if err != nil {
 		b.Fatal(err)
 	}
+	if err := maps.SizeSpec(spec); err != nil {
+		b.Fatal(err)
+	}
 	spec.Maps[bpf.XdpflowMapFlows].MaxEntries = flows
 	spec.Maps[bpf.XdpflowMapFlowsNarrow].MaxEntries = flows
 	spec.Maps[bpf.XdpflowMapRuleStats].MaxEntries = rules

@@ -525,6 +525,15 @@ func (t *Table) publish(list []*subtable) error {
 			NarrowWords: lay.n, WordIdx: lay.idx}
 		l.UnionMask = rule.UnionKey(&l.UnionMask, &s.mask)
 	}
+	// The flow cache's key: the union's words, when few enough (a
+	// narrow layout, as a subtable's), else the whole masked key.
+	if lay := layoutOf(&l.UnionMask); lay.n > 0 {
+		uw := rule.KeyWords(&l.UnionMask)
+		l.CacheWords, l.CacheWordIdx = lay.n, lay.idx
+		for j := 0; j < int(lay.n); j++ {
+			l.CacheMask[j] = uw[lay.idx[j]]
+		}
+	}
 	// Unique per published list (cache entries are tagged with it), and
 	// kept across processes: the next is one past the live one's.
 	l.Generation = t.listGen + 1

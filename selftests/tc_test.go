@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand"
 	"net"
+	"regexp"
 	"runtime"
 	"strconv"
 	"strings"
@@ -443,6 +444,96 @@ func TestTCDaemon(t *testing.T) {
 	tp.b.MustExec(t, "tc", "qdisc", "del", "dev", "b0", "clsact")
 	waitShown(t, tp.b, "all gone", func(fs map[string]tcShownFilter) bool { return len(fs) == 0 })
 	tp.expectFates(t, "noqdisc", map[string]string{"198.18.1.5": "c0"})
+}
+
+// TestTCDaemonFollowsNotifications: a running daemon applies filter
+// notifications to the filters it knows instead of reading the device's
+// filters again. After rounds of random adds, replaces, deletions of one
+// filter and of a whole pref, and egress filters (which it ignores), the
+// table it built must be what a fresh reading of the kernel's filters
+// builds: `daemon --once` then changes nothing.
+func TestTCDaemonFollowsNotifications(t *testing.T) {
+	tp := newNftTopo(t)
+	needFlower(t, tp.b, "b0")
+	once := regexp.MustCompile(`b0: tc \(once\): (\d+) filters, (\d+) offloaded; installed \+(\d+) -(\d+)`)
+	rng := rand.New(rand.NewSource(7))
+	type filter struct {
+		pref, handle int
+		proto        string
+	}
+	var live []filter
+	protoOf := map[int]string{}
+	nextHandle := 1
+	notified, filters := 0, 0
+	for round := 0; round < 6; round++ {
+		d := startDaemon(t, tp.b)
+		d.logOnFailure(t)
+		time.Sleep(time.Second) // its first reading is in
+		var b strings.Builder
+		for i := 0; i < 8+rng.Intn(12); i++ {
+			switch op := rng.Intn(10); {
+			case op < 5 || len(live) == 0:
+				pref := 1 + rng.Intn(5)
+				proto, ok := protoOf[pref]
+				if !ok {
+					proto = pick(rng, []string{"ip", "ip", "ipv6", "802.1q", "all"})
+					protoOf[pref] = proto
+				}
+				f := filter{pref, nextHandle, proto}
+				nextHandle++
+				live = append(live, f)
+				fmt.Fprintf(&b, "filter add dev b0 ingress pref %d handle %d protocol %s flower %s\n",
+					f.pref, f.handle, f.proto, randomFlowerFilter(rng, f.proto))
+			case op < 7:
+				f := pick(rng, live)
+				fmt.Fprintf(&b, "filter replace dev b0 ingress pref %d handle %d protocol %s flower %s\n",
+					f.pref, f.handle, f.proto, randomFlowerFilter(rng, f.proto))
+			case op < 9:
+				k := rng.Intn(len(live))
+				f := live[k]
+				live = append(live[:k], live[k+1:]...)
+				fmt.Fprintf(&b, "filter del dev b0 ingress pref %d handle %d protocol %s flower\n", f.pref, f.handle, f.proto)
+			default:
+				// A whole pref: one notification without a handle.
+				pref := pick(rng, live).pref
+				kept := live[:0]
+				for _, f := range live {
+					if f.pref != pref {
+						kept = append(kept, f)
+					}
+				}
+				live = kept
+				delete(protoOf, pref)
+				fmt.Fprintf(&b, "filter del dev b0 ingress pref %d\n", pref)
+			}
+			if rng.Intn(4) == 0 {
+				fmt.Fprintf(&b, "filter add dev b0 egress pref %d protocol ip flower ip_proto udp action pass\n", 1+rng.Intn(3))
+			}
+		}
+		// -force: tc refuses a filter with the key and mask of another of
+		// its pref (random prefixes collide); the rest stands.
+		_, _ = tp.b.ExecStdin(b.String(), "tc", "-force", "-b", "-")
+		time.Sleep(2 * time.Second) // emulated CPUs: let the daemon catch up
+		d.kill()
+		if strings.Contains(d.logText(), "notification(s)") {
+			notified++
+		}
+		out := mustXdpflow(t, tp.b, "daemon", "--once")
+		m := once.FindStringSubmatch(out)
+		if m == nil {
+			t.Fatalf("round %d: daemon --once said nothing of b0's tc filters:\n%s", round, out)
+		}
+		n, _ := strconv.Atoi(m[1])
+		filters += n
+		if m[3] != "0" || m[4] != "0" {
+			t.Fatalf("round %d: the running daemon's table was not what the kernel's filters make: --once installed +%s -%s\nbatch:\n%s\n%s",
+				round, m[3], m[4], b.String(), d.logText())
+		}
+	}
+	if notified == 0 || filters == 0 {
+		t.Fatalf("%d rounds synced from notifications, %d filters seen: the test proved nothing", notified, filters)
+	}
+	t.Logf("%d of 6 rounds synced from notifications; %d filters compared", notified, filters)
 }
 
 func repeatStr(s string, n int) []string {

@@ -157,6 +157,9 @@ type daemon struct {
 	mirrorSkipHW bool
 	keepalive    time.Duration  // given to offloaded TC filters (rule.Rule.Keepalive)
 	ifindexes    map[int]string // enabled devices by ifindex, at the last sync
+	// tcKnown: each device's ingress filters as of its last dump and the
+	// notifications since (see syncTCChanges), by ifindex.
+	tcKnown map[int]map[filterID]*flower.KernelFilter
 }
 
 // pathsOnce finds bpffs once: it does not move under a running daemon, and
@@ -276,7 +279,8 @@ func (d *daemon) syncAll(why string) error {
 			delete(d.open, dev)
 		}
 	}
-	d.ifindexes = map[int]string{}
+	// Every device's filters are read again below.
+	d.ifindexes, d.tcKnown = map[int]string{}, nil
 	var errs []error
 	for _, dev := range devs {
 		errs = append(errs, d.syncDevice(dev, why)...)

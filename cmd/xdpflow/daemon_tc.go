@@ -2,6 +2,8 @@ package main
 
 import (
 	"encoding/binary"
+	"fmt"
+	"strings"
 	"time"
 
 	"github.com/mdlayher/netlink"
@@ -12,11 +14,16 @@ import (
 )
 
 // syncTC mirrors dev's ingress filters into its table: each filter of
-// chain 0 as the same rule, or as a punt sending its packets on to TC.
+// chain 0 as the same rule, or as a punt sending its packets on to TC. It
+// reads them from the kernel (a dump), and keeps them as the base that
+// notifications then change (syncTCChanges).
 func (d *daemon) syncTC(dev, why string) error {
 	start := time.Now()
 	return d.withTable(dev, func(o *openTable) error {
 		d.ifindexes[o.dev.Ifindex] = dev
+		// No base while the dump is not in: a failed dump leaves none,
+		// and the next notification dumps again.
+		delete(d.tcKnown, o.dev.Ifindex)
 		var err error
 		if d.tcReader == nil {
 			if d.tcReader, err = flower.NewReader(); err != nil {
@@ -29,24 +36,123 @@ func (d *daemon) syncTC(dev, why string) error {
 			d.tcReader = nil
 			return err
 		}
-		chk := fwdChecker(o.dev.Ifindex)
-		statuses, added, removed, err := mirrorTC(o.table, dev, filters,
-			flower.MirrorOptions{SkipHW: d.mirrorSkipHW, CheckRedirect: chk, Keepalive: d.keepalive})
-		if err != nil {
-			return err
+		known := map[filterID]*flower.KernelFilter{}
+		for _, f := range filters {
+			known[idOf(f)] = f
 		}
-		if added+removed > 0 || why != "tc" {
-			off := 0
-			for _, st := range statuses {
-				if st.Offloaded {
-					off++
-				}
-			}
-			d.logSync(dev, "tc", why, "filters", len(statuses), off, added, removed, start)
+		if d.tcKnown == nil {
+			d.tcKnown = map[int]map[filterID]*flower.KernelFilter{}
 		}
-		return nil
+		d.tcKnown[o.dev.Ifindex] = known
+		return d.mirrorFilters(o, dev, why, filters, start)
 	})
 }
+
+// syncTCChanges applies filter notifications to dev's known filters and
+// mirrors the result, without reading the kernel's filters again: with
+// thousands of filters (Open vSwitch's), the dump and its decoding cost
+// ~100 ms a change. Without a base (no dump yet, or it failed) it dumps.
+//
+// The known filters are the kernel's as of the last dump, with every
+// notification read since. Notifications that were already queued when
+// the dump was taken describe changes the dump holds: applied in order,
+// each filter ends as its last notification says, which is what the dump
+// said; and follow takes everything queued in one batch, so the table is
+// never written from a state in between.
+func (d *daemon) syncTCChanges(dev string, ifindex int, changes []tcChange) error {
+	known := d.tcKnown[ifindex]
+	if known == nil {
+		return d.syncTC(dev, "tc")
+	}
+	start := time.Now()
+	return d.withTable(dev, func(o *openTable) error {
+		if o.dev.Ifindex != ifindex {
+			// The name moved to another device since: read it afresh.
+			delete(d.tcKnown, ifindex)
+			return nil
+		}
+		for _, c := range changes {
+			if c.deleted {
+				delete(known, idOf(c.filter))
+			} else {
+				known[idOf(c.filter)] = c.filter
+			}
+		}
+		filters := make([]*flower.KernelFilter, 0, len(known))
+		for _, f := range known {
+			filters = append(filters, f)
+		}
+		return d.mirrorFilters(o, dev, fmt.Sprintf("tc: %d notification(s)", len(changes)), filters, start)
+	})
+}
+
+// mirrorFilters installs what of filters runs in XDP and logs it.
+func (d *daemon) mirrorFilters(o *openTable, dev, why string, filters []*flower.KernelFilter, start time.Time) error {
+	chk := fwdChecker(o.dev.Ifindex)
+	statuses, added, removed, err := mirrorTC(o.table, dev, filters,
+		flower.MirrorOptions{SkipHW: d.mirrorSkipHW, CheckRedirect: chk, Keepalive: d.keepalive})
+	if err != nil {
+		return err
+	}
+	if added+removed > 0 || !strings.HasPrefix(why, "tc") {
+		off := 0
+		for _, st := range statuses {
+			if st.Offloaded {
+				off++
+			}
+		}
+		d.logSync(dev, "tc", why, "filters", len(statuses), off, added, removed, start)
+	}
+	return nil
+}
+
+// filterID names a filter of one device's ingress.
+type filterID struct {
+	chain  uint32
+	prio   uint16
+	handle uint32
+}
+
+func idOf(f *flower.KernelFilter) filterID { return filterID{f.Chain, f.Prio, f.Handle} }
+
+// tcChange is one filter notification: the filter as it now is, or gone.
+type tcChange struct {
+	deleted bool
+	filter  *flower.KernelFilter
+}
+
+// egressParent is TC_H_MAKE(TC_H_CLSACT, TC_H_MIN_EGRESS).
+const egressParent = 0xFFFFFFF3
+
+// changeOf reads a filter notification for dev. ok false: it is not one
+// the known filters can take (a whole pref deleted, another classifier
+// than flower, a parent other than ingress and egress, a message that
+// does not decode), and the device's filters must be read again. A nil
+// change with ok: nothing the mirror reads changed (an egress filter).
+func changeOf(m netlink.Message, dev string, names func(int) (string, error)) (c *tcChange, ok bool) {
+	hdr, _, err := flower.ParseTCMsg(m.Data)
+	if err != nil {
+		return nil, false
+	}
+	switch {
+	case hdr.Parent == egressParent:
+		return nil, true
+	case hdr.Parent != flower.IngressParent && hdr.Parent != ingressQdiscParent:
+		return nil, false
+	case hdr.Handle == 0:
+		// Every filter of a pref (or of a chain) at once.
+		return nil, false
+	}
+	f, err := flower.DecodeFilter(m.Data, dev, names)
+	if err != nil || f.Kind != "flower" {
+		return nil, false
+	}
+	return &tcChange{deleted: m.Header.Type == unix.RTM_DELTFILTER, filter: f}, true
+}
+
+// ingressQdiscParent is "parent ffff:", the ingress qdisc's own handle,
+// which tc accepts for its filters as well as "ingress".
+const ingressQdiscParent = 0xFFFF0000
 
 // puntAllFrom is one rule sending every packet on to TC from the lowest
 // pref of filters on: what stands in for filters the table cannot take.
@@ -64,14 +170,27 @@ func puntAllFrom(dev string, filters []*flower.KernelFilter) []*rule.Rule {
 	return []*rule.Rule{r}
 }
 
-// tcBatch follows RTNLGRP_TC and RTNLGRP_LINK: filters, chains and
-// qdiscs changed on enabled devices are re-read; a device removed or
-// renamed makes the device list stale.
+// tcBatch follows RTNLGRP_TC and RTNLGRP_LINK: filter notifications on
+// enabled devices change their known filters; other changes of filters,
+// chains and qdiscs make the device's filters be read again; a device
+// removed or renamed makes the device list stale.
 type tcBatch struct {
 	d       *daemon
-	devs    map[int]bool // ifindexes whose filters changed
-	links   bool         // an enabled device went away or was renamed
+	redump  map[int]bool              // ifindexes whose filters must be read again
+	changes map[int][]tcChange        // filter notifications, in order, by ifindex
+	names   func(int) (string, error) // redirect targets' names, this batch
+	links   bool                      // an enabled device went away or was renamed
 	overrun bool
+}
+
+// readAgain drops what was gathered for ifindex: its filters are read
+// after everything in this batch happened.
+func (b *tcBatch) readAgain(ifindex int) {
+	if b.redump == nil {
+		b.redump = map[int]bool{}
+	}
+	b.redump[ifindex] = true
+	delete(b.changes, ifindex)
 }
 
 func (b *tcBatch) add(msgs []netlink.Message) {
@@ -85,13 +204,27 @@ func (b *tcBatch) add(msgs []netlink.Message) {
 		}
 		ifindex := int(int32(binary.NativeEndian.Uint32(m.Data[4:])))
 		switch m.Header.Type {
-		case unix.RTM_NEWTFILTER, unix.RTM_DELTFILTER, unix.RTM_NEWCHAIN, unix.RTM_DELCHAIN,
-			unix.RTM_NEWQDISC, unix.RTM_DELQDISC:
-			if _, ok := known[ifindex]; ok {
-				if b.devs == nil {
-					b.devs = map[int]bool{}
+		case unix.RTM_NEWTFILTER, unix.RTM_DELTFILTER:
+			dev, ok := known[ifindex]
+			if !ok || b.redump[ifindex] {
+				continue
+			}
+			if b.names == nil {
+				b.names = flower.NewIfnameMemo()
+			}
+			c, ok := changeOf(m, dev, b.names)
+			switch {
+			case !ok:
+				b.readAgain(ifindex)
+			case c != nil:
+				if b.changes == nil {
+					b.changes = map[int][]tcChange{}
 				}
-				b.devs[ifindex] = true
+				b.changes[ifindex] = append(b.changes[ifindex], *c)
+			}
+		case unix.RTM_NEWCHAIN, unix.RTM_DELCHAIN, unix.RTM_NEWQDISC, unix.RTM_DELQDISC:
+			if _, ok := known[ifindex]; ok {
+				b.readAgain(ifindex)
 			}
 		case unix.RTM_DELLINK:
 			if _, ok := known[ifindex]; ok {
@@ -123,8 +256,10 @@ func linkName(b []byte) string {
 	return ""
 }
 
-func (b *tcBatch) lost()       { b.overrun = true }
-func (b *tcBatch) ready() bool { return len(b.devs) > 0 || b.links || b.overrun }
+func (b *tcBatch) lost() { b.overrun = true }
+func (b *tcBatch) ready() bool {
+	return len(b.redump) > 0 || len(b.changes) > 0 || b.links || b.overrun
+}
 func (b *tcBatch) flush() {
 	d := b.d
 	d.mu.Lock()
@@ -133,7 +268,7 @@ func (b *tcBatch) flush() {
 	case b.links || b.overrun:
 		d.syncAll("devices")
 	default:
-		for ifindex := range b.devs {
+		for ifindex := range b.redump {
 			dev, ok := d.ifindexes[ifindex]
 			if !ok {
 				continue
@@ -142,6 +277,15 @@ func (b *tcBatch) flush() {
 				d.log.Printf("%s: %v", dev, err)
 			}
 		}
+		for ifindex, changes := range b.changes {
+			dev, ok := d.ifindexes[ifindex]
+			if !ok {
+				continue
+			}
+			if err := d.syncTCChanges(dev, ifindex, changes); err != nil {
+				d.log.Printf("%s: %v", dev, err)
+			}
+		}
 	}
-	b.devs, b.links, b.overrun = nil, false, false
+	b.redump, b.changes, b.names, b.links, b.overrun = nil, nil, nil, false, false
 }
