@@ -419,16 +419,22 @@ func (d *daemon) syncNFT(dev, why string) error {
 			return errors.Join(fmt.Errorf("nft: install: %w (nft rules left to the kernel)", err), rerr)
 		}
 		if added+removed > 0 || why != "nft" {
-			off := 0
-			for _, st := range statuses {
-				if st.Offloaded {
-					off++
-				}
-			}
+			off := countIf(statuses, func(st *nft.Status) bool { return st.Offloaded })
 			d.logSync(dev, "nft", why, "rules", len(statuses), off, added, removed, start)
 		}
 		return nil
 	})
+}
+
+// countIf counts the elements of s that f holds for.
+func countIf[T any](s []T, f func(T) bool) int {
+	n := 0
+	for _, x := range s {
+		if f(x) {
+			n++
+		}
+	}
+	return n
 }
 
 // logSync reports one sync of a device's rules from one source.

@@ -95,12 +95,7 @@ func (d *daemon) mirrorFilters(o *openTable, dev, why string, filters []*flower.
 		return err
 	}
 	if added+removed > 0 || !strings.HasPrefix(why, "tc") {
-		off := 0
-		for _, st := range statuses {
-			if st.Offloaded {
-				off++
-			}
-		}
+		off := countIf(statuses, func(st flower.MirrorStatus) bool { return st.Offloaded })
 		d.logSync(dev, "tc", why, "filters", len(statuses), off, added, removed, start)
 	}
 	return nil
