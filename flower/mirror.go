@@ -2,6 +2,7 @@ package flower
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"time"
 
@@ -145,15 +146,21 @@ func overlapWitnesses(sorted []*KernelFilter, chain0 []int, statuses []MirrorSta
 			continue
 		}
 		// Groups of one mask, in order of first appearance; members in
-		// order, so the first witness found in a bucket is its lowest.
+		// order. Filters of one mask usually come together (Open
+		// vSwitch's prefs hold one), so the previous filter's group is
+		// tried before the map.
 		var masks []rule.Key
 		groups := map[rule.Key][]int{}
+		last := -1
 		for _, i := range pref {
-			m := match(i).Mask
-			if _, ok := groups[m]; !ok {
-				masks = append(masks, m)
+			m := &match(i).Mask
+			if last < 0 || masks[last] != *m {
+				if _, ok := groups[*m]; !ok {
+					masks = append(masks, *m)
+				}
+				last = slices.Index(masks, *m)
 			}
-			groups[m] = append(groups[m], i)
+			groups[*m] = append(groups[*m], i)
 		}
 		for _, ma := range masks {
 			var wanting []int
@@ -167,14 +174,26 @@ func overlapWitnesses(sorted []*KernelFilter, chain0 []int, statuses []MirrorSta
 			}
 			for _, mb := range masks {
 				common := rule.MaskKey(&ma, &mb)
-				buckets := make(map[rule.Key][]int, len(groups[mb]))
-				for _, j := range groups[mb] {
-					k := rule.MaskKey(&match(j).Key, &common)
-					buckets[k] = append(buckets[k], j)
+				// Buckets by a hash of the key under the common bits,
+				// each a chain through next in ascending order (no
+				// allocation per bucket). A collision only adds a
+				// candidate that rule.Overlaps turns down.
+				members := groups[mb]
+				head := make(map[uint64]int, len(members))
+				next := make([]int, len(members))
+				for n := len(members) - 1; n >= 0; n-- {
+					h := maskedHash(&match(members[n]).Key, &common)
+					if first, ok := head[h]; ok {
+						next[n] = first
+					} else {
+						next[n] = -1
+					}
+					head[h] = n
 				}
 				for _, i := range wanting {
-					k := rule.MaskKey(&match(i).Key, &common)
-					for _, j := range buckets[k] {
+					n, ok := head[maskedHash(&match(i).Key, &common)]
+					for ; ok && n >= 0; n = next[n] {
+						j := members[n]
 						if j == i || !rule.Overlaps(match(i), match(j)) {
 							continue
 						}
@@ -188,6 +207,17 @@ func overlapWitnesses(sorted []*KernelFilter, chain0 []int, statuses []MirrorSta
 		}
 	}
 	return out
+}
+
+// maskedHash hashes k & m.
+func maskedHash(k, m *rule.Key) uint64 {
+	kw, mw := rule.KeyWords(k), rule.KeyWords(m)
+	h := uint64(0)
+	for i := range kw {
+		h = (h ^ (kw[i] & mw[i])) * 0x100000001B3 // FNV-1a's prime, a word at a time
+		h ^= h >> 29
+	}
+	return h
 }
 
 // mirrorInputs sorts filters by chain, pref and handle, and gives each its

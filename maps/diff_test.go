@@ -126,6 +126,7 @@ func (h *harness) install(prio uint16, handle uint32, text string) bool {
 		h.t.Fatalf("install %q: %v", r.Text, err)
 	}
 	h.checkHeld()
+	h.checkFlows()
 	h.ids[k] = ids[0]
 	if replacing {
 		h.model.Replace(prio, handle, r)
@@ -145,8 +146,22 @@ func (h *harness) remove(prio uint16, handle uint32) {
 		h.t.Fatalf("delete %s: %v", k, err)
 	}
 	h.checkHeld()
+	h.checkFlows()
 	delete(h.ids, k)
 	h.model.Delete(prio, handle)
+}
+
+// checkFlows fails the test if the table's flows disagree with the maps
+// or among themselves (a change works them out as a delta of the last).
+func (h *harness) checkFlows() {
+	h.t.Helper()
+	v, err := h.table.FlowViolations()
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	if len(v) > 0 {
+		h.t.Fatalf("flows out of step: %v", v[:min(len(v), 5)])
+	}
 }
 
 // checkHeld fails the test if a slot was reused before its grace period.

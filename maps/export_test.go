@@ -50,3 +50,54 @@ func (t *Table) CacheKeyWords() (int, error) {
 	}
 	return int(l.CacheWords), nil
 }
+
+// FlowViolations compares the table's idea of its flows with the maps and
+// with itself: every flow in memory is in the maps with its owner's
+// counter slot, the maps hold no other, each rule's flow list is what the
+// flow map says it owns, and each subtable's count is its flows'.
+func (t *Table) FlowViolations() ([]string, error) {
+	var out []string
+	inMaps := map[flowKey]flowValue{}
+	if err := t.readFlows(func(fk flowKey, val flowValue, _ *narrowKey, known bool) {
+		if !known {
+			out = append(out, "a narrow flow of an unknown subtable")
+			return
+		}
+		inMaps[fk] = val
+	}); err != nil {
+		return nil, err
+	}
+	perSubtable := map[uint32]int{}
+	for fk, owner := range t.flows {
+		perSubtable[fk.Subtable]++
+		val, ok := inMaps[fk]
+		switch {
+		case !ok:
+			out = append(out, fmt.Sprintf("flow of rule %d not in the maps", owner))
+		case val.Stats != owner:
+			out = append(out, fmt.Sprintf("flow of rule %d has counter slot %d in the maps", owner, val.Stats))
+		}
+		delete(inMaps, fk)
+	}
+	for _, val := range inMaps {
+		out = append(out, fmt.Sprintf("flow in the maps for rule %d that the table does not know", val.Stats))
+	}
+	owned := 0
+	for id, in := range t.rules {
+		for _, fk := range in.flows {
+			if t.flows[fk] != id {
+				out = append(out, fmt.Sprintf("rule %d lists a flow owned by %d", id, t.flows[fk]))
+			}
+		}
+		owned += len(in.flows)
+	}
+	if owned != len(t.flows) {
+		out = append(out, fmt.Sprintf("rules list %d flows, the flow map holds %d", owned, len(t.flows)))
+	}
+	for id, st := range t.stByID {
+		if st.flows != perSubtable[id] {
+			out = append(out, fmt.Sprintf("subtable %d counts %d flows, holds %d", id, st.flows, perSubtable[id]))
+		}
+	}
+	return out, nil
+}
