@@ -419,15 +419,24 @@ type Sizes struct {
 	Flows, MaxFlows         int
 	Subtables, MaxSubtables int
 	ActionSets              int
+	// CacheKeyWords is how many of the key's words the flow cache keys
+	// packets by (those the union of the masks covers): 1..6, two entries
+	// per set; 0: the whole key, one per set.
+	CacheKeyWords int
 }
 
 // Sizes reports the table's occupancy.
 func (t *Table) Sizes() Sizes {
+	var union rule.Key
+	for _, st := range t.subtables {
+		union = rule.UnionKey(&union, &st.mask)
+	}
 	return Sizes{
 		Rules: len(t.rules), MaxRules: t.maxRules,
 		Flows: len(t.flows), MaxFlows: t.maxFlows,
 		Subtables: len(t.subtables), MaxSubtables: int(t.meta.MaxSubtables),
-		ActionSets: len(t.actionSets),
+		ActionSets:    len(t.actionSets),
+		CacheKeyWords: int(layoutOf(&union).n),
 	}
 }
 

@@ -239,10 +239,14 @@ func TestFullTableRefusesWholeRule(t *testing.T) {
 		t.Fatalf("filters after refused add: %+v", fs)
 	}
 	var st []struct {
-		Flows     int `json:"flows"`
-		Subtables int `json:"subtables"`
+		Flows         int `json:"flows"`
+		Subtables     int `json:"subtables"`
+		CacheKeyWords int `json:"cache_key_words"`
 	}
-	if err := jsonUnmarshal(mustXdpflow(t, tp.b, "-j", "status"), &st); err != nil || len(st) != 1 || st[0].Flows != 1 || st[0].Subtables != 1 {
+	// The one rule reads the ethertype's, the protocol's and the ports'
+	// words of the key: the cache keys packets by those 3.
+	if err := jsonUnmarshal(mustXdpflow(t, tp.b, "-j", "status"), &st); err != nil || len(st) != 1 || st[0].Flows != 1 ||
+		st[0].Subtables != 1 || st[0].CacheKeyWords != 3 {
 		t.Fatalf("status after refused add: %+v %v", st, err)
 	}
 	// A range that fits is taken whole.

@@ -188,19 +188,22 @@ func cmdShowFeature(g globals, dev string) error {
 
 // deviceStatus is one device in `xdpflow status`.
 type deviceStatus struct {
-	Dev          string            `json:"dev"`
-	Ifindex      int               `json:"ifindex"`
-	Attached     bool              `json:"attached"`
-	Mode         string            `json:"mode"`
-	ProgramID    uint32            `json:"program_id"`
-	Pins         string            `json:"pins"`
-	Rules        int               `json:"rules"`
-	MaxRules     int               `json:"max_rules"`
-	Flows        int               `json:"flows"`
-	MaxFlows     int               `json:"max_flows"`
-	Subtables    int               `json:"subtables"`
-	MaxSubtables int               `json:"max_subtables"`
-	Counters     map[string]uint64 `json:"counters"`
+	Dev          string `json:"dev"`
+	Ifindex      int    `json:"ifindex"`
+	Attached     bool   `json:"attached"`
+	Mode         string `json:"mode"`
+	ProgramID    uint32 `json:"program_id"`
+	Pins         string `json:"pins"`
+	Rules        int    `json:"rules"`
+	MaxRules     int    `json:"max_rules"`
+	Flows        int    `json:"flows"`
+	MaxFlows     int    `json:"max_flows"`
+	Subtables    int    `json:"subtables"`
+	MaxSubtables int    `json:"max_subtables"`
+	// The flow cache's key: the words of the key the rules' masks cover
+	// (two entries per set), or 0 for the whole key (one per set).
+	CacheKeyWords int               `json:"cache_key_words"`
+	Counters      map[string]uint64 `json:"counters"`
 }
 
 var counterNames = map[bpf.XdpflowXfCounter]string{
@@ -258,7 +261,7 @@ func cmdStatus(g globals, args []string) error {
 		ds := deviceStatus{Dev: dev, Ifindex: s.dev.Ifindex, Attached: attached, Mode: string(mode),
 			ProgramID: s.dev.ProgramID(), Pins: hostPath(s.dev.Dir), Rules: sz.Rules, MaxRules: sz.MaxRules - 1,
 			Flows: sz.Flows, MaxFlows: sz.MaxFlows, Subtables: sz.Subtables, MaxSubtables: sz.MaxSubtables,
-			Counters: map[string]uint64{}}
+			CacheKeyWords: sz.CacheKeyWords, Counters: map[string]uint64{}}
 		for i, name := range counterNames {
 			ds.Counters[name] = cnt[i]
 		}
@@ -282,7 +285,11 @@ func cmdStatus(g globals, args []string) error {
 		c := d.Counters
 		fmt.Printf("  packets %d  hits %d  misses %d  unparsed %d  drop %d  pass %d  tx %d  redirect %d  action errors %d\n",
 			c["rx"], c["hits"], c["misses"], c["unparsed"], c["drop"], c["pass"], c["tx"], c["redirect"], c["action_errors"])
-		fmt.Printf("  flow cache hits %d  subtable lookups %d\n", c["cache_hits"], c["subtable_lookups"])
+		key := "the whole key, one entry per set"
+		if d.CacheKeyWords > 0 {
+			key = fmt.Sprintf("%d key words, two entries per set", d.CacheKeyWords)
+		}
+		fmt.Printf("  flow cache hits %d (keyed by %s)  subtable lookups %d\n", c["cache_hits"], key, c["subtable_lookups"])
 		fmt.Printf("  pins %s\n", d.Pins)
 	}
 	return nil
