@@ -100,18 +100,23 @@ struct {
 } counters SEC(".maps");
 
 /* The flow cache (see xdpflow.h) and its generation. CPU c owns sets
- * c * XF_CACHE_SETS .. +XF_CACHE_SETS-1; user space sizes the map for
- * every possible CPU. A plain array indexed by CPU rather than a
+ * c << xf_cache_set_bits .. +2^xf_cache_set_bits-1; user space sizes the
+ * map for every possible CPU. A plain array indexed by CPU rather than a
  * PERCPU_ARRAY, because only an mmapable array's values are page-aligned:
  * each 128-byte set is then exactly two cache lines and a narrow entry
  * one (per-CPU values are only 8-byte aligned and would straddle). */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(map_flags, BPF_F_MMAPABLE);
-	__uint(max_entries, XF_CACHE_SETS);
+	__uint(max_entries, 1 << XF_CACHE_SET_BITS);
 	__type(key, __u32);
 	__type(value, struct xf_cache_set);
 } flow_cache SEC(".maps");
+
+/* log2 of the cache's sets per CPU. Set at load time, within
+ * XF_CACHE_SET_BITS_MIN..MAX (user space checks), so shifts by it and by
+ * 64 minus it are defined. A read-only constant: the verifier knows it. */
+volatile const __u32 xf_cache_set_bits = XF_CACHE_SET_BITS;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -553,7 +558,7 @@ static __always_inline __u32 cache_set_of(__u64 h)
 {
 	h ^= h >> 31;
 	h *= 0x94D049BB133111EBULL;
-	return (__u32)(h >> (64 - XF_CACHE_SET_BITS));
+	return (__u32)(h >> (64 - xf_cache_set_bits));
 }
 
 static __always_inline __u32 hash_narrow(const __u64 *w)
@@ -674,7 +679,7 @@ static __always_inline int lookup(struct xf_key *key, const __u64 *padded, struc
 #pragma unroll
 		for (w = 0; w < XF_CACHE_WORDS; w++)
 			ck[w] = padded[list->cache_word_idx[w] & 15] & list->cache_mask[w];
-		idx = bpf_get_smp_processor_id() * XF_CACHE_SETS + hash_narrow(ck);
+		idx = (bpf_get_smp_processor_id() << xf_cache_set_bits) + hash_narrow(ck);
 		set = bpf_map_lookup_elem(&flow_cache, &idx);
 		if (!set)
 			goto uncached;	/* a CPU beyond the map: cannot happen */
@@ -713,7 +718,7 @@ static __always_inline int lookup(struct xf_key *key, const __u64 *padded, struc
 #pragma unroll
 	for (w = 0; w < XF_KEY_WORDS; w++)
 		ck[w] = k[w] & ((__u64 *)&list->union_mask)[w];
-	idx = bpf_get_smp_processor_id() * XF_CACHE_SETS + hash_wide(ck);
+	idx = (bpf_get_smp_processor_id() << xf_cache_set_bits) + hash_wide(ck);
 	set = bpf_map_lookup_elem(&flow_cache, &idx);
 	if (!set)
 		goto uncached;

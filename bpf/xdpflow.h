@@ -21,8 +21,9 @@ enum xf_limits {
 	XF_RULE_TEXT_MAX = 464,
 	XF_META_MAGIC = 0x78646638,	/* "xdf8": layout version of pinned state */
 	XF_NARROW_WORDS = 6,		/* key words of a narrow subtable's flows */
-	XF_CACHE_SETS = 2048,		/* per CPU, a power of two */
-	XF_CACHE_SET_BITS = 11,		/* log2(XF_CACHE_SETS) */
+	XF_CACHE_SET_BITS = 11,		/* default log2(sets per CPU): 4096 entries */
+	XF_CACHE_SET_BITS_MIN = 7,	/* 256 entries per CPU */
+	XF_CACHE_SET_BITS_MAX = 19,	/* 1,048,576 entries per CPU */
 	XF_CACHE_WAYS = 2,		/* entries per set when the cache key is narrow */
 	XF_CACHE_WORDS = 6,		/* key words of a narrow cache entry */
 	XF_CACHE_NO_FLOW = 0xFFFFFFFF,	/* a cached miss, in xf_flow.action_set */
@@ -192,8 +193,9 @@ struct xf_rule_stats {
 };
 
 /*
- * The flow cache in front of the subtable search: per CPU, XF_CACHE_SETS
- * sets of 128 bytes (two cache lines), indexed by a hash of the packet's
+ * The flow cache in front of the subtable search: per CPU, 2^bits sets
+ * (xf_cache_set_bits, chosen at enable time) of 128 bytes (two cache
+ * lines), indexed by a hash of the packet's
  * cache key (see xf_subtable_list). A narrow cache key fills one 64-byte
  * line per entry and a set holds two (two-way set-associative); a wide one
  * takes the whole set (direct-mapped). Only the local CPU reads or writes

@@ -136,19 +136,20 @@ type XdpflowXfKey struct {
 type XdpflowXfLimits uint32
 
 const (
-	XdpflowXfLimitsXF_MAX_SUBTABLES    XdpflowXfLimits = 256
-	XdpflowXfLimitsXF_MAX_ACTIONS      XdpflowXfLimits = 8
-	XdpflowXfLimitsXF_MAX_VLAN_TAGS    XdpflowXfLimits = 2
-	XdpflowXfLimitsXF_MAX_IPV6EXT_HDRS XdpflowXfLimits = 8
-	XdpflowXfLimitsXF_RULE_TEXT_MAX    XdpflowXfLimits = 464
-	XdpflowXfLimitsXF_META_MAGIC       XdpflowXfLimits = 2019845688
-	XdpflowXfLimitsXF_NARROW_WORDS     XdpflowXfLimits = 6
-	XdpflowXfLimitsXF_CACHE_SETS       XdpflowXfLimits = 2048
-	XdpflowXfLimitsXF_CACHE_SET_BITS   XdpflowXfLimits = 11
-	XdpflowXfLimitsXF_CACHE_WAYS       XdpflowXfLimits = 2
-	XdpflowXfLimitsXF_CACHE_WORDS      XdpflowXfLimits = 6
-	XdpflowXfLimitsXF_CACHE_NO_FLOW    XdpflowXfLimits = 4294967295
-	XdpflowXfLimitsXF_LIST_BUFFERS     XdpflowXfLimits = 8
+	XdpflowXfLimitsXF_MAX_SUBTABLES      XdpflowXfLimits = 256
+	XdpflowXfLimitsXF_MAX_ACTIONS        XdpflowXfLimits = 8
+	XdpflowXfLimitsXF_MAX_VLAN_TAGS      XdpflowXfLimits = 2
+	XdpflowXfLimitsXF_MAX_IPV6EXT_HDRS   XdpflowXfLimits = 8
+	XdpflowXfLimitsXF_RULE_TEXT_MAX      XdpflowXfLimits = 464
+	XdpflowXfLimitsXF_META_MAGIC         XdpflowXfLimits = 2019845688
+	XdpflowXfLimitsXF_NARROW_WORDS       XdpflowXfLimits = 6
+	XdpflowXfLimitsXF_CACHE_SET_BITS     XdpflowXfLimits = 11
+	XdpflowXfLimitsXF_CACHE_SET_BITS_MIN XdpflowXfLimits = 7
+	XdpflowXfLimitsXF_CACHE_SET_BITS_MAX XdpflowXfLimits = 19
+	XdpflowXfLimitsXF_CACHE_WAYS         XdpflowXfLimits = 2
+	XdpflowXfLimitsXF_CACHE_WORDS        XdpflowXfLimits = 6
+	XdpflowXfLimitsXF_CACHE_NO_FLOW      XdpflowXfLimits = 4294967295
+	XdpflowXfLimitsXF_LIST_BUFFERS       XdpflowXfLimits = 8
 )
 
 type XdpflowXfMeta struct {
@@ -239,6 +240,7 @@ const (
 	XdpflowVarXfBtfLimits     = "xf_btf_limits"
 	XdpflowVarXfBtfVlanFlags  = "xf_btf_vlan_flags"
 	XdpflowVarXfCacheDisabled = "xf_cache_disabled"
+	XdpflowVarXfCacheSetBits  = "xf_cache_set_bits"
 )
 
 // LoadXdpflow returns the embedded CollectionSpec for Xdpflow.
@@ -313,6 +315,7 @@ type XdpflowVariableSpecs struct {
 	XfBtfLimits     *ebpf.VariableSpec `ebpf:"xf_btf_limits"`
 	XfBtfVlanFlags  *ebpf.VariableSpec `ebpf:"xf_btf_vlan_flags"`
 	XfCacheDisabled *ebpf.VariableSpec `ebpf:"xf_cache_disabled"`
+	XfCacheSetBits  *ebpf.VariableSpec `ebpf:"xf_cache_set_bits"`
 }
 
 // XdpflowObjects contains all objects after they have been loaded into the kernel.
@@ -374,6 +377,7 @@ type XdpflowVariables struct {
 	XfBtfLimits     *ebpf.Variable `ebpf:"xf_btf_limits"`
 	XfBtfVlanFlags  *ebpf.Variable `ebpf:"xf_btf_vlan_flags"`
 	XfCacheDisabled *ebpf.Variable `ebpf:"xf_cache_disabled"`
+	XfCacheSetBits  *ebpf.Variable `ebpf:"xf_cache_set_bits"`
 }
 
 // XdpflowPrograms contains all programs after they have been loaded into the kernel.

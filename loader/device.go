@@ -32,10 +32,12 @@ type Options struct {
 	MaxFlows     uint32 // flow entries (after range expansion)
 	MaxRules     uint32 // rules (and per-rule counters)
 	MaxSubtables int    // distinct (priority, mask) pairs, at most maps.MaxSubtables
+	CacheEntries int    // flow cache entries per CPU (maps.SizeSpec)
 }
 
 // DefaultOptions are used for what enable is not told.
-var DefaultOptions = Options{Mode: ModeNative, MaxFlows: 65536, MaxRules: 16384, MaxSubtables: maps.MaxSubtables}
+var DefaultOptions = Options{Mode: ModeNative, MaxFlows: 65536, MaxRules: 16384, MaxSubtables: maps.MaxSubtables,
+	CacheEntries: maps.DefaultCacheEntries}
 
 // maxActionSets bounds the distinct action lists of one device.
 const maxActionSets = 65536
@@ -152,7 +154,7 @@ func Enable(p Paths, dev string, opts Options) (enabled bool, err error) {
 	}
 	// Flows of narrow and of wide subtables (maps/flowstore.go): either
 	// may hold them all.
-	if err := maps.SizeSpec(spec); err != nil {
+	if err := maps.SizeSpec(spec, opts.CacheEntries); err != nil {
 		return false, fmt.Errorf("enable %s: %w", dev, err)
 	}
 	spec.Maps[bpf.XdpflowMapFlows].MaxEntries = opts.MaxFlows

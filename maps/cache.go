@@ -2,20 +2,32 @@ package maps
 
 import (
 	"fmt"
+	"math/bits"
 
 	"github.com/cilium/ebpf"
 
 	"github.com/xdpflow/xdpflow/bpf"
 )
 
-// cacheSetsPerCPU is how many flow cache sets each CPU owns.
-const cacheSetsPerCPU = uint32(bpf.XdpflowXfLimitsXF_CACHE_SETS)
+// The flow cache's size per CPU, in entries of a narrow key (two per set).
+const (
+	cacheWays           = int(bpf.XdpflowXfLimitsXF_CACHE_WAYS)
+	DefaultCacheEntries = cacheWays << bpf.XdpflowXfLimitsXF_CACHE_SET_BITS
+	MinCacheEntries     = cacheWays << bpf.XdpflowXfLimitsXF_CACHE_SET_BITS_MIN
+	MaxCacheEntries     = cacheWays << bpf.XdpflowXfLimitsXF_CACHE_SET_BITS_MAX
+)
 
 // SizeSpec sizes the maps of spec that depend on the machine rather than
-// on the device's limits: the flow cache holds cacheSetsPerCPU sets for
-// every possible CPU (it is one array indexed by CPU, see bpf/xdpflow.c).
-// Call it before loading spec.
-func SizeSpec(spec *ebpf.CollectionSpec) error {
+// on the device's limits: the flow cache holds cacheEntries per CPU (a
+// power of two, MinCacheEntries..MaxCacheEntries) for every possible CPU
+// (it is one array indexed by CPU, see bpf/xdpflow.c), and the program is
+// told its sets per CPU. Call it before loading spec.
+func SizeSpec(spec *ebpf.CollectionSpec, cacheEntries int) error {
+	if cacheEntries < MinCacheEntries || cacheEntries > MaxCacheEntries || bits.OnesCount(uint(cacheEntries)) != 1 {
+		return fmt.Errorf("flow cache of %d entries per CPU: must be a power of two, %d..%d",
+			cacheEntries, MinCacheEntries, MaxCacheEntries)
+	}
+	sets := cacheEntries / cacheWays
 	cpus, err := ebpf.PossibleCPU()
 	if err != nil {
 		return fmt.Errorf("size flow cache: %w", err)
@@ -24,6 +36,22 @@ func SizeSpec(spec *ebpf.CollectionSpec) error {
 	if !ok {
 		return fmt.Errorf("size flow cache: no map %s in the program", bpf.XdpflowMapFlowCache)
 	}
-	m.MaxEntries = uint32(cpus) * cacheSetsPerCPU
+	v, ok := spec.Variables["xf_cache_set_bits"]
+	if !ok {
+		return fmt.Errorf("size flow cache: no variable xf_cache_set_bits in the program")
+	}
+	if err := v.Set(uint32(bits.TrailingZeros(uint(sets)))); err != nil {
+		return fmt.Errorf("size flow cache: %w", err)
+	}
+	m.MaxEntries = uint32(cpus * sets)
 	return nil
+}
+
+// cacheEntriesPerCPU is the flow cache's size, in narrow entries per CPU.
+func (t *Table) cacheEntriesPerCPU() int {
+	cpus, err := ebpf.PossibleCPU()
+	if err != nil || cpus == 0 {
+		return 0
+	}
+	return int(t.m.FlowCache.MaxEntries()) / cpus * cacheWays
 }

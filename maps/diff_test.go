@@ -57,7 +57,7 @@ func newHarnessCache(t testing.TB, seed int64, maxFlows uint32, cache bool) *har
 			t.Fatal(err)
 		}
 	}
-	if err := maps.SizeSpec(spec); err != nil {
+	if err := maps.SizeSpec(spec, maps.DefaultCacheEntries); err != nil {
 		t.Fatal(err)
 	}
 	spec.Maps[bpf.XdpflowMapFlows].MaxEntries = maxFlows

@@ -27,7 +27,7 @@ func scaleTable(b *testing.B, flows, rules uint32, parse maps.ParseFunc) (*bpf.X
 	if err != nil {
 		b.Fatal(err)
 	}
-	if err := maps.SizeSpec(spec); err != nil {
+	if err := maps.SizeSpec(spec, maps.DefaultCacheEntries); err != nil {
 		b.Fatal(err)
 	}
 	spec.Maps[bpf.XdpflowMapFlows].MaxEntries = flows

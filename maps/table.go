@@ -423,6 +423,9 @@ type Sizes struct {
 	// packets by (those the union of the masks covers): 1..6, two entries
 	// per set; 0: the whole key, one per set.
 	CacheKeyWords int
+	// CacheEntries is the flow cache's size per CPU, in entries of a
+	// narrow key (half as many of the whole key).
+	CacheEntries int
 }
 
 // Sizes reports the table's occupancy.
@@ -437,6 +440,7 @@ func (t *Table) Sizes() Sizes {
 		Subtables: len(t.subtables), MaxSubtables: int(t.meta.MaxSubtables),
 		ActionSets:    len(t.actionSets),
 		CacheKeyWords: int(layoutOf(&union).n),
+		CacheEntries:  t.cacheEntriesPerCPU(),
 	}
 }
 

@@ -78,6 +78,24 @@ func TestEnableTwiceAndDisable(t *testing.T) {
 	if out, err := xdpflow(tp.b, "disable", "dev", "b0"); err == nil || !strings.Contains(out, "not enabled") {
 		t.Errorf("disable twice: %v %q", err, out)
 	}
+
+	// Enabled again with a flow cache of its own size: the program is
+	// told its sets per CPU, status says the size, and the cache answers.
+	mustXdpflow(t, tp.b, "enable", "dev", "b0", "cache", "1024")
+	mustXdpflow(t, tp.b, "filter", "add", "dev", "b0", "ingress", "protocol", "ip", "flower",
+		"ip_proto", "udp", "dst_port", "6000", "action", "drop")
+	testutil.Inject(t, tp.a, "a0", repeat(tp.udpFrame(6000, "cached"), 10)...)
+	var st []struct {
+		CacheEntries int               `json:"cache_entries_per_cpu"`
+		Counters     map[string]uint64 `json:"counters"`
+	}
+	if err := jsonUnmarshal(mustXdpflow(t, tp.b, "-j", "status"), &st); err != nil || len(st) != 1 {
+		t.Fatalf("status: %+v %v", st, err)
+	}
+	if st[0].CacheEntries != 1024 || st[0].Counters["drop"] != 10 || st[0].Counters["cache_hits"] == 0 {
+		t.Errorf("enabled with cache 1024: %d entries per CPU, %d of 10 frames dropped, %d cache hits",
+			st[0].CacheEntries, st[0].Counters["drop"], st[0].Counters["cache_hits"])
+	}
 }
 
 func TestForeignXDPProgramIsNotReplaced(t *testing.T) {
@@ -140,6 +158,8 @@ func TestBadInputChangesNothing(t *testing.T) {
 		{"filter add dev b1 ingress protocol ip flower action drop", "not enabled on b1"},
 		{"enable dev b1 flows 0", "invalid flows"},
 		{"enable dev b1 subtables 999", "must be 1..256"},
+		{"enable dev b1 cache 1000", "must be a power of two, 256..1048576"},
+		{"enable dev b1 cache 2097152", "must be a power of two, 256..1048576"},
 	}
 	for _, c := range cases {
 		out, err := xdpflow(tp.b, strings.Fields(c.args)...)
@@ -244,7 +264,8 @@ func TestFullTableRefusesWholeRule(t *testing.T) {
 		CacheKeyWords int `json:"cache_key_words"`
 	}
 	// The one rule reads the ethertype's, the protocol's and the ports'
-	// words of the key: the cache keys packets by those 3.
+	// words of the key: the cache keys packets by those 3. (The cache's
+	// size is enable's: see TestEnableTwiceAndDisable.)
 	if err := jsonUnmarshal(mustXdpflow(t, tp.b, "-j", "status"), &st); err != nil || len(st) != 1 || st[0].Flows != 1 ||
 		st[0].Subtables != 1 || st[0].CacheKeyWords != 3 {
 		t.Fatalf("status after refused add: %+v %v", st, err)

@@ -341,9 +341,9 @@ func (r *rateRig) xdpflowNotes(b *testing.B) string {
 	return note
 }
 
-func xdpflowCase(name string, s trafficgen.Spread, rules []string) rateCase {
+func xdpflowCase(name string, s trafficgen.Spread, rules []string, enableOpts ...string) rateCase {
 	return rateCase{name: name, spread: s, setup: func(b *testing.B, r *rateRig) (func() uint64, func()) {
-		mustXdpflowB(b, r.b, "enable", "dev", "b0")
+		mustXdpflowB(b, r.b, append([]string{"enable", "dev", "b0"}, enableOpts...)...)
 		for _, rl := range rules {
 			mustXdpflowB(b, r.b, append([]string{"filter", "add", "dev", "b0", "ingress"}, strings.Fields(rl)...)...)
 		}
@@ -378,6 +378,12 @@ func nftCase(name string, n int, mirror bool) rateCase {
 	}}
 }
 
+// cacheMissedRules look at the whole source address, so that traffic from
+// 65,536 sources is 65,536 flows, more than the default cache holds.
+var cacheMissedRules = []string{
+	"prio 1 protocol ip flower src_ip 198.18.255.255 action pass",
+	"prio 2 protocol ip flower ip_proto udp dst_port 9 action drop"}
+
 func rateCases() []rateCase {
 	masks := func(n int) []string {
 		var rs []string
@@ -391,6 +397,10 @@ func rateCases() []rateCase {
 		return trafficgen.Spread{Offset: spreadDstLow, Mask: uint16(n-1)<<8 | 0xFF}
 	}
 	randomSrc := trafficgen.Spread{Offset: spreadSrcLow, Mask: 0xFFFF}
+	allDst := trafficgen.Spread{Offset: spreadDstLow, Mask: 0xFFFF}
+	manyMasksManyFlows := append(masks(32),
+		"prio 33 protocol ip flower dst_ip 198.19.255.255 action pass",
+		"prio 34 protocol ip flower action drop")
 	return []rateCase{
 		{name: "bare XDP_DROP (on b0: the pairing's own check)", setup: func(b *testing.B, r *rateRig) (func() uint64, func()) {
 			detach := r.attachXDP(b, "b0", bareDrop)
@@ -430,9 +440,15 @@ func rateCases() []rateCase {
 		// A rule that looks at the whole source address makes every
 		// source its own flow: 65,536 flows against the cache's 4,096
 		// slots per CPU, so most packets are searched.
-		xdpflowCase("xdpflow, 2 masks, 65,536 sources, cache missed", randomSrc, []string{
-			"prio 1 protocol ip flower src_ip 198.18.255.255 action pass",
-			"prio 2 protocol ip flower ip_proto udp dst_port 9 action drop"}),
+		xdpflowCase("xdpflow, 2 masks, 65,536 sources, cache missed", randomSrc, cacheMissedRules),
+		// Many masks and every destination its own flow: 32 /24 rules
+		// catch 1/8 of the traffic over 198.19.0.0/16, an exact /32 rule
+		// makes the cache key hold the whole destination, and a last
+		// rule drops the rest after the search went through all 34
+		// subtables. The default cache holds 4,096 of the 65,536 flows;
+		// `enable ... cache 131072` (8 MB a CPU) holds them all.
+		xdpflowCase("xdpflow, 34 masks, 65,536 destinations, cache missed", allDst, manyMasksManyFlows),
+		xdpflowCase("xdpflow, the same, cache of 131,072 entries", allDst, manyMasksManyFlows, "cache", "131072"),
 		nftCase("xdpflow, the nft 1,000 rules mirrored", 1000, true),
 	}
 }

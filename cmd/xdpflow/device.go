@@ -112,7 +112,7 @@ func cmdEnable(g globals, args []string) error {
 				return usageError{fmt.Sprintf("enable: unknown mode %q (native or generic)", v)}
 			}
 			continue
-		case "flows", "rules", "subtables":
+		case "flows", "rules", "subtables", "cache":
 		default:
 			return usageError{fmt.Sprintf("enable: unknown option %q", rest[i])}
 		}
@@ -126,6 +126,8 @@ func cmdEnable(g globals, args []string) error {
 			opts.MaxRules = uint32(n) + 1 // slot 0 is never a rule
 		case "subtables":
 			opts.MaxSubtables = int(n)
+		case "cache":
+			opts.CacheEntries = int(n)
 		}
 	}
 	p, unlock, err := openPaths(g)
@@ -203,6 +205,7 @@ type deviceStatus struct {
 	// The flow cache's key: the words of the key the rules' masks cover
 	// (two entries per set), or 0 for the whole key (one per set).
 	CacheKeyWords int               `json:"cache_key_words"`
+	CacheEntries  int               `json:"cache_entries_per_cpu"`
 	Counters      map[string]uint64 `json:"counters"`
 }
 
@@ -261,7 +264,7 @@ func cmdStatus(g globals, args []string) error {
 		ds := deviceStatus{Dev: dev, Ifindex: s.dev.Ifindex, Attached: attached, Mode: string(mode),
 			ProgramID: s.dev.ProgramID(), Pins: hostPath(s.dev.Dir), Rules: sz.Rules, MaxRules: sz.MaxRules - 1,
 			Flows: sz.Flows, MaxFlows: sz.MaxFlows, Subtables: sz.Subtables, MaxSubtables: sz.MaxSubtables,
-			CacheKeyWords: sz.CacheKeyWords, Counters: map[string]uint64{}}
+			CacheKeyWords: sz.CacheKeyWords, CacheEntries: sz.CacheEntries, Counters: map[string]uint64{}}
 		for i, name := range counterNames {
 			ds.Counters[name] = cnt[i]
 		}
@@ -285,9 +288,9 @@ func cmdStatus(g globals, args []string) error {
 		c := d.Counters
 		fmt.Printf("  packets %d  hits %d  misses %d  unparsed %d  drop %d  pass %d  tx %d  redirect %d  action errors %d\n",
 			c["rx"], c["hits"], c["misses"], c["unparsed"], c["drop"], c["pass"], c["tx"], c["redirect"], c["action_errors"])
-		key := "the whole key, one entry per set"
+		key := fmt.Sprintf("the whole key: %d entries per CPU", d.CacheEntries/2)
 		if d.CacheKeyWords > 0 {
-			key = fmt.Sprintf("%d key words, two entries per set", d.CacheKeyWords)
+			key = fmt.Sprintf("%d key words: %d entries per CPU", d.CacheKeyWords, d.CacheEntries)
 		}
 		fmt.Printf("  flow cache hits %d (keyed by %s)  subtable lookups %d\n", c["cache_hits"], key, c["subtable_lookups"])
 		fmt.Printf("  pins %s\n", d.Pins)

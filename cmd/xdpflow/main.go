@@ -1,6 +1,6 @@
 // Command xdpflow runs TC flower rules in XDP.
 //
-//	xdpflow enable dev DEV [mode native|generic] [flows N] [rules N] [subtables N]
+//	xdpflow enable dev DEV [mode native|generic] [flows N] [rules N] [subtables N] [cache N]
 //	xdpflow disable dev DEV
 //	xdpflow -K DEV flow-offload-xdp on|off     (ethtool spelling of enable/disable)
 //	xdpflow -k DEV                             (show it)
@@ -19,7 +19,7 @@ import (
 )
 
 const usage = `usage:
-  xdpflow enable dev DEV [mode native|generic] [flows N] [rules N] [subtables N]
+  xdpflow enable dev DEV [mode native|generic] [flows N] [rules N] [subtables N] [cache N]
   xdpflow disable dev DEV
   xdpflow -K DEV flow-offload-xdp on|off
   xdpflow -k DEV

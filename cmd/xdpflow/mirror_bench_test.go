@@ -21,7 +21,7 @@ func BenchmarkMirrorChange10K(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	if err := maps.SizeSpec(spec); err != nil {
+	if err := maps.SizeSpec(spec, maps.DefaultCacheEntries); err != nil {
 		b.Fatal(err)
 	}
 	spec.Maps[bpf.XdpflowMapFlows].MaxEntries = 1 << 16
