@@ -8,7 +8,10 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/cilium/ebpf"
 	"github.com/vishvananda/netlink"
+
+	"github.com/xdpflow/xdpflow/bpf"
 )
 
 // renamePrefix names a pin directory between its two moves (FollowRenames):
@@ -35,6 +38,15 @@ func FollowRenames(p Paths) (map[string]string, error) {
 		from, tmp, to string // pin directory names
 		ifindex       int
 	}
+	// The devices' names now, in one dump: a device still called what its
+	// pins are called, with the ifindex its program was attached to, has
+	// not moved, which the meta pin alone says (opening all of a device's
+	// pins, as Open does, is ~15 syscalls, and every command comes here).
+	ifindexOf := map[string]int{}
+	links, lerr := netlink.LinkList()
+	for _, l := range links {
+		ifindexOf[l.Attrs().Name] = l.Attrs().Index
+	}
 	var moves []move
 	for _, e := range ents {
 		if !e.IsDir() {
@@ -53,6 +65,9 @@ func FollowRenames(p Paths) (map[string]string, error) {
 		case strings.HasPrefix(name, tempPrefix):
 			continue // an enable still filling its directory
 		default:
+			if idx, ok := ifindexOf[ifName(name)]; ok && lerr == nil && pinnedIfindex(filepath.Join(p.Root, name)) == idx {
+				continue
+			}
 			d, err := Open(p, ifName(name))
 			if err != nil {
 				continue // half-written or stale: Enable and Disable deal with it
@@ -113,4 +128,19 @@ func FollowRenames(p Paths) (map[string]string, error) {
 		renamed[ifName(from)] = ifName(m.to)
 	}
 	return renamed, nil
+}
+
+// pinnedIfindex is the ifindex recorded in the meta pin of a device
+// directory at enable (0 if it cannot be read).
+func pinnedIfindex(dir string) int {
+	m, err := ebpf.LoadPinnedMap(filepath.Join(dir, bpf.XdpflowMapMeta), &ebpf.LoadPinOptions{ReadOnly: true})
+	if err != nil {
+		return 0
+	}
+	defer m.Close()
+	var meta bpf.XdpflowXfMeta
+	if err := m.Lookup(uint32(0), &meta); err != nil {
+		return 0
+	}
+	return int(meta.Ifindex)
 }

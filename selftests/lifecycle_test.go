@@ -305,3 +305,28 @@ func TestStalePinsAfterDeviceRemoved(t *testing.T) {
 		t.Errorf("status: %q", out)
 	}
 }
+
+// TestRenameSwapFollowed: two enabled devices swap names. Each one's pins,
+// program and rules follow its ifindex, not its old name: the rule put on
+// b0 is now the rule of the device called b1, which still drops with it.
+func TestRenameSwapFollowed(t *testing.T) {
+	tp := newTopo(t)
+	mustXdpflow(t, tp.b, "enable", "dev", "b0")
+	mustXdpflow(t, tp.b, "enable", "dev", "b1")
+	mustXdpflow(t, tp.b, "filter", "add", "dev", "b0", "ingress", "pref", "5", "protocol", "ip", "flower",
+		"ip_proto", "udp", "dst_port", "6000", "action", "drop")
+	recv := udpListener(t, tp.b, tp.b0IP, 6000)
+	for _, step := range [][2]string{{"b0", "bx"}, {"b1", "b0"}, {"bx", "b1"}} {
+		tp.b.MustExec(t, "ip", "link", "set", step[0], "name", step[1])
+	}
+	if fs := filters(t, tp.b, "b1"); len(fs) != 1 || fs[0].Pref != 5 {
+		t.Fatalf("filters of b1 (was b0): %+v", fs)
+	}
+	if fs := filters(t, tp.b, "b0"); len(fs) != 0 {
+		t.Fatalf("filters of b0 (was b1): %+v", fs)
+	}
+	testutil.Inject(t, tp.a, "a0", repeat(tp.udpFrame(6000, "swapped"), 5)...)
+	if n := recv(300 * time.Millisecond); n != 0 {
+		t.Errorf("%d datagrams delivered: the rule did not follow its device", n)
+	}
+}

@@ -619,6 +619,13 @@ func TestDeviceRenameFollowed(t *testing.T) {
 		tp.b.MustExec(t, "ip", "link", "set", from, "down")
 		tp.b.MustExec(t, "ip", "link", "set", from, "name", to)
 		tp.b.MustExec(t, "ip", "link", "set", to, "up")
+		// The kernel marks the link running, and the bridge port
+		// forwarding, from its linkwatch work, up to a second later:
+		// frames sent before that are the bridge's to drop.
+		waitFor(t, 5*time.Second, to+" forwarding in br0", func() string {
+			out, _ := tp.b.Exec("cat", "/sys/class/net/"+to+"/operstate", "/sys/class/net/"+to+"/brport/state")
+			return strings.Join(strings.Fields(out), " ")
+		}, func(s string) bool { return s == "up 3" })
 	}
 	// cliPackets is the hand-added filter's XDP packet count on dev.
 	cliPackets := func(dev string) uint64 {
