@@ -160,6 +160,7 @@ type daemon struct {
 	// tcKnown: each device's ingress filters as of its last dump and the
 	// notifications since (see syncTCChanges), by ifindex.
 	tcKnown map[int]map[filterID]*flower.KernelFilter
+	tcDumps map[int]uint64 // dumps taken of each device, by ifindex
 }
 
 // pathsOnce finds bpffs once: it does not move under a running daemon, and

@@ -43,7 +43,11 @@ func (d *daemon) syncTC(dev, why string) error {
 		if d.tcKnown == nil {
 			d.tcKnown = map[int]map[filterID]*flower.KernelFilter{}
 		}
+		if d.tcDumps == nil {
+			d.tcDumps = map[int]uint64{} // never reset: counts only grow
+		}
 		d.tcKnown[o.dev.Ifindex] = known
+		d.tcDumps[o.dev.Ifindex]++
 		return d.mirrorFilters(o, dev, why, filters, start)
 	})
 }
@@ -54,15 +58,27 @@ func (d *daemon) syncTC(dev, why string) error {
 // ~100 ms a change. Without a base (no dump yet, or it failed) it dumps.
 //
 // The known filters are the kernel's as of the last dump, with every
-// notification read since. Notifications that were already queued when
-// the dump was taken describe changes the dump holds: applied in order,
-// each filter ends as its last notification says, which is what the dump
-// said; and follow takes everything queued in one batch, so the table is
-// never written from a state in between.
+// notification read since. Notifications still queued when the dump was
+// taken describe changes the dump holds: applied in order, each filter
+// ends as its last notification says, which is what the dump said; and
+// follow takes everything queued in one batch, so the table is never
+// written from a state in between. Notifications already read when the
+// device was dumped again (by another goroutine, before this batch got
+// the lock) are older than that dump, and a later one of the same filter
+// may be in the next batch: they are dropped (tcChange.dump).
 func (d *daemon) syncTCChanges(dev string, ifindex int, changes []tcChange) error {
 	known := d.tcKnown[ifindex]
 	if known == nil {
 		return d.syncTC(dev, "tc")
+	}
+	fresh := changes[:0:0]
+	for _, c := range changes {
+		if c.dump == d.tcDumps[ifindex] {
+			fresh = append(fresh, c)
+		}
+	}
+	if changes = fresh; len(changes) == 0 {
+		return nil
 	}
 	start := time.Now()
 	return d.withTable(dev, func(o *openTable) error {
@@ -114,6 +130,7 @@ func idOf(f *flower.KernelFilter) filterID { return filterID{f.Chain, f.Prio, f.
 type tcChange struct {
 	deleted bool
 	filter  *flower.KernelFilter
+	dump    uint64 // the device's dump count when it was read (daemon.tcDumps)
 }
 
 // egressParent is TC_H_MAKE(TC_H_CLSACT, TC_H_MIN_EGRESS).
@@ -190,9 +207,11 @@ func (b *tcBatch) readAgain(ifindex int) {
 
 func (b *tcBatch) add(msgs []netlink.Message) {
 	d := b.d
+	// Held throughout: a notification is tagged with the dump count of
+	// the moment it is taken, which no dump changes meanwhile.
 	d.mu.Lock()
+	defer d.mu.Unlock()
 	known := d.ifindexes
-	d.mu.Unlock()
 	for _, m := range msgs {
 		if len(m.Data) < 8 {
 			continue
@@ -215,6 +234,7 @@ func (b *tcBatch) add(msgs []netlink.Message) {
 				if b.changes == nil {
 					b.changes = map[int][]tcChange{}
 				}
+				c.dump = d.tcDumps[ifindex]
 				b.changes[ifindex] = append(b.changes[ifindex], *c)
 			}
 		case unix.RTM_NEWCHAIN, unix.RTM_DELCHAIN, unix.RTM_NEWQDISC, unix.RTM_DELQDISC:
