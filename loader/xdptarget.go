@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"runtime"
+	"sync"
 
 	"github.com/safchain/ethtool"
 	"github.com/vishvananda/netlink"
@@ -200,9 +201,29 @@ func peerFeatures(dev string, nsid int) (map[string]bool, error) {
 	return feats, ferr
 }
 
+// netnsPaths remembers where findNetns found each nsid. A scan asks the
+// kernel about every named namespace and every process's (7 ms here, and
+// a forward check does two), while a remembered path is tried with one
+// open and one question; a path that no longer leads to that nsid (the
+// process exited, its pid was reused, the name was deleted) is scanned
+// for again. Paths, not open handles: a handle would keep a namespace
+// alive after everything else let it go.
+var netnsPaths struct {
+	sync.Mutex
+	byID map[int]string
+}
+
 // findNetns opens the network namespace this one calls nsid, looking at
 // named namespaces and those of running processes.
 func findNetns(nsid int) (netns.NsHandle, error) {
+	netnsPaths.Lock()
+	known, ok := netnsPaths.byID[nsid]
+	netnsPaths.Unlock()
+	if ok {
+		if h, ok := openNetnsWithID(known, nsid); ok {
+			return h, nil
+		}
+	}
 	paths, _ := filepath.Glob("/run/netns/*")
 	procs, _ := filepath.Glob("/proc/[0-9]*/ns/net")
 	seen := map[uint64]bool{}
@@ -212,14 +233,28 @@ func findNetns(nsid int) (netns.NsHandle, error) {
 			continue
 		}
 		seen[st.Ino] = true
-		h, err := netns.GetFromPath(p)
-		if err != nil {
-			continue
-		}
-		if id, err := netlink.GetNetNsIdByFd(int(h)); err == nil && id == nsid {
+		if h, ok := openNetnsWithID(p, nsid); ok {
+			netnsPaths.Lock()
+			if netnsPaths.byID == nil {
+				netnsPaths.byID = map[int]string{}
+			}
+			netnsPaths.byID[nsid] = p
+			netnsPaths.Unlock()
 			return h, nil
 		}
-		h.Close()
 	}
 	return netns.None(), fmt.Errorf("network namespace with id %d not found", nsid)
+}
+
+// openNetnsWithID opens the namespace at path if this one calls it nsid.
+func openNetnsWithID(path string, nsid int) (netns.NsHandle, bool) {
+	h, err := netns.GetFromPath(path)
+	if err != nil {
+		return netns.None(), false
+	}
+	if id, err := netlink.GetNetNsIdByFd(int(h)); err == nil && id == nsid {
+		return h, true
+	}
+	h.Close()
+	return netns.None(), false
 }
