@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"sync"
+	"unsafe"
 
 	"github.com/safchain/ethtool"
 	"github.com/vishvananda/netlink"
@@ -189,16 +190,75 @@ func peerFeatures(dev string, nsid int) (map[string]bool, error) {
 				return
 			}
 		}
-		e, err := ethtool.NewEthtool()
-		if err != nil {
-			ferr = err
-			return
-		}
-		defer e.Close()
-		feats, ferr = e.Features(dev)
+		feats, ferr = readFeatures(dev)
 	}()
 	<-done
 	return feats, ferr
+}
+
+// featureIndex is where each ethtool feature's bit is, read once: the
+// kernel names its features in one table for every device.
+var featureIndex struct {
+	sync.Mutex
+	bits map[string]uint
+}
+
+// ethtoolGFeatures is struct ethtool_gfeatures with room for 256
+// features; the kernel fills as many blocks as it has (2 or 3).
+type ethtoolGFeatures struct {
+	cmd, size uint32
+	blocks    [8]struct{ available, requested, active, neverChanged uint32 }
+}
+
+// ifreqData is struct ifreq with ifr_data set.
+type ifreqData struct {
+	name [unix.IFNAMSIZ]byte
+	data unsafe.Pointer
+	_    [16]byte
+}
+
+// readFeatures reads dev's active ethtool features in the calling
+// thread's network namespace: the feature names once (the library's call
+// reads them, into a 1 MB buffer, on every call: 1.35 ms of the 2.2 a
+// forward check took), then one ETHTOOL_GFEATURES.
+func readFeatures(dev string) (map[string]bool, error) {
+	featureIndex.Lock()
+	bits := featureIndex.bits
+	featureIndex.Unlock()
+	if bits == nil {
+		e, err := ethtool.NewEthtool()
+		if err != nil {
+			return nil, err
+		}
+		bits, err = e.FeatureNames(dev)
+		e.Close()
+		if err != nil {
+			return nil, err
+		}
+		featureIndex.Lock()
+		featureIndex.bits = bits
+		featureIndex.Unlock()
+	}
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("ethtool socket: %w", err)
+	}
+	defer unix.Close(fd)
+	gf := &ethtoolGFeatures{cmd: ethtool.ETHTOOL_GFEATURES, size: 8}
+	var ifr ifreqData
+	copy(ifr.name[:unix.IFNAMSIZ-1], dev)
+	ifr.data = unsafe.Pointer(gf)
+	if _, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), ethtool.SIOCETHTOOL, uintptr(unsafe.Pointer(&ifr))); errno != 0 {
+		return nil, fmt.Errorf("ethtool features of %s: %w", dev, errno)
+	}
+	runtime.KeepAlive(gf)
+	feats := make(map[string]bool, len(bits))
+	for name, bit := range bits {
+		if int(bit/32) < len(gf.blocks) && bit/32 < uint(gf.size) {
+			feats[name] = gf.blocks[bit/32].active&(1<<(bit%32)) != 0
+		}
+	}
+	return feats, nil
 }
 
 // netnsPaths remembers where findNetns found each nsid. A scan asks the
