@@ -152,11 +152,11 @@ func Enable(p Paths, dev string, opts Options) (enabled bool, err error) {
 	if err != nil {
 		return false, fmt.Errorf("enable %s: load program spec: %w", dev, err)
 	}
-	// Flows of narrow and of wide subtables (maps/flowstore.go): either
-	// may hold them all.
 	if err := maps.SizeSpec(spec, opts.CacheEntries); err != nil {
 		return false, fmt.Errorf("enable %s: %w", dev, err)
 	}
+	// Flows of narrow and of wide subtables (maps/flowstore.go): either
+	// may hold them all.
 	spec.Maps[bpf.XdpflowMapFlows].MaxEntries = opts.MaxFlows
 	spec.Maps[bpf.XdpflowMapFlowsNarrow].MaxEntries = opts.MaxFlows
 	for _, name := range []string{bpf.XdpflowMapRuleStats, bpf.XdpflowMapRuleSpecs} {

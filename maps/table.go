@@ -423,8 +423,8 @@ type Sizes struct {
 	// packets by (those the union of the masks covers): 1..6, two entries
 	// per set; 0: the whole key, one per set.
 	CacheKeyWords int
-	// CacheEntries is the flow cache's size per CPU, in entries of a
-	// narrow key (half as many of the whole key).
+	// CacheEntries is the flow cache's size per CPU, in entries of the
+	// key it keys by now (a whole-key entry takes a set of two).
 	CacheEntries int
 }
 
@@ -434,7 +434,7 @@ func (t *Table) Sizes() Sizes {
 	for _, st := range t.subtables {
 		union = rule.UnionKey(&union, &st.mask)
 	}
-	return Sizes{
+	sz := Sizes{
 		Rules: len(t.rules), MaxRules: t.maxRules,
 		Flows: len(t.flows), MaxFlows: t.maxFlows,
 		Subtables: len(t.subtables), MaxSubtables: int(t.meta.MaxSubtables),
@@ -442,6 +442,10 @@ func (t *Table) Sizes() Sizes {
 		CacheKeyWords: int(layoutOf(&union).n),
 		CacheEntries:  t.cacheEntriesPerCPU(),
 	}
+	if sz.CacheKeyWords == 0 {
+		sz.CacheEntries /= cacheWays
+	}
+	return sz
 }
 
 // Stats sums a rule's per-CPU counters. LastUsedNs is the latest CPU's.

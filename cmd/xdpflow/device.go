@@ -288,10 +288,11 @@ func cmdStatus(g globals, args []string) error {
 		c := d.Counters
 		fmt.Printf("  packets %d  hits %d  misses %d  unparsed %d  drop %d  pass %d  tx %d  redirect %d  action errors %d\n",
 			c["rx"], c["hits"], c["misses"], c["unparsed"], c["drop"], c["pass"], c["tx"], c["redirect"], c["action_errors"])
-		key := fmt.Sprintf("the whole key: %d entries per CPU", d.CacheEntries/2)
+		key := "the whole key"
 		if d.CacheKeyWords > 0 {
-			key = fmt.Sprintf("%d key words: %d entries per CPU", d.CacheKeyWords, d.CacheEntries)
+			key = fmt.Sprintf("%d key words", d.CacheKeyWords)
 		}
+		key += fmt.Sprintf(": %d entries per CPU", d.CacheEntries)
 		fmt.Printf("  flow cache hits %d (keyed by %s)  subtable lookups %d\n", c["cache_hits"], key, c["subtable_lookups"])
 		fmt.Printf("  pins %s\n", d.Pins)
 	}
