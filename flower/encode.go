@@ -363,7 +363,7 @@ func (w *Writer) HasFlower(ifindex int) (bool, error) {
 // handle r.Handle; 0: the kernel picks) and returns the handle the kernel
 // gave it.
 func (w *Writer) Add(ifindex int, r *rule.Rule, verb Verb) (uint32, error) {
-	data, err := filterMessage(ifindex, r)
+	data, err := FilterMessage(ifindex, r)
 	if err != nil {
 		return 0, err
 	}
@@ -393,9 +393,10 @@ func (w *Writer) Add(ifindex int, r *rule.Rule, verb Verb) (uint32, error) {
 	return r.Handle, nil
 }
 
-// filterMessage is the RTM_NEWTFILTER body (tcmsg and attributes) of r
-// as an ingress flower filter of ifindex.
-func filterMessage(ifindex int, r *rule.Rule) ([]byte, error) {
+// FilterMessage is the RTM_NEWTFILTER body (tcmsg and attributes) of r
+// as an ingress flower filter of ifindex: a request, or what a
+// notification of the filter carries (benchmarks feed the daemon those).
+func FilterMessage(ifindex int, r *rule.Rule) ([]byte, error) {
 	opts, err := EncodeFilter(r)
 	if err != nil {
 		return nil, err

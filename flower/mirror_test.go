@@ -77,29 +77,7 @@ func TestMirrorOverlapsAsPairwise(t *testing.T) {
 		n := 2 + rng.Intn(60)
 		var filters []*KernelFilter
 		for h := 1; h <= n; h++ {
-			text := "protocol ip flower"
-			if rng.Intn(2) == 0 {
-				text += fmt.Sprintf(" dst_ip 10.0.%d.0/%d", rng.Intn(4), 22+rng.Intn(3))
-			}
-			if rng.Intn(3) == 0 {
-				text += fmt.Sprintf(" src_ip 10.1.0.%d", rng.Intn(3))
-			}
-			if rng.Intn(2) == 0 {
-				text += " ip_proto " + []string{"tcp", "udp"}[rng.Intn(2)]
-				switch rng.Intn(3) {
-				case 0:
-					text += fmt.Sprintf(" dst_port %d", 1+rng.Intn(4))
-				case 1:
-					lo := 1 + rng.Intn(4)
-					text += fmt.Sprintf(" dst_port %d-%d", lo, lo+1+rng.Intn(3))
-				}
-			}
-			text += " action drop"
-			f := testFilter(t, uint16(1+rng.Intn(3)), uint32(h), text)
-			if rng.Intn(8) == 0 {
-				f.Err = fmt.Errorf("not offloadable")
-			}
-			filters = append(filters, f)
+			filters = append(filters, randomFilter(t, rng, uint16(1+rng.Intn(3)), uint32(h)))
 		}
 		sorted, chain0, statuses, match := mirrorInputs(filters, MirrorOptions{})
 		got := overlapWitnesses(sorted, chain0, statuses, match)
@@ -114,6 +92,162 @@ func TestMirrorOverlapsAsPairwise(t *testing.T) {
 	}
 }
 
+// randomFilter: a flower filter of chain 0 over small value domains, so
+// that overlaps are common: many masks, exact and ranged ports; one in
+// eight cannot be offloaded.
+func randomFilter(tb testing.TB, rng *rand.Rand, prio uint16, handle uint32) *KernelFilter {
+	text := "protocol ip flower"
+	if rng.Intn(2) == 0 {
+		text += fmt.Sprintf(" dst_ip 10.0.%d.0/%d", rng.Intn(4), 22+rng.Intn(3))
+	}
+	if rng.Intn(3) == 0 {
+		text += fmt.Sprintf(" src_ip 10.1.0.%d", rng.Intn(3))
+	}
+	if rng.Intn(2) == 0 {
+		text += " ip_proto " + []string{"tcp", "udp"}[rng.Intn(2)]
+		switch rng.Intn(3) {
+		case 0:
+			text += fmt.Sprintf(" dst_port %d", 1+rng.Intn(4))
+		case 1:
+			lo := 1 + rng.Intn(4)
+			text += fmt.Sprintf(" dst_port %d-%d", lo, lo+1+rng.Intn(3))
+		}
+	}
+	if rng.Intn(4) == 0 {
+		text += fmt.Sprintf(" action mirred egress redirect dev b%d", rng.Intn(3))
+	} else {
+		text += " action drop"
+	}
+	f := testFilter(tb, prio, handle, text)
+	for i := range f.Rule.Actions {
+		if a := &f.Rule.Actions[i]; a.Kind == rule.ActRedirect {
+			a.Ifindex = int(a.Dev[1]-'0') + 10
+		}
+	}
+	if rng.Intn(8) == 0 {
+		f.Err = fmt.Errorf("not offloadable")
+	}
+	return f
+}
+
+// TestMirrorSetAsMirror: a MirrorSet changed one filter at a time (added,
+// replaced, deleted; now and then a chain other than 0 or a non-flower
+// filter whose punts share one text) decides after every change what
+// Mirror decides from scratch: the same rules, the same status and reason
+// for every filter, and the rules its Flush said came and went add up to
+// them.
+func TestMirrorSetAsMirror(t *testing.T) {
+	// b1 cannot take redirects.
+	opt := MirrorOptions{Keepalive: time.Second, CheckRedirect: func(ifindex int) error {
+		if ifindex == 11 {
+			return fmt.Errorf("refused")
+		}
+		return nil
+	}}
+	flips := 0
+	last := map[string]bool{} // each filter's status at the last step
+	for seed := int64(1); seed <= 60; seed++ {
+		rng := rand.New(rand.NewSource(seed))
+		live := map[FilterID]*KernelFilter{}
+		newFilter := func() *KernelFilter {
+			prio, handle := uint16(1+rng.Intn(3)), uint32(1+rng.Intn(25))
+			switch rng.Intn(12) {
+			case 0:
+				f := randomFilter(t, rng, prio, handle)
+				f.Chain = 1
+				return f
+			case 1:
+				punt := &rule.Rule{Source: rule.SourceTC, Dev: "b0", Prio: prio, Handle: 0xFFFFFFFF, Protocol: rule.EthPAll,
+					Actions: []rule.Action{{Kind: rule.ActPass}}}
+				punt.Text = Format(punt)
+				return &KernelFilter{Prio: prio, Handle: handle, Kind: "u32", Err: fmt.Errorf("u32: not flower"), Punt: punt}
+			}
+			return randomFilter(t, rng, prio, handle)
+		}
+		var initial []*KernelFilter
+		for i := 0; i < rng.Intn(20); i++ {
+			f := newFilter()
+			if live[IDOf(f)] == nil {
+				live[IDOf(f)] = f
+				initial = append(initial, f)
+			}
+		}
+		s := NewMirrorSet("b0", initial, opt)
+		installed := map[string]bool{}
+		for _, r := range s.Rules() {
+			installed[r.Text] = true
+		}
+		for step := 0; step < 80; step++ {
+			// One to three notifications, then a flush.
+			for n := 1 + rng.Intn(3); n > 0; n-- {
+				f := newFilter()
+				if old := live[IDOf(f)]; old != nil && rng.Intn(2) == 0 {
+					delete(live, IDOf(f))
+					s.Change(old, true)
+					continue
+				}
+				live[IDOf(f)] = f
+				s.Change(f, false)
+			}
+			add, remove := s.Flush()
+			for _, text := range remove {
+				if !installed[text] {
+					t.Fatalf("seed %d step %d: Flush removes %q, which it never added", seed, step, text)
+				}
+				delete(installed, text)
+			}
+			for _, r := range add {
+				if installed[r.Text] {
+					t.Fatalf("seed %d step %d: Flush adds %q twice", seed, step, r.Text)
+				}
+				installed[r.Text] = true
+			}
+			var all []*KernelFilter
+			for _, f := range live {
+				all = append(all, f)
+			}
+			rules, statuses := Mirror("b0", all, opt)
+			want := map[string]bool{}
+			for _, r := range rules {
+				want[r.Text] = true
+			}
+			if !maps.Equal(installed, want) {
+				t.Fatalf("seed %d step %d: Flushes add up to\n%v\nMirror gives\n%v", seed, step, installed, want)
+			}
+			got := map[string]bool{}
+			for _, r := range s.Rules() {
+				got[r.Text] = true
+			}
+			if !maps.Equal(got, want) {
+				t.Fatalf("seed %d step %d: Rules\n%v\nMirror gives\n%v", seed, step, got, want)
+			}
+			gotSt := s.Statuses()
+			off := 0
+			for i, st := range statuses {
+				if st.Offloaded {
+					off++
+				}
+				if i >= len(gotSt) || gotSt[i] != st {
+					t.Fatalf("seed %d step %d: status %d: %+v, Mirror %+v", seed, step, i, gotSt[min(i, len(gotSt)-1)], st)
+				}
+				k := fmt.Sprint(seed, IDOf(st.Filter))
+				if was, ok := last[k]; ok && was != st.Offloaded {
+					flips++
+				}
+				last[k] = st.Offloaded
+			}
+			if len(gotSt) != len(statuses) || s.Offloaded() != off || s.Len() != len(live) {
+				t.Fatalf("seed %d step %d: %d statuses, %d offloaded, %d filters; Mirror %d, %d, %d",
+					seed, step, len(gotSt), s.Offloaded(), s.Len(), len(statuses), off, len(live))
+			}
+		}
+	}
+	// Overlaps that come and go make other filters change status.
+	if flips < 50 {
+		t.Fatalf("only %d status changes over all seeds: the generator no longer moves filters between offloaded and punted", flips)
+	}
+}
+
 // BenchmarkDecode10K: decoding 10,000 filters of a dump, each redirecting
 // out of another device as Open vSwitch's do, with the device names
 // resolved through the reader's memo (one lookup per device).
@@ -122,7 +256,7 @@ func BenchmarkDecode10K(b *testing.B) {
 	for _, f := range ovsLikeFilters(b, 10000) {
 		r := *f.Rule
 		r.Actions = []rule.Action{{Kind: rule.ActRedirect, Dev: "lo", Ifindex: 1}}
-		m, err := filterMessage(7, &r)
+		m, err := FilterMessage(7, &r)
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -20,8 +20,10 @@ package maps
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"unsafe"
 
@@ -103,7 +105,15 @@ type Table struct {
 	actionSets map[string]*actionSlot // by content
 	asContent  map[uint32]string      // slot -> content key
 	asBySlot   map[uint32]actionSet   // slot -> content
-	txPorts    map[uint32]int         // redirect ifindex -> references
+	txPorts    map[uint32]bool        // redirect ifindexes in the devmap
+	txRefs     map[uint32]int         // redirect ifindex -> rules using it
+	// byText finds a rule by source and text (UpdateSource); built on
+	// first use, kept by write, dropped (nil) by anything else that
+	// changes rules.
+	byText map[textKey]RuleID
+	// idHint: no rule id below it is free or held (allocation starts
+	// there rather than scanning 10,000 taken ids for each new rule).
+	idHint RuleID
 
 	held        []*heldSlots // freed, waiting for a grace period (grace.go)
 	deferGrace  bool
@@ -148,7 +158,8 @@ func Open(m *bpf.XdpflowMaps, parse ParseFunc) (*Table, error) {
 		actionSets:    map[string]*actionSlot{},
 		asContent:     map[uint32]string{},
 		asBySlot:      map[uint32]actionSet{},
-		txPorts:       map[uint32]int{},
+		txPorts:       map[uint32]bool{},
+		idHint:        1,
 	}
 	if err := m.Meta.Lookup(uint32(0), &t.meta); err != nil {
 		return nil, fmt.Errorf("read meta: %w", err)
@@ -230,7 +241,7 @@ func (t *Table) load(parse ParseFunc) error {
 			}
 		}
 	}
-	t.txPorts = t.countTxPorts()
+	t.countTxPorts()
 
 	// Opaque rules (nft) are known by their installed entries only: read
 	// them from the flows map. After a writer died mid-change those cannot
@@ -246,7 +257,7 @@ func (t *Table) load(parse ParseFunc) error {
 				t.dropLoaded(in)
 			}
 		}
-		t.txPorts = t.countTxPorts()
+		t.countTxPorts()
 	}
 
 	// Flows: recomputed from the rules, the same way they were installed.
@@ -277,6 +288,7 @@ func (t *Table) loadOpaqueFlows() error {
 // dropLoaded forgets a rule read from the specs (before flows are built).
 func (t *Table) dropLoaded(in *Installed) {
 	delete(t.rules, in.ID)
+	t.byText, t.idHint = nil, 1
 	gk := groupKey{in.Rule.Order(), in.GroupSeq}
 	members := t.groups[gk][:0]
 	for _, x := range t.groups[gk] {
@@ -354,8 +366,14 @@ func (t *Table) rebuildFlows() (differs bool) {
 	return differs || len(t.subtables) != len(live)
 }
 
-func sortBySeq(s []*Installed) {
-	sort.Slice(s, func(i, j int) bool { return s[i].Seq < s[j].Seq })
+func sortBySeq(s []*Installed) { slices.SortFunc(s, bySeq) }
+
+func bySeq(a, b *Installed) int { return cmp.Compare(a.Seq, b.Seq) }
+
+// textKey names a rule by what SyncSource and UpdateSource know it by.
+type textKey struct {
+	src  rule.Source
+	text string
 }
 
 // expandGroup expands the rules of one mask group, in insertion order.

@@ -43,6 +43,7 @@ type plan struct {
 	nflows int       // flows after the change
 	put    []flowKey // flows to write (new or changed owner)
 	remove []flowKey // flows to delete
+	idHint RuleID    // Table.idHint after the change
 }
 
 // Apply runs one change. On error nothing the change touched stays changed:
@@ -104,6 +105,47 @@ func (t *Table) SyncSource(src rule.Source, want []*rule.Rule) (added, removed i
 	return len(ch.Insert), len(ch.Delete), nil
 }
 
+// UpdateSource changes the table's rules of one source by a known
+// difference, in one transaction: the rules whose text is in remove go,
+// those of add whose text is not installed come (a text installed
+// already stays, with its counters; one in both add and remove stays as
+// well). What SyncSource does given the whole set, at the cost of the
+// change rather than of the table's size.
+func (t *Table) UpdateSource(src rule.Source, add []*rule.Rule, remove []string) (added, removed int, err error) {
+	if t.byText == nil {
+		t.byText = make(map[textKey]RuleID, len(t.rules))
+		for _, in := range t.rules {
+			t.byText[in.key()] = in.ID
+		}
+	}
+	adding := make(map[string]bool, len(add))
+	for _, r := range add {
+		adding[r.Text] = true
+	}
+	var ch Change
+	for _, text := range remove {
+		if id, ok := t.byText[textKey{src, text}]; ok && !adding[text] {
+			ch.Delete = append(ch.Delete, id)
+			adding[text] = true // listed twice: deleted once
+		}
+	}
+	for _, r := range add {
+		if _, ok := t.byText[textKey{src, r.Text}]; !ok && adding[r.Text] {
+			ch.Insert = append(ch.Insert, Insert{Rule: r})
+			adding[r.Text] = false // listed twice: inserted once
+		}
+	}
+	if len(ch.Insert)+len(ch.Delete) == 0 {
+		return 0, 0, nil
+	}
+	if _, err := t.Apply(ch); err != nil {
+		return 0, 0, err
+	}
+	return len(ch.Insert), len(ch.Delete), nil
+}
+
+func (in *Installed) key() textKey { return textKey{in.Rule.Source, in.Rule.Text} }
+
 // prepareWrite frees what is held and no longer needs to be. Slots another
 // process left held are unknown here: wait a grace period for all of them.
 func (t *Table) prepareWrite() error {
@@ -145,13 +187,23 @@ func (t *Table) plan(ch Change) (*plan, error) {
 		}
 	}
 
-	nextID := RuleID(1)
+	// Ids from t.idHint up; the first one passed over because a running
+	// program may still use it (held) is where the next search starts.
+	nextID := max(t.idHint, 1)
+	p.idHint = 0
 	allocID := func() (RuleID, error) {
 		for ; int(nextID) < t.maxRules; nextID++ {
-			if t.rules[nextID] == nil && !t.heldRule(nextID) {
-				nextID++
-				return nextID - 1, nil
+			if t.rules[nextID] != nil {
+				continue
 			}
+			if t.heldRule(nextID) {
+				if p.idHint == 0 {
+					p.idHint = nextID
+				}
+				continue
+			}
+			nextID++
+			return nextID - 1, nil
 		}
 		return 0, fmt.Errorf("%d rules: %w", t.maxRules-1, ErrTableFull)
 	}
@@ -192,34 +244,37 @@ func (t *Table) plan(ch Change) (*plan, error) {
 		p.ins = append(p.ins, in)
 	}
 	t.meta.NextSeq = nextSeq // persisted with the change; harmless if it fails
+	if p.idHint == 0 {
+		p.idHint = nextID
+	}
+	for id := range p.del {
+		p.idHint = min(p.idHint, id) // held once the change is in
+	}
 
-	// Affected groups, as they will be.
-	ranged := map[groupKey]bool{}
+	// Affected groups, as they will be: the installed members (sorted by
+	// Seq) without the deleted, with the inserted in their places. A
+	// group of Open vSwitch's holds thousands of rules and a change
+	// touches one: members are found by binary search, not re-sorted.
+	delBy, insBy := map[groupKey][]*Installed{}, map[groupKey][]*Installed{}
 	for _, in := range p.del {
 		gk := groupKey{in.Rule.Order(), in.GroupSeq}
-		p.groups[gk] = nil
-		ranged[gk] = ranged[gk] || in.Rule.RangesOrdered()
+		delBy[gk] = append(delBy[gk], in)
 	}
 	for _, in := range p.ins {
 		gk := groupKey{in.Rule.Order(), in.GroupSeq}
-		p.groups[gk] = nil
-		ranged[gk] = ranged[gk] || in.Rule.RangesOrdered()
+		insBy[gk] = append(insBy[gk], in)
+	}
+	ranged := map[groupKey]bool{}
+	for _, m := range []map[groupKey][]*Installed{delBy, insBy} {
+		for gk, ins := range m {
+			// A mask group's rules all have ranges or none: the
+			// group is by mask, and which ranges a rule has.
+			ranged[gk] = ins[0].Rule.RangesOrdered()
+			p.groups[gk] = nil
+		}
 	}
 	for gk := range p.groups {
-		var members []*Installed
-		for _, in := range t.groups[gk] {
-			if p.del[in.ID] == nil {
-				members = append(members, in)
-				ranged[gk] = ranged[gk] || in.Rule.RangesOrdered()
-			}
-		}
-		for _, in := range p.ins {
-			if in.Rule.Order() == gk.prio && in.GroupSeq == gk.group {
-				members = append(members, in)
-			}
-		}
-		sortBySeq(members)
-		p.groups[gk] = members
+		p.groups[gk] = groupAfter(t.groups[gk], delBy[gk], insBy[gk])
 	}
 
 	// Entries of the rules whose entries can change.
@@ -251,10 +306,8 @@ func (t *Table) plan(ch Change) (*plan, error) {
 			entries = expandGroup(members)
 		} else {
 			entries = map[RuleID][]rule.Entry{}
-			for _, in := range p.ins {
-				if in.Rule.Order() == gk.prio && in.GroupSeq == gk.group {
-					entries[in.ID] = rule.Expand(in.Rule, nil)
-				}
+			for _, in := range insBy[gk] {
+				entries[in.ID] = rule.Expand(in.Rule, nil)
 			}
 		}
 		for id, es := range entries {
@@ -338,6 +391,42 @@ func (t *Table) plan(ch Change) (*plan, error) {
 			ErrTableFull, max(nsubs, len(t.subtables)+len(p.newSubs)), t.meta.MaxSubtables)
 	}
 	return p, nil
+}
+
+// groupAfter is a group's members (sorted by Seq) without del and with
+// ins, sorted by Seq; members itself is left as it is.
+func groupAfter(members, del, ins []*Installed) []*Installed {
+	const few = 16 // more than this: one pass and one sort, not a search each
+	out := make([]*Installed, len(members), len(members)+len(ins))
+	copy(out, members)
+	if len(del) > few {
+		gone := make(map[*Installed]bool, len(del))
+		for _, in := range del {
+			gone[in] = true
+		}
+		out = slices.DeleteFunc(out, func(in *Installed) bool { return gone[in] })
+	} else {
+		for _, in := range del {
+			i, ok := slices.BinarySearchFunc(out, in, bySeq)
+			for ; ok && i < len(out) && out[i].Seq == in.Seq && out[i] != in; i++ {
+			}
+			if i < len(out) && out[i] == in {
+				out = slices.Delete(out, i, i+1)
+			} else if j := slices.Index(out, in); j >= 0 {
+				out = slices.Delete(out, j, j+1)
+			}
+		}
+	}
+	if len(ins) > few {
+		out = append(out, ins...)
+		slices.SortStableFunc(out, bySeq)
+		return out
+	}
+	for _, in := range ins {
+		i, _ := slices.BinarySearchFunc(out, in, bySeq)
+		out = slices.Insert(out, i, in)
+	}
+	return out
 }
 
 // groupIndex names a mask group by priority and mask.
@@ -445,7 +534,7 @@ func (t *Table) write(p *plan) error {
 			newSlots[c] = nextSlot
 			asOf[in.ID] = nextSlot
 			for _, a := range set.Actions[:set.Count] {
-				if a.Op == uint8(bpf.XdpflowXfActionOpXF_ACT_REDIRECT) && t.txPorts[a.Ifindex] == 0 {
+				if a.Op == uint8(bpf.XdpflowXfActionOpXF_ACT_REDIRECT) && !t.txPorts[a.Ifindex] {
 					newPorts[a.Ifindex] = true
 				}
 			}
@@ -456,6 +545,7 @@ func (t *Table) write(p *plan) error {
 		if err := t.m.TxPorts.Put(ifindex, ifindex); err != nil {
 			return fmt.Errorf("add redirect target ifindex %d to the devmap: %w", ifindex, err)
 		}
+		t.txPorts[ifindex] = true
 	}
 	// In batches: one syscall per few thousand rules, not two per rule
 	// (which is most of the time a bulk change of flower rules takes).
@@ -505,12 +595,19 @@ func (t *Table) write(p *plan) error {
 	}
 
 	// In memory: the new state.
-	for id := range p.del {
+	for id, in := range p.del {
 		delete(t.rules, id)
+		if t.byText != nil && t.byText[in.key()] == id {
+			delete(t.byText, in.key())
+		}
 	}
 	for _, in := range p.ins {
 		t.rules[in.ID] = in
+		if t.byText != nil {
+			t.byText[in.key()] = in.ID
+		}
 	}
+	t.idHint = p.idHint
 	for gk, members := range p.groups {
 		if len(members) == 0 {
 			delete(t.groups, gk)
@@ -547,6 +644,7 @@ func (t *Table) write(p *plan) error {
 	freed := &heldSlots{}
 	for _, in := range p.del {
 		freed.rules = append(freed.rules, in.ID)
+		t.refTxPorts(t.asBySlot[in.ActionSet], -1)
 		c := t.asContent[in.ActionSet]
 		if a := t.actionSets[c]; a != nil {
 			a.refs--
@@ -560,9 +658,11 @@ func (t *Table) write(p *plan) error {
 	for _, in := range p.ins {
 		if c, ok := t.asContent[in.ActionSet]; ok {
 			t.actionSets[c].refs++
+			t.refTxPorts(t.asBySlot[in.ActionSet], 1)
 			continue
 		}
 		set, _ := actionSetFor(in.Rule)
+		t.refTxPorts(set, 1)
 		c := contentKey(&set)
 		t.actionSets[c] = &actionSlot{slot: in.ActionSet, refs: 1}
 		t.asContent[in.ActionSet] = c
@@ -622,32 +722,39 @@ func (t *Table) write(p *plan) error {
 	return t.putMeta()
 }
 
-// countTxPorts counts the redirect targets of the installed action sets.
-func (t *Table) countTxPorts() map[uint32]int {
-	refs := map[uint32]int{}
+// countTxPorts counts the redirect targets of the installed action sets
+// (txRefs), which are the devmap's entries (txPorts): at load.
+func (t *Table) countTxPorts() {
+	t.txRefs, t.txPorts = map[uint32]int{}, map[uint32]bool{}
 	for _, in := range t.rules {
-		set := t.asBySlot[in.ActionSet]
-		for _, a := range set.Actions[:min(int(set.Count), len(set.Actions))] {
-			if a.Op == uint8(bpf.XdpflowXfActionOpXF_ACT_REDIRECT) {
-				refs[a.Ifindex]++
+		t.refTxPorts(t.asBySlot[in.ActionSet], 1)
+	}
+	for ifindex := range t.txRefs {
+		t.txPorts[ifindex] = true
+	}
+}
+
+// refTxPorts adds n references to each redirect target of set.
+func (t *Table) refTxPorts(set actionSet, n int) {
+	for _, a := range set.Actions[:min(int(set.Count), len(set.Actions))] {
+		if a.Op == uint8(bpf.XdpflowXfActionOpXF_ACT_REDIRECT) {
+			if t.txRefs[a.Ifindex] += n; t.txRefs[a.Ifindex] <= 0 {
+				delete(t.txRefs, a.Ifindex)
 			}
 		}
 	}
-	return refs
 }
 
-// syncTxPorts recounts redirect targets and drops devmap entries no action
-// set uses any more.
+// syncTxPorts drops devmap entries no rule uses any more.
 func (t *Table) syncTxPorts() error {
-	refs := t.countTxPorts()
 	for ifindex := range t.txPorts {
-		if refs[ifindex] == 0 {
+		if t.txRefs[ifindex] == 0 {
 			if err := t.m.TxPorts.Delete(ifindex); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 				return fmt.Errorf("remove redirect target %d: %w", ifindex, err)
 			}
+			delete(t.txPorts, ifindex)
 		}
 	}
-	t.txPorts = refs
 	return nil
 }
 

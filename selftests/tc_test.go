@@ -446,6 +446,61 @@ func TestTCDaemon(t *testing.T) {
 	tp.expectFates(t, "noqdisc", map[string]string{"198.18.1.5": "c0"})
 }
 
+// TestTCRedirectFollowsItsTarget: a mirred redirect into a veth whose
+// peer has neither XDP nor GRO stays in TC (XDP's frames would be lost
+// there); once the peer turns GRO on the daemon offloads it, and once
+// GRO is off again it hands the filter back to TC. No filter changed:
+// the daemon notices the target by itself (the peer is in another
+// namespace, so no link notification reaches it: its recheck each
+// second does). In every state the packets reach the target.
+func TestTCRedirectFollowsItsTarget(t *testing.T) {
+	tp := newNftTopo(t)
+	needFlower(t, tp.b, "b0")
+	tp.d.MustExec(t, "ethtool", "-K", "d0", "gro", "off")
+	d := startDaemon(t, tp.b)
+	d.logOnFailure(t)
+	tp.b.MustExec(t, "tc", "filter", "add", "dev", "b0", "ingress", "pref", "10", "handle", "1", "protocol", "ip", "flower",
+		"src_ip", "198.18.1.5", "action", "mirred", "egress", "redirect", "dev", "b2")
+	punted := func(fs map[string]tcShownFilter) bool {
+		f := fs["10/1"]
+		return f.Punted && strings.Contains(f.Reason, "redirect to b2 would lose packets") && !strings.Contains(f.Reason, "not installed")
+	}
+	offloaded := func(fs map[string]tcShownFilter) bool { return fs["10/1"].Offloaded }
+	inXDP := func() uint64 {
+		if st := tcShown(t, tp.b, "b0")["10/1"].Stats; st != nil {
+			return st.Packets
+		}
+		return 0
+	}
+	waitShown(t, tp.b, "redirect kept in TC while d0 has no GRO", punted)
+	tp.expectFates(t, "nogro", map[string]string{"198.18.1.5": "d0", "198.18.1.6": "c0"})
+
+	tp.d.MustExec(t, "ethtool", "-K", "d0", "gro", "on")
+	waitShown(t, tp.b, "redirect offloaded once d0 has GRO", offloaded)
+	before := inXDP()
+	var frames [][]byte
+	var markers []string
+	for i := 0; i < 20; i++ { // markers must differ: a fate is where its marker was seen
+		f, m := tp.srcFrames(fmt.Sprint("gro", i), "198.18.1.5")
+		frames, markers = append(frames, f...), append(markers, m...)
+	}
+	for i, f := range tp.fates(t, frames, markers) {
+		if f != "d0" {
+			t.Fatalf("frame %d from 198.18.1.5 with the redirect offloaded: %s, want d0", i, f)
+		}
+	}
+	if n := inXDP() - before; n < 20-2*uint64(runtime.NumCPU()) {
+		t.Errorf("XDP redirected %d of 20 frames of an offloaded filter, want all but the keepalives", n)
+	}
+
+	tp.d.MustExec(t, "ethtool", "-K", "d0", "gro", "off")
+	waitShown(t, tp.b, "redirect back in TC once d0's GRO is off", punted)
+	tp.expectFates(t, "groagain", map[string]string{"198.18.1.5": "d0"})
+	if log := d.logText(); strings.Count(log, "a redirect target changed") < 2 {
+		t.Errorf("the daemon's log does not show it mirroring b0 again twice for its redirect target:\n%s", log)
+	}
+}
+
 // TestTCDaemonFollowsNotifications: a running daemon applies filter
 // notifications to the filters it knows instead of reading the device's
 // filters again. After rounds of random adds, replaces, deletions of one

@@ -128,6 +128,7 @@ func cmdDaemon(g globals, args []string) error {
 				d.syncDevice(dev, "writer")
 			}
 			d.mu.Unlock()
+			d.recheckForwards("recheck")
 			// Devices enabled or disabled since.
 			p, err := d.pathsOnce()
 			if err != nil {
@@ -157,10 +158,10 @@ type daemon struct {
 	mirrorSkipHW bool
 	keepalive    time.Duration  // given to offloaded TC filters (rule.Rule.Keepalive)
 	ifindexes    map[int]string // enabled devices by ifindex, at the last sync
-	// tcKnown: each device's ingress filters as of its last dump and the
-	// notifications since (see syncTCChanges), by ifindex.
-	tcKnown map[int]map[filterID]*flower.KernelFilter
-	tcDumps map[int]uint64 // dumps taken of each device, by ifindex
+	// tcMirror: each device's ingress filters as of its last dump and
+	// the notifications since (see syncTCChanges), by ifindex.
+	tcMirror map[int]*tcMirror
+	tcDumps  map[int]uint64 // dumps taken of each device, by ifindex
 }
 
 // pathsOnce finds bpffs once: it does not move under a running daemon, and
@@ -281,7 +282,7 @@ func (d *daemon) syncAll(why string) error {
 		}
 	}
 	// Every device's filters are read again below.
-	d.ifindexes, d.tcKnown = map[int]string{}, nil
+	d.ifindexes, d.tcMirror = map[int]string{}, nil
 	var errs []error
 	for _, dev := range devs {
 		errs = append(errs, d.syncDevice(dev, why)...)
@@ -444,18 +445,53 @@ func (d *daemon) logSync(dev, src, why, what string, n, offloaded, added, remove
 		dev, src, why, n, what, offloaded, added, removed, float64(time.Since(start).Microseconds())/1000)
 }
 
-// fwdChecker refuses an nft `fwd` XDP cannot carry out (as `filter add`
-// refuses such a redirect), asking once per target per compile.
-func fwdChecker(ingress int) func(int) error {
-	checked := map[int]error{}
-	return func(ifindex int) error {
-		if err, ok := checked[ifindex]; ok {
-			return err
-		}
-		err := loader.CheckXDPForward(ingress, ifindex)
-		checked[ifindex] = err
+// fwdChecker refuses a redirect (an nft `fwd`, a flower mirred) XDP
+// cannot carry out, asking once per target per compile.
+func fwdChecker(ingress int) func(int) error { return newFwdCache(ingress).check }
+
+// fwdCache remembers loader.CheckXDPForward's answers for one ingress
+// device, by target: a check costs ~1.4 ms (namespace and ethtool reads),
+// more than the rest of a filter change.
+type fwdCache struct {
+	ingress int
+	answers map[int]error
+}
+
+func newFwdCache(ingress int) *fwdCache { return &fwdCache{ingress: ingress, answers: map[int]error{}} }
+
+func (c *fwdCache) check(ifindex int) error {
+	if err, ok := c.answers[ifindex]; ok {
 		return err
 	}
+	err := loader.CheckXDPForward(c.ingress, ifindex)
+	c.answers[ifindex] = err
+	return err
+}
+
+// targets lists the targets asked about so far.
+func (c *fwdCache) targets() []int {
+	out := make([]int, 0, len(c.answers))
+	for t := range c.answers {
+		out = append(out, t)
+	}
+	return out
+}
+
+// update takes fresh answers (asked outside the daemon's lock), and says
+// whether one differs from the answer it replaces.
+func (c *fwdCache) update(answers map[int]error) bool {
+	changed := false
+	for t, now := range answers {
+		was, ok := c.answers[t]
+		if !ok {
+			continue
+		}
+		if (was == nil) != (now == nil) || (was != nil && was.Error() != now.Error()) {
+			changed = true
+		}
+		c.answers[t] = now
+	}
+	return changed
 }
 
 // batcher is what a watch does with one multicast socket's notifications.

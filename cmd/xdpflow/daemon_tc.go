@@ -10,8 +10,22 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/xdpflow/xdpflow/flower"
+	"github.com/xdpflow/xdpflow/loader"
+	"github.com/xdpflow/xdpflow/maps"
 	"github.com/xdpflow/xdpflow/rule"
 )
+
+// tcMirror is a device's ingress filters as the daemon last mirrored
+// them: the base that notifications change (syncTCChanges).
+type tcMirror struct {
+	set *flower.MirrorSet
+	fwd *fwdCache // its redirect targets' checks
+	// table is the table object set's rules were installed in; another
+	// one (reopened after another process wrote) may hold other rules.
+	// nil: not installed (the table could not take them: a punt-all
+	// stands in).
+	table *maps.Table
+}
 
 // syncTC mirrors dev's ingress filters into its table: each filter of
 // chain 0 as the same rule, or as a punt sending its packets on to TC. It
@@ -23,7 +37,7 @@ func (d *daemon) syncTC(dev, why string) error {
 		d.ifindexes[o.dev.Ifindex] = dev
 		// No base while the dump is not in: a failed dump leaves none,
 		// and the next notification dumps again.
-		delete(d.tcKnown, o.dev.Ifindex)
+		delete(d.tcMirror, o.dev.Ifindex)
 		var err error
 		if d.tcReader == nil {
 			if d.tcReader, err = flower.NewReader(); err != nil {
@@ -36,28 +50,32 @@ func (d *daemon) syncTC(dev, why string) error {
 			d.tcReader = nil
 			return err
 		}
-		known := map[filterID]*flower.KernelFilter{}
-		for _, f := range filters {
-			known[idOf(f)] = f
-		}
-		if d.tcKnown == nil {
-			d.tcKnown = map[int]map[filterID]*flower.KernelFilter{}
+		if d.tcMirror == nil {
+			d.tcMirror = map[int]*tcMirror{}
 		}
 		if d.tcDumps == nil {
 			d.tcDumps = map[int]uint64{} // never reset: counts only grow
 		}
-		d.tcKnown[o.dev.Ifindex] = known
+		m := &tcMirror{fwd: newFwdCache(o.dev.Ifindex)}
+		m.set = flower.NewMirrorSet(dev, filters, d.mirrorOptions(m.fwd))
+		d.tcMirror[o.dev.Ifindex] = m
 		d.tcDumps[o.dev.Ifindex]++
-		return d.mirrorFilters(o, dev, why, filters, start)
+		return d.installMirror(o, dev, why, m, start)
 	})
 }
 
-// syncTCChanges applies filter notifications to dev's known filters and
-// mirrors the result, without reading the kernel's filters again: with
-// thousands of filters (Open vSwitch's), the dump and its decoding cost
-// ~100 ms a change. Without a base (no dump yet, or it failed) it dumps.
+func (d *daemon) mirrorOptions(fwd *fwdCache) flower.MirrorOptions {
+	return flower.MirrorOptions{SkipHW: d.mirrorSkipHW, CheckRedirect: fwd.check, Keepalive: d.keepalive}
+}
+
+// syncTCChanges applies filter notifications to dev's mirror and installs
+// the difference they make, without reading the kernel's filters again:
+// with thousands of filters (Open vSwitch's), a dump and its decoding
+// cost ~100 ms, and mirroring them all again ~5 ms; one filter's change
+// costs what the filters of its pref that may overlap it cost. Without a
+// base (no dump yet, or it failed) it dumps.
 //
-// The known filters are the kernel's as of the last dump, with every
+// The mirror holds the kernel's filters as of the last dump, with every
 // notification read since. Notifications still queued when the dump was
 // taken describe changes the dump holds: applied in order, each filter
 // ends as its last notification says, which is what the dump said; and
@@ -67,8 +85,8 @@ func (d *daemon) syncTC(dev, why string) error {
 // the lock) are older than that dump, and a later one of the same filter
 // may be in the next batch: they are dropped (tcChange.dump).
 func (d *daemon) syncTCChanges(dev string, ifindex int, changes []tcChange) error {
-	known := d.tcKnown[ifindex]
-	if known == nil {
+	m := d.tcMirror[ifindex]
+	if m == nil {
 		return d.syncTC(dev, "tc")
 	}
 	fresh := changes[:0:0]
@@ -84,47 +102,104 @@ func (d *daemon) syncTCChanges(dev string, ifindex int, changes []tcChange) erro
 	return d.withTable(dev, func(o *openTable) error {
 		if o.dev.Ifindex != ifindex {
 			// The name moved to another device since: read it afresh.
-			delete(d.tcKnown, ifindex)
+			delete(d.tcMirror, ifindex)
 			return nil
 		}
 		for _, c := range changes {
-			if c.deleted {
-				delete(known, idOf(c.filter))
-			} else {
-				known[idOf(c.filter)] = c.filter
-			}
+			m.set.Change(c.filter, c.deleted)
 		}
-		filters := make([]*flower.KernelFilter, 0, len(known))
-		for _, f := range known {
-			filters = append(filters, f)
+		add, remove := m.set.Flush()
+		why := fmt.Sprintf("tc: %d notification(s)", len(changes))
+		if m.table != o.table {
+			// Not installed, or in a table object since replaced: the
+			// whole set, not a difference.
+			return d.installMirror(o, dev, why, m, start)
 		}
-		return d.mirrorFilters(o, dev, fmt.Sprintf("tc: %d notification(s)", len(changes)), filters, start)
+		added, removed, err := o.table.UpdateSource(rule.SourceTC, add, remove)
+		if err != nil {
+			// Nothing changed; the whole set fails the same way and
+			// leaves a punt-all standing in for it.
+			return d.installMirror(o, dev, why, m, start)
+		}
+		if added+removed > 0 {
+			d.logSync(dev, "tc", why, "filters", m.set.Len(), m.set.Offloaded(), added, removed, start)
+		}
+		return nil
 	})
 }
 
-// mirrorFilters installs what of filters runs in XDP and logs it.
-func (d *daemon) mirrorFilters(o *openTable, dev, why string, filters []*flower.KernelFilter, start time.Time) error {
-	chk := fwdChecker(o.dev.Ifindex)
-	statuses, added, removed, err := mirrorTC(o.table, dev, filters,
-		flower.MirrorOptions{SkipHW: d.mirrorSkipHW, CheckRedirect: chk, Keepalive: d.keepalive})
+// installMirror makes the table's TC rules m's, and logs it.
+func (d *daemon) installMirror(o *openTable, dev, why string, m *tcMirror, start time.Time) error {
+	m.table = nil
+	added, removed, err := installTC(o.table, dev, m.set.Rules(), m.set.Filters())
 	if err != nil {
 		return err
 	}
+	m.table = o.table
 	if added+removed > 0 || !strings.HasPrefix(why, "tc") {
-		off := countIf(statuses, func(st flower.MirrorStatus) bool { return st.Offloaded })
-		d.logSync(dev, "tc", why, "filters", len(statuses), off, added, removed, start)
+		d.logSync(dev, "tc", why, "filters", m.set.Len(), m.set.Offloaded(), added, removed, start)
 	}
 	return nil
 }
 
-// filterID names a filter of one device's ingress.
-type filterID struct {
-	chain  uint32
-	prio   uint16
-	handle uint32
+// recheckForwards asks again whether XDP can carry out each mirrored
+// redirect (loader.CheckXDPForward: a veth target's peer needs an XDP
+// program or GRO) and mirrors a device again where an answer changed. A
+// mirror asks once per target and keeps the answer, so this runs on link
+// events (GRO toggled, or an XDP program attached to a veth, notify one
+// end of the pair) and every second, for what notifications miss (a peer
+// in another namespace). The checks (~1.4 ms each) run without d.mu, so
+// that a filter change does not wait for them. The caller does not hold
+// d.mu.
+func (d *daemon) recheckForwards(why string) {
+	type ask struct {
+		ifindex int
+		m       *tcMirror
+		answers map[int]error
+	}
+	var asks []ask
+	d.mu.Lock()
+	for ifindex, m := range d.tcMirror {
+		if targets := m.fwd.targets(); len(targets) > 0 {
+			a := ask{ifindex, m, map[int]error{}}
+			for _, t := range targets {
+				a.answers[t] = nil
+			}
+			asks = append(asks, a)
+		}
+	}
+	d.mu.Unlock()
+	if len(asks) == 0 {
+		return
+	}
+	for _, a := range asks {
+		for t := range a.answers {
+			a.answers[t] = loader.CheckXDPForward(a.m.fwd.ingress, t)
+		}
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, a := range asks {
+		dev, ok := d.ifindexes[a.ifindex]
+		// A mirror replaced meanwhile (a dump) asked afresh.
+		if !ok || d.tcMirror[a.ifindex] != a.m || !a.m.fwd.update(a.answers) {
+			continue
+		}
+		start := time.Now()
+		err := d.withTable(dev, func(o *openTable) error {
+			if o.dev.Ifindex != a.ifindex {
+				delete(d.tcMirror, a.ifindex)
+				return nil
+			}
+			m := a.m
+			m.set = flower.NewMirrorSet(dev, m.set.Filters(), d.mirrorOptions(m.fwd))
+			return d.installMirror(o, dev, why+": a redirect target changed", m, start)
+		})
+		if err != nil {
+			d.log.Printf("%s: %v", dev, err)
+		}
+	}
 }
-
-func idOf(f *flower.KernelFilter) filterID { return filterID{f.Chain, f.Prio, f.Handle} }
 
 // tcChange is one filter notification: the filter as it now is, or gone.
 type tcChange struct {
@@ -192,6 +267,7 @@ type tcBatch struct {
 	changes map[int][]tcChange        // filter notifications, in order, by ifindex
 	names   func(int) (string, error) // redirect targets' names, this batch
 	links   bool                      // an enabled device went away or was renamed
+	linkEv  bool                      // any link changed: redirect targets may have
 	overrun bool
 }
 
@@ -242,10 +318,12 @@ func (b *tcBatch) add(msgs []netlink.Message) {
 				b.readAgain(ifindex)
 			}
 		case unix.RTM_DELLINK:
+			b.linkEv = true
 			if _, ok := known[ifindex]; ok {
 				b.links = true
 			}
 		case unix.RTM_NEWLINK:
+			b.linkEv = true
 			if name, ok := known[ifindex]; ok && linkName(m.Data) != name {
 				b.links = true
 			}
@@ -273,12 +351,11 @@ func linkName(b []byte) string {
 
 func (b *tcBatch) lost() { b.overrun = true }
 func (b *tcBatch) ready() bool {
-	return len(b.redump) > 0 || len(b.changes) > 0 || b.links || b.overrun
+	return len(b.redump) > 0 || len(b.changes) > 0 || b.links || b.linkEv || b.overrun
 }
 func (b *tcBatch) flush() {
 	d := b.d
 	d.mu.Lock()
-	defer d.mu.Unlock()
 	switch {
 	case b.links || b.overrun:
 		d.syncAll("devices")
@@ -302,5 +379,9 @@ func (b *tcBatch) flush() {
 			}
 		}
 	}
-	b.redump, b.changes, b.names, b.links, b.overrun = nil, nil, nil, false, false
+	d.mu.Unlock()
+	if b.linkEv && !b.links && !b.overrun { // a full sync asked afresh
+		d.recheckForwards("link")
+	}
+	b.redump, b.changes, b.names, b.links, b.linkEv, b.overrun = nil, nil, nil, false, false, false
 }

@@ -128,17 +128,23 @@ func mirrorDevice(s *session) error {
 }
 
 // mirrorTC installs a device's TC filters in its table as offloaded rules
-// or punts (flower.Mirror). If the table cannot take them, one punt from
-// the lowest pref on stands for all of them: XDP must not run rules TC no
-// longer has, nor let later rules (nft's, lower prefs) overtake filters
-// it could not install.
+// or punts (flower.Mirror); see installTC.
 func mirrorTC(t *maps.Table, dev string, filters []*flower.KernelFilter, opt flower.MirrorOptions) (
 	statuses []flower.MirrorStatus, added, removed int, err error) {
 	want, statuses := flower.Mirror(dev, filters, opt)
+	added, removed, err = installTC(t, dev, want, filters)
+	return statuses, added, removed, err
+}
+
+// installTC makes the table's TC rules want, what filters mirror to. If
+// the table cannot take them, one punt from the lowest pref on stands for
+// all of them: XDP must not run rules TC no longer has, nor let later
+// rules (nft's, lower prefs) overtake filters it could not install.
+func installTC(t *maps.Table, dev string, want []*rule.Rule, filters []*flower.KernelFilter) (added, removed int, err error) {
 	added, removed, err = t.SyncSource(rule.SourceTC, want)
 	if err != nil {
 		_, _, rerr := t.SyncSource(rule.SourceTC, puntAllFrom(dev, filters))
-		return statuses, added, removed, errors.Join(fmt.Errorf("tc: install: %w (tc filters left to the kernel)", err), rerr)
+		return added, removed, errors.Join(fmt.Errorf("tc: install: %w (tc filters left to the kernel)", err), rerr)
 	}
-	return statuses, added, removed, nil
+	return added, removed, nil
 }

@@ -14,8 +14,8 @@ import (
 // BenchmarkMirrorChange10K: one filter added to, then deleted from, a
 // device holding 10,000 mirrored filters of one pref (Open vSwitch's
 // layout of one mask): what the daemon does for each once the
-// notification is read (mirrorTC), timed in its two parts, the mirror over
-// the device's filters and the table change.
+// notification is read (syncTCChanges), timed in its two parts, the
+// mirror's change (flower.MirrorSet) and the table's (UpdateSource).
 func BenchmarkMirrorChange10K(b *testing.B) {
 	spec, err := bpf.LoadXdpflow()
 	if err != nil {
@@ -58,7 +58,8 @@ func BenchmarkMirrorChange10K(b *testing.B) {
 		filters = append(filters, filter(i))
 	}
 	opt := flower.MirrorOptions{Keepalive: time.Second}
-	if _, _, _, err := mirrorTC(t, "lo", filters, opt); err != nil {
+	set := flower.NewMirrorSet("lo", filters, opt)
+	if _, _, err := t.SyncSource(rule.SourceTC, set.Rules()); err != nil {
 		b.Fatal(err)
 	}
 	b.ResetTimer()
@@ -67,11 +68,12 @@ func BenchmarkMirrorChange10K(b *testing.B) {
 		b.ReportMetric(float64(tMirror.Microseconds())/float64(2*b.N)/1000, "mirror-ms/change")
 		b.ReportMetric(float64(tSync.Microseconds())/float64(2*b.N)/1000, "table-ms/change")
 	}()
-	timed := func(fs []*flower.KernelFilter) (added, removed int) {
+	timed := func(f *flower.KernelFilter, deleted bool) (added, removed int) {
 		t0 := time.Now()
-		want, _ := flower.Mirror("lo", fs, opt)
+		set.Change(f, deleted)
+		add, remove := set.Flush()
 		t1 := time.Now()
-		added, removed, err := t.SyncSource(rule.SourceTC, want)
+		added, removed, err := t.UpdateSource(rule.SourceTC, add, remove)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -80,12 +82,15 @@ func BenchmarkMirrorChange10K(b *testing.B) {
 		return added, removed
 	}
 	for i := 0; i < b.N; i++ {
-		with := append(filters[:len(filters):len(filters)], filter(10000+i))
-		if added, _ := timed(with); added != 1 {
+		f := filter(10000 + i)
+		if added, _ := timed(f, false); added != 1 {
 			b.Fatalf("added %d", added)
 		}
-		if _, removed := timed(filters); removed != 1 {
+		if _, removed := timed(f, true); removed != 1 {
 			b.Fatalf("removed %d", removed)
 		}
+	}
+	if set.Len() != 10000 || set.Offloaded() != 10000 {
+		b.Fatalf("%d filters, %d offloaded", set.Len(), set.Offloaded())
 	}
 }

@@ -1,0 +1,150 @@
+package maps_test
+
+import (
+	"errors"
+	"fmt"
+	"maps"
+	"net"
+	"slices"
+	"testing"
+
+	"github.com/xdpflow/xdpflow/flower"
+	"github.com/xdpflow/xdpflow/internal/testutil"
+	xmaps "github.com/xdpflow/xdpflow/maps"
+	"github.com/xdpflow/xdpflow/rule"
+)
+
+// TestUpdateSourceAsSyncSource: random deltas applied with UpdateSource
+// (the daemon's path for one filter notification) leave the table as
+// SyncSource of the whole wanted set would: the same rules of the source,
+// each once, with the flows the maps hold and no slot reused early; and
+// the packets of a rule kept across changes keep being counted.
+func TestUpdateSourceAsSyncSource(t *testing.T) {
+	ns := testutil.NewNetns(t)
+	testutil.Veth(t, ns, "r1", ns, "r2")
+	ns.Run(t, func() {
+		h := newHarness(t, 7, 1<<16)
+		h.deferred = true // the daemon's mode: freed ids are held
+		h.reopen()
+		g := &gen{rng: h.rng}
+		newRule := func(prio uint16, handle uint32) *rule.Rule {
+			for {
+				text := fmt.Sprintf("pref %d handle 0x%x %s", prio, handle, g.rule(prio, nil))
+				r, err := flower.ParseRuleText(ingressDev, text)
+				if err != nil {
+					t.Fatalf("%s: %v", text, err)
+				}
+				if r.RangesOrdered() && handle%3 != 0 {
+					continue // ranged groups, but not all of them
+				}
+				for i := range r.Actions {
+					if r.Actions[i].Kind == rule.ActRedirect {
+						ifi, err := net.InterfaceByName(r.Actions[i].Dev)
+						if err != nil {
+							t.Fatal(err)
+						}
+						r.Actions[i].Ifindex = ifi.Index
+					}
+				}
+				r.Source = rule.SourceTC
+				r.Text = flower.Format(r)
+				return r
+			}
+		}
+		// The wanted rules by "pref/handle": 60 of them at most, over 3
+		// prefs with several masks each.
+		want := map[string]*rule.Rule{}
+		same := func(round int, what string) {
+			t.Helper()
+			var got, exp []string
+			for _, in := range h.table.Rules() {
+				if in.Rule.Source == rule.SourceTC {
+					got = append(got, in.Rule.Text)
+				}
+			}
+			for _, r := range want {
+				exp = append(exp, r.Text)
+			}
+			slices.Sort(got)
+			slices.Sort(exp)
+			if !slices.Equal(got, exp) {
+				t.Fatalf("round %d, %s: table holds\n%v\nwanted\n%v", round, what, got, exp)
+			}
+		}
+		clashes, changes := 0, 0
+		for round := 0; round < 300; round++ {
+			next := maps.Clone(want)
+			var add []*rule.Rule
+			var remove []string
+			var gone [][2]int
+			for i := 0; i < 1+h.rng.Intn(4); i++ {
+				prio, handle := uint16(1+h.rng.Intn(3)), uint32(1+h.rng.Intn(20))
+				k := fmt.Sprint(prio, "/", handle)
+				if slices.ContainsFunc(add, func(a *rule.Rule) bool { return a.Prio == prio && a.Handle == handle }) {
+					continue
+				}
+				old := next[k]
+				if old != nil {
+					remove = append(remove, old.Text)
+					gone = append(gone, [2]int{int(prio), int(handle)})
+					delete(next, k)
+					if h.rng.Intn(2) == 0 {
+						continue // deleted
+					}
+				}
+				r := newRule(prio, handle) // added, or replaced
+				next[k] = r
+				add = append(add, r)
+			}
+			added, removed, err := h.table.UpdateSource(rule.SourceTC, add, remove)
+			h.checkHeld()
+			h.checkFlows()
+			if err != nil {
+				// Two random matches of one pref may be the same
+				// (ErrExists): then nothing changed.
+				if !errors.Is(err, xmaps.ErrExists) {
+					t.Fatalf("round %d: %v", round, err)
+				}
+				clashes++
+				same(round, "after a refused change")
+				continue
+			}
+			changes++
+			want = next
+			// The model as the table: a replaced filter's new text is a
+			// new rule, after the others of its group.
+			for _, g := range gone {
+				h.model.Delete(uint16(g[0]), uint32(g[1]))
+			}
+			for _, r := range add {
+				h.model.Add(r)
+			}
+			if added != len(add) || removed != len(remove) {
+				t.Fatalf("round %d: added %d removed %d, asked %d and %d", round, added, removed, len(add), len(remove))
+			}
+			same(round, "after UpdateSource")
+			// The same set as a whole: SyncSource finds nothing to do.
+			all := make([]*rule.Rule, 0, len(want))
+			for _, r := range want {
+				all = append(all, r)
+			}
+			if a, r, err := h.table.SyncSource(rule.SourceTC, all); err != nil || a+r != 0 {
+				t.Fatalf("round %d: SyncSource after UpdateSource: added %d removed %d, %v", round, a, r, err)
+			}
+			if round%4 == 0 {
+				frames := make([][]byte, 50)
+				for i := range frames {
+					frames[i] = g.frame()
+				}
+				h.check(frames)
+			}
+			if round%50 == 49 {
+				h.reopen() // the text index is rebuilt from the pins
+			}
+		}
+		t.Logf("%d changes, %d refused as clashes", changes, clashes)
+		if changes < 200 {
+			t.Errorf("only %d of 300 changes went in: the generator clashes too often to test much", changes)
+		}
+	})
+}
