@@ -265,7 +265,9 @@ type tcBatch struct {
 	d       *daemon
 	redump  map[int]bool              // ifindexes whose filters must be read again
 	changes map[int][]tcChange        // filter notifications, in order, by ifindex
-	names   func(int) (string, error) // redirect targets' names, this batch
+	// names: redirect targets' names, resolved once (a lookup is a dump
+	// of every link) and kept until a link changes.
+	names   func(int) (string, error)
 	links   bool                      // an enabled device went away or was renamed
 	linkEv  bool                      // any link changed: redirect targets may have
 	overrun bool
@@ -318,12 +320,12 @@ func (b *tcBatch) add(msgs []netlink.Message) {
 				b.readAgain(ifindex)
 			}
 		case unix.RTM_DELLINK:
-			b.linkEv = true
+			b.linkEv, b.names = true, nil
 			if _, ok := known[ifindex]; ok {
 				b.links = true
 			}
 		case unix.RTM_NEWLINK:
-			b.linkEv = true
+			b.linkEv, b.names = true, nil
 			if name, ok := known[ifindex]; ok && linkName(m.Data) != name {
 				b.links = true
 			}
@@ -349,7 +351,7 @@ func linkName(b []byte) string {
 	return ""
 }
 
-func (b *tcBatch) lost() { b.overrun = true }
+func (b *tcBatch) lost() { b.overrun, b.names = true, nil }
 func (b *tcBatch) ready() bool {
 	return len(b.redump) > 0 || len(b.changes) > 0 || b.links || b.linkEv || b.overrun
 }
@@ -383,5 +385,5 @@ func (b *tcBatch) flush() {
 	if b.linkEv && !b.links && !b.overrun { // a full sync asked afresh
 		d.recheckForwards("link")
 	}
-	b.redump, b.changes, b.names, b.links, b.linkEv, b.overrun = nil, nil, nil, false, false, false
+	b.redump, b.changes, b.links, b.linkEv, b.overrun = nil, nil, false, false, false
 }
