@@ -75,13 +75,14 @@ func vethPeer(l netlink.Link) (netlink.Link, error) {
 // XDP program sends out of target (redirect; XDP_TX when target is
 // ingress) would be lost or damaged, or nil.
 func CheckXDPForward(ingress, target int) error {
-	if err := checkXDPIngress(ingress); err != nil {
+	if err := CheckXDPIngress(ingress); err != nil {
 		return err
 	}
-	return checkXDPTarget(target, target == ingress)
+	return CheckXDPTarget(target, target == ingress)
 }
 
-// checkXDPIngress: a veth hands XDP what its peer's stack sent, and with
+// CheckXDPIngress is CheckXDPForward's question about the ingress
+// device alone (its answer holds for every target): a veth hands XDP what its peer's stack sent, and with
 // the peer's TX checksum offload on (a veth's default) a TCP or UDP packet
 // comes with its checksum left for the "hardware" to finish
 // (CHECKSUM_PARTIAL). The skb says so; an XDP frame cannot. XDP_PASS keeps
@@ -89,7 +90,7 @@ func CheckXDPForward(ingress, target int) error {
 // bounced frame leaves with it unfinished, and the receiver drops it
 // (UdpInCsumErrors: seen on this project's machines). So forwarding in
 // XDP from such a veth is refused, naming the fix.
-func checkXDPIngress(ifindex int) error {
+func CheckXDPIngress(ifindex int) error {
 	l, err := netlink.LinkByIndex(ifindex)
 	if err != nil {
 		return fmt.Errorf("ifindex %d: no such device", ifindex)
@@ -116,7 +117,7 @@ func checkXDPIngress(ifindex int) error {
 	return nil
 }
 
-// checkXDPTarget reports why frames an XDP program sends out of ifindex
+// CheckXDPTarget reports why frames an XDP program sends out of ifindex
 // would be lost, or nil. tx: the frames go back out of the device they came
 // in on (XDP_TX); otherwise they are redirected to it.
 //
@@ -124,7 +125,7 @@ func checkXDPIngress(ifindex int) error {
 // or has GRO on; otherwise the kernel drops the frames. XDP_TX on a veth queues frames to
 // the peer, whose NAPI the kernel schedules for them only when the peer
 // runs an XDP program: without one they are stranded.
-func checkXDPTarget(ifindex int, tx bool) error {
+func CheckXDPTarget(ifindex int, tx bool) error {
 	l, err := netlink.LinkByIndex(ifindex)
 	if err != nil {
 		return fmt.Errorf("ifindex %d: no such device", ifindex)

@@ -25,11 +25,15 @@ type Insert struct {
 	Replaces RuleID // 0: a new rule
 }
 
+// groupEdit is what a change does to one mask group.
+type groupEdit struct{ del, ins []*Installed }
+
 // plan is a change worked out in memory, before any map is written.
 type plan struct {
 	del        map[RuleID]*Installed
 	ins        []*Installed
-	groups     map[groupKey][]*Installed // affected groups, after the change
+	edits      map[groupKey]groupEdit    // affected groups: who leaves, who comes
+	groups     map[groupKey][]*Installed // affected ranged groups, after the change
 	newFlows   map[RuleID][]flowKey      // flows of recomputed rules
 	recomputed map[RuleID]bool
 	newSubs    []*subtable
@@ -156,7 +160,7 @@ func (t *Table) prepareWrite() error {
 }
 
 func (t *Table) plan(ch Change) (*plan, error) {
-	p := &plan{del: map[RuleID]*Installed{}, groups: map[groupKey][]*Installed{},
+	p := &plan{del: map[RuleID]*Installed{}, groups: map[groupKey][]*Installed{}, edits: map[groupKey]groupEdit{},
 		newFlows: map[RuleID][]flowKey{}, recomputed: map[RuleID]bool{}, stFlows: map[uint32]int{}}
 	for _, id := range ch.Delete {
 		in := t.rules[id]
@@ -270,11 +274,15 @@ func (t *Table) plan(ch Change) (*plan, error) {
 			// A mask group's rules all have ranges or none: the
 			// group is by mask, and which ranges a rule has.
 			ranged[gk] = ins[0].Rule.RangesOrdered()
-			p.groups[gk] = nil
+			p.edits[gk] = groupEdit{delBy[gk], insBy[gk]}
 		}
 	}
-	for gk := range p.groups {
-		p.groups[gk] = groupAfter(t.groups[gk], delBy[gk], insBy[gk])
+	for gk := range p.edits {
+		if ranged[gk] {
+			// Their entries depend on every member's: the group as it
+			// will be, in a copy (write edits the live one in place).
+			p.groups[gk] = groupAfter(slices.Clone(t.groups[gk]), delBy[gk], insBy[gk])
+		}
 	}
 
 	// Entries of the rules whose entries can change.
@@ -300,8 +308,9 @@ func (t *Table) plan(ch Change) (*plan, error) {
 		p.newSubs = append(p.newSubs, st)
 		return st, nil
 	}
-	for gk, members := range p.groups {
+	for gk := range p.edits {
 		var entries map[RuleID][]rule.Entry
+		members := p.groups[gk]
 		if ranged[gk] {
 			entries = expandGroup(members)
 		} else {
@@ -394,11 +403,10 @@ func (t *Table) plan(ch Change) (*plan, error) {
 }
 
 // groupAfter is a group's members (sorted by Seq) without del and with
-// ins, sorted by Seq; members itself is left as it is.
+// ins, sorted by Seq, edited in place (members' array is reused).
 func groupAfter(members, del, ins []*Installed) []*Installed {
 	const few = 16 // more than this: one pass and one sort, not a search each
-	out := make([]*Installed, len(members), len(members)+len(ins))
-	copy(out, members)
+	out := members
 	if len(del) > few {
 		gone := make(map[*Installed]bool, len(del))
 		for _, in := range del {
@@ -608,7 +616,11 @@ func (t *Table) write(p *plan) error {
 		}
 	}
 	t.idHint = p.idHint
-	for gk, members := range p.groups {
+	for gk, e := range p.edits {
+		// In place: a copy of a group of 10,000 is 80 KB a change, and
+		// the garbage of such changes is most of what the daemon's
+		// collections cost.
+		members := groupAfter(t.groups[gk], e.del, e.ins)
 		if len(members) == 0 {
 			delete(t.groups, gk)
 		} else {

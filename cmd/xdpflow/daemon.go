@@ -161,6 +161,7 @@ type daemon struct {
 	// tcMirror: each device's ingress filters as of its last dump and
 	// the notifications since (see syncTCChanges), by ifindex.
 	tcMirror map[int]*tcMirror
+	fwd      *fwdCache // the mirrors' redirect checks
 	tcDumps  map[int]uint64 // dumps taken of each device, by ifindex
 }
 
@@ -281,12 +282,14 @@ func (d *daemon) syncAll(why string) error {
 			delete(d.open, dev)
 		}
 	}
-	// Every device's filters are read again below.
-	d.ifindexes, d.tcMirror = map[int]string{}, nil
+	// Every device's filters are read again below, and every redirect
+	// checked again.
+	d.ifindexes, d.tcMirror, d.fwd = map[int]string{}, nil, nil
 	var errs []error
 	for _, dev := range devs {
 		errs = append(errs, d.syncDevice(dev, why)...)
 	}
+	d.warmForwards()
 	return errors.Join(errs...)
 }
 
@@ -447,49 +450,98 @@ func (d *daemon) logSync(dev, src, why, what string, n, offloaded, added, remove
 
 // fwdChecker refuses a redirect (an nft `fwd`, a flower mirred) XDP
 // cannot carry out, asking once per target per compile.
-func fwdChecker(ingress int) func(int) error { return newFwdCache(ingress).check }
-
-// fwdCache remembers loader.CheckXDPForward's answers for one ingress
-// device, by target: a check costs ~1.4 ms (namespace and ethtool reads),
-// more than the rest of a filter change.
-type fwdCache struct {
-	ingress int
-	answers map[int]error
+func fwdChecker(ingress int) func(int) error {
+	c := newFwdCache()
+	return func(target int) error { return c.check(ingress, target) }
 }
 
-func newFwdCache(ingress int) *fwdCache { return &fwdCache{ingress: ingress, answers: map[int]error{}} }
+// fwdCache remembers the answers of loader.CheckXDPForward's two parts,
+// by device: whether XDP may forward what arrives on an ingress device,
+// and whether it can deliver to a target. A check costs ~0.7 ms (netlink
+// and ethtool reads in the peer's namespace), far more than the rest of
+// a filter change, and a first one in the process several ms; the
+// daemon asks each device once, up front for the enabled ones (which
+// Open vSwitch's flows redirect between), and again only in
+// recheckForwards. The caller holds d.mu.
+type fwdCache struct {
+	ingress map[int]error
+	target  map[fwdTarget]error
+}
 
-func (c *fwdCache) check(ifindex int) error {
-	if err, ok := c.answers[ifindex]; ok {
+type fwdTarget struct {
+	ifindex int
+	tx      bool // back out of the ingress device (XDP_TX)
+}
+
+func newFwdCache() *fwdCache {
+	return &fwdCache{ingress: map[int]error{}, target: map[fwdTarget]error{}}
+}
+
+// check answers CheckXDPForward(ingress, target).
+func (c *fwdCache) check(ingress, target int) error {
+	err, ok := c.ingress[ingress]
+	if !ok {
+		err = loader.CheckXDPIngress(ingress)
+		c.ingress[ingress] = err
+	}
+	if err != nil {
 		return err
 	}
-	err := loader.CheckXDPForward(c.ingress, ifindex)
-	c.answers[ifindex] = err
+	k := fwdTarget{target, target == ingress}
+	if err, ok := c.target[k]; ok {
+		return err
+	}
+	err = loader.CheckXDPTarget(k.ifindex, k.tx)
+	c.target[k] = err
 	return err
 }
 
-// targets lists the targets asked about so far.
-func (c *fwdCache) targets() []int {
-	out := make([]int, 0, len(c.answers))
-	for t := range c.answers {
-		out = append(out, t)
-	}
-	return out
+// fwdAnswers is a set of answers, asked again outside d.mu.
+type fwdAnswers struct {
+	ingress map[int]error
+	target  map[fwdTarget]error
 }
 
-// update takes fresh answers (asked outside the daemon's lock), and says
-// whether one differs from the answer it replaces.
-func (c *fwdCache) update(answers map[int]error) bool {
+// questions is every question asked so far, unanswered.
+func (c *fwdCache) questions() fwdAnswers {
+	q := fwdAnswers{ingress: map[int]error{}, target: map[fwdTarget]error{}}
+	for i := range c.ingress {
+		q.ingress[i] = nil
+	}
+	for k := range c.target {
+		q.target[k] = nil
+	}
+	return q
+}
+
+// ask answers every question of a (without the daemon's lock).
+func (a fwdAnswers) ask() {
+	for i := range a.ingress {
+		a.ingress[i] = loader.CheckXDPIngress(i)
+	}
+	for k := range a.target {
+		a.target[k] = loader.CheckXDPTarget(k.ifindex, k.tx)
+	}
+}
+
+// update takes fresh answers and says whether one differs from the
+// answer it replaces.
+func (c *fwdCache) update(a fwdAnswers) bool {
 	changed := false
-	for t, now := range answers {
-		was, ok := c.answers[t]
-		if !ok {
-			continue
+	differs := func(was, now error) bool {
+		return (was == nil) != (now == nil) || (was != nil && was.Error() != now.Error())
+	}
+	for i, now := range a.ingress {
+		if was, ok := c.ingress[i]; ok {
+			changed = changed || differs(was, now)
+			c.ingress[i] = now
 		}
-		if (was == nil) != (now == nil) || (was != nil && was.Error() != now.Error()) {
-			changed = true
+	}
+	for k, now := range a.target {
+		if was, ok := c.target[k]; ok {
+			changed = changed || differs(was, now)
+			c.target[k] = now
 		}
-		c.answers[t] = now
 	}
 	return changed
 }

@@ -19,7 +19,6 @@ import (
 // them: the base that notifications change (syncTCChanges).
 type tcMirror struct {
 	set *flower.MirrorSet
-	fwd *fwdCache // its redirect targets' checks
 	// table is the table object set's rules were installed in; another
 	// one (reopened after another process wrote) may hold other rules.
 	// nil: not installed (the table could not take them: a punt-all
@@ -56,16 +55,23 @@ func (d *daemon) syncTC(dev, why string) error {
 		if d.tcDumps == nil {
 			d.tcDumps = map[int]uint64{} // never reset: counts only grow
 		}
-		m := &tcMirror{fwd: newFwdCache(o.dev.Ifindex)}
-		m.set = flower.NewMirrorSet(dev, filters, d.mirrorOptions(m.fwd))
+		m := &tcMirror{set: flower.NewMirrorSet(dev, filters, d.mirrorOptions(o.dev.Ifindex))}
 		d.tcMirror[o.dev.Ifindex] = m
 		d.tcDumps[o.dev.Ifindex]++
 		return d.installMirror(o, dev, why, m, start)
 	})
 }
 
-func (d *daemon) mirrorOptions(fwd *fwdCache) flower.MirrorOptions {
-	return flower.MirrorOptions{SkipHW: d.mirrorSkipHW, CheckRedirect: fwd.check, Keepalive: d.keepalive}
+// mirrorOptions are the daemon's options for ingress's mirror; its
+// redirects are checked through the daemon's fwdCache.
+func (d *daemon) mirrorOptions(ingress int) flower.MirrorOptions {
+	check := func(target int) error {
+		if d.fwd == nil {
+			d.fwd = newFwdCache()
+		}
+		return d.fwd.check(ingress, target)
+	}
+	return flower.MirrorOptions{SkipHW: d.mirrorSkipHW, CheckRedirect: check, Keepalive: d.keepalive}
 }
 
 // syncTCChanges applies filter notifications to dev's mirror and installs
@@ -142,61 +148,66 @@ func (d *daemon) installMirror(o *openTable, dev, why string, m *tcMirror, start
 	return nil
 }
 
-// recheckForwards asks again whether XDP can carry out each mirrored
-// redirect (loader.CheckXDPForward: a veth target's peer needs an XDP
-// program or GRO) and mirrors a device again where an answer changed. A
-// mirror asks once per target and keeps the answer, so this runs on link
-// events (GRO toggled, or an XDP program attached to a veth, notify one
-// end of the pair) and every second, for what notifications miss (a peer
-// in another namespace). The checks (~1.4 ms each) run without d.mu, so
+// recheckForwards asks again whether XDP can carry out the mirrors'
+// redirects (loader.CheckXDPForward: a veth target's peer needs an XDP
+// program or GRO, a veth ingress's peer must not leave checksums
+// unfinished) and mirrors every device again when an answer changed.
+// The daemon asks about a device once and keeps the answer, so this runs
+// on link events (GRO toggled, or an XDP program attached to a veth,
+// notify one end of the pair) and every second, for what notifications
+// miss (a peer in another namespace). The checks run without d.mu, so
 // that a filter change does not wait for them. The caller does not hold
 // d.mu.
 func (d *daemon) recheckForwards(why string) {
-	type ask struct {
-		ifindex int
-		m       *tcMirror
-		answers map[int]error
-	}
-	var asks []ask
 	d.mu.Lock()
-	for ifindex, m := range d.tcMirror {
-		if targets := m.fwd.targets(); len(targets) > 0 {
-			a := ask{ifindex, m, map[int]error{}}
-			for _, t := range targets {
-				a.answers[t] = nil
-			}
-			asks = append(asks, a)
-		}
-	}
-	d.mu.Unlock()
-	if len(asks) == 0 {
+	if d.fwd == nil {
+		d.mu.Unlock()
 		return
 	}
-	for _, a := range asks {
-		for t := range a.answers {
-			a.answers[t] = loader.CheckXDPForward(a.m.fwd.ingress, t)
-		}
-	}
+	fwd, a := d.fwd, d.fwd.questions()
+	d.mu.Unlock()
+	a.ask()
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	for _, a := range asks {
-		dev, ok := d.ifindexes[a.ifindex]
-		// A mirror replaced meanwhile (a dump) asked afresh.
-		if !ok || d.tcMirror[a.ifindex] != a.m || !a.m.fwd.update(a.answers) {
+	if d.fwd != fwd || !fwd.update(a) {
+		return
+	}
+	for ifindex, m := range d.tcMirror {
+		dev, ok := d.ifindexes[ifindex]
+		if !ok {
 			continue
 		}
 		start := time.Now()
 		err := d.withTable(dev, func(o *openTable) error {
-			if o.dev.Ifindex != a.ifindex {
-				delete(d.tcMirror, a.ifindex)
+			if o.dev.Ifindex != ifindex {
+				delete(d.tcMirror, ifindex)
 				return nil
 			}
-			m := a.m
-			m.set = flower.NewMirrorSet(dev, m.set.Filters(), d.mirrorOptions(m.fwd))
+			m.set = flower.NewMirrorSet(dev, m.set.Filters(), d.mirrorOptions(ifindex))
 			return d.installMirror(o, dev, why+": a redirect target changed", m, start)
 		})
 		if err != nil {
 			d.log.Printf("%s: %v", dev, err)
+		}
+	}
+}
+
+// warmForwards asks about every enabled device, as the ingress and as a
+// redirect target, before any filter needs the answer: Open vSwitch's
+// flows redirect between its ports, and a first check costs several ms
+// (the process reads the ethtool feature names and finds the peers'
+// namespaces once). The caller holds d.mu.
+func (d *daemon) warmForwards() {
+	if d.fwd == nil {
+		d.fwd = newFwdCache()
+	}
+	for ifindex := range d.ifindexes {
+		if _, ok := d.fwd.ingress[ifindex]; !ok {
+			d.fwd.ingress[ifindex] = loader.CheckXDPIngress(ifindex)
+		}
+		k := fwdTarget{ifindex, false}
+		if _, ok := d.fwd.target[k]; !ok {
+			d.fwd.target[k] = loader.CheckXDPTarget(ifindex, false)
 		}
 	}
 }
