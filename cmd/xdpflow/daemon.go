@@ -161,7 +161,7 @@ type daemon struct {
 	// tcMirror: each device's ingress filters as of its last dump and
 	// the notifications since (see syncTCChanges), by ifindex.
 	tcMirror map[int]*tcMirror
-	fwd      *fwdCache // the mirrors' redirect checks
+	fwd      *fwdCache      // the mirrors' redirect checks
 	tcDumps  map[int]uint64 // dumps taken of each device, by ifindex
 }
 

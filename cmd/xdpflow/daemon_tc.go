@@ -274,13 +274,13 @@ func puntAllFrom(dev string, filters []*flower.KernelFilter) []*rule.Rule {
 // removed or renamed makes the device list stale.
 type tcBatch struct {
 	d       *daemon
-	redump  map[int]bool              // ifindexes whose filters must be read again
-	changes map[int][]tcChange        // filter notifications, in order, by ifindex
+	redump  map[int]bool       // ifindexes whose filters must be read again
+	changes map[int][]tcChange // filter notifications, in order, by ifindex
 	// names: redirect targets' names, resolved once (a lookup is a dump
 	// of every link) and kept until a link changes.
 	names   func(int) (string, error)
-	links   bool                      // an enabled device went away or was renamed
-	linkEv  bool                      // any link changed: redirect targets may have
+	links   bool // an enabled device went away or was renamed
+	linkEv  bool // any link changed: redirect targets may have
 	overrun bool
 }
 
