@@ -501,6 +501,43 @@ func TestTCRedirectFollowsItsTarget(t *testing.T) {
 	}
 }
 
+// TestTCRedirectTargetRemoved: a filter redirecting into b2 runs in XDP;
+// b2 is deleted, and the kernel's mirred now drops (its device is gone),
+// so the filter must go back to TC; a new device then takes b2's
+// ifindex, which XDP's redirect named, and still the filter's packets
+// are dropped as TC drops them, not sent to the newcomer.
+func TestTCRedirectTargetRemoved(t *testing.T) {
+	tp := newNftTopo(t)
+	needFlower(t, tp.b, "b0")
+	d := startDaemon(t, tp.b)
+	d.logOnFailure(t)
+	tp.b.MustExec(t, "tc", "filter", "add", "dev", "b0", "ingress", "pref", "10", "handle", "1", "protocol", "ip", "flower",
+		"src_ip", "198.18.1.5", "action", "mirred", "egress", "redirect", "dev", "b2")
+	waitShown(t, tp.b, "redirect offloaded", func(fs map[string]tcShownFilter) bool { return fs["10/1"].Offloaded })
+	tp.expectFates(t, "before", map[string]string{"198.18.1.5": "d0", "198.18.1.6": "c0"})
+
+	index := fmt.Sprint(ifindexIn(t, tp.b, "b2"))
+	tp.b.MustExec(t, "ip", "link", "del", "b2")
+	punted := func(fs map[string]tcShownFilter) bool {
+		f := fs["10/1"]
+		return f.Punted && !f.Offloaded && !strings.Contains(f.Reason, "not installed")
+	}
+	waitShown(t, tp.b, "filter back in TC once its target is gone", punted)
+
+	// A newcomer with b2's ifindex, its peer d0 again (with GRO, so XDP
+	// could redirect to it).
+	tp.b.MustExec(t, "ip", "link", "add", "b9", "index", index, "type", "veth", "peer", "name", "d0", "netns", tp.d.Name)
+	tp.b.MustExec(t, "ip", "link", "set", "b9", "up")
+	tp.d.MustExec(t, "ip", "link", "set", "d0", "up")
+	tp.d.MustExec(t, "ethtool", "-K", "d0", "gro", "on")
+	if got := fmt.Sprint(ifindexIn(t, tp.b, "b9")); got != index {
+		t.Fatalf("b9 has ifindex %s, want b2's %s", got, index)
+	}
+	time.Sleep(2 * time.Second) // a recheck and a link notification later
+	waitShown(t, tp.b, "filter still in TC after its target's ifindex was reused", punted)
+	tp.expectFates(t, "reused", map[string]string{"198.18.1.5": "drop", "198.18.1.6": "c0"})
+}
+
 // TestTCDaemonFollowsNotifications: a running daemon applies filter
 // notifications to the filters it knows instead of reading the device's
 // filters again. After rounds of random adds, replaces, deletions of one

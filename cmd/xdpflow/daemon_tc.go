@@ -270,8 +270,9 @@ func puntAllFrom(dev string, filters []*flower.KernelFilter) []*rule.Rule {
 
 // tcBatch follows RTNLGRP_TC and RTNLGRP_LINK: filter notifications on
 // enabled devices change their known filters; other changes of filters,
-// chains and qdiscs make the device's filters be read again; a device
-// removed or renamed makes the device list stale.
+// chains and qdiscs, and any other device's removal, make the device's
+// filters be read again; an enabled device removed or renamed makes the
+// device list stale.
 type tcBatch struct {
 	d       *daemon
 	redump  map[int]bool       // ifindexes whose filters must be read again
@@ -334,6 +335,15 @@ func (b *tcBatch) add(msgs []netlink.Message) {
 			b.linkEv, b.names = true, nil
 			if _, ok := known[ifindex]; ok {
 				b.links = true
+				break
+			}
+			// Maybe a redirect target: the kernel's mirred actions that
+			// sent to it now drop (their device is gone, and a device
+			// that later gets its ifindex is not theirs), which only a
+			// fresh reading of the filters shows. Rare (a port
+			// removed), so every mirror is read again.
+			for ifindex := range d.tcMirror {
+				b.readAgain(ifindex)
 			}
 		case unix.RTM_NEWLINK:
 			b.linkEv, b.names = true, nil
