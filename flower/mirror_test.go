@@ -148,7 +148,7 @@ func TestMirrorSetAsMirror(t *testing.T) {
 	last := map[string]bool{} // each filter's status at the last step
 	for seed := int64(1); seed <= 60; seed++ {
 		rng := rand.New(rand.NewSource(seed))
-		live := map[FilterID]*KernelFilter{}
+		live := map[filterID]*KernelFilter{}
 		newFilter := func() *KernelFilter {
 			prio, handle := uint16(1+rng.Intn(3)), uint32(1+rng.Intn(25))
 			switch rng.Intn(12) {
@@ -167,8 +167,8 @@ func TestMirrorSetAsMirror(t *testing.T) {
 		var initial []*KernelFilter
 		for i := 0; i < rng.Intn(20); i++ {
 			f := newFilter()
-			if live[IDOf(f)] == nil {
-				live[IDOf(f)] = f
+			if live[idOf(f)] == nil {
+				live[idOf(f)] = f
 				initial = append(initial, f)
 			}
 		}
@@ -181,12 +181,12 @@ func TestMirrorSetAsMirror(t *testing.T) {
 			// One to three notifications, then a flush.
 			for n := 1 + rng.Intn(3); n > 0; n-- {
 				f := newFilter()
-				if old := live[IDOf(f)]; old != nil && rng.Intn(2) == 0 {
-					delete(live, IDOf(f))
+				if old := live[idOf(f)]; old != nil && rng.Intn(2) == 0 {
+					delete(live, idOf(f))
 					s.Change(old, true)
 					continue
 				}
-				live[IDOf(f)] = f
+				live[idOf(f)] = f
 				s.Change(f, false)
 			}
 			add, remove := s.Flush()
@@ -230,7 +230,7 @@ func TestMirrorSetAsMirror(t *testing.T) {
 				if i >= len(gotSt) || gotSt[i] != st {
 					t.Fatalf("seed %d step %d: status %d: %+v, Mirror %+v", seed, step, i, gotSt[min(i, len(gotSt)-1)], st)
 				}
-				k := fmt.Sprint(seed, IDOf(st.Filter))
+				k := fmt.Sprint(seed, idOf(st.Filter))
 				if was, ok := last[k]; ok && was != st.Offloaded {
 					flips++
 				}

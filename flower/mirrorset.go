@@ -7,15 +7,15 @@ import (
 	"github.com/xdpflow/xdpflow/rule"
 )
 
-// FilterID names a filter of one device's ingress.
-type FilterID struct {
+// filterID names a filter of one device's ingress.
+type filterID struct {
 	Chain  uint32
 	Prio   uint16
 	Handle uint32
 }
 
-// IDOf is f's FilterID.
-func IDOf(f *KernelFilter) FilterID { return FilterID{f.Chain, f.Prio, f.Handle} }
+// idOf is f's filterID.
+func idOf(f *KernelFilter) filterID { return filterID{f.Chain, f.Prio, f.Handle} }
 
 // MirrorSet is Mirror kept up to date one filter at a time: the daemon's
 // view of one device's filters between dumps. Mirror of 10,000 filters
@@ -30,7 +30,7 @@ func IDOf(f *KernelFilter) FilterID { return FilterID{f.Chain, f.Prio, f.Handle}
 type MirrorSet struct {
 	dev     string
 	opt     MirrorOptions
-	filters map[FilterID]*mirrorEntry
+	filters map[filterID]*mirrorEntry
 	prefs   map[uint16]*prefIndex // chain 0's prefs
 	// rules: what the filters contribute, by text, and how many filters
 	// contribute each text (punts of one pref's non-flower entries share
@@ -84,7 +84,7 @@ type maskIndex struct {
 // opt stays the options of every later change: its CheckRedirect is asked
 // again only for filters that change.
 func NewMirrorSet(dev string, filters []*KernelFilter, opt MirrorOptions) *MirrorSet {
-	s := &MirrorSet{dev: dev, opt: opt, filters: map[FilterID]*mirrorEntry{}, prefs: map[uint16]*prefIndex{},
+	s := &MirrorSet{dev: dev, opt: opt, filters: map[filterID]*mirrorEntry{}, prefs: map[uint16]*prefIndex{},
 		rules: map[string]*ruleRef{}, before: map[string]bool{}}
 	for _, f := range filters {
 		s.Change(f, false)
@@ -96,7 +96,7 @@ func NewMirrorSet(dev string, filters []*KernelFilter, opt MirrorOptions) *Mirro
 // Change applies one notification: f is new or replaces the filter of
 // its id, or (deleted) is gone.
 func (s *MirrorSet) Change(f *KernelFilter, deleted bool) {
-	id := IDOf(f)
+	id := idOf(f)
 	if old := s.filters[id]; old != nil {
 		s.remove(old)
 	}
@@ -107,7 +107,7 @@ func (s *MirrorSet) Change(f *KernelFilter, deleted bool) {
 
 func (s *MirrorSet) insert(f *KernelFilter) {
 	e := &mirrorEntry{f: f}
-	s.filters[IDOf(f)] = e
+	s.filters[idOf(f)] = e
 	if f.Chain != 0 {
 		return // reached only through goto chain: nothing in XDP
 	}
@@ -137,7 +137,7 @@ func (s *MirrorSet) insert(f *KernelFilter) {
 }
 
 func (s *MirrorSet) remove(e *mirrorEntry) {
-	delete(s.filters, IDOf(e.f))
+	delete(s.filters, idOf(e.f))
 	if e.f.Chain != 0 {
 		return
 	}
@@ -243,7 +243,7 @@ func (s *MirrorSet) Statuses() []MirrorStatus {
 	for _, e := range s.filters {
 		entries = append(entries, e)
 	}
-	sort.Slice(entries, func(i, j int) bool { return lessID(IDOf(entries[i].f), IDOf(entries[j].f)) })
+	sort.Slice(entries, func(i, j int) bool { return lessID(idOf(entries[i].f), idOf(entries[j].f)) })
 	out := make([]MirrorStatus, len(entries))
 	for i, e := range entries {
 		st := MirrorStatus{Filter: e.f}
@@ -256,7 +256,7 @@ func (s *MirrorSet) Statuses() []MirrorStatus {
 			// Mirror names the first of them.
 			var w *mirrorEntry
 			for o := range e.overlaps {
-				if w == nil || lessID(IDOf(o.f), IDOf(w.f)) {
+				if w == nil || lessID(idOf(o.f), idOf(w.f)) {
 					w = o
 				}
 			}
@@ -271,7 +271,7 @@ func (s *MirrorSet) Statuses() []MirrorStatus {
 	return out
 }
 
-func lessID(a, b FilterID) bool {
+func lessID(a, b filterID) bool {
 	if a.Chain != b.Chain {
 		return a.Chain < b.Chain
 	}

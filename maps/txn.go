@@ -127,16 +127,23 @@ func (t *Table) UpdateSource(src rule.Source, add []*rule.Rule, remove []string)
 		adding[r.Text] = true
 	}
 	var ch Change
+	seen := map[string]bool{} // each text once, however often listed
 	for _, text := range remove {
-		if id, ok := t.byText[textKey{src, text}]; ok && !adding[text] {
+		if seen[text] || adding[text] {
+			continue
+		}
+		seen[text] = true
+		if id, ok := t.byText[textKey{src, text}]; ok {
 			ch.Delete = append(ch.Delete, id)
-			adding[text] = true // listed twice: deleted once
 		}
 	}
 	for _, r := range add {
-		if _, ok := t.byText[textKey{src, r.Text}]; !ok && adding[r.Text] {
+		if seen[r.Text] {
+			continue
+		}
+		seen[r.Text] = true
+		if _, ok := t.byText[textKey{src, r.Text}]; !ok {
 			ch.Insert = append(ch.Insert, Insert{Rule: r})
-			adding[r.Text] = false // listed twice: inserted once
 		}
 	}
 	if len(ch.Insert)+len(ch.Delete) == 0 {
