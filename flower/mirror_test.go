@@ -172,7 +172,7 @@ func TestMirrorSetAsMirror(t *testing.T) {
 				initial = append(initial, f)
 			}
 		}
-		s := NewMirrorSet("b0", initial, opt)
+		s := NewMirrorSet(initial, opt)
 		installed := map[string]bool{}
 		for _, r := range s.Rules() {
 			installed[r.Text] = true

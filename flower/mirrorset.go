@@ -28,7 +28,6 @@ func idOf(f *KernelFilter) filterID { return filterID{f.Chain, f.Prio, f.Handle}
 // run in XDP and no other filter of its pref may match the same packets;
 // otherwise it is a punt.
 type MirrorSet struct {
-	dev     string
 	opt     MirrorOptions
 	filters map[filterID]*mirrorEntry
 	prefs   map[uint16]*prefIndex // chain 0's prefs
@@ -83,8 +82,8 @@ type maskIndex struct {
 // NewMirrorSet mirrors filters as Mirror does, and keeps them for Change.
 // opt stays the options of every later change: its CheckRedirect is asked
 // again only for filters that change.
-func NewMirrorSet(dev string, filters []*KernelFilter, opt MirrorOptions) *MirrorSet {
-	s := &MirrorSet{dev: dev, opt: opt, filters: map[filterID]*mirrorEntry{}, prefs: map[uint16]*prefIndex{},
+func NewMirrorSet(filters []*KernelFilter, opt MirrorOptions) *MirrorSet {
+	s := &MirrorSet{opt: opt, filters: map[filterID]*mirrorEntry{}, prefs: map[uint16]*prefIndex{},
 		rules: map[string]*ruleRef{}, before: map[string]bool{}}
 	for _, f := range filters {
 		s.Change(f, false)

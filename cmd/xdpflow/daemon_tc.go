@@ -55,7 +55,7 @@ func (d *daemon) syncTC(dev, why string) error {
 		if d.tcDumps == nil {
 			d.tcDumps = map[int]uint64{} // never reset: counts only grow
 		}
-		m := &tcMirror{set: flower.NewMirrorSet(dev, filters, d.mirrorOptions(o.dev.Ifindex))}
+		m := &tcMirror{set: flower.NewMirrorSet(filters, d.mirrorOptions(o.dev.Ifindex))}
 		d.tcMirror[o.dev.Ifindex] = m
 		d.tcDumps[o.dev.Ifindex]++
 		return d.installMirror(o, dev, why, m, start)
@@ -183,7 +183,7 @@ func (d *daemon) recheckForwards(why string) {
 				delete(d.tcMirror, ifindex)
 				return nil
 			}
-			m.set = flower.NewMirrorSet(dev, m.set.Filters(), d.mirrorOptions(ifindex))
+			m.set = flower.NewMirrorSet(m.set.Filters(), d.mirrorOptions(ifindex))
 			return d.installMirror(o, dev, why+": a redirect target changed", m, start)
 		})
 		if err != nil {

@@ -58,7 +58,7 @@ func BenchmarkMirrorChange10K(b *testing.B) {
 		filters = append(filters, filter(i))
 	}
 	opt := flower.MirrorOptions{Keepalive: time.Second}
-	set := flower.NewMirrorSet("lo", filters, opt)
+	set := flower.NewMirrorSet(filters, opt)
 	if _, _, err := t.SyncSource(rule.SourceTC, set.Rules()); err != nil {
 		b.Fatal(err)
 	}
