@@ -64,6 +64,14 @@ func (d *daemonProc) kill() {
 	}
 }
 
+// waitRunning waits for the daemon's first sync to be over: from then on
+// it follows the kernel's notifications.
+func (d *daemonProc) waitRunning(t *testing.T) {
+	t.Helper()
+	waitFor(t, 10*time.Second, "the daemon's first sync", d.logText,
+		func(s string) bool { return strings.Contains(s, "running on ") })
+}
+
 // logOnFailure prints the daemon's log at the end of a test that failed.
 func (d *daemonProc) logOnFailure(t *testing.T) {
 	t.Cleanup(func() {
@@ -469,6 +477,7 @@ func TestNftRuleToFirstPacketInXDP(t *testing.T) {
 	// the CPU the sender keeps busy waits for the scheduler: milliseconds).
 	d := startDaemonOnCPU(t, tp.b, 1)
 	d.logOnFailure(t)
+	d.waitRunning(t) // what is timed is a running daemon's, not its start
 	tp.loadChain(t)
 	counters, err := ebpf.LoadPinnedMap(filepath.Join("/sys/fs/bpf/xdpflow", fmt.Sprint(tp.b.Ino), "b0", "counters"), nil)
 	if err != nil {

@@ -111,8 +111,7 @@ func TestTCNotificationToXDPLatency(t *testing.T) {
 	})
 	d := startDaemon(t, ns)
 	d.logOnFailure(t)
-	waitFor(t, 10*time.Second, "the daemon's first sync", d.logText,
-		func(s string) bool { return strings.Contains(s, "running on 1 device(s)") })
+	d.waitRunning(t)
 	n := newNotifier(t, ns)
 	filter := func(i int, action string) *rule.Rule {
 		r, err := flower.ParseRuleText("b0", fmt.Sprintf(

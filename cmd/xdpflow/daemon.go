@@ -79,6 +79,7 @@ func cmdDaemon(g globals, args []string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	d := newDaemon()
+	d.warm = true
 	nftConn, err := dialGroups(unix.NETLINK_NETFILTER, "nftables monitor", unix.NFNLGRP_NFTABLES)
 	if err != nil {
 		return err
@@ -162,6 +163,7 @@ type daemon struct {
 	// the notifications since (see syncTCChanges), by ifindex.
 	tcMirror map[int]*tcMirror
 	fwd      *fwdCache      // the mirrors' redirect checks
+	warm     bool           // ask fwd about every enabled device after a full sync
 	tcDumps  map[int]uint64 // dumps taken of each device, by ifindex
 }
 
@@ -289,7 +291,9 @@ func (d *daemon) syncAll(why string) error {
 	for _, dev := range devs {
 		errs = append(errs, d.syncDevice(dev, why)...)
 	}
-	d.warmForwards()
+	if d.warm {
+		go d.warmForwards() // waits for d.mu, which the caller holds
+	}
 	return errors.Join(errs...)
 }
 

@@ -10,7 +10,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/xdpflow/xdpflow/flower"
-	"github.com/xdpflow/xdpflow/loader"
 	"github.com/xdpflow/xdpflow/maps"
 	"github.com/xdpflow/xdpflow/rule"
 )
@@ -196,18 +195,31 @@ func (d *daemon) recheckForwards(why string) {
 // redirect target, before any filter needs the answer: Open vSwitch's
 // flows redirect between its ports, and a first check costs several ms
 // (the process reads the ethtool feature names and finds the peers'
-// namespaces once). The caller holds d.mu.
+// namespaces once). It asks without d.mu, as recheckForwards does, so
+// that notifications are not held up, and keeps the answers nothing
+// asked meanwhile. The caller does not hold d.mu.
 func (d *daemon) warmForwards() {
+	a := fwdAnswers{ingress: map[int]error{}, target: map[fwdTarget]error{}}
+	d.mu.Lock()
+	for ifindex := range d.ifindexes {
+		a.ingress[ifindex] = nil
+		a.target[fwdTarget{ifindex, false}] = nil
+	}
+	d.mu.Unlock()
+	a.ask()
+	d.mu.Lock()
+	defer d.mu.Unlock()
 	if d.fwd == nil {
 		d.fwd = newFwdCache()
 	}
-	for ifindex := range d.ifindexes {
-		if _, ok := d.fwd.ingress[ifindex]; !ok {
-			d.fwd.ingress[ifindex] = loader.CheckXDPIngress(ifindex)
+	for i, err := range a.ingress {
+		if _, ok := d.fwd.ingress[i]; !ok {
+			d.fwd.ingress[i] = err
 		}
-		k := fwdTarget{ifindex, false}
+	}
+	for k, err := range a.target {
 		if _, ok := d.fwd.target[k]; !ok {
-			d.fwd.target[k] = loader.CheckXDPTarget(ifindex, false)
+			d.fwd.target[k] = err
 		}
 	}
 }
