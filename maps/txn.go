@@ -548,8 +548,11 @@ func (t *Table) write(p *plan) error {
 			usedSlots[nextSlot] = true
 			newSlots[c] = nextSlot
 			asOf[in.ID] = nextSlot
+			// Put even where txPorts has the target: the kernel drops
+			// a device's devmap entry when the device goes away, and
+			// txPorts learns only when the table settles.
 			for _, a := range set.Actions[:set.Count] {
-				if a.Op == uint8(bpf.XdpflowXfActionOpXF_ACT_REDIRECT) && !t.txPorts[a.Ifindex] {
+				if a.Op == uint8(bpf.XdpflowXfActionOpXF_ACT_REDIRECT) {
 					newPorts[a.Ifindex] = true
 				}
 			}

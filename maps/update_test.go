@@ -148,3 +148,56 @@ func TestUpdateSourceAsSyncSource(t *testing.T) {
 		}
 	})
 }
+
+// TestRedirectTargetBackInDevmap: the kernel drops a device's devmap
+// entry when the device goes away, without the table knowing. A new
+// action set redirecting to that ifindex (a device that took it over, or
+// the same one back) must put the entry in again, even while the table
+// still believes it there (a deferred table forgets unused entries only
+// when it settles): a missing entry makes XDP drop what it redirects.
+func TestRedirectTargetBackInDevmap(t *testing.T) {
+	ns := testutil.NewNetns(t)
+	testutil.Veth(t, ns, "r1", ns, "r2")
+	ns.Run(t, func() {
+		h := newHarness(t, 1, 1<<10)
+		h.deferred = true
+		h.reopen()
+		ifi, err := net.InterfaceByName("r1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		redirect := func(handle uint32, port int) *rule.Rule {
+			r, err := flower.ParseRuleText(ingressDev, fmt.Sprintf(
+				"pref 1 handle 0x%x protocol ip flower ip_proto udp dst_port %d action mirred egress redirect dev r1", handle, port))
+			if err != nil {
+				t.Fatal(err)
+			}
+			r.Actions[0].Ifindex = ifi.Index
+			r.Text = flower.Format(r)
+			return r
+		}
+		first := redirect(1, 1000)
+		if _, err := h.table.Apply(xmaps.Change{Insert: []xmaps.Insert{{Rule: first}}}); err != nil {
+			t.Fatal(err)
+		}
+		var v uint32
+		if err := h.objs.TxPorts.Lookup(uint32(ifi.Index), &v); err != nil {
+			t.Fatalf("devmap entry of r1 after the first rule: %v", err)
+		}
+		// As the kernel does when r1 is unregistered.
+		if err := h.objs.TxPorts.Delete(uint32(ifi.Index)); err != nil {
+			t.Fatal(err)
+		}
+		ids := h.table.Rules()
+		if _, err := h.table.Apply(xmaps.Change{Delete: []xmaps.RuleID{ids[0].ID}}); err != nil {
+			t.Fatal(err)
+		}
+		// Before the table settles: a new rule to the same ifindex.
+		if _, err := h.table.Apply(xmaps.Change{Insert: []xmaps.Insert{{Rule: redirect(2, 2000)}}}); err != nil {
+			t.Fatal(err)
+		}
+		if err := h.objs.TxPorts.Lookup(uint32(ifi.Index), &v); err != nil {
+			t.Fatalf("devmap entry of r1 after a new rule redirecting to it: %v (XDP would drop its packets)", err)
+		}
+	})
+}
