@@ -640,8 +640,8 @@ func repeatStr(s string, n int) []string {
 // the kernel's notification of a `tc filter add` (or `del`) to the change
 // being live in XDP (the pinned cache generation moves): on a device with
 // one other filter, and on one with 2,000 more in another pref (the
-// notification is applied to the daemon's copy of them; the mirror and the
-// table change look at all of them).
+// notification changes the daemon's copy of them and the table by the
+// difference it makes).
 func TestTCFilterToXDPLatency(t *testing.T) {
 	tp := newNftTopo(t)
 	needFlower(t, tp.b, "b0")
@@ -665,10 +665,8 @@ func TestTCFilterToXDPLatency(t *testing.T) {
 		t.Fatalf("tc -b: %v: %s", err, out)
 	}
 	added := time.Since(start)
-	// Each sync costs the daemon a mirror of every filter of the device
-	// (~30 ms at 2,000 under emulation); what queued during one is taken
-	// by the next at once (2.7 s for all here; 92 s when each
-	// notification was a sync of its own).
+	// What queues up during a sync is taken by the next at once (2.1-4.1
+	// s for all here; 92 s when each notification was a sync of its own).
 	waitFor(t, 2*time.Minute, "2,001 filters mirrored", func() int {
 		n := 0
 		for _, f := range tcShown(t, tp.b, "b0") {

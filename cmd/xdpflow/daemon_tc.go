@@ -235,7 +235,7 @@ type tcChange struct {
 const egressParent = 0xFFFFFFF3
 
 // changeOf reads a filter notification for dev. ok false: it is not one
-// the known filters can take (a whole pref deleted, another classifier
+// the mirror can take (a whole pref deleted, another classifier
 // than flower, a parent other than ingress and egress, a message that
 // does not decode), and the device's filters must be read again. A nil
 // change with ok: nothing the mirror reads changed (an egress filter).
@@ -281,7 +281,7 @@ func puntAllFrom(dev string, filters []*flower.KernelFilter) []*rule.Rule {
 }
 
 // tcBatch follows RTNLGRP_TC and RTNLGRP_LINK: filter notifications on
-// enabled devices change their known filters; other changes of filters,
+// enabled devices change their mirrors; other changes of filters,
 // chains and qdiscs, and any other device's removal, make the device's
 // filters be read again; an enabled device removed or renamed makes the
 // device list stale.
