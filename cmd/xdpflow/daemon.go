@@ -619,7 +619,16 @@ func dialGroups(family int, name string, groups ...uint32) (*netlink.Conn, error
 			return nil, fmt.Errorf("%s: join group %d: %w", name, g, err)
 		}
 	}
+	// Room for a burst (Open vSwitch installs thousands of flows at
+	// once; an overrun costs a resync of everything). SO_RCVBUF stops at
+	// net.core.rmem_max, 208 KB by default, about 500 TC notifications;
+	// root may go past it with SO_RCVBUFFORCE.
 	_ = c.SetReadBuffer(8 << 20)
+	if rc, err := c.SyscallConn(); err == nil {
+		_ = rc.Control(func(fd uintptr) {
+			_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 8<<20)
+		})
+	}
 	return c, nil
 }
 
