@@ -621,7 +621,7 @@ func dialGroups(family int, name string, groups ...uint32) (*netlink.Conn, error
 	}
 	// Room for a burst (Open vSwitch installs thousands of flows at
 	// once; an overrun costs a resync of everything). SO_RCVBUF stops at
-	// net.core.rmem_max, 208 KB by default, about 500 TC notifications;
+	// net.core.rmem_max, 208 KB by default: a few hundred notifications;
 	// root may go past it with SO_RCVBUFFORCE.
 	_ = c.SetReadBuffer(8 << 20)
 	if rc, err := c.SyscallConn(); err == nil {
