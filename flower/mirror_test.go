@@ -47,6 +47,18 @@ func BenchmarkMirror10K(b *testing.B) {
 	}
 }
 
+// BenchmarkMirrorSet10K: the same as a MirrorSet, which the daemon builds
+// on every dump of a device.
+func BenchmarkMirrorSet10K(b *testing.B) {
+	filters := ovsLikeFilters(b, 10000)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if s := NewMirrorSet(filters, MirrorOptions{Keepalive: time.Second}); s.Offloaded() != len(filters) {
+			b.Fatalf("%d offloaded of %d filters", s.Offloaded(), len(filters))
+		}
+	}
+}
+
 // naiveWitnesses is the pairwise comparison overlapWitnesses replaces:
 // the reference it must agree with.
 func naiveWitnesses(sorted []*KernelFilter, chain0 []int, statuses []MirrorStatus,

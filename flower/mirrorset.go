@@ -52,7 +52,7 @@ type mirrorEntry struct {
 	// its own (symmetric: each is in the other's set).
 	overlaps map[*mirrorEntry]bool
 	out      *rule.Rule // what it contributes now (nil: chain other than 0)
-	punt     *rule.Rule // its punt (PuntRule makes a new one each call)
+	punt     *rule.Rule // its punt, once needed (PuntRule makes a new one each call)
 	counted  bool       // counted in MirrorSet.offload
 }
 
@@ -111,7 +111,6 @@ func (s *MirrorSet) insert(f *KernelFilter) {
 		return // reached only through goto chain: nothing in XDP
 	}
 	e.reason = offloadable(f, s.opt)
-	e.punt = f.PuntRule()
 	p := s.prefs[f.Prio]
 	if p == nil {
 		p = &prefIndex{groups: map[rule.Key]*maskIndex{}}
@@ -159,9 +158,17 @@ func (s *MirrorSet) remove(e *mirrorEntry) {
 // refresh brings what e contributes in line with its status.
 func (s *MirrorSet) refresh(e *mirrorEntry) {
 	off := e.offloaded()
-	want := e.punt
-	if off {
+	var want *rule.Rule
+	switch {
+	case off:
 		want = e.f.withKeepalive(s.opt.Keepalive)
+	case e.punt != nil:
+		want = e.punt
+	default:
+		// Formatted only when needed: most filters never are punts, and
+		// formatting 10,000 texts was most of a dump's mirror.
+		e.punt = e.f.PuntRule()
+		want = e.punt
 	}
 	if off != e.counted {
 		if off {
