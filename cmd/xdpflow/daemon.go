@@ -500,15 +500,10 @@ func (c *fwdCache) check(ingress, target int) error {
 	return err
 }
 
-// fwdAnswers is a set of answers, asked again outside d.mu.
-type fwdAnswers struct {
-	ingress map[int]error
-	target  map[fwdTarget]error
-}
-
-// questions is every question asked so far, unanswered.
-func (c *fwdCache) questions() fwdAnswers {
-	q := fwdAnswers{ingress: map[int]error{}, target: map[fwdTarget]error{}}
+// questions is every question asked so far, unanswered: a cache to ask
+// again (ask) outside d.mu.
+func (c *fwdCache) questions() *fwdCache {
+	q := newFwdCache()
 	for i := range c.ingress {
 		q.ingress[i] = nil
 	}
@@ -518,34 +513,34 @@ func (c *fwdCache) questions() fwdAnswers {
 	return q
 }
 
-// ask answers every question of a (without the daemon's lock).
-func (a fwdAnswers) ask() {
-	for i := range a.ingress {
-		a.ingress[i] = loader.CheckXDPIngress(i)
+// ask answers every question of c, afresh.
+func (c *fwdCache) ask() {
+	for i := range c.ingress {
+		c.ingress[i] = loader.CheckXDPIngress(i)
 	}
-	for k := range a.target {
-		a.target[k] = loader.CheckXDPTarget(k.ifindex, k.tx)
+	for k := range c.target {
+		c.target[k] = loader.CheckXDPTarget(k.ifindex, k.tx)
 	}
 }
 
-// update takes fresh answers and says whether one differs from the
-// answer it replaces.
-func (c *fwdCache) update(a fwdAnswers) bool {
+// take keeps fresh's answers, and says whether one differs from an
+// answer c had (which a mirror may have used).
+func (c *fwdCache) take(fresh *fwdCache) bool {
 	changed := false
 	differs := func(was, now error) bool {
 		return (was == nil) != (now == nil) || (was != nil && was.Error() != now.Error())
 	}
-	for i, now := range a.ingress {
-		if was, ok := c.ingress[i]; ok {
-			changed = changed || differs(was, now)
-			c.ingress[i] = now
+	for i, now := range fresh.ingress {
+		if was, ok := c.ingress[i]; ok && differs(was, now) {
+			changed = true
 		}
+		c.ingress[i] = now
 	}
-	for k, now := range a.target {
-		if was, ok := c.target[k]; ok {
-			changed = changed || differs(was, now)
-			c.target[k] = now
+	for k, now := range fresh.target {
+		if was, ok := c.target[k]; ok && differs(was, now) {
+			changed = true
 		}
+		c.target[k] = now
 	}
 	return changed
 }

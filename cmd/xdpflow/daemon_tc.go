@@ -163,12 +163,39 @@ func (d *daemon) recheckForwards(why string) {
 		d.mu.Unlock()
 		return
 	}
-	fwd, a := d.fwd, d.fwd.questions()
+	q := d.fwd.questions()
 	d.mu.Unlock()
-	a.ask()
+	d.takeForwards(q, why)
+}
+
+// warmForwards asks about every enabled device, as the ingress and as a
+// redirect target, before any filter needs the answer: Open vSwitch's
+// flows redirect between its ports, and a first check costs several ms
+// (the process reads the ethtool feature names and finds the peers'
+// namespaces once). It asks without d.mu, as recheckForwards does, so
+// that notifications are not held up. The caller does not hold d.mu.
+func (d *daemon) warmForwards() {
+	q := newFwdCache()
+	d.mu.Lock()
+	for ifindex := range d.ifindexes {
+		q.ingress[ifindex] = nil
+		q.target[fwdTarget{ifindex, false}] = nil
+	}
+	d.mu.Unlock()
+	d.takeForwards(q, "warm")
+}
+
+// takeForwards asks q's questions without d.mu, keeps the answers, and
+// mirrors every device again from its base if an answer changed. The
+// caller does not hold d.mu.
+func (d *daemon) takeForwards(q *fwdCache, why string) {
+	q.ask()
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.fwd != fwd || !fwd.update(a) {
+	if d.fwd == nil {
+		d.fwd = newFwdCache()
+	}
+	if !d.fwd.take(q) {
 		return
 	}
 	for ifindex, m := range d.tcMirror {
@@ -187,39 +214,6 @@ func (d *daemon) recheckForwards(why string) {
 		})
 		if err != nil {
 			d.log.Printf("%s: %v", dev, err)
-		}
-	}
-}
-
-// warmForwards asks about every enabled device, as the ingress and as a
-// redirect target, before any filter needs the answer: Open vSwitch's
-// flows redirect between its ports, and a first check costs several ms
-// (the process reads the ethtool feature names and finds the peers'
-// namespaces once). It asks without d.mu, as recheckForwards does, so
-// that notifications are not held up, and keeps the answers nothing
-// asked meanwhile. The caller does not hold d.mu.
-func (d *daemon) warmForwards() {
-	a := fwdAnswers{ingress: map[int]error{}, target: map[fwdTarget]error{}}
-	d.mu.Lock()
-	for ifindex := range d.ifindexes {
-		a.ingress[ifindex] = nil
-		a.target[fwdTarget{ifindex, false}] = nil
-	}
-	d.mu.Unlock()
-	a.ask()
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.fwd == nil {
-		d.fwd = newFwdCache()
-	}
-	for i, err := range a.ingress {
-		if _, ok := d.fwd.ingress[i]; !ok {
-			d.fwd.ingress[i] = err
-		}
-	}
-	for k, err := range a.target {
-		if _, ok := d.fwd.target[k]; !ok {
-			d.fwd.target[k] = err
 		}
 	}
 }
