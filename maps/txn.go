@@ -266,29 +266,29 @@ func (t *Table) plan(ch Change) (*plan, error) {
 	// Seq) without the deleted, with the inserted in their places. A
 	// group of Open vSwitch's holds thousands of rules and a change
 	// touches one: members are found by binary search, not re-sorted.
-	delBy, insBy := map[groupKey][]*Installed{}, map[groupKey][]*Installed{}
 	for _, in := range p.del {
 		gk := groupKey{in.Rule.Order(), in.GroupSeq}
-		delBy[gk] = append(delBy[gk], in)
+		e := p.edits[gk]
+		e.del = append(e.del, in)
+		p.edits[gk] = e
 	}
 	for _, in := range p.ins {
 		gk := groupKey{in.Rule.Order(), in.GroupSeq}
-		insBy[gk] = append(insBy[gk], in)
+		e := p.edits[gk]
+		e.ins = append(e.ins, in)
+		p.edits[gk] = e
 	}
-	ranged := map[groupKey]bool{}
-	for _, m := range []map[groupKey][]*Installed{delBy, insBy} {
-		for gk, ins := range m {
-			// A mask group's rules all have ranges or none: the
-			// group is by mask, and which ranges a rule has.
-			ranged[gk] = ins[0].Rule.RangesOrdered()
-			p.edits[gk] = groupEdit{delBy[gk], insBy[gk]}
+	for gk, e := range p.edits {
+		// A mask group's rules all have ranges or none: the group is by
+		// mask, and which ranges a rule has. Ranged rules' entries depend
+		// on every member's: the group as it will be, in a copy (write
+		// edits the live one in place).
+		member := e.ins
+		if len(e.del) > 0 {
+			member = e.del
 		}
-	}
-	for gk := range p.edits {
-		if ranged[gk] {
-			// Their entries depend on every member's: the group as it
-			// will be, in a copy (write edits the live one in place).
-			p.groups[gk] = groupAfter(slices.Clone(t.groups[gk]), delBy[gk], insBy[gk])
+		if member[0].Rule.RangesOrdered() {
+			p.groups[gk] = groupAfter(slices.Clone(t.groups[gk]), e.del, e.ins)
 		}
 	}
 
@@ -315,14 +315,13 @@ func (t *Table) plan(ch Change) (*plan, error) {
 		p.newSubs = append(p.newSubs, st)
 		return st, nil
 	}
-	for gk := range p.edits {
+	for gk, e := range p.edits {
 		var entries map[RuleID][]rule.Entry
-		members := p.groups[gk]
-		if ranged[gk] {
+		if members, ranged := p.groups[gk]; ranged {
 			entries = expandGroup(members)
 		} else {
 			entries = map[RuleID][]rule.Entry{}
-			for _, in := range insBy[gk] {
+			for _, in := range e.ins {
 				entries[in.ID] = rule.Expand(in.Rule, nil)
 			}
 		}
