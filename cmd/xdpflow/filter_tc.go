@@ -12,7 +12,7 @@ import (
 // `filter add` and `filter del` on a kernel with cls_flower: the filter
 // goes into the kernel's TC, as tc would put it there, and the device's
 // TC filters are then mirrored into XDP exactly as the daemon mirrors
-// them (mirrorTC), so the CLI needs no daemon and both agree.
+// them (flower.Mirror, installTC), so the CLI needs no daemon and both agree.
 
 // kernelFilters reads the device's ingress filters (none without an
 // ingress qdisc).
@@ -122,18 +122,10 @@ func mirrorDevice(s *session) error {
 	if err != nil {
 		return err
 	}
-	_, _, _, err = mirrorTC(s.table, s.dev.Name, filters, flower.MirrorOptions{
+	want, _ := flower.Mirror(s.dev.Name, filters, flower.MirrorOptions{
 		CheckRedirect: fwdChecker(s.dev.Ifindex), Keepalive: defaultKeepalive})
+	_, _, err = installTC(s.table, s.dev.Name, want, filters)
 	return err
-}
-
-// mirrorTC installs a device's TC filters in its table as offloaded rules
-// or punts (flower.Mirror); see installTC.
-func mirrorTC(t *maps.Table, dev string, filters []*flower.KernelFilter, opt flower.MirrorOptions) (
-	statuses []flower.MirrorStatus, added, removed int, err error) {
-	want, statuses := flower.Mirror(dev, filters, opt)
-	added, removed, err = installTC(t, dev, want, filters)
-	return statuses, added, removed, err
 }
 
 // installTC makes the table's TC rules want, what filters mirror to. If
