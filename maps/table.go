@@ -105,7 +105,7 @@ type Table struct {
 	actionSets map[string]*actionSlot // by content
 	asContent  map[uint32]string      // slot -> content key
 	asBySlot   map[uint32]actionSet   // slot -> content
-	txPorts    map[uint32]bool        // redirect ifindexes in the devmap
+	txPorts    map[uint32]bool        // redirect ifindexes put in the devmap (the kernel drops a gone device's)
 	txRefs     map[uint32]int         // redirect ifindex -> rules using it
 	// byText finds a rule by source and text (UpdateSource); built on
 	// first use, kept by write, dropped (nil) by anything else that
