@@ -30,6 +30,7 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define ETH_P_IP_BE bpf_htons(0x0800)
 #define ETH_P_IPV6_BE bpf_htons(0x86DD)
 #define ETH_P_ARP_BE bpf_htons(0x0806)
+#define ETH_P_RARP_BE bpf_htons(0x8035)
 
 #define IPPROTO_ICMPV6_ 58
 #define NEXTHDR_HOP 0
@@ -272,6 +273,10 @@ static __always_inline int parse_l4(void *l4, void *data_end, struct xf_key *key
 
 		if ((void *)(th + 20) > data_end)
 			return PARSE_UNSUPPORTED;
+		/* A data offset below 5 words: the dissector keys no flags
+		 * (__skb_flow_dissect_tcp), nft reads the raw byte. */
+		if ((th[12] >> 4) < 5)
+			return PARSE_UNSUPPORTED;
 		put_ports(key, th);
 		/* flag word: data offset (4) reserved (3) flags (9); flower
 		 * keeps the low 12 bits */
@@ -291,7 +296,10 @@ static __always_inline int parse_l4(void *l4, void *data_end, struct xf_key *key
 		if (key->ip_proto == icmp_proto) {
 			__u8 *ih = l4;
 
-			if ((void *)(ih + 2) > data_end)
+			/* The dissector keys type and code only from a whole
+			 * struct icmphdr (skb_flow_get_icmp_tci); nft reads
+			 * single bytes. Below 8 bytes the two disagree. */
+			if ((void *)(ih + 8) > data_end)
 				return PARSE_UNSUPPORTED;
 			key->icmp_type = ih[0];
 			key->icmp_code = ih[1];
@@ -303,7 +311,7 @@ static __always_inline int parse_l4(void *l4, void *data_end, struct xf_key *key
 static __always_inline int parse_ipv4(void *l3, void *data_end, struct xf_key *key)
 {
 	struct iphdr_ *iph = l3;
-	__u32 ihl;
+	__u32 ihl, tot_len;
 	__u16 frag;
 
 	if ((void *)(iph + 1) > data_end)
@@ -312,6 +320,13 @@ static __always_inline int parse_ipv4(void *l3, void *data_end, struct xf_key *k
 		return PARSE_UNSUPPORTED;
 	ihl = (iph->ihl_version & 0x0F) * 4;
 	if (ihl < sizeof(*iph))
+		return PARSE_UNSUPPORTED;
+	/* nft's netdev validation (__nft_set_pktinfo_ipv4_validate) gives a
+	 * packet whose total length exceeds the frame, or is shorter than its
+	 * header, no transport header at all; the dissector ignores the
+	 * length. Such a frame means different things to the two sources. */
+	tot_len = bpf_ntohs(iph->tot_len);
+	if (tot_len < ihl || tot_len > (__u64)(data_end - l3))
 		return PARSE_UNSUPPORTED;
 
 	*(__u32 *)key->src_ip = pkt32(iph->saddr);
@@ -344,6 +359,10 @@ static __always_inline int parse_ipv6(void *l3, void *data_end, struct xf_key *k
 		return PARSE_UNSUPPORTED;
 	vtc = bpf_ntohl(ip6->vtc_flow);
 	if ((vtc >> 28) != 6)
+		return PARSE_UNSUPPORTED;
+	/* As for IPv4: nft_set_pktinfo_ipv6_validate gives a payload longer
+	 * than the frame no transport header. */
+	if ((__u64)bpf_ntohs(ip6->payload_len) + sizeof(*ip6) > (__u64)(data_end - l3))
 		return PARSE_UNSUPPORTED;
 
 	*(__u64 *)key->src_ip = pkt64(ip6->saddr);
@@ -380,6 +399,18 @@ static __always_inline int parse_ipv6(void *l3, void *data_end, struct xf_key *k
 
 			if ((void *)(opt + 8) > data_end)
 				return PARSE_UNSUPPORTED;
+			/* An extension header after the fragment header: the
+			 * dissector keys it as the protocol, nft's
+			 * ipv6_find_hdr walks past it (first fragment) or
+			 * finds no protocol (later ones). */
+			switch (opt[0]) {
+			case NEXTHDR_HOP:
+			case NEXTHDR_ROUTING:
+			case NEXTHDR_FRAGMENT:
+			case NEXTHDR_AUTH:
+			case NEXTHDR_DEST:
+				return PARSE_UNSUPPORTED;
+			}
 			key->ip_proto = opt[0];
 			off = ((__u16)opt[2] << 8 | opt[3]) & 0xFFF8;
 			key->ip_frag = XF_FRAG_IS_FRAGMENT;
@@ -402,8 +433,11 @@ static __always_inline int parse_arp(void *l3, void *data_end, struct xf_key *ke
 
 	if ((void *)(arp + 1) > data_end)
 		return PARSE_UNSUPPORTED;
-	/* The dissector only keys Ethernet/IPv4 ARP. */
-	if (arp->hrd != bpf_htons(1) || arp->pro != ETH_P_IP_BE || arp->hln != 6 || arp->pln != 4)
+	/* The dissector keys only Ethernet/IPv4 requests and replies
+	 * (__skb_flow_dissect_arp); for anything else it leaves every ARP key
+	 * zero, while nft reads the bytes. */
+	if (arp->hrd != bpf_htons(1) || arp->pro != ETH_P_IP_BE || arp->hln != 6 || arp->pln != 4 ||
+	    (arp->op != bpf_htons(1) && arp->op != bpf_htons(2)))
 		return PARSE_UNSUPPORTED;
 	key->ip_proto = bpf_ntohs(arp->op) & 0xFF;
 	__builtin_memcpy(key->src_ip, arp->sip, 4);
@@ -441,6 +475,11 @@ static __always_inline int parse(struct xdp_md *ctx, struct xf_key *key, __u32 *
 			break;
 		if ((void *)(vh + 1) > data_end)
 			return PARSE_UNSUPPORTED;
+		/* The kernel takes the outer tag off before any hook runs
+		 * (skb_vlan_untag) and drops the frame when 2 bytes do not
+		 * follow the tag. */
+		if (i == 0 && (void *)(vh + 1) + 2 > data_end)
+			return PARSE_UNSUPPORTED;
 		key->vlan_tci[i] = vh->tci;
 		proto = vh->proto;
 		key->eth_type[i + 1] = proto;
@@ -452,12 +491,20 @@ static __always_inline int parse(struct xdp_md *ctx, struct xf_key *key, __u32 *
 	/* A third tag: the dissector would skip it, we leave it to the kernel. */
 	if (proto == ETH_P_8021Q_BE || proto == ETH_P_8021AD_BE)
 		return PARSE_UNSUPPORTED;
+	/* An 802.3 length where an ethertype goes: the kernel makes the
+	 * protocol ETH_P_802_3 or ETH_P_802_2 from the bytes that follow
+	 * (eth_type_trans, vlan_set_encap_proto), which tc's "protocol" and
+	 * nft's "meta protocol" match, while "ether type" reads the raw field.
+	 * One key cannot say both. (Every type before proto is a TPID.) */
+	if (bpf_ntohs(proto) < 0x0600)
+		return PARSE_UNSUPPORTED;
 
 	if (proto == ETH_P_IP_BE)
 		return parse_ipv4(cursor, data_end, key);
 	if (proto == ETH_P_IPV6_BE)
 		return parse_ipv6(cursor, data_end, key);
-	if (proto == ETH_P_ARP_BE)
+	/* The dissector reads RARP as ARP. */
+	if (proto == ETH_P_ARP_BE || proto == ETH_P_RARP_BE)
 		return parse_arp(cursor, data_end, key);
 	/* Other ethertypes: L2 keys only. */
 	return PARSE_OK;

@@ -27,6 +27,13 @@ func (v Verdict) String() string {
 // Parse builds the flow key of a frame received on ifindex. ok is false for
 // a frame the datapath must hand to the kernel unparsed. l2len is what tc
 // does not count in bytes (Ethernet header and outer VLAN tag).
+//
+// The key is the one the kernel's flow dissector builds for cls_flower
+// (net/core/flow_dissector.c, __skb_flow_dissect). Where nftables' netdev
+// view of the same frame disagrees with it (nft_do_chain_netdev's
+// validation, ipv6_find_hdr), or the kernel treats the frame specially
+// before any hook runs (skb_vlan_untag, eth_type_trans), the frame is not
+// parsed: neither source's meaning can then be wrong.
 func Parse(frame []byte, ifindex uint32) (k rule.Key, l2len int, ok bool) {
 	if len(frame) < 14 {
 		return k, 0, false
@@ -41,6 +48,11 @@ func Parse(frame []byte, ifindex uint32) (k rule.Key, l2len int, ok bool) {
 		if len(frame) < off+4 {
 			return k, 0, false
 		}
+		// skb_vlan_untag: pskb_may_pull(VLAN_HLEN + 2) or the frame is
+		// dropped.
+		if i == 0 && len(frame) < off+6 {
+			return k, 0, false
+		}
 		k.VlanTci[i] = rule.HostToBE16(binary.BigEndian.Uint16(frame[off:]))
 		proto = binary.BigEndian.Uint16(frame[off+2:])
 		k.EthType[i+1] = rule.HostToBE16(proto)
@@ -49,7 +61,9 @@ func Parse(frame []byte, ifindex uint32) (k rule.Key, l2len int, ok bool) {
 			l2len += 4
 		}
 	}
-	if isVLAN(proto) {
+	// A third tag; and an 802.3 length, which eth_type_trans and
+	// vlan_set_encap_proto turn into ETH_P_802_3/ETH_P_802_2.
+	if isVLAN(proto) || proto < 0x0600 {
 		return k, 0, false
 	}
 	l3 := frame[off:]
@@ -58,7 +72,7 @@ func Parse(frame []byte, ifindex uint32) (k rule.Key, l2len int, ok bool) {
 		ok = parseIPv4(l3, &k)
 	case rule.EthPIPv6:
 		ok = parseIPv6(l3, &k)
-	case rule.EthPARP:
+	case rule.EthPARP, rule.EthPRARP:
 		ok = parseARP(l3, &k)
 	default:
 		ok = true
@@ -76,27 +90,41 @@ func parseIPv4(b []byte, k *rule.Key) bool {
 	if ihl < 20 {
 		return false
 	}
+	// __nft_set_pktinfo_ipv4_validate: no transport header when the total
+	// length exceeds the frame or is shorter than the header.
+	if tot := int(binary.BigEndian.Uint16(b[2:4])); tot < ihl || tot > len(b) {
+		return false
+	}
 	k.IpTos, k.IpTtl, k.IpProto = b[1], b[8], b[9]
 	copy(k.SrcIp[:4], b[12:16])
 	copy(k.DstIp[:4], b[16:20])
 	frag := binary.BigEndian.Uint16(b[6:8])
 	if frag&0x3FFF != 0 {
+		// ip_is_fragment; cls_flower does not ask for
+		// FLOW_DISSECTOR_F_PARSE_1ST_FRAG, so no fragment has ports.
 		k.IpFrag = rule.FragIsFragment
 		if frag&0x1FFF == 0 {
 			k.IpFrag |= rule.FragFirst
 		}
 		return true
 	}
-	if len(b) < ihl {
-		// Only an L4 parse needs the rest: an unknown protocol with a
-		// short options area is still keyed, as the dissector does.
-		return parseL4(nil, k, 1)
-	}
 	return parseL4(b[ihl:], k, 1)
+}
+
+func isIPv6Ext(h uint8) bool {
+	switch h {
+	case 0, 43, 44, 51, 60: // hop-by-hop, routing, fragment, AH, destination
+		return true
+	}
+	return false
 }
 
 func parseIPv6(b []byte, k *rule.Key) bool {
 	if len(b) < 40 || b[0]>>4 != 6 {
+		return false
+	}
+	// nft_set_pktinfo_ipv6_validate: payload length within the frame.
+	if int(binary.BigEndian.Uint16(b[4:6]))+40 > len(b) {
 		return false
 	}
 	vtc := binary.BigEndian.Uint32(b[0:4])
@@ -115,10 +143,15 @@ func parseIPv6(b []byte, k *rule.Key) bool {
 			next = b[off]
 			off += (int(b[off+1]) + 1) * 8
 			continue
-		case 51: // authentication header: left to the kernel
+		case 51: // AH: nft's l4proto stops at it (IP6_FH_F_AUTH), the dissector does not
 			return false
 		case 44: // fragment
 			if len(b) < off+8 {
+				return false
+			}
+			// An extension header next: the dissector keys it as the
+			// protocol, ipv6_find_hdr does not.
+			if isIPv6Ext(b[off]) {
 				return false
 			}
 			k.IpProto = b[off]
@@ -130,8 +163,7 @@ func parseIPv6(b []byte, k *rule.Key) bool {
 		}
 		k.IpProto = next
 		if len(b) < off {
-			// Past the end: fine unless the L4 parse needs bytes,
-			// as in the dissector.
+			// Past the end: fine unless the L4 parse needs bytes.
 			return parseL4(nil, k, 58)
 		}
 		return parseL4(b[off:], k, 58)
@@ -142,7 +174,9 @@ func parseIPv6(b []byte, k *rule.Key) bool {
 func parseL4(b []byte, k *rule.Key, icmp uint8) bool {
 	switch k.IpProto {
 	case 6:
-		if len(b) < 20 {
+		// __skb_flow_dissect_tcp keys no flags below a 5-word data
+		// offset; nft reads them raw.
+		if len(b) < 20 || b[12]>>4 < 5 {
 			return false
 		}
 		k.SrcPort, k.DstPort = rule.HostToBE16(binary.BigEndian.Uint16(b)), rule.HostToBE16(binary.BigEndian.Uint16(b[2:]))
@@ -153,7 +187,8 @@ func parseL4(b []byte, k *rule.Key, icmp uint8) bool {
 		}
 		k.SrcPort, k.DstPort = rule.HostToBE16(binary.BigEndian.Uint16(b)), rule.HostToBE16(binary.BigEndian.Uint16(b[2:]))
 	case icmp:
-		if len(b) < 2 {
+		// skb_flow_get_icmp_tci needs a whole struct icmphdr.
+		if len(b) < 8 {
 			return false
 		}
 		k.IcmpType, k.IcmpCode = b[0], b[1]
@@ -165,7 +200,12 @@ func parseARP(b []byte, k *rule.Key) bool {
 	if len(b) < 28 {
 		return false
 	}
+	// __skb_flow_dissect_arp: Ethernet/IPv4 requests and replies only;
+	// anything else leaves the ARP keys zero (FLOW_DISSECT_RET_OUT_BAD).
 	if binary.BigEndian.Uint16(b[0:]) != 1 || binary.BigEndian.Uint16(b[2:]) != rule.EthPIP || b[4] != 6 || b[5] != 4 {
+		return false
+	}
+	if op := binary.BigEndian.Uint16(b[6:]); op != 1 && op != 2 {
 		return false
 	}
 	k.IpProto = uint8(binary.BigEndian.Uint16(b[6:]))
