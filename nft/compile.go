@@ -332,6 +332,13 @@ func (cb *combo) build(noTH bool) ([]rule.Match, error) {
 			if usesTag {
 				continue
 			}
+			// The kernel takes an outer tag off before the hook
+			// (skb_vlan_untag): meta protocol is a TPID only past
+			// one tag, never for a frame that starts with one.
+			if p := uint16(cb.proto[0][0])<<8 | uint16(cb.proto[1][0]); cb.proto[0][1] == 0xff && cb.proto[1][1] == 0xff &&
+				(p == rule.EthP8021Q || p == rule.EthP8021AD) {
+				continue
+			}
 			eOff = offEthType
 			if !llPut(&k, 12, eOff) || !llPut(&k, 13, eOff+1) {
 				continue

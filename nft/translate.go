@@ -303,6 +303,18 @@ func translate(r *ruleInfo, e *env) *transRule {
 				tr.vmap = true
 			}
 			tr.preds = append(tr.preds, *p)
+		case *expr.Byteorder:
+			// nft writes ordered comparisons of host-order values
+			// (meta iif > 2) through a conversion to network order.
+			s, _, ok := rf.get(v.SourceRegister)
+			if ok && s.konst != nil {
+				if b, ok := swapOrder(s.konst, v.Len, v.Size); ok {
+					rf.set(v.DestRegister, regSlot{known: true, konst: b}, v.Len)
+					continue
+				}
+			}
+			rf.set(v.DestRegister, regSlot{}, v.Len)
+			unsupported("byte order conversion of a value xdpflow does not key")
 		case *expr.Verdict:
 			switch v.Kind {
 			case expr.VerdictAccept:
@@ -321,6 +333,13 @@ func translate(r *ruleInfo, e *env) *transRule {
 				unsupported("verdict %d", v.Kind)
 				tr.effects = true
 			}
+		default:
+			// Anything else (limit, quota, reject, ct, exthdr, hash,
+			// numgen, log, ...) may stop the rule from matching, write
+			// a register a later expression reads, or act on the
+			// packet: the rule is the kernel's.
+			unsupported("%s", exprName(x.E))
+			tr.effects = true
 		}
 	}
 	if tr.vmap && len(tr.preds) > 0 && tr.preds[len(tr.preds)-1].choices != nil &&
@@ -328,6 +347,12 @@ func translate(r *ruleInfo, e *env) *transRule {
 		tr.vmap = false
 	}
 	return tr
+}
+
+// exprName names an expression for a punt's reason: "limit" for
+// *expr.Limit.
+func exprName(e expr.Any) string {
+	return strings.ToLower(strings.TrimPrefix(fmt.Sprintf("%T", e), "*expr."))
 }
 
 func allZero(b []byte) bool {
@@ -339,6 +364,8 @@ func allZero(b []byte) bool {
 	return true
 }
 
+// constCmp is nft_cmp_eval on a value known at translation time: a memcmp
+// of the comparison's length, whatever the operator.
 func constCmp(op expr.CmpOp, a, b []byte) bool {
 	n := min(len(a), len(b))
 	c := bytes.Compare(a[:n], b[:n])
@@ -347,8 +374,34 @@ func constCmp(op expr.CmpOp, a, b []byte) bool {
 		return c == 0
 	case expr.CmpOpNeq:
 		return c != 0
+	case expr.CmpOpLt:
+		return c < 0
+	case expr.CmpOpLte:
+		return c <= 0
+	case expr.CmpOpGt:
+		return c > 0
+	case expr.CmpOpGte:
+		return c >= 0
 	}
 	return false
+}
+
+// swapOrder is nft_byteorder_eval on a constant: each size-byte element
+// of the first n bytes converted between host and network order.
+func swapOrder(b []byte, n, size uint32) ([]byte, bool) {
+	if int(n) > len(b) || (size != 2 && size != 4 && size != 8) || n%size != 0 {
+		return nil, false
+	}
+	out := append([]byte(nil), b[:n]...)
+	if binary.NativeEndian.Uint16([]byte{1, 0}) != 1 {
+		return out, true // a big-endian host: nothing to convert
+	}
+	for i := uint32(0); i < n; i += size {
+		for l, r := i, i+size-1; l < r; l, r = l+1, r-1 {
+			out[l], out[r] = out[r], out[l]
+		}
+	}
+	return out, true
 }
 
 func fullMask(n uint32) []byte {
