@@ -35,7 +35,7 @@ func randomWideNftRule(rng *rand.Rand) string {
 	case 5:
 		return fmt.Sprintf("meta iif %s %d counter %s", pick(rng, []string{">", "<", ">=", "<=", "!="}), rng.Intn(6), v())
 	case 6:
-		return fmt.Sprintf("ip saddr %s limit rate 5/second %s", pick(rng, nftSrcIPs), v())
+		return fmt.Sprintf("ip saddr %s limit rate 1/hour burst 3 packets %s", pick(rng, nftSrcIPs), v())
 	case 7:
 		return fmt.Sprintf("udp dport %d quota 10 packets drop", pick(rng, nftPorts))
 	case 8:
@@ -239,6 +239,10 @@ func TestNftAdversarialFrames(t *testing.T) {
 			binary.BigEndian.PutUint32(f[2:6], uint32(i))
 		}
 		want := tp.frameFates(t, frames)
+		// Loaded again, so that stateful statements (limit, quota)
+		// start the second run as they started the first.
+		tp.b.MustExec(t, "nft", "flush", "ruleset")
+		loadNftLines(t, tp.b, ruleset)
 		mustXdpflow(t, tp.b, "daemon", "--once")
 		got := tp.frameFates(t, frames)
 		for i := range frames {
