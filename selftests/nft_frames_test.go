@@ -138,22 +138,21 @@ func (tp *nftTopo) frameFates(t *testing.T, frames [][]byte) []string {
 		go func() {
 			defer wg.Done()
 			got[i] = map[uint32]bool{}
-			for {
-				select {
-				case <-done:
-					for _, f := range c.Collect(tp.settle, nil) {
-						if !f.Outgoing && len(f.Data) >= 6 {
-							got[i][binary.BigEndian.Uint32(f.Data[2:6])] = true
-						}
-					}
-					return
-				default:
-				}
-				for _, f := range c.Collect(100*time.Millisecond, nil) {
+			collect := func(d time.Duration) {
+				for _, f := range c.Collect(d, nil) {
 					if !f.Outgoing && len(f.Data) >= 6 {
 						got[i][binary.BigEndian.Uint32(f.Data[2:6])] = true
 					}
 				}
+			}
+			for {
+				select {
+				case <-done:
+					collect(tp.settle)
+					return
+				default:
+				}
+				collect(100 * time.Millisecond)
 			}
 		}()
 	}

@@ -16,6 +16,8 @@ import (
 	"encoding/binary"
 	"math/rand"
 	"net"
+
+	"github.com/xdpflow/xdpflow/internal/testutil"
 )
 
 // Pools are the values addresses and ports are drawn from. Small pools
@@ -260,7 +262,7 @@ func (g *Gen) ipv4() []byte {
 	}
 	binary.BigEndian.PutUint16(hdr[2:], uint16(tot))
 	binary.BigEndian.PutUint16(hdr[10:], 0)
-	binary.BigEndian.PutUint16(hdr[10:], csum(hdr[:20]))
+	binary.BigEndian.PutUint16(hdr[10:], testutil.Checksum(hdr[:20]))
 	return append(hdr, body...)
 }
 
@@ -362,15 +364,4 @@ func (g *Gen) arp() []byte {
 	b = append(b, addr(hlen, pick(g, g.p.DstMACs))...)
 	b = append(b, addr(plen, pick(g, g.p.DstIPs).To4())...)
 	return b
-}
-
-func csum(b []byte) uint16 {
-	var s uint32
-	for i := 0; i+1 < len(b); i += 2 {
-		s += uint32(binary.BigEndian.Uint16(b[i:]))
-	}
-	for s > 0xffff {
-		s = s&0xffff + s>>16
-	}
-	return ^uint16(s)
 }

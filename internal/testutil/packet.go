@@ -45,11 +45,12 @@ func IPv4(src, dst net.IP, proto uint8, o IPv4Opts, l4 []byte) []byte {
 	h[9] = proto
 	copy(h[12:16], src.To4())
 	copy(h[16:20], dst.To4())
-	binary.BigEndian.PutUint16(h[10:], checksum(h))
+	binary.BigEndian.PutUint16(h[10:], Checksum(h))
 	return append(h, l4...)
 }
 
-func checksum(b []byte) uint16 {
+// Checksum is the Internet checksum of b (RFC 1071).
+func Checksum(b []byte) uint16 {
 	var s uint32
 	for i := 0; i+1 < len(b); i += 2 {
 		s += uint32(binary.BigEndian.Uint16(b[i:]))
