@@ -28,6 +28,10 @@ type Command struct {
 	ChainSet    bool
 	// Rule is set for add, replace and change: the flower match and actions.
 	Rule *rule.Rule
+
+	// typed: the words are a user's, held to what tc's parser accepts;
+	// otherwise they are xdpflow's own rendering of a kernel filter.
+	typed bool
 }
 
 // ErrUnsupported marks valid tc that xdpflow cannot run exactly.
@@ -52,7 +56,7 @@ func ParseCommand(args []string) (*Command, error) {
 	if !ok {
 		return nil, fmt.Errorf("filter: unknown command %q (add, replace, change, del, show)", args[0])
 	}
-	c := &Command{Verb: verb}
+	c := &Command{Verb: verb, typed: true}
 	rest, err := c.parseHead(args[1:])
 	if err != nil {
 		return nil, err
@@ -178,7 +182,7 @@ func (c *Command) parseRule(args []string) (*rule.Rule, error) {
 	if c.ProtocolSet {
 		r.Protocol = c.Protocol
 	}
-	if err := ParseFlower(args[1:], r); err != nil {
+	if err := parseFlower(args[1:], r, c.typed); err != nil {
 		return nil, err
 	}
 	return r, nil
@@ -266,6 +270,7 @@ type flowerState struct {
 	l3      uint16 // innermost ethertype pinned by protocol/vlan_ethtype/cvlan_ethtype
 	ipProto int    // -1 until ip_proto is given
 	seen    map[string]bool
+	typed   bool // Command.typed
 }
 
 // ParseKeepalive reads a keepalive interval (rule.Rule.Keepalive): a Go
@@ -279,8 +284,10 @@ func ParseKeepalive(s string) (time.Duration, error) {
 }
 
 // ParseFlower parses flower's match and action words into r.
-func ParseFlower(args []string, r *rule.Rule) error {
-	st := &flowerState{r: r, ipProto: -1, seen: map[string]bool{}}
+func ParseFlower(args []string, r *rule.Rule) error { return parseFlower(args, r, false) }
+
+func parseFlower(args []string, r *rule.Rule, typed bool) error {
+	st := &flowerState{r: r, ipProto: -1, seen: map[string]bool{}, typed: typed}
 	m := &r.Match
 	if r.Protocol != rule.EthPAll {
 		m.Key.EthType[0], m.Mask.EthType[0] = rule.HostToBE16(r.Protocol), 0xFFFF
@@ -500,6 +507,9 @@ func (st *flowerState) key(k, v string) error {
 			return err
 		}
 		ipn, err := parsePrefix(v)
+		if err == nil && st.typed {
+			err = tcPrefix(v, ipn)
+		}
 		if err != nil {
 			return fmt.Errorf("flower: %s: %w", k, err)
 		}
@@ -725,6 +735,18 @@ func parsePrefix(s string) (*net.IPNet, error) {
 		ipn.IP = ipn.IP.To4()
 	}
 	return ipn, nil
+}
+
+// tcPrefix refuses what tc's get_prefix does and a kernel filter may
+// still hold: a mask that is no prefix, or an IPv6 mask written as an
+// address (iproute2's get_netmask reads dotted IPv4 masks only).
+func tcPrefix(s string, n *net.IPNet) error {
+	_, bitsLen := n.Mask.Size()
+	_, ms, _ := strings.Cut(s, "/")
+	if bitsLen == 0 || strings.Contains(ms, ":") {
+		return fmt.Errorf("%q: inet prefix is expected (ADDR/LEN, or an IPv4 mask of contiguous ones)", s)
+	}
+	return nil
 }
 
 func formatPrefix(n *net.IPNet) string {

@@ -36,6 +36,7 @@ func TestParseValid(t *testing.T) {
 			map[string]any{"ip_proto": "icmp", "type": uint64(8), "code": uint64(0)},
 			[]rule.ActionKind{rule.ActSetEthDst, rule.ActSetEthSrc, rule.ActDrop}},
 		{"protocol all flower dst_mac 01:00:5e:00:00:00/25", map[string]any{"dst_mac": "01:00:5e:00:00:00/ff:ff:ff:80:00:00"}, nil},
+		{"protocol ip flower src_ip 198.18.0.0/255.254.0.0 action drop", map[string]any{"src_ip": "198.18.0.0/15"}, []rule.ActionKind{rule.ActDrop}},
 	}
 	for _, c := range cases {
 		cmd, err := parseAdd(t, c.in)
@@ -97,6 +98,8 @@ func TestParseRefusals(t *testing.T) {
 		{"protocol ip flower ip_ttl 300 action drop", "invalid ip_ttl", false},
 		{"protocol ip flower ip_flags fragg action drop", "invalid ip_flags", false},
 		{"protocol ip flower action vlan push priority 2", `missing "id"`, false},
+		{"protocol ip flower dst_ip 198.18.0.0/255.0.255.0 action drop", "inet prefix is expected", false},
+		{"protocol ipv6 flower dst_ip 2001:db8::/ffff:ffff:: action drop", "inet prefix is expected", false},
 	}
 	for _, c := range cases {
 		_, err := parseAdd(t, c.in)
@@ -157,4 +160,17 @@ func FuzzParseCommand(f *testing.F) {
 			t.Fatalf("%q: round trip differs:\n%q\n%q", s, r.Text, back.Text)
 		}
 	})
+}
+
+// TestKernelMaskNotPrefix: a kernel filter may hold an address mask that
+// is no prefix (flower takes any mask over netlink); its rendering parses,
+// though tc's syntax, typed by a user, refuses it.
+func TestKernelMaskNotPrefix(t *testing.T) {
+	r, err := ParseRuleText("lo", "pref 1 handle 0x1 protocol ip flower dst_ip 198.18.0.0/255.0.255.0 action drop")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := r.Match.Mask.DstIp[:4]; !reflect.DeepEqual(got, []byte{255, 0, 255, 0}) {
+		t.Errorf("mask %v, want 255.0.255.0", got)
+	}
 }

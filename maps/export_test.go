@@ -101,3 +101,14 @@ func (t *Table) FlowViolations() ([]string, error) {
 	}
 	return out, nil
 }
+
+// FailStep makes the write step named fail with err until the test ends.
+func FailStep(t interface{ Cleanup(func()) }, name string, err error) {
+	failStep = func(step string) error {
+		if step == name {
+			return err
+		}
+		return nil
+	}
+	t.Cleanup(func() { failStep = nil })
+}

@@ -65,6 +65,20 @@ func (t *Table) Apply(ch Change) ([]RuleID, error) {
 		ids[i] = in.ID
 	}
 	if err := t.write(p); err != nil {
+		var live *liveChangeError
+		if errors.As(err, &live) {
+			// Memory holds the new state: repair finishes writing it, and
+			// only then are the slots the change freed held for reuse.
+			rerr := t.repair(nil)
+			if live.freed != nil {
+				t.hold(live.freed)
+			}
+			if rerr != nil {
+				return ids, fmt.Errorf("%w: %v, and repairing failed: %v (the next change or process repairs it)",
+					ErrUnsettled, live.err, rerr)
+			}
+			return ids, nil
+		}
 		if rerr := t.repair(nil); rerr != nil {
 			return nil, fmt.Errorf("%w (and restoring the previous state failed: %v)", err, rerr)
 		}
@@ -72,6 +86,25 @@ func (t *Table) Apply(ch Change) ([]RuleID, error) {
 	}
 	return ids, nil
 }
+
+// ErrUnsettled is returned with the ids of a change that is live, in the
+// datapath and in memory, but whose cleanup (stale flows, subtables or
+// specs left in the maps) could not be finished. The change must be
+// treated as made.
+var ErrUnsettled = errors.New("the change is live but cleaning up after it failed")
+
+// liveChangeError is a write step that failed after the change went live
+// in memory: the change is not undone but completed by repair.
+type liveChangeError struct {
+	err   error
+	freed *heldSlots // not yet held; nil when it was
+}
+
+func (e *liveChangeError) Error() string { return e.err.Error() }
+func (e *liveChangeError) Unwrap() error { return e.err }
+
+// failStep, when a test sets it, makes the named write step fail.
+var failStep func(step string) error
 
 // SyncSource makes the table's rules of one source equal to want in one
 // transaction: rules whose text is installed stay (and keep their
@@ -104,6 +137,9 @@ func (t *Table) SyncSource(src rule.Source, want []*rule.Rule) (added, removed i
 		return 0, 0, nil
 	}
 	if _, err := t.Apply(ch); err != nil {
+		if errors.Is(err, ErrUnsettled) {
+			return len(ch.Insert), len(ch.Delete), err
+		}
 		return 0, 0, err
 	}
 	return len(ch.Insert), len(ch.Delete), nil
@@ -150,6 +186,9 @@ func (t *Table) UpdateSource(src rule.Source, add []*rule.Rule, remove []string)
 		return 0, 0, nil
 	}
 	if _, err := t.Apply(ch); err != nil {
+		if errors.Is(err, ErrUnsettled) {
+			return len(ch.Insert), len(ch.Delete), err
+		}
 		return 0, 0, err
 	}
 	return len(ch.Insert), len(ch.Delete), nil
@@ -289,6 +328,9 @@ func (t *Table) plan(ch Change) (*plan, error) {
 		}
 		if member[0].Rule.RangesOrdered() {
 			p.groups[gk] = groupAfter(slices.Clone(t.groups[gk]), e.del, e.ins)
+			if err := sameRangedMatch(p.groups[gk], e.ins); err != nil {
+				return nil, err
+			}
 		}
 	}
 
@@ -410,6 +452,39 @@ func (t *Table) plan(ch Change) (*plan, error) {
 
 // groupAfter is a group's members (sorted by Seq) without del and with
 // ins, sorted by Seq, edited in place (members' array is reused).
+// sameRangedMatch refuses an inserted ranged rule whose key, mask and
+// ranges another member of its group has: flower's fl_ht_insert_unique
+// answers EEXIST for it, where expansion would leave the second filter
+// no entries and accept it.
+func sameRangedMatch(members, ins []*Installed) error {
+	if len(ins) == 0 {
+		return nil
+	}
+	type match struct {
+		key      rule.Key
+		src, dst rule.PortRange
+	}
+	matchOf := func(r *rule.Rule) match {
+		return match{rule.MaskKey(&r.Match.Key, &r.Match.Mask), r.Match.SrcPortRange, r.Match.DstPortRange}
+	}
+	inserted := make(map[*Installed]bool, len(ins))
+	for _, in := range ins {
+		inserted[in] = true
+	}
+	seen := make(map[match]*Installed, len(members))
+	for _, in := range members {
+		m := matchOf(in.Rule)
+		if other, dup := seen[m]; dup && (inserted[in] || inserted[other]) {
+			if inserted[other] && !inserted[in] {
+				other = in // name the one already installed
+			}
+			return fmt.Errorf("%w (%s)", ErrExists, other.Rule.Describe())
+		}
+		seen[m] = in
+	}
+	return nil
+}
+
 func groupAfter(members, del, ins []*Installed) []*Installed {
 	const few = 16 // more than this: one pass and one sort, not a search each
 	out := members
@@ -696,9 +771,20 @@ func (t *Table) write(p *plan) error {
 		}
 	}
 
+	// From here on the change is live: a failure is cleanup left undone.
+	live := func(err error, freed *heldSlots) error { return &liveChangeError{err: err, freed: freed} }
+	step := func(name string, f func() error) error {
+		if failStep != nil {
+			if err := failStep(name); err != nil {
+				return err
+			}
+		}
+		return f()
+	}
+
 	// 5. The flows are final: cached answers from before are stale.
-	if err := t.invalidateCache(); err != nil {
-		return err
+	if err := step("invalidate", t.invalidateCache); err != nil {
+		return live(err, freed)
 	}
 
 	// 6. Emptied subtables out.
@@ -709,8 +795,8 @@ func (t *Table) write(p *plan) error {
 			delete(t.stByID, id)
 			freed.subtables = append(freed.subtables, id)
 		}
-		if err := t.publish(t.sortedSubtables(nil, nil)); err != nil {
-			return err
+		if err := step("publish", func() error { return t.publish(t.sortedSubtables(nil, nil)) }); err != nil {
+			return live(err, freed)
 		}
 	}
 	// Specs are read by user space only: no run needs them.
@@ -719,8 +805,8 @@ func (t *Table) write(p *plan) error {
 		for id := range p.del {
 			gone = append(gone, id)
 		}
-		if err := batchDelete(t.m.RuleSpecs, gone); err != nil {
-			return fmt.Errorf("remove rule specs: %w", err)
+		if err := step("specs", func() error { return batchDelete(t.m.RuleSpecs, gone) }); err != nil {
+			return live(fmt.Errorf("remove rule specs: %w", err), freed)
 		}
 	}
 
@@ -728,19 +814,22 @@ func (t *Table) write(p *plan) error {
 	// background (deferred), recorded in meta for other processes.
 	t.hold(freed)
 	if !t.deferGrace {
-		if err := t.Settle(); err != nil {
-			return err
+		if err := step("settle", t.Settle); err != nil {
+			return live(err, nil)
 		}
 	} else if !t.Pending() {
-		if err := t.syncTxPorts(); err != nil {
-			return err
+		if err := step("txports", t.syncTxPorts); err != nil {
+			return live(err, nil)
 		}
 	}
 	t.meta.Dirty = 0
 	if t.Pending() {
 		t.meta.Dirty = dirtyGrace
 	}
-	return t.putMeta()
+	if err := step("meta", t.putMeta); err != nil {
+		return live(err, nil)
+	}
+	return nil
 }
 
 // countTxPorts counts the redirect targets of the installed action sets
