@@ -125,12 +125,23 @@ func CheckXDPIngress(ifindex int) error {
 // or has GRO on; otherwise the kernel drops the frames. XDP_TX on a veth queues frames to
 // the peer, whose NAPI the kernel schedules for them only when the peer
 // runs an XDP program: without one they are stranded.
+//
+// Either way the frame skips the target's egress path, which the kernel's
+// redirect takes: a target whose egress path could change a packet's
+// fate (EgressHooks) is refused.
 func CheckXDPTarget(ifindex int, tx bool) error {
 	l, err := netlink.LinkByIndex(ifindex)
 	if err != nil {
 		return fmt.Errorf("ifindex %d: no such device", ifindex)
 	}
 	name := l.Attrs().Name
+	hooks, err := EgressHooks(ifindex)
+	if err != nil {
+		return fmt.Errorf("redirect to %s: cannot read its egress path: %w", name, err)
+	}
+	if len(hooks) > 0 {
+		return &HooksError{Where: "the egress of " + name, Hooks: hooks}
+	}
 	if l.Type() == "veth" {
 		peer, err := vethPeer(l)
 		if err != nil {

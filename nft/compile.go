@@ -155,6 +155,11 @@ func (f *flattener) verdict(c *Chain, r flatRule, depth int) []flatRule {
 	case vDrop:
 		return []flatRule{r}
 	case vFwd:
+		if chains := f.rs.egress[ifName(r.verdict.ifindex)]; len(chains) > 0 {
+			r.pass, r.reason = true, fmt.Sprintf("punted: fwd to %s: netdev egress chain %s runs on its way out, which XDP would skip",
+				ifName(r.verdict.ifindex), strings.Join(chains, ", "))
+			return []flatRule{r}
+		}
 		if f.rs.CheckFwd != nil {
 			if err := f.rs.CheckFwd(r.verdict.ifindex); err != nil {
 				r.pass, r.reason = true, "punted: fwd to "+ifName(r.verdict.ifindex)+": "+err.Error()

@@ -13,6 +13,7 @@ import (
 // The netdev family's hooks (NF_NETDEV_*).
 const (
 	hookIngress = 0
+	hookEgress  = 1
 
 	nfDrop   = 0 // NF_DROP: a chain policy
 	nfAccept = 1

@@ -21,6 +21,10 @@ type Ruleset struct {
 	// CheckFwd, when set, says whether XDP can redirect into a device
 	// (loader.CheckXDPForward); a fwd it refuses is punted.
 	CheckFwd func(ifindex int) error
+	// egress: the netdev egress base chains by device, "table/chain".
+	// nft's fwd goes through dev_queue_xmit, which runs them; an XDP
+	// redirect does not.
+	egress map[string][]string
 }
 
 // Chain is one chain and its rules in order.
@@ -164,6 +168,17 @@ func (r *Reader) Read(dev string, ifindex int) (*Ruleset, error) {
 		if ch.Base && ch.Hook == hookIngress && ch.Type == "filter" && slices.Contains(ch.Devices, dev) {
 			rs.Base = append(rs.Base, c)
 			used[ch.Table] = true
+		}
+		if ch.Base && ch.Hook == hookEgress {
+			if rs.egress == nil {
+				rs.egress = map[string][]string{}
+			}
+			name := ch.Table + "/" + ch.Name
+			for _, d := range ch.Devices {
+				if !slices.Contains(rs.egress[d], name) { // a device may be listed twice (NFTA_HOOK_DEV and _DEVS)
+					rs.egress[d] = append(rs.egress[d], name)
+				}
+			}
 		}
 	}
 	// Hook order: priority, then registration. Equal priorities run in

@@ -417,7 +417,7 @@ func (d *daemon) syncNFT(dev, why string) error {
 			d.reader = nil
 			return err
 		}
-		rs.CheckFwd = fwdChecker(o.dev.Ifindex)
+		rs.CheckFwd = d.mirrorOptions(o.dev.Ifindex).CheckRedirect
 		sub, flows, rules := o.table.Room(rule.SourceNFT)
 		want, statuses := nft.Compile(rs, nft.Limits{Subtables: sub, Flows: flows, Rules: rules})
 		added, removed, err := nft.Sync(o.table, want)
@@ -498,6 +498,13 @@ func (c *fwdCache) check(ingress, target int) error {
 	err = loader.CheckXDPTarget(k.ifindex, k.tx)
 	c.target[k] = err
 	return err
+}
+
+// isTarget says whether ifindex was asked about as a redirect target.
+func (c *fwdCache) isTarget(ifindex int) bool {
+	_, a := c.target[fwdTarget{ifindex, false}]
+	_, b := c.target[fwdTarget{ifindex, true}]
+	return a || b
 }
 
 // questions is every question asked so far, unanswered: a cache to ask

@@ -216,6 +216,12 @@ func (d *daemon) takeForwards(q *fwdCache, why string) {
 			d.log.Printf("%s: %v", dev, err)
 		}
 	}
+	// nft's fwd asks the same cache.
+	for _, dev := range d.devices {
+		if err := d.syncNFT(dev, why+": a redirect target changed"); err != nil {
+			d.log.Printf("%s: %v", dev, err)
+		}
+	}
 }
 
 // tcChange is one filter notification: the filter as it now is, or gone.
@@ -288,7 +294,10 @@ type tcBatch struct {
 	names   func(int) (string, error)
 	links   bool // an enabled device went away or was renamed
 	linkEv  bool // any link changed: redirect targets may have
-	overrun bool
+	// egressEv: a redirect target's qdiscs or filters changed, which
+	// may change whether XDP may redirect to it (its egress path).
+	egressEv bool
+	overrun  bool
 }
 
 // readAgain drops what was gathered for ifindex: its filters are read
@@ -313,6 +322,12 @@ func (b *tcBatch) add(msgs []netlink.Message) {
 			continue
 		}
 		ifindex := int(int32(binary.NativeEndian.Uint32(m.Data[4:])))
+		switch m.Header.Type {
+		case unix.RTM_NEWTFILTER, unix.RTM_DELTFILTER, unix.RTM_NEWQDISC, unix.RTM_DELQDISC:
+			if d.fwd != nil && d.fwd.isTarget(ifindex) {
+				b.egressEv = true
+			}
+		}
 		switch m.Header.Type {
 		case unix.RTM_NEWTFILTER, unix.RTM_DELTFILTER:
 			dev, ok := known[ifindex]
@@ -380,7 +395,7 @@ func linkName(b []byte) string {
 
 func (b *tcBatch) lost() { b.overrun, b.names = true, nil }
 func (b *tcBatch) ready() bool {
-	return len(b.redump) > 0 || len(b.changes) > 0 || b.links || b.linkEv || b.overrun
+	return len(b.redump) > 0 || len(b.changes) > 0 || b.links || b.linkEv || b.egressEv || b.overrun
 }
 func (b *tcBatch) flush() {
 	d := b.d
@@ -409,8 +424,8 @@ func (b *tcBatch) flush() {
 		}
 	}
 	d.mu.Unlock()
-	if b.linkEv && !b.links && !b.overrun { // a full sync asked afresh
-		d.recheckForwards("link")
+	if (b.linkEv || b.egressEv) && !b.links && !b.overrun { // a full sync asked afresh
+		d.recheckForwards(map[bool]string{true: "link", false: "egress"}[b.linkEv])
 	}
-	b.redump, b.changes, b.links, b.linkEv, b.overrun = nil, nil, false, false, false
+	b.redump, b.changes, b.links, b.linkEv, b.egressEv, b.overrun = nil, nil, false, false, false, false
 }
