@@ -291,9 +291,9 @@ type tcBatch struct {
 	changes map[int][]tcChange // filter notifications, in order, by ifindex
 	// names: redirect targets' names, resolved once (a lookup is a dump
 	// of every link) and kept until a link changes.
-	names   func(int) (string, error)
-	links   bool // an enabled device went away or was renamed
-	linkEv  bool // any link changed: redirect targets may have
+	names  func(int) (string, error)
+	links  bool // an enabled device went away or was renamed
+	linkEv bool // any link changed: redirect targets may have
 	// egressEv: a redirect target's qdiscs or filters changed, which
 	// may change whether XDP may redirect to it (its egress path).
 	egressEv bool
