@@ -23,6 +23,9 @@ type MirrorOptions struct {
 	// one packet per interval and CPU goes on to TC, so the kernel's
 	// counters of a filter XDP handles still move (0: none do).
 	Keepalive time.Duration
+	// Blocked, when set, is why no filter of the device may run in XDP
+	// (a hook that runs before TC, say): every one is punted with it.
+	Blocked error
 }
 
 // MirrorStatus is what became of one kernel filter.
@@ -87,6 +90,9 @@ func (f *KernelFilter) withKeepalive(d time.Duration) *rule.Rule {
 
 // offloadable says why a chain-0 filter cannot run in XDP ("" if it can).
 func offloadable(f *KernelFilter, opt MirrorOptions) string {
+	if opt.Blocked != nil {
+		return opt.Blocked.Error()
+	}
 	if f.Err != nil {
 		return f.Err.Error()
 	}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"maps"
 	"math/rand"
+	"strings"
 	"testing"
 	"time"
 
@@ -284,4 +285,45 @@ func BenchmarkDecode10K(b *testing.B) {
 			}
 		}
 	}
+}
+
+// TestMirrorBlocked: with Blocked set (a hook before TC that XDP would
+// overtake), no filter is offloaded: each is punted with the reason.
+func TestMirrorBlocked(t *testing.T) {
+	rng := rand.New(rand.NewSource(1))
+	var filters []*KernelFilter
+	for h := uint32(1); h <= 30; h++ {
+		filters = append(filters, randomFilter(t, rng, uint16(h), h)) // a pref each: no overlap punts
+	}
+	if _, st := Mirror("b0", filters, MirrorOptions{}); countOffloaded(st) == 0 {
+		t.Fatal("no filter offloaded even unblocked: the test proves nothing")
+	}
+	rules, st := Mirror("b0", filters, MirrorOptions{Blocked: fmt.Errorf("a tcx ingress program runs first")})
+	if n := countOffloaded(st); n != 0 {
+		t.Errorf("%d filters offloaded while blocked", n)
+	}
+	for _, s := range st {
+		if !strings.Contains(s.Reason, "tcx ingress") || !s.Punted {
+			t.Errorf("handle 0x%x: reason %q punted %v", s.Filter.Handle, s.Reason, s.Punted)
+		}
+	}
+	for _, r := range rules {
+		if len(r.Actions) != 1 || r.Actions[0].Kind != rule.ActPass {
+			t.Errorf("installed %q while blocked: only punts may be", r.Text)
+		}
+	}
+	set := NewMirrorSet(filters, MirrorOptions{Blocked: fmt.Errorf("blocked")})
+	if set.Offloaded() != 0 {
+		t.Errorf("MirrorSet offloads %d filters while blocked", set.Offloaded())
+	}
+}
+
+func countOffloaded(st []MirrorStatus) int {
+	n := 0
+	for _, s := range st {
+		if s.Offloaded {
+			n++
+		}
+	}
+	return n
 }

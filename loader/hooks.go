@@ -123,8 +123,9 @@ func programName(id ebpf.ProgramID) string {
 // HooksError is a decision refused because other hooks would see the
 // packet first (ingress) or on its way out (a redirect target's egress).
 type HooksError struct {
-	Where string // "ingress of eth0", "the egress of eth1"
-	Hooks []Hook
+	Where   string // "the ingress of eth0", "the egress of eth1"
+	Ingress bool
+	Hooks   []Hook
 }
 
 func (e *HooksError) Error() string {
@@ -132,5 +133,21 @@ func (e *HooksError) Error() string {
 	for _, h := range e.Hooks {
 		what = append(what, h.What)
 	}
+	if e.Ingress {
+		return fmt.Sprintf("%s runs %s before TC and nft, which an XDP decision would overtake", e.Where, strings.Join(what, ", "))
+	}
 	return fmt.Sprintf("%s runs %s, which XDP would skip", e.Where, strings.Join(what, ", "))
+}
+
+// CheckIngressHooks refuses XDP decisions on ifindex while something the
+// kernel runs before TC's filters (IngressHooks) would be overtaken.
+func CheckIngressHooks(ifindex int) error {
+	hooks, err := IngressHooks(ifindex)
+	if err != nil {
+		return fmt.Errorf("cannot read what runs at ingress: %w", err)
+	}
+	if len(hooks) > 0 {
+		return &HooksError{Where: "the ingress of " + hooks[0].Dev, Ingress: true, Hooks: hooks}
+	}
+	return nil
 }

@@ -52,6 +52,29 @@ type flatRule struct {
 func Compile(rs *Ruleset, lim Limits) ([]*rule.Rule, []*Status) {
 	var flat []flatRule
 	for i, c := range rs.Base {
+		if rs.Blocked != nil {
+			reason := "punted: " + rs.Blocked.Error()
+			flat = append(flat, flatRule{name: chainName(c) + "/blocked", pass: true, reason: reason})
+			for _, later := range rs.Base[i:] {
+				for _, r := range later.Rules {
+					flat = append(flat, flatRule{name: fmt.Sprintf("%s/%d", chainName(later), r.Handle), skip: reason})
+				}
+			}
+			break
+		}
+		if in := rs.inetBefore(c); in != nil {
+			// Its rules are not read: from here on every packet goes to
+			// the kernel, which runs that chain and these in hook order.
+			reason := fmt.Sprintf("punted: inet ingress chain inet/%s/%s (priority %d) runs before it, and xdpflow does not read the inet family's rules",
+				in.Table, in.Name, in.Priority)
+			flat = append(flat, flatRule{name: chainName(c) + "/inet", pass: true, reason: reason})
+			for _, later := range rs.Base[i:] {
+				for _, r := range later.Rules {
+					flat = append(flat, flatRule{name: fmt.Sprintf("%s/%d", chainName(later), r.Handle), skip: reason})
+				}
+			}
+			break
+		}
 		e := &env{dev: rs.Dev, ifindex: rs.Ifindex, sets: rs.sets[c.Table]}
 		last := i == len(rs.Base)-1
 		f := &flattener{rs: rs, env: e, base: c, lastBase: last}
@@ -61,6 +84,18 @@ func Compile(rs *Ruleset, lim Limits) ([]*rule.Rule, []*Status) {
 		}
 	}
 	return assemble(flat, rs, lim)
+}
+
+// inetBefore is an inet ingress chain that runs before the netdev base
+// chain c (lower priority; at equal priority registration decides, which
+// is not visible across families), or nil.
+func (rs *Ruleset) inetBefore(c *Chain) *Chain {
+	for _, in := range rs.inetIngress {
+		if in.Priority <= c.Priority {
+			return in
+		}
+	}
+	return nil
 }
 
 func chainName(c *Chain) string { return fmt.Sprintf("netdev/%s/%s", c.Table, c.Name) }

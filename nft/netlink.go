@@ -14,6 +14,8 @@ import (
 const (
 	hookIngress = 0
 	hookEgress  = 1
+	// NF_INET_INGRESS: the inet family's ingress hook.
+	inetHookIngress = 5
 
 	nfDrop   = 0 // NF_DROP: a chain policy
 	nfAccept = 1

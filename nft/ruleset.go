@@ -21,10 +21,17 @@ type Ruleset struct {
 	// CheckFwd, when set, says whether XDP can redirect into a device
 	// (loader.CheckXDPForward); a fwd it refuses is punted.
 	CheckFwd func(ifindex int) error
+	// Blocked, when set, is why no rule of the device may run in XDP (a
+	// hook that runs before nft's, say): every one is punted with it.
+	Blocked error
 	// egress: the netdev egress base chains by device, "table/chain".
 	// nft's fwd goes through dev_queue_xmit, which runs them; an XDP
 	// redirect does not.
 	egress map[string][]string
+	// inetIngress: the inet family's ingress base chains on Dev (kernel
+	// 5.10+), which the kernel runs on the same hook as the netdev
+	// chains, ordered among them by priority.
+	inetIngress []*Chain
 }
 
 // Chain is one chain and its rules in order.
@@ -52,7 +59,10 @@ type Reader struct {
 	// Last read, valid while their kind is not stale.
 	tables []tableInfo
 	chains []chainInfo
-	sets   map[string]map[string]*setInfo // by table
+	// The inet family's, for its ingress chains (no rules are read).
+	inetTables []tableInfo
+	inetChains []chainInfo
+	sets       map[string]map[string]*setInfo // by table
 }
 
 // Kinds is a set of nftables object kinds, as changes name them.
@@ -129,10 +139,16 @@ func (r *Reader) Read(dev string, ifindex int) (*Ruleset, error) {
 		if r.tables, err = readTables(c, Family); err != nil {
 			return nil, err
 		}
+		if r.inetTables, err = readTables(c, unix.NFPROTO_INET); err != nil {
+			return nil, err
+		}
 		r.stale &^= KindTables
 	}
 	if r.stale&KindChains != 0 {
 		if r.chains, err = readChains(c, Family); err != nil {
+			return nil, err
+		}
+		if r.inetChains, err = readChains(c, unix.NFPROTO_INET); err != nil {
 			return nil, err
 		}
 		r.stale &^= KindChains
@@ -179,6 +195,16 @@ func (r *Reader) Read(dev string, ifindex int) (*Ruleset, error) {
 					rs.egress[d] = append(rs.egress[d], name)
 				}
 			}
+		}
+	}
+	inetActive := map[string]bool{}
+	for _, t := range r.inetTables {
+		inetActive[t.Name] = t.Flags&nftTableFlagDormant == 0
+	}
+	for _, ch := range r.inetChains {
+		if inetActive[ch.Table] && ch.Base && ch.Hook == inetHookIngress && slices.Contains(ch.Devices, dev) {
+			rs.inetIngress = append(rs.inetIngress, &Chain{Table: ch.Table, Name: ch.Name, Base: true,
+				Priority: ch.Priority, Policy: ch.Policy})
 		}
 	}
 	// Hook order: priority, then registration. Equal priorities run in

@@ -82,6 +82,65 @@ func fwdFlow(t *testing.T, tp *nftTopo) jsonFlow {
 	return jsonFlow{}
 }
 
+// fateCheck compares, for one nft rule set on b0, the kernel's fate of
+// frames (xdpflow disabled) with their fate through xdpflow.
+type fateCheck struct {
+	t       *testing.T
+	tp      *nftTopo
+	frames  [][]byte
+	markers []string
+}
+
+func newFateCheck(t *testing.T, tp *nftTopo, ruleset string, dport uint16) *fateCheck {
+	if _, err := tp.b.ExecStdin(ruleset, "nft", "-f", "-"); err != nil {
+		t.Fatal(err)
+	}
+	frames, markers := udpFrames(tp.a0MAC, dport, "XFHOOK", 100)
+	return &fateCheck{t, tp, frames, markers}
+}
+
+// offloaded: the rule runs in XDP, and every frame is forwarded to d0.
+func (c *fateCheck) offloaded(what string) {
+	c.t.Helper()
+	mustXdpflow(c.t, c.tp.b, "daemon", "--once")
+	if f := fwdFlow(c.t, c.tp); !f.Offloaded {
+		c.t.Fatalf("%s: the fwd is not offloaded: %s", what, f.Reason)
+	}
+	if got := c.tp.fates(c.t, c.frames, c.markers); count(got, "d0") != len(c.frames) {
+		c.t.Fatalf("%s: %d of %d frames forwarded", what, count(got, "d0"), len(c.frames))
+	}
+}
+
+// punted: the kernel forwards wantD0 frames alone; with xdpflow the rule
+// is punted naming reason, and every frame meets the kernel's fate.
+func (c *fateCheck) punted(what, reason string, wantD0 int) {
+	c.t.Helper()
+	t, tp := c.t, c.tp
+	mustXdpflow(t, tp.b, "disable", "dev", "b0")
+	want := tp.fates(t, c.frames, c.markers)
+	mustXdpflow(t, tp.b, "enable", "dev", "b0")
+	if count(want, "d0") != wantD0 {
+		t.Fatalf("%s: the kernel forwarded %d of %d frames, want %d", what, count(want, "d0"), len(c.frames), wantD0)
+	}
+	mustXdpflow(t, tp.b, "daemon", "--once")
+	f := fwdFlow(t, tp)
+	if f.Offloaded || !strings.Contains(f.Reason, reason) {
+		t.Fatalf("%s: fwd offloaded=%v reason %q, want it punted naming %q", what, f.Offloaded, f.Reason, reason)
+	}
+	got := tp.fates(t, c.frames, c.markers)
+	for i := range c.frames {
+		if got[i] != want[i] {
+			t.Fatalf("%s: frame %d: the kernel alone %s, with xdpflow %s", what, i, want[i], got[i])
+		}
+	}
+}
+
+const fwdRuleset = `table netdev xf {
+	chain in { type filter hook ingress device "b0" priority 0; policy accept;
+		udp dport 9999 counter fwd to "b2"
+	}
+}`
+
 // TestRedirectTargetEgressPath: nft's fwd goes through dev_queue_xmit, so
 // the target's nft egress chains, egress qdisc and tcx egress programs
 // see the packet; an XDP redirect would skip them. While the target has
@@ -89,66 +148,56 @@ func fwdFlow(t *testing.T, tp *nftTopo) jsonFlow {
 // kernel's fate; once it is gone the fwd is offloaded again.
 func TestRedirectTargetEgressPath(t *testing.T) {
 	tp := newNftTopo(t)
-	const ruleset = `table netdev xf {
-	chain in { type filter hook ingress device "b0" priority 0; policy accept;
-		udp dport 9999 counter fwd to "b2"
-	}
-}`
-	if _, err := tp.b.ExecStdin(ruleset, "nft", "-f", "-"); err != nil {
-		t.Fatal(err)
-	}
-	frames, markers := udpFrames(tp.a0MAC, 9999, "XFEGR", 100)
-	offloaded := func(what string) {
-		t.Helper()
-		mustXdpflow(t, tp.b, "daemon", "--once")
-		if f := fwdFlow(t, tp); !f.Offloaded {
-			t.Fatalf("%s: the fwd is not offloaded: %s", what, f.Reason)
-		}
-		if got := tp.fates(t, frames, markers); count(got, "d0") != len(frames) {
-			t.Fatalf("%s: %d of %d frames forwarded", what, count(got, "d0"), len(frames))
-		}
-	}
-	punted := func(what, reason string, wantD0 int) {
-		t.Helper()
-		// The kernel's fate, xdpflow out of the way.
-		mustXdpflow(t, tp.b, "disable", "dev", "b0")
-		want := tp.fates(t, frames, markers)
-		mustXdpflow(t, tp.b, "enable", "dev", "b0")
-		if count(want, "d0") != wantD0 {
-			t.Fatalf("%s: the kernel forwarded %d of %d frames, want %d", what, count(want, "d0"), len(frames), wantD0)
-		}
-		mustXdpflow(t, tp.b, "daemon", "--once")
-		f := fwdFlow(t, tp)
-		if f.Offloaded || !strings.Contains(f.Reason, reason) {
-			t.Fatalf("%s: fwd offloaded=%v reason %q, want it punted naming %q", what, f.Offloaded, f.Reason, reason)
-		}
-		got := tp.fates(t, frames, markers)
-		for i := range frames {
-			if got[i] != want[i] {
-				t.Fatalf("%s: frame %d: the kernel alone %s, with xdpflow %s", what, i, want[i], got[i])
-			}
-		}
-	}
-
-	offloaded("no egress hooks")
+	c := newFateCheck(t, tp, fwdRuleset, 9999)
+	c.offloaded("no egress hooks")
 
 	// An nft egress chain on the target that drops them.
 	tp.b.MustExec(t, "nft", "add table netdev eg")
 	tp.b.MustExec(t, "nft", `add chain netdev eg out { type filter hook egress device "b2" priority 0; policy accept; }`)
 	tp.b.MustExec(t, "nft", "add rule netdev eg out udp dport 9999 counter drop")
-	punted("nft egress chain", "egress chain eg/out", 0)
+	c.punted("nft egress chain", "egress chain eg/out", 0)
 	tp.b.MustExec(t, "nft", "delete table netdev eg")
-	offloaded("nft egress chain removed")
+	c.offloaded("nft egress chain removed")
 
 	// A tcx egress program on the target that drops everything.
 	detach := tcxDropper(t, tp.b, "b2", ebpf.AttachTCXEgress)
-	punted("tcx egress", "tcx egress program", 0)
+	c.punted("tcx egress", "tcx egress program", 0)
 	detach()
-	offloaded("tcx egress removed")
+	c.offloaded("tcx egress removed")
 
 	// A shaping root qdisc: the kernel's fate depends on it.
 	tp.b.MustExec(t, "tc", "qdisc", "add", "dev", "b2", "root", "tbf", "rate", "100mbit", "burst", "32k", "latency", "50ms")
-	punted("tbf root qdisc", "qdisc tbf", len(frames))
+	c.punted("tbf root qdisc", "qdisc tbf", len(c.frames))
 	tp.b.MustExec(t, "tc", "qdisc", "del", "dev", "b2", "root")
-	offloaded("tbf removed")
+	c.offloaded("tbf removed")
+}
+
+// TestIngressHooksNotRead: an inet-family ingress chain on the device runs
+// on the same hook as the netdev chains, by priority; a tcx ingress
+// program runs before TC and nft. xdpflow reads neither: what they could
+// decide is punted, and every frame meets the kernel's fate.
+func TestIngressHooksNotRead(t *testing.T) {
+	tp := newNftTopo(t)
+	c := newFateCheck(t, tp, fwdRuleset, 9999)
+	c.offloaded("no other hooks")
+
+	// Before the netdev chain: its drop comes first.
+	tp.b.MustExec(t, "nft", `add table inet early`)
+	tp.b.MustExec(t, "nft", `add chain inet early in { type filter hook ingress device "b0" priority -10; policy accept; }`)
+	tp.b.MustExec(t, "nft", `add rule inet early in udp dport 9999 counter drop`)
+	c.punted("inet ingress chain before", "inet ingress chain inet/early/in", 0)
+	tp.b.MustExec(t, "nft", "delete table inet early")
+	c.offloaded("inet chain removed")
+
+	// After it: the fwd takes the packet before that chain runs.
+	tp.b.MustExec(t, "nft", `add table inet late`)
+	tp.b.MustExec(t, "nft", `add chain inet late in { type filter hook ingress device "b0" priority 10; policy accept; }`)
+	tp.b.MustExec(t, "nft", `add rule inet late in udp dport 9999 counter drop`)
+	c.offloaded("inet ingress chain after")
+	tp.b.MustExec(t, "nft", "delete table inet late")
+
+	detach := tcxDropper(t, tp.b, "b0", ebpf.AttachTCXIngress)
+	c.punted("tcx ingress", "tcx ingress program", 0)
+	detach()
+	c.offloaded("tcx ingress removed")
 }

@@ -417,7 +417,8 @@ func (d *daemon) syncNFT(dev, why string) error {
 			d.reader = nil
 			return err
 		}
-		rs.CheckFwd = d.mirrorOptions(o.dev.Ifindex).CheckRedirect
+		opt := d.mirrorOptions(o.dev.Ifindex)
+		rs.CheckFwd, rs.Blocked = opt.CheckRedirect, opt.Blocked
 		sub, flows, rules := o.table.Room(rule.SourceNFT)
 		want, statuses := nft.Compile(rs, nft.Limits{Subtables: sub, Flows: flows, Rules: rules})
 		added, removed, err := nft.Sync(o.table, want)
@@ -470,6 +471,9 @@ func fwdChecker(ingress int) func(int) error {
 type fwdCache struct {
 	ingress map[int]error
 	target  map[fwdTarget]error
+	// device: why no rule of an enabled device may run in XDP
+	// (checkDevice), by ifindex.
+	device map[int]error
 }
 
 type fwdTarget struct {
@@ -478,7 +482,20 @@ type fwdTarget struct {
 }
 
 func newFwdCache() *fwdCache {
-	return &fwdCache{ingress: map[int]error{}, target: map[fwdTarget]error{}}
+	return &fwdCache{ingress: map[int]error{}, target: map[fwdTarget]error{}, device: map[int]error{}}
+}
+
+// checkDevice says why no rule of ifindex may run in XDP, or nil.
+func checkDevice(ifindex int) error { return loader.CheckIngressHooks(ifindex) }
+
+// blocked answers checkDevice(ifindex).
+func (c *fwdCache) blocked(ifindex int) error {
+	err, ok := c.device[ifindex]
+	if !ok {
+		err = checkDevice(ifindex)
+		c.device[ifindex] = err
+	}
+	return err
 }
 
 // check answers CheckXDPForward(ingress, target).
@@ -517,6 +534,9 @@ func (c *fwdCache) questions() *fwdCache {
 	for k := range c.target {
 		q.target[k] = nil
 	}
+	for i := range c.device {
+		q.device[i] = nil
+	}
 	return q
 }
 
@@ -527,6 +547,9 @@ func (c *fwdCache) ask() {
 	}
 	for k := range c.target {
 		c.target[k] = loader.CheckXDPTarget(k.ifindex, k.tx)
+	}
+	for i := range c.device {
+		c.device[i] = checkDevice(i)
 	}
 }
 
@@ -548,6 +571,12 @@ func (c *fwdCache) take(fresh *fwdCache) bool {
 			changed = true
 		}
 		c.target[k] = now
+	}
+	for i, now := range fresh.device {
+		if was, ok := c.device[i]; ok && differs(was, now) {
+			changed = true
+		}
+		c.device[i] = now
 	}
 	return changed
 }

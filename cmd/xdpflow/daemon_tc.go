@@ -64,13 +64,17 @@ func (d *daemon) syncTC(dev, why string) error {
 // mirrorOptions are the daemon's options for ingress's mirror; its
 // redirects are checked through the daemon's fwdCache.
 func (d *daemon) mirrorOptions(ingress int) flower.MirrorOptions {
+	if d.fwd == nil {
+		d.fwd = newFwdCache()
+	}
 	check := func(target int) error {
 		if d.fwd == nil {
 			d.fwd = newFwdCache()
 		}
 		return d.fwd.check(ingress, target)
 	}
-	return flower.MirrorOptions{SkipHW: d.mirrorSkipHW, CheckRedirect: check, Keepalive: d.keepalive}
+	return flower.MirrorOptions{SkipHW: d.mirrorSkipHW, CheckRedirect: check, Keepalive: d.keepalive,
+		Blocked: d.fwd.blocked(ingress)}
 }
 
 // syncTCChanges applies filter notifications to dev's mirror and installs
@@ -180,6 +184,7 @@ func (d *daemon) warmForwards() {
 	for ifindex := range d.ifindexes {
 		q.ingress[ifindex] = nil
 		q.target[fwdTarget{ifindex, false}] = nil
+		q.device[ifindex] = nil
 	}
 	d.mu.Unlock()
 	d.takeForwards(q, "warm")

@@ -318,7 +318,8 @@ func tcShown(s *session, withStats bool) ([]flower.Shown, error) {
 	}
 	// What the daemon would do with its default options; what it did is
 	// what is installed, and that is what is shown.
-	_, statuses := flower.Mirror(s.dev.Name, filters, flower.MirrorOptions{CheckRedirect: fwdChecker(s.dev.Ifindex)})
+	_, statuses := flower.Mirror(s.dev.Name, filters, flower.MirrorOptions{CheckRedirect: fwdChecker(s.dev.Ifindex),
+		Blocked: checkDevice(s.dev.Ifindex)})
 	seen := map[*maps.Installed]bool{}
 	for _, st := range statuses {
 		f := st.Filter

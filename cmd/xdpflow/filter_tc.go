@@ -123,7 +123,7 @@ func mirrorDevice(s *session) error {
 		return err
 	}
 	want, _ := flower.Mirror(s.dev.Name, filters, flower.MirrorOptions{
-		CheckRedirect: fwdChecker(s.dev.Ifindex), Keepalive: defaultKeepalive})
+		CheckRedirect: fwdChecker(s.dev.Ifindex), Keepalive: defaultKeepalive, Blocked: checkDevice(s.dev.Ifindex)})
 	_, _, err = installTC(s.table, s.dev.Name, want, filters)
 	return err
 }

@@ -77,7 +77,7 @@ func cmdFlow(g globals, args []string) error {
 		return err
 	}
 	// The daemon's checks, so the compile (and its reasons) is the same.
-	rs.CheckFwd = fwdChecker(s.dev.Ifindex)
+	rs.CheckFwd, rs.Blocked = fwdChecker(s.dev.Ifindex), checkDevice(s.dev.Ifindex)
 	sub, flows, rules := s.table.Room(rule.SourceNFT)
 	_, statuses := nft.Compile(rs, nft.Limits{Subtables: sub, Flows: flows, Rules: rules})
 	seen := map[string]bool{}
