@@ -19,6 +19,7 @@ type Status struct {
 	Offloaded bool
 	Reason    string
 	Verdict   string
+	FwdTo     []int        // the ifindexes its fwd sends to, offloaded or not
 	Parts     []*rule.Rule // installed parts that carry the rule's own verdict (a punt's is pass)
 	// Companions are pass parts that keep a rule exact without being its
 	// action: its fragments, which nft matches on transport bytes and the

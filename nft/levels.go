@@ -2,6 +2,7 @@ package nft
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/xdpflow/xdpflow/flower"
@@ -135,6 +136,9 @@ func assemble(flat []flatRule, rs *Ruleset, lim Limits) ([]*rule.Rule, []*Status
 			acts = []rule.Action{{Kind: rule.ActPass}}
 		case fr.verdict.kind == vFwd:
 			acts = []rule.Action{{Kind: rule.ActRedirect, Ifindex: fr.verdict.ifindex, Dev: ifName(fr.verdict.ifindex)}}
+		}
+		if fr.verdict.kind == vFwd && !slices.Contains(st.FwdTo, fr.verdict.ifindex) {
+			st.FwdTo = append(st.FwdTo, fr.verdict.ifindex)
 		}
 		v := fr.verdict.String()
 		if pass {

@@ -237,3 +237,21 @@ func (r *Reader) Read(dev string, ifindex int) (*Ruleset, error) {
 	}
 	return rs, nil
 }
+
+// ChainRef names a base chain xdpflow does not mirror but must account for.
+type ChainRef struct {
+	Family, Table, Name string
+	Priority            int32
+}
+
+// InetIngress lists the inet family's ingress chains on the device.
+func (rs *Ruleset) InetIngress() []ChainRef {
+	var out []ChainRef
+	for _, c := range rs.inetIngress {
+		out = append(out, ChainRef{"inet", c.Table, c.Name, c.Priority})
+	}
+	return out
+}
+
+// EgressChains lists the netdev egress chains on dev, "table/chain".
+func (rs *Ruleset) EgressChains(dev string) []string { return rs.egress[dev] }

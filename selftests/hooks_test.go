@@ -112,8 +112,9 @@ func (c *fateCheck) offloaded(what string) {
 }
 
 // punted: the kernel forwards wantD0 frames alone; with xdpflow the rule
-// is punted naming reason, and every frame meets the kernel's fate.
-func (c *fateCheck) punted(what, reason string, wantD0 int) {
+// is punted naming reason, status lists hook as punting, and every frame
+// meets the kernel's fate.
+func (c *fateCheck) punted(what, reason, hook string, wantD0 int) {
 	c.t.Helper()
 	t, tp := c.t, c.tp
 	mustXdpflow(t, tp.b, "disable", "dev", "b0")
@@ -126,6 +127,9 @@ func (c *fateCheck) punted(what, reason string, wantD0 int) {
 	f := fwdFlow(t, tp)
 	if f.Offloaded || !strings.Contains(f.Reason, reason) {
 		t.Fatalf("%s: fwd offloaded=%v reason %q, want it punted naming %q", what, f.Offloaded, f.Reason, reason)
+	}
+	if h := statusHook(t, tp.b, "b0", hook); h == nil || !strings.Contains(h.Xdpflow, "punted") {
+		t.Fatalf("%s: status does not list a hook naming %q as punting: %+v", what, hook, h)
 	}
 	got := tp.fates(t, c.frames, c.markers)
 	for i := range c.frames {
@@ -150,24 +154,27 @@ func TestRedirectTargetEgressPath(t *testing.T) {
 	tp := newNftTopo(t)
 	c := newFateCheck(t, tp, fwdRuleset, 9999)
 	c.offloaded("no egress hooks")
+	if h := statusHook(t, tp.b, "b0", "egress of b2"); h == nil || !strings.Contains(h.Xdpflow, "run in XDP") {
+		t.Fatalf("status does not say redirects to b2 run in XDP: %+v", h)
+	}
 
 	// An nft egress chain on the target that drops them.
 	tp.b.MustExec(t, "nft", "add table netdev eg")
 	tp.b.MustExec(t, "nft", `add chain netdev eg out { type filter hook egress device "b2" priority 0; policy accept; }`)
 	tp.b.MustExec(t, "nft", "add rule netdev eg out udp dport 9999 counter drop")
-	c.punted("nft egress chain", "egress chain eg/out", 0)
+	c.punted("nft egress chain", "egress chain eg/out", "nft chain netdev/eg/out", 0)
 	tp.b.MustExec(t, "nft", "delete table netdev eg")
 	c.offloaded("nft egress chain removed")
 
 	// A tcx egress program on the target that drops everything.
 	detach := tcxDropper(t, tp.b, "b2", ebpf.AttachTCXEgress)
-	c.punted("tcx egress", "tcx egress program", 0)
+	c.punted("tcx egress", "tcx egress program", "egress of b2: tcx egress program", 0)
 	detach()
 	c.offloaded("tcx egress removed")
 
 	// A shaping root qdisc: the kernel's fate depends on it.
 	tp.b.MustExec(t, "tc", "qdisc", "add", "dev", "b2", "root", "tbf", "rate", "100mbit", "burst", "32k", "latency", "50ms")
-	c.punted("tbf root qdisc", "qdisc tbf", len(c.frames))
+	c.punted("tbf root qdisc", "qdisc tbf", "egress of b2: qdisc tbf", len(c.frames))
 	tp.b.MustExec(t, "tc", "qdisc", "del", "dev", "b2", "root")
 	c.offloaded("tbf removed")
 }
@@ -185,7 +192,7 @@ func TestIngressHooksNotRead(t *testing.T) {
 	tp.b.MustExec(t, "nft", `add table inet early`)
 	tp.b.MustExec(t, "nft", `add chain inet early in { type filter hook ingress device "b0" priority -10; policy accept; }`)
 	tp.b.MustExec(t, "nft", `add rule inet early in udp dport 9999 counter drop`)
-	c.punted("inet ingress chain before", "inet ingress chain inet/early/in", 0)
+	c.punted("inet ingress chain before", "inet ingress chain inet/early/in", "nft chain inet/early/in", 0)
 	tp.b.MustExec(t, "nft", "delete table inet early")
 	c.offloaded("inet chain removed")
 
@@ -197,7 +204,34 @@ func TestIngressHooksNotRead(t *testing.T) {
 	tp.b.MustExec(t, "nft", "delete table inet late")
 
 	detach := tcxDropper(t, tp.b, "b0", ebpf.AttachTCXIngress)
-	c.punted("tcx ingress", "tcx ingress program", 0)
+	c.punted("tcx ingress", "tcx ingress program", "ingress: tcx ingress program", 0)
 	detach()
 	c.offloaded("tcx ingress removed")
+}
+
+type jsonHook struct {
+	Where, What, Xdpflow string
+}
+
+// statusHook is the hook `-j status` lists for dev whose where or what
+// contains s, or nil.
+func statusHook(t *testing.T, ns *testutil.Netns, dev, s string) *jsonHook {
+	t.Helper()
+	var st []struct {
+		Dev   string     `json:"dev"`
+		Hooks []jsonHook `json:"hooks"`
+	}
+	out := mustXdpflow(t, ns, "-j", "status")
+	if err := jsonUnmarshal(out, &st); err != nil {
+		t.Fatalf("status: %v: %s", err, out)
+	}
+	for _, d := range st {
+		for i, h := range d.Hooks {
+			if d.Dev == dev && strings.Contains(h.Where+": "+h.What, s) {
+				return &d.Hooks[i]
+			}
+		}
+	}
+	t.Logf("status of %s: %s", dev, out)
+	return nil
 }

@@ -207,6 +207,9 @@ type deviceStatus struct {
 	CacheKeyWords int               `json:"cache_key_words"`
 	CacheEntries  int               `json:"cache_entries_per_cpu"`
 	Counters      map[string]uint64 `json:"counters"`
+	// Hooks: what else runs on the device's ingress and its redirect
+	// targets' egress, and what xdpflow does about each.
+	Hooks []hookStatus `json:"hooks"`
 }
 
 var counterNames = map[bpf.XdpflowXfCounter]string{
@@ -268,6 +271,10 @@ func cmdStatus(g globals, args []string) error {
 		for i, name := range counterNames {
 			ds.Counters[name] = cnt[i]
 		}
+		ds.Hooks = deviceHooks(s)
+		if ds.Hooks == nil {
+			ds.Hooks = []hookStatus{}
+		}
 		s.close()
 		out = append(out, ds)
 	}
@@ -295,6 +302,9 @@ func cmdStatus(g globals, args []string) error {
 		key += fmt.Sprintf(": %d entries per CPU", d.CacheEntries)
 		fmt.Printf("  flow cache hits %d (keyed by %s)  subtable lookups %d\n", c["cache_hits"], key, c["subtable_lookups"])
 		fmt.Printf("  pins %s\n", d.Pins)
+		for _, h := range d.Hooks {
+			fmt.Printf("  %s: %s: %s\n", h.Where, h.What, h.Xdpflow)
+		}
 	}
 	return nil
 }

@@ -1,0 +1,109 @@
+package main
+
+import (
+	"fmt"
+	"net"
+	"slices"
+	"sort"
+
+	"github.com/xdpflow/xdpflow/loader"
+	"github.com/xdpflow/xdpflow/nft"
+	"github.com/xdpflow/xdpflow/rule"
+)
+
+// hookStatus is one thing the kernel runs on an enabled device's packets
+// besides xdpflow, at its ingress or on the egress of a device its rules
+// redirect to, and what xdpflow does about it.
+type hookStatus struct {
+	Where   string `json:"where"` // "ingress", "egress of b2"
+	What    string `json:"what"`
+	Xdpflow string `json:"xdpflow"`
+}
+
+// deviceHooks lists what else runs where s's device's packets go. An
+// error reading one hook is listed as such: status must show what it
+// could not check, not hide it.
+func deviceHooks(s *session) []hookStatus {
+	var out []hookStatus
+	add := func(where, what, does string) { out = append(out, hookStatus{where, what, does}) }
+	failed := func(where string, err error) {
+		add(where, "unreadable: "+err.Error(), "cannot tell; the daemon punts what depends on it")
+	}
+	ingress := s.dev.Ifindex
+
+	hooks, err := loader.IngressHooks(ingress)
+	if err != nil {
+		failed("ingress", err)
+	}
+	for _, h := range hooks {
+		add("ingress", h.What, "runs before TC and nft: every rule of the device is punted")
+	}
+	var targets []int
+	filters, err := kernelFilters(s)
+	if err != nil {
+		failed("ingress", fmt.Errorf("tc filters: %w", err))
+	}
+	if len(filters) > 0 {
+		add("ingress", fmt.Sprintf("tc ingress filters: %d", len(filters)), "mirrored (see flow show)")
+	}
+	for _, f := range filters {
+		if f.Rule == nil {
+			continue
+		}
+		for _, a := range f.Rule.Actions {
+			if a.Kind == rule.ActRedirect && !slices.Contains(targets, a.Ifindex) {
+				targets = append(targets, a.Ifindex)
+			}
+		}
+	}
+	nftTargets := map[int]bool{}
+	rs, err := nft.Read(s.dev.Name, ingress)
+	if err != nil {
+		failed("ingress", fmt.Errorf("nft: %w", err))
+	} else {
+		for _, c := range rs.Base {
+			add("ingress", fmt.Sprintf("nft chain netdev/%s/%s (priority %d, %d rules)", c.Table, c.Name, c.Priority, len(c.Rules)),
+				"mirrored (see flow show)")
+		}
+		for _, c := range rs.InetIngress() {
+			add("ingress", fmt.Sprintf("nft chain inet/%s/%s (priority %d)", c.Table, c.Name, c.Priority),
+				fmt.Sprintf("not read: netdev chains of priority %d and later are punted", c.Priority))
+		}
+		_, statuses := nft.Compile(rs, nft.Limits{Subtables: 1 << 20, Flows: 1 << 30, Rules: 1 << 30})
+		for _, st := range statuses {
+			for _, t := range st.FwdTo {
+				nftTargets[t] = true
+				if !slices.Contains(targets, t) {
+					targets = append(targets, t)
+				}
+			}
+		}
+	}
+	sort.Ints(targets)
+	for _, t := range targets {
+		name := fmt.Sprintf("ifindex %d", t)
+		if ifi, err := net.InterfaceByIndex(t); err == nil {
+			name = ifi.Name
+		}
+		where := "egress of " + name
+		hooks, err := loader.EgressHooks(t)
+		if err != nil {
+			failed(where, err)
+			continue
+		}
+		for _, h := range hooks {
+			add(where, h.What, "skipped by an XDP redirect: redirects to "+name+" are punted")
+		}
+		var chains []string
+		if nftTargets[t] && rs != nil {
+			chains = rs.EgressChains(name)
+		}
+		for _, c := range chains {
+			add(where, "nft chain netdev/"+c, "run by nft's fwd (not by TC's mirred): nft fwd to "+name+" is punted")
+		}
+		if len(hooks)+len(chains) == 0 {
+			add(where, "nothing that decides a packet's fate", "redirects to "+name+" run in XDP")
+		}
+	}
+	return out
+}
