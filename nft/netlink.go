@@ -94,6 +94,49 @@ func dumpNFT(c *netlink.Conn, msg uint16, family byte) ([]netlink.Message, error
 	return msgs, nil
 }
 
+// readGen reads the ruleset's generation id (NFT_MSG_GETGEN): every
+// committed transaction moves it, so equal ids before and after a read
+// mean one generation was read.
+func readGen(c *netlink.Conn) (uint32, error) {
+	req := netlink.Message{
+		Header: netlink.Header{
+			Type:  netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_GETGEN),
+			Flags: netlink.Request,
+		},
+		Data: []byte{unix.AF_UNSPEC, unix.NFNETLINK_V0, 0, 0},
+	}
+	msgs, err := c.Execute(req)
+	if err != nil {
+		return 0, fmt.Errorf("read the ruleset generation: %w", err)
+	}
+	for _, m := range msgs {
+		ad, err := decoder(m)
+		if err != nil {
+			return 0, err
+		}
+		for ad.Next() {
+			if ad.Type() == unix.NFTA_GEN_ID {
+				return ad.Uint32(), nil
+			}
+		}
+	}
+	return 0, fmt.Errorf("read the ruleset generation: no NFTA_GEN_ID in the answer")
+}
+
+// GenOf is the generation id of an NFT_MSG_NEWGEN notification.
+func GenOf(m netlink.Message) (uint32, bool) {
+	ad, err := decoder(m)
+	if err != nil {
+		return 0, false
+	}
+	for ad.Next() {
+		if ad.Type() == unix.NFTA_GEN_ID {
+			return ad.Uint32(), true
+		}
+	}
+	return 0, false
+}
+
 func decoder(m netlink.Message) (*netlink.AttributeDecoder, error) {
 	if len(m.Data) < 4 {
 		return nil, fmt.Errorf("short nfnetlink message")

@@ -1,6 +1,7 @@
 package nft
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"sort"
@@ -56,6 +57,10 @@ type Reader struct {
 	nl    *netlink.Conn
 	set   *nftables.Conn
 	stale Kinds
+	// gen is the generation what was kept is known to be current for:
+	// the last read's, or the last Seen.
+	gen      uint32
+	genKnown bool
 	// Last read, valid while their kind is not stale.
 	tables []tableInfo
 	chains []chainInfo
@@ -100,6 +105,11 @@ func KindsOf(msgType uint16) Kinds {
 // Stale marks kinds of objects to be read again by the next Read.
 func (r *Reader) Stale(k Kinds) { r.stale |= k }
 
+// Seen tells the reader that every change up to generation gen (an
+// NFT_MSG_NEWGEN notification's) has been passed to Stale: what it kept
+// of other kinds is still that generation's.
+func (r *Reader) Seen(gen uint32) { r.gen, r.genKnown = gen, true }
+
 // NewReader opens the sockets, in the caller's network namespace.
 func NewReader() (*Reader, error) {
 	c, err := netlink.Dial(unix.NETLINK_NETFILTER, nil)
@@ -131,8 +141,41 @@ func Read(dev string, ifindex int) (*Ruleset, error) {
 	return r.Read(dev, ifindex)
 }
 
-// Read reads the netdev ruleset that applies to dev's ingress.
+// ErrMoving is a ruleset that changed during every read tried.
+var ErrMoving = errors.New("nft: the ruleset changed during each of 3 reads")
+
+// Read reads the netdev ruleset that applies to dev's ingress, all of it
+// from one generation: tables, chains, rules and sets are separate dumps,
+// and a read the generation moved under is done again.
 func (r *Reader) Read(dev string, ifindex int) (*Ruleset, error) {
+	for try := 0; try < 3; try++ {
+		before, err := readGen(r.nl)
+		if err != nil {
+			return nil, err
+		}
+		if !r.genKnown || before != r.gen {
+			// Changes the caller has not told of (Stale, Seen): what was
+			// kept from an earlier read may be of an older generation.
+			r.stale = KindAll
+		}
+		rs, err := r.read(dev, ifindex)
+		if err != nil {
+			return nil, err
+		}
+		after, err := readGen(r.nl)
+		if err != nil {
+			return nil, err
+		}
+		if before == after {
+			r.gen, r.genKnown = after, true
+			return rs, nil
+		}
+		r.stale = KindAll
+	}
+	return nil, ErrMoving
+}
+
+func (r *Reader) read(dev string, ifindex int) (*Ruleset, error) {
 	c := r.nl
 	var err error
 	if r.stale&KindTables != 0 {

@@ -94,11 +94,14 @@ func cmdDaemon(g globals, args []string) error {
 	devs := d.devices
 	d.mu.Unlock()
 	d.log.Printf("running on %d device(s): %v", len(devs), devs)
-	go follow(ctx, nftConn, d.log, "nftables monitor", &nftBatch{changed: func(k nft.Kinds) {
+	go follow(ctx, nftConn, d.log, "nftables monitor", &nftBatch{changed: func(k nft.Kinds, gen uint32, genKnown bool) {
 		d.mu.Lock()
 		defer d.mu.Unlock()
 		if d.reader != nil {
 			d.reader.Stale(k)
+			if genKnown {
+				d.reader.Seen(gen)
+			}
 		}
 		d.syncNFTAll("nft")
 	}})
@@ -127,6 +130,13 @@ func cmdDaemon(g globals, args []string) error {
 			}
 			for _, dev := range foreign {
 				d.syncDevice(dev, "writer")
+			}
+			retry := d.retry
+			d.retry = nil
+			for dev := range retry {
+				if slices.Contains(d.devices, dev) && !slices.Contains(foreign, dev) {
+					d.syncDevice(dev, "retry")
+				}
 			}
 			d.mu.Unlock()
 			d.recheckForwards("recheck")
@@ -165,6 +175,20 @@ type daemon struct {
 	fwd      *fwdCache      // the mirrors' redirect checks
 	warm     bool           // ask fwd about every enabled device after a full sync
 	tcDumps  map[int]uint64 // dumps taken of each device, by ifindex
+	// failRead, when a test sets it, fails the daemon's reads of "tc"
+	// or "nft" state with the error it returns.
+	failRead func(src string) error
+	// retry: devices whose last sync could not read what the kernel
+	// holds (their rules are punted meanwhile), synced again each second.
+	retry map[string]bool
+}
+
+// retryLater has dev synced again at the next tick.
+func (d *daemon) retryLater(dev string) {
+	if d.retry == nil {
+		d.retry = map[string]bool{}
+	}
+	d.retry[dev] = true
 }
 
 // pathsOnce finds bpffs once: it does not move under a running daemon, and
@@ -411,11 +435,31 @@ func (d *daemon) syncNFT(dev, why string) error {
 			}
 		}
 		rs, err := d.reader.Read(dev, o.dev.Ifindex)
+		if err == nil && d.failRead != nil {
+			err = d.failRead("nft")
+		}
 		if err != nil {
-			// A socket in a bad state (overrun mid-dump): a fresh one next time.
+			// A socket in a bad state (overrun mid-dump): a fresh one, once.
 			d.reader.Close()
 			d.reader = nil
-			return err
+			if d.reader, err = nft.NewReader(); err == nil {
+				rs, err = d.reader.Read(dev, o.dev.Ifindex)
+			}
+			if err == nil && d.failRead != nil {
+				err = d.failRead("nft")
+			}
+		}
+		if err != nil {
+			// XDP must not go on running rules nft may no longer have:
+			// every nft rule out, so nft decides all of their packets,
+			// until a read succeeds (the daemon tries every second).
+			if d.reader != nil {
+				d.reader.Close()
+				d.reader = nil
+			}
+			d.retryLater(dev)
+			_, _, rerr := nft.Sync(o.table, nil)
+			return errors.Join(fmt.Errorf("nft: read: %w (nft rules left to the kernel until a read succeeds)", err), rerr)
 		}
 		opt := d.mirrorOptions(o.dev.Ifindex)
 		rs.CheckFwd, rs.Blocked = opt.CheckRedirect, opt.Blocked
@@ -608,8 +652,12 @@ func follow(ctx context.Context, c *netlink.Conn, lg *log.Logger, name string, b
 		case errors.Is(err, unix.ENOBUFS):
 			b.lost()
 		default:
-			lg.Printf("%s: %v", name, err)
+			// What failed to arrive is unknown: everything is read again
+			// (and every 100 ms while the socket keeps failing).
+			lg.Printf("%s: %v (reading everything again)", name, err)
 			time.Sleep(100 * time.Millisecond)
+			b.lost()
+			b.flush()
 			continue
 		}
 		if b.ready() && !queued(c) {
@@ -669,7 +717,9 @@ func dialGroups(family int, name string, groups ...uint32) (*netlink.Conn, error
 type nftBatch struct {
 	kinds     nft.Kinds
 	committed bool
-	changed   func(nft.Kinds)
+	gen       uint32 // the last NEWGEN's generation id
+	genKnown  bool   // gen holds it, and nothing since was lost
+	changed   func(k nft.Kinds, gen uint32, genKnown bool)
 }
 
 func (b *nftBatch) add(msgs []netlink.Message) {
@@ -679,14 +729,18 @@ func (b *nftBatch) add(msgs []netlink.Message) {
 			continue
 		}
 		b.kinds |= nft.KindsOf(uint16(m.Header.Type) & 0xff)
-		b.committed = b.committed || m.Header.Type == newgen
+		if m.Header.Type == newgen {
+			b.committed = true
+			b.gen, b.genKnown = nft.GenOf(m)
+		}
 	}
 }
 
-func (b *nftBatch) lost()       { b.kinds, b.committed = nft.KindAll, true }
+func (b *nftBatch) lost()       { b.kinds, b.committed, b.genKnown = nft.KindAll, true, false }
 func (b *nftBatch) ready() bool { return b.committed }
 func (b *nftBatch) flush() {
 	k := b.kinds
 	b.kinds, b.committed = 0, false
-	b.changed(k)
+	b.changed(k, b.gen, b.genKnown)
+	b.genKnown = false
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -43,10 +44,32 @@ func (d *daemon) syncTC(dev, why string) error {
 			}
 		}
 		filters, err := d.tcReader.Filters(dev, o.dev.Ifindex)
+		if err == nil && d.failRead != nil {
+			err = d.failRead("tc")
+		}
 		if err != nil {
+			// A socket in a bad state: a fresh one, once.
 			d.tcReader.Close()
 			d.tcReader = nil
-			return err
+			if d.tcReader, err = flower.NewReader(); err == nil {
+				filters, err = d.tcReader.Filters(dev, o.dev.Ifindex)
+			}
+			if err == nil && d.failRead != nil {
+				err = d.failRead("tc")
+			}
+		}
+		if err != nil {
+			// The filters TC holds are unknown: XDP must not go on running
+			// the ones it last saw, nor let nft's rules behind them
+			// overtake them. One punt of every packet, until a dump
+			// succeeds (the daemon tries every second).
+			if d.tcReader != nil {
+				d.tcReader.Close()
+				d.tcReader = nil
+			}
+			d.retryLater(dev)
+			_, _, rerr := o.table.SyncSource(rule.SourceTC, []*rule.Rule{puntEverything(dev)})
+			return errors.Join(fmt.Errorf("tc: read filters: %w (every packet left to the kernel until a read succeeds)", err), rerr)
 		}
 		if d.tcMirror == nil {
 			d.tcMirror = map[int]*tcMirror{}
@@ -271,6 +294,19 @@ const ingressQdiscParent = 0xFFFF0000
 
 // puntAllFrom is one rule sending every packet on to TC from the lowest
 // pref of filters on: what stands in for filters the table cannot take.
+// puntEverything is a TC rule before any other that sends every packet
+// on to the kernel: what stands for TC's filters while they are unknown.
+func puntEverything(dev string) *rule.Rule {
+	r := &rule.Rule{Source: rule.SourceTC, Dev: dev, Prio: 1, Handle: puntHandle, Protocol: rule.EthPAll,
+		Actions: []rule.Action{{Kind: rule.ActPass}}}
+	r.Text = flower.Format(r)
+	return r
+}
+
+// puntHandle is the handle of the punts that stand for all of a device's
+// TC filters (puntEverything, puntAllFrom).
+const puntHandle = 0xFFFFFFFF
+
 func puntAllFrom(dev string, filters []*flower.KernelFilter) []*rule.Rule {
 	if len(filters) == 0 {
 		return nil
@@ -279,7 +315,7 @@ func puntAllFrom(dev string, filters []*flower.KernelFilter) []*rule.Rule {
 	for _, f := range filters {
 		prio = min(prio, f.Prio)
 	}
-	r := &rule.Rule{Source: rule.SourceTC, Dev: dev, Prio: prio, Handle: 0xFFFFFFFF, Protocol: rule.EthPAll,
+	r := &rule.Rule{Source: rule.SourceTC, Dev: dev, Prio: prio, Handle: puntHandle, Protocol: rule.EthPAll,
 		Actions: []rule.Action{{Kind: rule.ActPass}}}
 	r.Text = flower.Format(r)
 	return []*rule.Rule{r}

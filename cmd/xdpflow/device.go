@@ -210,6 +210,8 @@ type deviceStatus struct {
 	// Hooks: what else runs on the device's ingress and its redirect
 	// targets' egress, and what xdpflow does about each.
 	Hooks []hookStatus `json:"hooks"`
+	// Held: why rules the kernel holds are not in XDP now, device-wide.
+	Held []string `json:"held"`
 }
 
 var counterNames = map[bpf.XdpflowXfCounter]string{
@@ -271,9 +273,12 @@ func cmdStatus(g globals, args []string) error {
 		for i, name := range counterNames {
 			ds.Counters[name] = cnt[i]
 		}
-		ds.Hooks = deviceHooks(s)
+		ds.Hooks, ds.Held = deviceHooks(s)
 		if ds.Hooks == nil {
 			ds.Hooks = []hookStatus{}
+		}
+		if ds.Held == nil {
+			ds.Held = []string{}
 		}
 		s.close()
 		out = append(out, ds)
@@ -302,6 +307,9 @@ func cmdStatus(g globals, args []string) error {
 		key += fmt.Sprintf(": %d entries per CPU", d.CacheEntries)
 		fmt.Printf("  flow cache hits %d (keyed by %s)  subtable lookups %d\n", c["cache_hits"], key, c["subtable_lookups"])
 		fmt.Printf("  pins %s\n", d.Pins)
+		for _, h := range d.Held {
+			fmt.Printf("  HELD: %s\n", h)
+		}
 		for _, h := range d.Hooks {
 			fmt.Printf("  %s: %s: %s\n", h.Where, h.What, h.Xdpflow)
 		}

@@ -23,13 +23,17 @@ type hookStatus struct {
 // deviceHooks lists what else runs where s's device's packets go. An
 // error reading one hook is listed as such: status must show what it
 // could not check, not hide it.
-func deviceHooks(s *session) []hookStatus {
-	var out []hookStatus
+func deviceHooks(s *session) (out []hookStatus, held []string) {
 	add := func(where, what, does string) { out = append(out, hookStatus{where, what, does}) }
 	failed := func(where string, err error) {
 		add(where, "unreadable: "+err.Error(), "cannot tell; the daemon punts what depends on it")
 	}
 	ingress := s.dev.Ifindex
+	for _, in := range s.table.Rules() {
+		if r := in.Rule; r.Source == rule.SourceTC && r.Handle == puntHandle && r.Prio == 1 && len(r.Keys) == 0 {
+			held = append(held, "tc: every packet goes to the kernel: the daemon could not read or install TC's filters (see its log); it tries again every second")
+		}
+	}
 
 	hooks, err := loader.IngressHooks(ingress)
 	if err != nil {
@@ -70,6 +74,20 @@ func deviceHooks(s *session) []hookStatus {
 				fmt.Sprintf("not read: netdev chains of priority %d and later are punted", c.Priority))
 		}
 		_, statuses := nft.Compile(rs, nft.Limits{Subtables: 1 << 20, Flows: 1 << 30, Rules: 1 << 30})
+		offloadable, installed := 0, 0
+		for _, in := range s.table.Rules() {
+			if in.Rule.Source == rule.SourceNFT {
+				installed++
+			}
+		}
+		for _, st := range statuses {
+			if st.Offloaded {
+				offloadable++
+			}
+		}
+		if offloadable > 0 && installed == 0 {
+			held = append(held, fmt.Sprintf("nft: %d rules could run in XDP and none is installed: the daemon is not running, or could not read nft's rules (see its log)", offloadable))
+		}
 		for _, st := range statuses {
 			for _, t := range st.FwdTo {
 				nftTargets[t] = true
@@ -105,5 +123,5 @@ func deviceHooks(s *session) []hookStatus {
 			add(where, "nothing that decides a packet's fate", "redirects to "+name+" run in XDP")
 		}
 	}
-	return out
+	return out, held
 }
