@@ -134,6 +134,9 @@ func Enable(p Paths, dev string, opts Options) (enabled bool, err error) {
 	} else if !errors.Is(err, ErrNotEnabled) {
 		return false, fmt.Errorf("enable %s: %w", dev, err)
 	}
+	if err := checkArch(machine()); err != nil {
+		return false, fmt.Errorf("enable %s: %w", dev, err)
+	}
 	if err := foreignXDP(l); err != nil {
 		return false, fmt.Errorf("enable %s: %w", dev, err)
 	}

@@ -330,3 +330,52 @@ func openNetnsWithID(path string, nsid int) (netns.NsHandle, bool) {
 	h.Close()
 	return netns.None(), false
 }
+
+// CheckVLANVisible reports why XDP on ifindex may not see a frame's VLAN
+// tags, or nil. The kernel can carry a tag outside the frame, in the
+// skb's metadata: a veth's peer with TX VLAN offload on (a veth's
+// default) sends the tags its stack adds that way, and a NIC with RX VLAN
+// offload strips them in hardware. TC, nft and the flow dissector see the
+// tag either way (skb_vlan_tag_present); XDP sees an untagged frame, and
+// an untagged-only rule would decide a tagged packet's fate. So no rule
+// of such a device runs in XDP, naming the setting that fixes it.
+func CheckVLANVisible(ifindex int) error {
+	l, err := netlink.LinkByIndex(ifindex)
+	if err != nil {
+		return fmt.Errorf("ifindex %d: no such device", ifindex)
+	}
+	name := l.Attrs().Name
+	offloads := func(feats map[string]bool, names ...string) string {
+		for _, f := range names {
+			if feats[f] {
+				return f
+			}
+		}
+		return ""
+	}
+	if l.Type() == "veth" {
+		peer, err := vethPeer(l)
+		if err != nil {
+			return err
+		}
+		peerName := peer.Attrs().Name
+		feats, err := peerFeatures(peerName, l.Attrs().NetNsID)
+		if err != nil {
+			return fmt.Errorf("cannot read the TX VLAN offload of %s's peer %s: %w", name, peerName, err)
+		}
+		if f := offloads(feats, "tx-vlan-hw-insert", "tx-vlan-stag-hw-insert"); f != "" {
+			return fmt.Errorf("XDP on %s cannot see the VLAN tags its veth peer %s sends: the peer offloads them (%s), "+
+				"so they come outside the frame (ethtool -K %s txvlan off tx-vlan-stag-hw-insert off)", name, peerName, f, peerName)
+		}
+		return nil
+	}
+	feats, err := readFeatures(name)
+	if err != nil {
+		return fmt.Errorf("cannot read the RX VLAN offload of %s: %w", name, err)
+	}
+	if f := offloads(feats, "rx-vlan-hw-parse", "rx-vlan-stag-hw-parse"); f != "" {
+		return fmt.Errorf("XDP on %s cannot see VLAN tags: the device strips them on receive (%s) "+
+			"(ethtool -K %s rxvlan off rx-vlan-stag-hw-parse off)", name, f, name)
+	}
+	return nil
+}

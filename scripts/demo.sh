@@ -26,6 +26,9 @@ ip -n $RCV addr add 198.18.0.2/24 dev rcv0
 for ns in $SND $RCV; do ip -n $ns link set lo up; done
 ip -n $SND link set snd0 up
 ip -n $RCV link set rcv0 up
+# VLAN tags in the frame, where XDP sees them (xdpflow punts a device
+# whose sender keeps them outside: ethtool -K PEER txvlan off).
+ip netns exec $SND ethtool -K snd0 txvlan off tx-vlan-stag-hw-insert off
 R="ip netns exec $RCV $BIN"
 
 say "enable xdpflow on the receiver (native XDP, pinned bpf_link)"

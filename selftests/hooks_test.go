@@ -235,3 +235,90 @@ func statusHook(t *testing.T, ns *testutil.Netns, dev, s string) *jsonHook {
 	t.Logf("status of %s: %s", dev, out)
 	return nil
 }
+
+// tcxVLANPusher attaches a tcx egress program to dev in ns that tags
+// every frame with VLAN vid through bpf_skb_vlan_push, which puts the tag
+// in the skb's metadata (as the 8021q driver, a VLAN-filtering bridge or
+// Open vSwitch do): with the device's TX VLAN offload on, it stays there.
+func tcxVLANPusher(t *testing.T, ns *testutil.Netns, dev string, vid int32) {
+	t.Helper()
+	ns.Run(t, func() {
+		prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+			Name: "xf_test_vlan", Type: ebpf.SchedCLS, License: "GPL",
+			Instructions: asm.Instructions{
+				// bpf_skb_vlan_push(skb, htons(ETH_P_8021Q), vid); return TC_ACT_OK
+				asm.Mov.Imm(asm.R2, 0x0081),
+				asm.Mov.Imm(asm.R3, vid),
+				asm.FnSkbVlanPush.Call(),
+				asm.Mov.Imm(asm.R0, 0),
+				asm.Return(),
+			},
+		})
+		if err != nil {
+			t.Fatalf("load a tcx program: %v", err)
+		}
+		defer prog.Close()
+		ifi, err := net.InterfaceByName(dev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		l, err := link.AttachTCX(link.TCXOptions{Interface: ifi.Index, Program: prog, Attach: ebpf.AttachTCXEgress})
+		if err != nil {
+			t.Skipf("SKIP: this kernel cannot attach tcx programs (6.6+): %v", err)
+		}
+		t.Cleanup(func() { l.Close() })
+	})
+}
+
+// TestVLANTagOutsideFrame: frames a0 sends tagged, with a0's TX VLAN
+// offload on, reach b0's XDP untagged, the tag in the skb's metadata;
+// nft sees it (`ether type ip` does not match a tagged frame). XDP must
+// not decide for frames whose tag it cannot see: every rule of b0 is
+// punted, naming `ethtool -K a0 txvlan off`, and the frames meet the
+// kernel's fate. With the offload off the tag is in the frame and the
+// rule runs in XDP again.
+func TestVLANTagOutsideFrame(t *testing.T) {
+	tp := newNftTopo(t)
+	const ruleset = `table netdev xf {
+	chain in { type filter hook ingress device "b0" priority 0; policy accept;
+		ether type ip counter drop
+	}
+}`
+	if _, err := tp.b.ExecStdin(ruleset, "nft", "-f", "-"); err != nil {
+		t.Fatal(err)
+	}
+	frames, markers := udpFrames(tp.a0MAC, 9999, "XFVLAN", 50)
+	tcxVLANPusher(t, tp.a, "a0", 10)
+	testutil.VethVLANOffload(t, tp.a, "a0")
+
+	mustXdpflow(t, tp.b, "disable", "dev", "b0")
+	want := tp.fates(t, frames, markers)
+	mustXdpflow(t, tp.b, "enable", "dev", "b0")
+	if count(want, "c0") != len(frames) {
+		t.Fatalf("nft alone delivered %d of %d frames tagged outside the frame, want all (ether type is 8100)", count(want, "c0"), len(frames))
+	}
+	mustXdpflow(t, tp.b, "daemon", "--once")
+	f := fwdFlow(t, tp)
+	if f.Offloaded || !strings.Contains(f.Reason, "ethtool -K a0 txvlan off") {
+		t.Fatalf("with a0's TX VLAN offload on: offloaded=%v reason %q, want punted naming the fix", f.Offloaded, f.Reason)
+	}
+	if h := statusHook(t, tp.b, "b0", "VLAN tags outside the frame"); h == nil || !strings.Contains(h.Xdpflow, "punted") {
+		t.Fatalf("status does not say the device's rules are punted for VLAN offload: %+v", h)
+	}
+	got := tp.fates(t, frames, markers)
+	for i := range frames {
+		if got[i] != want[i] {
+			t.Fatalf("frame %d: nft alone %s, with xdpflow %s", i, want[i], got[i])
+		}
+	}
+
+	// The tag in the frame: the rule runs in XDP, and does not match it.
+	tp.a.MustExec(t, "ethtool", "-K", "a0", "txvlan", "off")
+	mustXdpflow(t, tp.b, "daemon", "--once")
+	if f := fwdFlow(t, tp); !f.Offloaded {
+		t.Fatalf("with a0's TX VLAN offload off: not offloaded: %s", f.Reason)
+	}
+	if got := tp.fates(t, frames, markers); count(got, "c0") != len(frames) {
+		t.Fatalf("tags in the frame: %d of %d delivered", count(got, "c0"), len(frames))
+	}
+}

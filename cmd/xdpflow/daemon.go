@@ -529,8 +529,14 @@ func newFwdCache() *fwdCache {
 	return &fwdCache{ingress: map[int]error{}, target: map[fwdTarget]error{}, device: map[int]error{}}
 }
 
-// checkDevice says why no rule of ifindex may run in XDP, or nil.
-func checkDevice(ifindex int) error { return loader.CheckIngressHooks(ifindex) }
+// checkDevice says why no rule of ifindex may run in XDP, or nil: a hook
+// before TC that XDP would overtake, or VLAN tags XDP cannot see.
+func checkDevice(ifindex int) error {
+	if err := loader.CheckIngressHooks(ifindex); err != nil {
+		return err
+	}
+	return loader.CheckVLANVisible(ifindex)
+}
 
 // blocked answers checkDevice(ifindex).
 func (c *fwdCache) blocked(ifindex int) error {

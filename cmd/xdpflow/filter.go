@@ -133,6 +133,11 @@ func filterAdd(s *session, c *flower.Command) (rerr error) {
 	if c.Verb == "change" && replaces == 0 {
 		return fmt.Errorf("filter change: no filter pref %d handle 0x%x", r.Prio, r.Handle)
 	}
+	// An XDP-only filter decides alone: not where XDP cannot see what TC
+	// would (tags outside the frame), nor before a hook TC runs after.
+	if err := checkDevice(s.dev.Ifindex); err != nil {
+		return fmt.Errorf("filter: %w", err)
+	}
 	for _, a := range r.Actions {
 		// Refuse what the kernel would silently drop: no packet may be
 		// lost because of offload.

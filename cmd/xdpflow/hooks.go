@@ -42,6 +42,9 @@ func deviceHooks(s *session) (out []hookStatus, held []string) {
 	for _, h := range hooks {
 		add("ingress", h.What, "runs before TC and nft: every rule of the device is punted")
 	}
+	if err := loader.CheckVLANVisible(ingress); err != nil {
+		add("ingress", "VLAN tags outside the frame: "+err.Error(), "every rule of the device is punted")
+	}
 	var targets []int
 	filters, err := kernelFilters(s)
 	if err != nil {

@@ -143,4 +143,15 @@ func Veth(t testing.TB, a *Netns, nameA string, b *Netns, nameB string) {
 	}
 	a.MustExec(t, "ip", "link", "set", nameA, "up")
 	b.MustExec(t, "ip", "link", "set", nameB, "up")
+	// VLAN tags stay in the frame, where XDP sees them: with TX VLAN
+	// offload on (a veth's default) xdpflow punts every rule of the
+	// receiving end (loader.CheckVLANVisible).
+	a.MustExec(t, "ethtool", "-K", nameA, "txvlan", "off", "tx-vlan-stag-hw-insert", "off")
+	b.MustExec(t, "ethtool", "-K", nameB, "txvlan", "off", "tx-vlan-stag-hw-insert", "off")
+}
+
+// VethVLANOffload turns dev's TX VLAN offload back on, a veth's default.
+func VethVLANOffload(t testing.TB, ns *Netns, dev string) {
+	t.Helper()
+	ns.MustExec(t, "ethtool", "-K", dev, "txvlan", "on")
 }
