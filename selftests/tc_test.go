@@ -932,3 +932,36 @@ func maskedMACText(s string) string {
 	}
 	return fmt.Sprintf("%s/%d", mac, n)
 }
+
+// TestTCSharedBlock: filters of a shared block (tc qdisc add dev X
+// ingress_block N clsact; tc filter add block N ..., as Open vSwitch
+// does for bonds) are every bound device's ingress filters. Their
+// notifications name the block, not a device (TCM_IFINDEX_MAGIC_BLOCK):
+// a running daemon mirrors an added block filter onto every enabled
+// device bound to the block, and takes a deleted one out of all of them.
+func TestTCSharedBlock(t *testing.T) {
+	tp := newNftTopo(t)
+	needFlower(t, tp.b, "b0")
+	tp.b.MustExec(t, "tc", "qdisc", "del", "dev", "b0", "clsact")
+	for _, dev := range []string{"b0", "b2"} {
+		tp.b.MustExec(t, "tc", "qdisc", "add", "dev", dev, "ingress_block", "7", "clsact")
+	}
+	mustXdpflow(t, tp.b, "enable", "dev", "b2")
+	d := startDaemon(t, tp.b)
+	d.logOnFailure(t)
+	time.Sleep(time.Second) // its first reading is in
+	tp.b.MustExec(t, "tc", "filter", "add", "block", "7", "pref", "10", "handle", "1", "protocol", "ip",
+		"flower", "src_ip", "198.18.1.5", "action", "drop")
+	for _, dev := range []string{"b0", "b2"} {
+		waitFor(t, 10*time.Second, "the block's filter mirrored onto "+dev, func() map[string]tcShownFilter { return tcShown(t, tp.b, dev) },
+			func(fs map[string]tcShownFilter) bool { return fs["10/1"].Offloaded })
+	}
+	tp.expectFates(t, "block-add", map[string]string{"198.18.1.5": "drop", "198.18.1.6": "c0"})
+
+	tp.b.MustExec(t, "tc", "filter", "del", "block", "7", "pref", "10", "handle", "1", "protocol", "ip", "flower")
+	for _, dev := range []string{"b0", "b2"} {
+		waitFor(t, 10*time.Second, "the block's deleted filter gone from "+dev, func() map[string]tcShownFilter { return tcShown(t, tp.b, dev) },
+			func(fs map[string]tcShownFilter) bool { _, ok := fs["10/1"]; return !ok && tableRules(t, tp.b, dev) == 0 })
+	}
+	tp.expectFates(t, "block-del", map[string]string{"198.18.1.5": "c0", "198.18.1.6": "c0"})
+}

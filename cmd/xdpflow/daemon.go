@@ -175,6 +175,10 @@ type daemon struct {
 	fwd      *fwdCache      // the mirrors' redirect checks
 	warm     bool           // ask fwd about every enabled device after a full sync
 	tcDumps  map[int]uint64 // dumps taken of each device, by ifindex
+	// tcBlocks: the shared block bound at each enabled device's ingress
+	// (0: its own), as of its last dump: a block's filter notifications
+	// are changes of every device bound to it.
+	tcBlocks map[int]uint32
 	// failRead, when a test sets it, fails the daemon's reads of "tc"
 	// or "nft" state with the error it returns.
 	failRead func(src string) error

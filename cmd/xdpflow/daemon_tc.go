@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/mdlayher/netlink"
+	vnl "github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
 	"github.com/xdpflow/xdpflow/flower"
@@ -77,6 +78,10 @@ func (d *daemon) syncTC(dev, why string) error {
 		if d.tcDumps == nil {
 			d.tcDumps = map[int]uint64{} // never reset: counts only grow
 		}
+		if d.tcBlocks == nil {
+			d.tcBlocks = map[int]uint32{}
+		}
+		d.tcBlocks[o.dev.Ifindex] = ingressBlock(o.dev.Ifindex)
 		m := &tcMirror{set: flower.NewMirrorSet(filters, d.mirrorOptions(o.dev.Ifindex))}
 		d.tcMirror[o.dev.Ifindex] = m
 		d.tcDumps[o.dev.Ifindex]++
@@ -273,6 +278,12 @@ func changeOf(m netlink.Message, dev string, names func(int) (string, error)) (c
 		return nil, false
 	}
 	switch {
+	case hdr.Ifindex == tcmIfindexMagicBlock:
+		// A shared block's filter: the caller knows the block is bound
+		// at dev's ingress (tcm_parent holds the block index).
+		if hdr.Handle == 0 {
+			return nil, false
+		}
 	case hdr.Parent == egressParent:
 		return nil, true
 	case hdr.Parent != flower.IngressParent && hdr.Parent != ingressQdiscParent:
@@ -288,12 +299,33 @@ func changeOf(m netlink.Message, dev string, names func(int) (string, error)) (c
 	return &tcChange{deleted: m.Header.Type == unix.RTM_DELTFILTER, filter: f}, true
 }
 
+// tcmIfindexMagicBlock is TCM_IFINDEX_MAGIC_BLOCK: a filter notification
+// about a shared block (tc filter ... block N) rather than a device.
+const tcmIfindexMagicBlock = -1
+
+// ingressBlock is the shared block bound at ifindex's ingress
+// (TCA_INGRESS_BLOCK of its clsact or ingress qdisc), or 0.
+func ingressBlock(ifindex int) uint32 {
+	l, err := vnl.LinkByIndex(ifindex)
+	if err != nil {
+		return 0
+	}
+	qs, err := vnl.QdiscList(l)
+	if err != nil {
+		return 0
+	}
+	for _, q := range qs {
+		if k := q.Type(); (k == "clsact" || k == "ingress") && q.Attrs().IngressBlock != nil {
+			return *q.Attrs().IngressBlock
+		}
+	}
+	return 0
+}
+
 // ingressQdiscParent is "parent ffff:", the ingress qdisc's own handle,
 // which tc accepts for its filters as well as "ingress".
 const ingressQdiscParent = 0xFFFF0000
 
-// puntAllFrom is one rule sending every packet on to TC from the lowest
-// pref of filters on: what stands in for filters the table cannot take.
 // puntEverything is a TC rule before any other that sends every packet
 // on to the kernel: what stands for TC's filters while they are unknown.
 func puntEverything(dev string) *rule.Rule {
@@ -307,6 +339,8 @@ func puntEverything(dev string) *rule.Rule {
 // TC filters (puntEverything, puntAllFrom).
 const puntHandle = 0xFFFFFFFF
 
+// puntAllFrom is one rule sending every packet on to TC from the lowest
+// pref of filters on: what stands in for filters the table cannot take.
 func puntAllFrom(dev string, filters []*flower.KernelFilter) []*rule.Rule {
 	if len(filters) == 0 {
 		return nil
@@ -351,6 +385,30 @@ func (b *tcBatch) readAgain(ifindex int) {
 	delete(b.changes, ifindex)
 }
 
+// filterChange notes a filter notification as a change of ifindex's
+// ingress filters. The caller holds d.mu.
+func (b *tcBatch) filterChange(m netlink.Message, ifindex int) {
+	d := b.d
+	dev, ok := d.ifindexes[ifindex]
+	if !ok || b.redump[ifindex] {
+		return
+	}
+	if b.names == nil {
+		b.names = flower.NewIfnameMemo()
+	}
+	c, ok := changeOf(m, dev, b.names)
+	switch {
+	case !ok:
+		b.readAgain(ifindex)
+	case c != nil:
+		if b.changes == nil {
+			b.changes = map[int][]tcChange{}
+		}
+		c.dump = d.tcDumps[ifindex]
+		b.changes[ifindex] = append(b.changes[ifindex], *c)
+	}
+}
+
 func (b *tcBatch) add(msgs []netlink.Message) {
 	d := b.d
 	// Held throughout: a notification is tagged with the dump count of
@@ -369,26 +427,21 @@ func (b *tcBatch) add(msgs []netlink.Message) {
 				b.egressEv = true
 			}
 		}
+		if ifindex == tcmIfindexMagicBlock && len(m.Data) >= 16 &&
+			(m.Header.Type == unix.RTM_NEWTFILTER || m.Header.Type == unix.RTM_DELTFILTER) {
+			// A shared block's filter: a change of every enabled device
+			// bound to it at ingress.
+			block := binary.NativeEndian.Uint32(m.Data[12:])
+			for ifindex, bound := range d.tcBlocks {
+				if bound == block {
+					b.filterChange(m, ifindex)
+				}
+			}
+			continue
+		}
 		switch m.Header.Type {
 		case unix.RTM_NEWTFILTER, unix.RTM_DELTFILTER:
-			dev, ok := known[ifindex]
-			if !ok || b.redump[ifindex] {
-				continue
-			}
-			if b.names == nil {
-				b.names = flower.NewIfnameMemo()
-			}
-			c, ok := changeOf(m, dev, b.names)
-			switch {
-			case !ok:
-				b.readAgain(ifindex)
-			case c != nil:
-				if b.changes == nil {
-					b.changes = map[int][]tcChange{}
-				}
-				c.dump = d.tcDumps[ifindex]
-				b.changes[ifindex] = append(b.changes[ifindex], *c)
-			}
+			b.filterChange(m, ifindex)
 		case unix.RTM_NEWCHAIN, unix.RTM_DELCHAIN, unix.RTM_NEWQDISC, unix.RTM_DELQDISC:
 			if _, ok := known[ifindex]; ok {
 				b.readAgain(ifindex)
