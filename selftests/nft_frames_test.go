@@ -128,20 +128,31 @@ func loadNftLines(t *testing.T, ns *testutil.Netns, ruleset string) int {
 // hold their index.
 func (tp *nftTopo) frameFates(t *testing.T, frames [][]byte) []string {
 	t.Helper()
+	return tp.frameFatesAs(t, frames, func(testutil.Frame) string { return "" })
+}
+
+// frameFatesAs is frameFates with each delivered frame described further
+// (what it carries): "c0" + describe(frame).
+func (tp *nftTopo) frameFatesAs(t *testing.T, frames [][]byte, describe func(testutil.Frame) string) []string {
+	t.Helper()
 	capC := testutil.NewCapture(t, tp.c, "c0")
 	capD := testutil.NewCapture(t, tp.d, "d0")
 	done := make(chan struct{})
 	var wg sync.WaitGroup
-	got := make([]map[uint32]bool, 2)
+	got := make([]map[uint32]string, 2)
 	for i, c := range []*testutil.Capture{capC, capD} {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			got[i] = map[uint32]bool{}
+			got[i] = map[uint32]string{}
 			collect := func(d time.Duration) {
 				for _, f := range c.Collect(d, nil) {
 					if !f.Outgoing && len(f.Data) >= 6 {
-						got[i][binary.BigEndian.Uint32(f.Data[2:6])] = true
+						id, d := binary.BigEndian.Uint32(f.Data[2:6]), describe(f)
+						if prev, ok := got[i][id]; ok && d != "" {
+							d = prev + "|" + d // a copy: both are kept
+						}
+						got[i][id] = d
 					}
 				}
 			}
@@ -168,7 +179,7 @@ func (tp *nftTopo) frameFates(t *testing.T, frames [][]byte) []string {
 				panic(fmt.Sprintf("send frame %d (%x): %v", i, f, err))
 			}
 			if i%32 == 31 {
-				time.Sleep(time.Millisecond)
+				time.Sleep(tp.pace)
 			}
 		}
 	})
@@ -177,13 +188,15 @@ func (tp *nftTopo) frameFates(t *testing.T, frames [][]byte) []string {
 	out := make([]string, len(frames))
 	for i := range frames {
 		id := uint32(i)
-		switch c, d := got[0][id], got[1][id]; {
-		case c && d:
-			out[i] = "c0+d0"
-		case c:
-			out[i] = "c0"
-		case d:
-			out[i] = "d0"
+		c, inC := got[0][id]
+		d, inD := got[1][id]
+		switch {
+		case inC && inD:
+			out[i] = "c0" + c + "+d0" + d
+		case inC:
+			out[i] = "c0" + c
+		case inD:
+			out[i] = "d0" + d
 		default:
 			out[i] = "drop"
 		}

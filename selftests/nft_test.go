@@ -23,12 +23,14 @@ type nftTopo struct {
 	// settle is how long fates waits for frames to come out (longer in
 	// the emulated VM of make vmtest).
 	settle time.Duration
+	// pace is frameFates' pause after each 32 frames sent.
+	pace time.Duration
 }
 
 func newNftTopo(t *testing.T) *nftTopo {
 	t.Helper()
 	tp := &nftTopo{a: testutil.NewNetns(t), b: testutil.NewNetns(t), c: testutil.NewNetns(t), d: testutil.NewNetns(t),
-		settle: 700 * time.Millisecond}
+		settle: 700 * time.Millisecond, pace: time.Millisecond}
 	for _, ns := range []*testutil.Netns{tp.a, tp.b, tp.c, tp.d} {
 		// No IPv6 chatter (DAD, router solicitations) from the test hosts.
 		ns.MustExec(t, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1")

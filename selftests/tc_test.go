@@ -96,8 +96,6 @@ func tcShown(t *testing.T, ns *testutil.Netns, dev string) map[string]tcShownFil
 	return res
 }
 
-// vlanOf describes a delivered frame's VLAN tags: the one the kernel took
-// into metadata and any left in the data.
 // vlanAndDstOf is vlanOf and the destination MAC (pedit rewrites it).
 func vlanAndDstOf(f testutil.Frame) string {
 	if len(f.Data) < 6 {
@@ -106,6 +104,8 @@ func vlanAndDstOf(f testutil.Frame) string {
 	return vlanOf(f) + " to " + net.HardwareAddr(f.Data[:6]).String()
 }
 
+// vlanOf describes a delivered frame's VLAN tags: the one the kernel took
+// into metadata and any left in the data.
 func vlanOf(f testutil.Frame) string {
 	s := ""
 	if f.VLAN {
@@ -961,7 +961,10 @@ func TestTCSharedBlock(t *testing.T) {
 	tp.b.MustExec(t, "tc", "filter", "del", "block", "7", "pref", "10", "handle", "1", "protocol", "ip", "flower")
 	for _, dev := range []string{"b0", "b2"} {
 		waitFor(t, 10*time.Second, "the block's deleted filter gone from "+dev, func() map[string]tcShownFilter { return tcShown(t, tp.b, dev) },
-			func(fs map[string]tcShownFilter) bool { _, ok := fs["10/1"]; return !ok && tableRules(t, tp.b, dev) == 0 })
+			func(fs map[string]tcShownFilter) bool {
+				_, ok := fs["10/1"]
+				return !ok && tableRules(t, tp.b, dev) == 0
+			})
 	}
 	tp.expectFates(t, "block-del", map[string]string{"198.18.1.5": "c0", "198.18.1.6": "c0"})
 }
