@@ -45,21 +45,29 @@ func EgressHooks(ifindex int) ([]Hook, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: list qdiscs: %w", name, err)
 	}
+	clsact := false
 	for _, q := range qdiscs {
 		switch kind := q.Type(); {
-		case kind == "clsact" || kind == "ingress":
+		case kind == "clsact":
+			clsact = true
+		case kind == "ingress":
 		case slices.Contains(fifoQdiscs, kind):
 		default:
 			hooks = append(hooks, Hook{name, fmt.Sprintf("qdisc %s (handle %s)", kind, netlink.HandleStr(q.Attrs().Handle))})
 		}
 	}
-	filters, err := netlink.FilterList(l, netlink.HANDLE_MIN_EGRESS)
-	if err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
-		return nil, fmt.Errorf("%s: list clsact egress filters: %w", name, err)
-	}
-	for _, f := range filters {
-		a := f.Attrs()
-		hooks = append(hooks, Hook{name, fmt.Sprintf("clsact egress filter pref %d %s", a.Priority, f.Type())})
+	// Only clsact has an egress block: the ingress qdisc answers a dump
+	// of any parent with its ingress filters (ingress_tcf_block).
+	if clsact {
+		filters, err := netlink.FilterList(l, netlink.HANDLE_MIN_EGRESS)
+		if err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
+			return nil, fmt.Errorf("%s: list clsact egress filters: %w", name, err)
+		}
+		for _, f := range filters {
+			if a := f.Attrs(); a.Parent == netlink.HANDLE_MIN_EGRESS {
+				hooks = append(hooks, Hook{name, fmt.Sprintf("clsact egress filter pref %d %s", a.Priority, f.Type())})
+			}
+		}
 	}
 	progs, err := tcxPrograms(ifindex, ebpf.AttachTCXEgress)
 	if err != nil {

@@ -110,14 +110,8 @@ func readGen(c *netlink.Conn) (uint32, error) {
 		return 0, fmt.Errorf("read the ruleset generation: %w", err)
 	}
 	for _, m := range msgs {
-		ad, err := decoder(m)
-		if err != nil {
-			return 0, err
-		}
-		for ad.Next() {
-			if ad.Type() == unix.NFTA_GEN_ID {
-				return ad.Uint32(), nil
-			}
+		if gen, ok := GenOf(m); ok {
+			return gen, nil
 		}
 	}
 	return 0, fmt.Errorf("read the ruleset generation: no NFTA_GEN_ID in the answer")

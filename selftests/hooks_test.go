@@ -13,16 +13,13 @@ import (
 	"github.com/xdpflow/xdpflow/internal/testutil"
 )
 
-// tcxDropper attaches a tcx program that drops everything (TC_ACT_SHOT)
-// to dev's ingress or egress in ns, until detach or the test's end.
-func tcxDropper(t *testing.T, ns *testutil.Netns, dev string, attach ebpf.AttachType) (detach func()) {
+// attachTCX loads insns as a tcx program and attaches it to dev's
+// ingress or egress in ns, until detach or the test's end.
+func attachTCX(t *testing.T, ns *testutil.Netns, dev string, attach ebpf.AttachType, insns asm.Instructions) (detach func()) {
 	t.Helper()
 	var l link.Link
 	ns.Run(t, func() {
-		prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
-			Name: "xf_test_shot", Type: ebpf.SchedCLS, License: "GPL",
-			Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 2), asm.Return()},
-		})
+		prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{Name: "xf_test_tcx", Type: ebpf.SchedCLS, License: "GPL", Instructions: insns})
 		if err != nil {
 			t.Fatalf("load a tcx program: %v", err)
 		}
@@ -45,6 +42,12 @@ func tcxDropper(t *testing.T, ns *testutil.Netns, dev string, attach ebpf.Attach
 	}
 	t.Cleanup(detach)
 	return detach
+}
+
+// tcxDropper attaches a tcx program that drops everything (TC_ACT_SHOT).
+func tcxDropper(t *testing.T, ns *testutil.Netns, dev string, attach ebpf.AttachType) (detach func()) {
+	t.Helper()
+	return attachTCX(t, ns, dev, attach, asm.Instructions{asm.Mov.Imm(asm.R0, 2), asm.Return()})
 }
 
 func udpFrames(a0 net.HardwareAddr, dport uint16, prefix string, n int) ([][]byte, []string) {
@@ -172,6 +175,20 @@ func TestRedirectTargetEgressPath(t *testing.T) {
 	detach()
 	c.offloaded("tcx egress removed")
 
+	// Ingress filters of the target are no part of its egress path (the
+	// ingress qdisc answers a dump of any parent with them).
+	tp.b.MustExec(t, "tc", "qdisc", "add", "dev", "b2", "ingress")
+	tp.b.MustExec(t, "tc", "filter", "add", "dev", "b2", "parent", "ffff:", "pref", "1", "u32", "match", "u32", "0", "0")
+	c.offloaded("ingress filters on the target")
+	tp.b.MustExec(t, "tc", "qdisc", "del", "dev", "b2", "ingress")
+
+	// A clsact egress filter may decide (this one only classifies).
+	tp.b.MustExec(t, "tc", "qdisc", "add", "dev", "b2", "clsact")
+	tp.b.MustExec(t, "tc", "filter", "add", "dev", "b2", "egress", "pref", "1", "u32", "match", "u32", "0", "0")
+	c.punted("clsact egress filter", "clsact egress filter", "egress of b2: clsact egress filter", len(c.frames))
+	tp.b.MustExec(t, "tc", "qdisc", "del", "dev", "b2", "clsact")
+	c.offloaded("clsact removed")
+
 	// A shaping root qdisc: the kernel's fate depends on it.
 	tp.b.MustExec(t, "tc", "qdisc", "add", "dev", "b2", "root", "tbf", "rate", "100mbit", "burst", "32k", "latency", "50ms")
 	c.punted("tbf root qdisc", "qdisc tbf", "egress of b2: qdisc tbf", len(c.frames))
@@ -242,31 +259,13 @@ func statusHook(t *testing.T, ns *testutil.Netns, dev, s string) *jsonHook {
 // Open vSwitch do): with the device's TX VLAN offload on, it stays there.
 func tcxVLANPusher(t *testing.T, ns *testutil.Netns, dev string, vid int32) {
 	t.Helper()
-	ns.Run(t, func() {
-		prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
-			Name: "xf_test_vlan", Type: ebpf.SchedCLS, License: "GPL",
-			Instructions: asm.Instructions{
-				// bpf_skb_vlan_push(skb, htons(ETH_P_8021Q), vid); return TC_ACT_OK
-				asm.Mov.Imm(asm.R2, 0x0081),
-				asm.Mov.Imm(asm.R3, vid),
-				asm.FnSkbVlanPush.Call(),
-				asm.Mov.Imm(asm.R0, 0),
-				asm.Return(),
-			},
-		})
-		if err != nil {
-			t.Fatalf("load a tcx program: %v", err)
-		}
-		defer prog.Close()
-		ifi, err := net.InterfaceByName(dev)
-		if err != nil {
-			t.Fatal(err)
-		}
-		l, err := link.AttachTCX(link.TCXOptions{Interface: ifi.Index, Program: prog, Attach: ebpf.AttachTCXEgress})
-		if err != nil {
-			t.Skipf("SKIP: this kernel cannot attach tcx programs (6.6+): %v", err)
-		}
-		t.Cleanup(func() { l.Close() })
+	attachTCX(t, ns, dev, ebpf.AttachTCXEgress, asm.Instructions{
+		// bpf_skb_vlan_push(skb, htons(ETH_P_8021Q), vid); return TC_ACT_OK
+		asm.Mov.Imm(asm.R2, 0x0081),
+		asm.Mov.Imm(asm.R3, vid),
+		asm.FnSkbVlanPush.Call(),
+		asm.Mov.Imm(asm.R0, 0),
+		asm.Return(),
 	})
 }
 

@@ -224,32 +224,7 @@ func TestNftAdversarialFrames(t *testing.T) {
 		mustXdpflow(t, tp.b, "daemon", "--once")
 		refused += loadNftLines(t, tp.b, ruleset)
 
-		srcMACs := []net.HardwareAddr{tp.a0MAC, tp.a0MAC}
-		for _, m := range nftSrcMACs {
-			hw, _ := net.ParseMAC(m)
-			srcMACs = append(srcMACs, hw)
-		}
-		g := framegen.New(rng, framegen.Pools{
-			SrcMACs: srcMACs,
-			DstMACs: []net.HardwareAddr{{0x02, 0xee, 0, 0, 0, 0}, {0x02, 0xef, 0, 0, 0, 0}},
-			SrcIPs:  parseIPs(nftSrcIPs),
-			DstIPs:  parseIPs(nftDstIPs),
-			Src6:    parseIPs(nftSrc6),
-			Dst6:    parseIPs([]string{"2001:db8:9::2"}),
-			Ports:   toU16(nftPorts),
-			VLANs:   toU16(nftVLANs),
-		})
-		var frames [][]byte
-		for len(frames) < perSeed {
-			f := g.Frame()
-			if rng.Intn(400) == 0 {
-				frames = append(frames, framegen.Truncations(f)...)
-			}
-			frames = append(frames, f)
-		}
-		for i, f := range frames {
-			binary.BigEndian.PutUint32(f[2:6], uint32(i))
-		}
+		frames := adversarialFrames(rng, tp.a0MAC, []net.HardwareAddr{{0x02, 0xee, 0, 0, 0, 0}, {0x02, 0xef, 0, 0, 0, 0}}, perSeed)
 		want := tp.frameFates(t, frames)
 		// Loaded again, so that stateful statements (limit, quota)
 		// start the second run as they started the first.
@@ -276,6 +251,39 @@ func TestNftAdversarialFrames(t *testing.T) {
 	if outcomes["drop"] == 0 || outcomes["c0"] == 0 || outcomes["d0"] == 0 {
 		t.Fatalf("outcomes %v: every fate must occur for the comparison to mean anything", outcomes)
 	}
+}
+
+// adversarialFrames draws n frames (and now and then every truncation of
+// one) from framegen over the differential tests' pools, each with its
+// index in bytes 2-5 of its destination MAC (frameFates).
+func adversarialFrames(rng *rand.Rand, a0 net.HardwareAddr, dstMACs []net.HardwareAddr, n int) [][]byte {
+	srcMACs := []net.HardwareAddr{a0, a0}
+	for _, m := range nftSrcMACs {
+		hw, _ := net.ParseMAC(m)
+		srcMACs = append(srcMACs, hw)
+	}
+	g := framegen.New(rng, framegen.Pools{
+		SrcMACs: srcMACs,
+		DstMACs: dstMACs,
+		SrcIPs:  parseIPs(nftSrcIPs),
+		DstIPs:  parseIPs(nftDstIPs),
+		Src6:    parseIPs(nftSrc6),
+		Dst6:    parseIPs([]string{"2001:db8:9::2"}),
+		Ports:   toU16(nftPorts),
+		VLANs:   toU16(nftVLANs),
+	})
+	var frames [][]byte
+	for len(frames) < n {
+		f := g.Frame()
+		if rng.Intn(400) == 0 {
+			frames = append(frames, framegen.Truncations(f)...)
+		}
+		frames = append(frames, f)
+	}
+	for i, f := range frames {
+		binary.BigEndian.PutUint32(f[2:6], uint32(i))
+	}
+	return frames
 }
 
 func parseIPs(s []string) []net.IP {

@@ -1,7 +1,6 @@
 package selftests
 
 import (
-	"encoding/binary"
 	"fmt"
 	"math/rand"
 	"net"
@@ -9,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/xdpflow/xdpflow/internal/framegen"
 	"github.com/xdpflow/xdpflow/internal/testutil"
 )
 
@@ -243,27 +241,8 @@ func TestTCAdversarialFrames(t *testing.T) {
 			// another filter of the pref has); the rest stands.
 			refused += strings.Count(out, "Command failed")
 		}
-		g := framegen.New(rng, framegen.Pools{
-			SrcMACs: []net.HardwareAddr{tp.a0MAC, {0x02, 0, 0, 0, 0, 1}, {0x02, 0, 0, 0, 0, 2}},
-			DstMACs: []net.HardwareAddr{{0x02, 0xee, 0, 0, 0, 0}, {0x02, 0xef, 0, 0, 0, 0}, {0x03, 0xee, 0, 0, 0, 0}},
-			SrcIPs:  parseIPs(nftSrcIPs),
-			DstIPs:  parseIPs(nftDstIPs),
-			Src6:    parseIPs(nftSrc6),
-			Dst6:    parseIPs([]string{"2001:db8:9::2"}),
-			Ports:   toU16(nftPorts),
-			VLANs:   toU16(nftVLANs),
-		})
-		var frames [][]byte
-		for len(frames) < perSeed {
-			f := g.Frame()
-			if rng.Intn(400) == 0 {
-				frames = append(frames, framegen.Truncations(f)...)
-			}
-			frames = append(frames, f)
-		}
-		for i, f := range frames {
-			binary.BigEndian.PutUint32(f[2:6], uint32(i))
-		}
+		frames := adversarialFrames(rng, tp.a0MAC,
+			[]net.HardwareAddr{{0x02, 0xee, 0, 0, 0, 0}, {0x02, 0xef, 0, 0, 0, 0}, {0x03, 0xee, 0, 0, 0, 0}}, perSeed)
 		want := tp.frameFatesAs(t, frames, describe)
 		mustXdpflow(t, tp.b, "daemon", "--once")
 		got := tp.frameFatesAs(t, frames, describe)
