@@ -250,17 +250,18 @@ func (r *Reader) read(dev string, ifindex int) (*Ruleset, error) {
 				Priority: ch.Priority, Policy: ch.Policy})
 		}
 	}
-	// Hook order: priority, then registration. Equal priorities run in
-	// the order the chains were registered, which handles approximate.
+	// Hook order: priority, then registration, latest first: a hook goes
+	// before those of its priority already on the list
+	// (nf_hook_entries_grow). Handles stand for registration order.
 	sort.SliceStable(rs.Base, func(i, j int) bool {
 		a, b := rs.Base[i], rs.Base[j]
 		if a.Priority != b.Priority {
 			return a.Priority < b.Priority
 		}
 		if a.tableH != b.tableH {
-			return a.tableH < b.tableH
+			return a.tableH > b.tableH
 		}
-		return a.handle < b.handle
+		return a.handle > b.handle
 	})
 	for i := range rules {
 		ru := &rules[i]

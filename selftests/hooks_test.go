@@ -321,3 +321,40 @@ func TestVLANTagOutsideFrame(t *testing.T) {
 		t.Fatalf("tags in the frame: %d of %d delivered", count(got, "c0"), len(frames))
 	}
 }
+
+// TestNftEqualPriorityOrder: two netdev base chains of one priority on a
+// device run in the order the kernel's hook list has them: a hook
+// registered later goes before those of its priority already there
+// (nf_hook_entries_grow). A fwd in one and a drop in the other show which
+// ran first; xdpflow must agree, whichever table and chain came first.
+func TestNftEqualPriorityOrder(t *testing.T) {
+	tp := newNftTopo(t)
+	frames, markers := udpFrames(tp.a0MAC, 9999, "XFPRIO", 20)
+	for k, order := range [][2]string{{"fwd", "drop"}, {"drop", "fwd"}, {"fwd", "drop"}, {"drop", "fwd"}} {
+		oneTable := k >= 2 // two chains of one table, or a chain in each of two tables
+		tp.b.MustExec(t, "nft", "flush", "ruleset")
+		for i, verdict := range order {
+			if verdict == "fwd" {
+				verdict = `fwd to "b2"`
+			}
+			table, chain := fmt.Sprintf("t%d", i), "c"
+			if oneTable {
+				table, chain = "t", fmt.Sprintf("c%d", i)
+			}
+			tp.b.MustExec(t, "nft", "add table netdev "+table)
+			tp.b.MustExec(t, "nft", fmt.Sprintf(`add chain netdev %s %s { type filter hook ingress device "b0" priority 0; policy accept; }`, table, chain))
+			tp.b.MustExec(t, "nft", fmt.Sprintf("add rule netdev %s %s udp dport 9999 counter %s", table, chain, verdict))
+		}
+		mustXdpflow(t, tp.b, "disable", "dev", "b0")
+		want := tp.fates(t, frames, markers)
+		mustXdpflow(t, tp.b, "enable", "dev", "b0")
+		mustXdpflow(t, tp.b, "daemon", "--once")
+		got := tp.fates(t, frames, markers)
+		t.Logf("%v (one table %v): nft alone %s", order, oneTable, want[0])
+		for i := range frames {
+			if got[i] != want[i] {
+				t.Fatalf("chains added %v: frame %d: nft alone %s, with xdpflow %s", order, i, want[i], got[i])
+			}
+		}
+	}
+}
