@@ -126,6 +126,18 @@ struct {
 	__type(value, __u32);
 } cache_gen SEC(".maps");
 
+/* The kernel may carry a frame's VLAN tag outside it, in the skb's
+ * metadata (a veth whose peer has TX VLAN offload on, a NIC stripping
+ * tags): TC and nft see the tag, this program would see an untagged
+ * frame. Where the driver says (the RX VLAN metadata kfunc, veth since
+ * 6.8), such a frame is left to the kernel. The kfunc is allowed in
+ * device-bound programs only, and the verifier checks every call, even an
+ * unreachable one: the loader sets xf_vlan_meta and loads device-bound,
+ * or replaces the call (loader/vlanmeta.go). */
+extern int bpf_xdp_metadata_rx_vlan_tag(const struct xdp_md *ctx, __be16 *vlan_proto,
+					__u16 *vlan_tci) __ksym __weak;
+volatile const __u32 xf_vlan_meta = 0;
+
 /* Redirect targets, keyed by ifindex. */
 struct {
 	__uint(type, BPF_MAP_TYPE_DEVMAP_HASH);
@@ -971,6 +983,15 @@ int xdpflow(struct xdp_md *ctx)
 
 	__builtin_memset(&padded, 0, sizeof(padded));
 	cnt = bpf_map_lookup_elem(&counters, &zero);
+	if (xf_vlan_meta) {
+		__be16 vlan_proto;
+		__u16 vlan_tci;
+
+		if (bpf_xdp_metadata_rx_vlan_tag(ctx, &vlan_proto, &vlan_tci) == 0) {
+			count(cnt, XF_CNT_UNPARSED);
+			return XDP_PASS;
+		}
+	}
 	if (parse(ctx, key, &l2_len) != PARSE_OK) {
 		count(cnt, XF_CNT_UNPARSED);
 		return XDP_PASS;

@@ -241,6 +241,7 @@ const (
 	XdpflowVarXfBtfVlanFlags  = "xf_btf_vlan_flags"
 	XdpflowVarXfCacheDisabled = "xf_cache_disabled"
 	XdpflowVarXfCacheSetBits  = "xf_cache_set_bits"
+	XdpflowVarXfVlanMeta      = "xf_vlan_meta"
 )
 
 // LoadXdpflow returns the embedded CollectionSpec for Xdpflow.
@@ -316,6 +317,7 @@ type XdpflowVariableSpecs struct {
 	XfBtfVlanFlags  *ebpf.VariableSpec `ebpf:"xf_btf_vlan_flags"`
 	XfCacheDisabled *ebpf.VariableSpec `ebpf:"xf_cache_disabled"`
 	XfCacheSetBits  *ebpf.VariableSpec `ebpf:"xf_cache_set_bits"`
+	XfVlanMeta      *ebpf.VariableSpec `ebpf:"xf_vlan_meta"`
 }
 
 // XdpflowObjects contains all objects after they have been loaded into the kernel.
@@ -378,6 +380,7 @@ type XdpflowVariables struct {
 	XfBtfVlanFlags  *ebpf.Variable `ebpf:"xf_btf_vlan_flags"`
 	XfCacheDisabled *ebpf.Variable `ebpf:"xf_cache_disabled"`
 	XfCacheSetBits  *ebpf.Variable `ebpf:"xf_cache_set_bits"`
+	XfVlanMeta      *ebpf.Variable `ebpf:"xf_vlan_meta"`
 }
 
 // XdpflowPrograms contains all programs after they have been loaded into the kernel.

@@ -151,6 +151,7 @@ func (f *KernelFilter) translate(dev string, options []byte, ifname func(int) (s
 	punt := func(err error, known []string) {
 		f.Err = err
 		r := base()
+		r.Handle = PuntHandle
 		if perr := ParseFlower(known, r); perr != nil {
 			// Even the known part does not parse: the punt covers the
 			// filter's whole pref and protocol.

@@ -72,6 +72,12 @@ func Mirror(dev string, filters []*KernelFilter, opt MirrorOptions) ([]*rule.Rul
 	return rules, statuses
 }
 
+// PuntHandle is the handle of every punt: a punt's text names its pref
+// and match, not its filter, so that filters whose punts match alike
+// (the readable part of one equal to another's match; the kernel holds
+// no two equal matches in a pref) share one rule instead of colliding.
+const PuntHandle = 0xFFFFFFFF
+
 // withKeepalive is f's rule with keepalive d. The copy is kept: the
 // daemon mirrors the same filters on every change of the device's, and
 // formatting the text of 10,000 rules took 20 ms of each.
@@ -122,6 +128,7 @@ func (f *KernelFilter) PuntRule() *rule.Rule {
 		return f.Punt
 	}
 	p := *f.Rule
+	p.Handle = PuntHandle
 	p.Actions = []rule.Action{{Kind: rule.ActPass}}
 	p.SkipHW, p.SkipSW = false, false
 	p.Text = Format(&p)

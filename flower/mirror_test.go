@@ -327,3 +327,30 @@ func countOffloaded(st []MirrorStatus) int {
 	}
 	return n
 }
+
+// TestPuntsOfEqualMatchShareOneRule: a filter xdpflow reads only part of
+// (a key it does not know) punts on what it reads, which may equal
+// another filter's match in the same pref; the kernel holds both. Their
+// punts are one rule, not two rules the table refuses as the same match.
+func TestPuntsOfEqualMatchShareOneRule(t *testing.T) {
+	known := testFilter(t, 4, 4, "protocol ip flower src_ip 198.18.1.5 action drop")
+	partial := &KernelFilter{Prio: 4, Handle: 5, Protocol: known.Protocol, Kind: "flower",
+		Err: fmt.Errorf("flower key enc_key_id: not supported")}
+	p := *known.Rule
+	p.Handle, p.Actions = PuntHandle, []rule.Action{{Kind: rule.ActPass}}
+	p.Text = Format(&p)
+	partial.Punt = &p
+	filters := []*KernelFilter{known, partial}
+	rules, st := Mirror("b0", filters, MirrorOptions{})
+	if len(rules) != 1 || rules[0].Actions[0].Kind != rule.ActPass {
+		t.Fatalf("rules %v, want one punt", rules)
+	}
+	for _, s := range st {
+		if s.Offloaded || !s.Punted {
+			t.Errorf("handle %d: offloaded %v punted %v (%s)", s.Filter.Handle, s.Offloaded, s.Punted, s.Reason)
+		}
+	}
+	if got := NewMirrorSet(filters, MirrorOptions{}).Rules(); len(got) != 1 || got[0].Text != rules[0].Text {
+		t.Errorf("MirrorSet rules %v, want Mirror's %v", got, rules)
+	}
+}

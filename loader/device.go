@@ -151,30 +151,50 @@ func Enable(p Paths, dev string, opts Options) (enabled bool, err error) {
 		return false, fmt.Errorf("enable %s: %w", dev, err)
 	}
 
-	spec, err := bpf.LoadXdpflow()
-	if err != nil {
-		return false, fmt.Errorf("enable %s: load program spec: %w", dev, err)
-	}
-	if err := maps.SizeSpec(spec, opts.CacheEntries); err != nil {
-		return false, fmt.Errorf("enable %s: %w", dev, err)
-	}
-	// Flows of narrow and of wide subtables (maps/flowstore.go): either
-	// may hold them all.
-	spec.Maps[bpf.XdpflowMapFlows].MaxEntries = opts.MaxFlows
-	spec.Maps[bpf.XdpflowMapFlowsNarrow].MaxEntries = opts.MaxFlows
-	for _, name := range []string{bpf.XdpflowMapRuleStats, bpf.XdpflowMapRuleSpecs} {
-		spec.Maps[name].MaxEntries = opts.MaxRules
-	}
-	// Action lists are shared by content: far fewer than rules. The array
-	// is preallocated, so it is not sized by the rule count.
-	spec.Maps[bpf.XdpflowMapActionSets].MaxEntries = min(opts.MaxRules, maxActionSets)
-	var objs bpf.XdpflowObjects
-	if err := spec.LoadAndAssign(&objs, nil); err != nil {
-		var ve *ebpf.VerifierError
-		if errors.As(err, &ve) {
-			return false, fmt.Errorf("enable %s: the kernel refused the program: %v", dev, ve)
+	load := func(spec *ebpf.CollectionSpec) (*bpf.XdpflowObjects, error) {
+		if err := maps.SizeSpec(spec, opts.CacheEntries); err != nil {
+			return nil, err
 		}
-		return false, fmt.Errorf("enable %s: load program: %w", dev, err)
+		// Flows of narrow and of wide subtables (maps/flowstore.go):
+		// either may hold them all.
+		spec.Maps[bpf.XdpflowMapFlows].MaxEntries = opts.MaxFlows
+		spec.Maps[bpf.XdpflowMapFlowsNarrow].MaxEntries = opts.MaxFlows
+		for _, name := range []string{bpf.XdpflowMapRuleStats, bpf.XdpflowMapRuleSpecs} {
+			spec.Maps[name].MaxEntries = opts.MaxRules
+		}
+		// Action lists are shared by content: far fewer than rules. The
+		// array is preallocated, so it is not sized by the rule count.
+		spec.Maps[bpf.XdpflowMapActionSets].MaxEntries = min(opts.MaxRules, maxActionSets)
+		var objs bpf.XdpflowObjects
+		if err := spec.LoadAndAssign(&objs, nil); err != nil {
+			var ve *ebpf.VerifierError
+			if errors.As(err, &ve) {
+				return nil, fmt.Errorf("the kernel refused the program: %v", ve)
+			}
+			return nil, fmt.Errorf("load program: %w", err)
+		}
+		return &objs, nil
+	}
+	var objs *bpf.XdpflowObjects
+	if l.Type() == "veth" && opts.Mode != ModeGeneric {
+		// A veth tells where a frame's VLAN tag is outside it (the RX
+		// VLAN metadata kfunc): a program bound to it leaves those
+		// frames to the kernel and runs the rest. Kernels without the
+		// kfunc, or without devmap redirects from device-bound programs,
+		// refuse it: then the plain program, and the device check
+		// (CheckVLANVisible) decides whether rules may run.
+		if spec, err := bpf.LoadSpecVLANMeta(ifindex); err == nil {
+			objs, _ = load(spec)
+		}
+	}
+	if objs == nil {
+		spec, err := bpf.LoadSpec()
+		if err != nil {
+			return false, fmt.Errorf("enable %s: load program spec: %w", dev, err)
+		}
+		if objs, err = load(spec); err != nil {
+			return false, fmt.Errorf("enable %s: %w", dev, err)
+		}
 	}
 	defer objs.Close()
 	if err := maps.Init(&objs.XdpflowMaps, opts.MaxSubtables, uint32(ifindex), uint32(flags)); err != nil {

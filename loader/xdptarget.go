@@ -9,10 +9,13 @@ import (
 	"sync"
 	"unsafe"
 
+	"github.com/cilium/ebpf"
 	"github.com/safchain/ethtool"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netlink/nl"
 	"github.com/vishvananda/netns"
+
+	"github.com/xdpflow/xdpflow/bpf"
 	"golang.org/x/sys/unix"
 )
 
@@ -354,6 +357,9 @@ func CheckVLANVisible(ifindex int) error {
 		return ""
 	}
 	if l.Type() == "veth" {
+		if readsVLANMeta(l) {
+			return nil // the program leaves frames tagged outside them to the kernel
+		}
 		peer, err := vethPeer(l)
 		if err != nil {
 			return err
@@ -378,4 +384,26 @@ func CheckVLANVisible(ifindex int) error {
 			"(ethtool -K %s rxvlan off rx-vlan-stag-hw-parse off)", name, f, name)
 	}
 	return nil
+}
+
+// ReadsVLANMeta says whether ifindex's XDP program is xdpflow's
+// device-bound one, which leaves frames whose VLAN tag the driver holds
+// outside them to the kernel (bpf.LoadSpecVLANMeta).
+func ReadsVLANMeta(ifindex int) bool {
+	l, err := netlink.LinkByIndex(ifindex)
+	return err == nil && readsVLANMeta(l)
+}
+
+func readsVLANMeta(l netlink.Link) bool {
+	x := l.Attrs().Xdp
+	if x == nil || !x.Attached {
+		return false
+	}
+	p, err := ebpf.NewProgramFromID(ebpf.ProgramID(x.ProgId))
+	if err != nil {
+		return false
+	}
+	defer p.Close()
+	info, err := p.Info()
+	return err == nil && info.Name == bpf.VLANMetaProgramName
 }

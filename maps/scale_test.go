@@ -23,7 +23,7 @@ import (
 func scaleTable(b *testing.B, flows, rules uint32, parse maps.ParseFunc) (*bpf.XdpflowObjects, *maps.Table) {
 	b.Helper()
 	testutil.RequireRoot(b)
-	spec, err := bpf.LoadXdpflow()
+	spec, err := bpf.LoadSpec()
 	if err != nil {
 		b.Fatal(err)
 	}

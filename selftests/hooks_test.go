@@ -9,6 +9,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
 
 	"github.com/xdpflow/xdpflow/internal/testutil"
 )
@@ -272,10 +273,13 @@ func tcxVLANPusher(t *testing.T, ns *testutil.Netns, dev string, vid int32) {
 // TestVLANTagOutsideFrame: frames a0 sends tagged, with a0's TX VLAN
 // offload on, reach b0's XDP untagged, the tag in the skb's metadata;
 // nft sees it (`ether type ip` does not match a tagged frame). XDP must
-// not decide for frames whose tag it cannot see: every rule of b0 is
-// punted, naming `ethtool -K a0 txvlan off`, and the frames meet the
-// kernel's fate. With the offload off the tag is in the frame and the
-// rule runs in XDP again.
+// not decide for frames whose tag it cannot see. In native mode on a
+// kernel with the RX VLAN metadata kfunc and devmap redirects from
+// device-bound programs (6.16+), the program reads where the tag is and
+// leaves those frames to the kernel, the rule staying in XDP; otherwise
+// (generic mode here) every rule of b0 is punted, naming `ethtool -K a0
+// txvlan off`. Either way the frames meet the kernel's fate; with the
+// offload off the tag is in the frame and the rule runs in XDP.
 func TestVLANTagOutsideFrame(t *testing.T) {
 	tp := newNftTopo(t)
 	const ruleset = `table netdev xf {
@@ -292,26 +296,58 @@ func TestVLANTagOutsideFrame(t *testing.T) {
 
 	mustXdpflow(t, tp.b, "disable", "dev", "b0")
 	want := tp.fates(t, frames, markers)
-	mustXdpflow(t, tp.b, "enable", "dev", "b0")
 	if count(want, "c0") != len(frames) {
 		t.Fatalf("nft alone delivered %d of %d frames tagged outside the frame, want all (ether type is 8100)", count(want, "c0"), len(frames))
 	}
-	mustXdpflow(t, tp.b, "daemon", "--once")
-	f := fwdFlow(t, tp)
-	if f.Offloaded || !strings.Contains(f.Reason, "ethtool -K a0 txvlan off") {
-		t.Fatalf("with a0's TX VLAN offload on: offloaded=%v reason %q, want punted naming the fix", f.Offloaded, f.Reason)
+	var st []struct {
+		VLANMeta bool              `json:"vlan_meta"`
+		Counters map[string]uint64 `json:"counters"`
 	}
-	if h := statusHook(t, tp.b, "b0", "VLAN tags outside the frame"); h == nil || !strings.Contains(h.Xdpflow, "punted") {
-		t.Fatalf("status does not say the device's rules are punted for VLAN offload: %+v", h)
-	}
-	got := tp.fates(t, frames, markers)
-	for i := range frames {
-		if got[i] != want[i] {
-			t.Fatalf("frame %d: nft alone %s, with xdpflow %s", i, want[i], got[i])
+	status := func() {
+		t.Helper()
+		out := mustXdpflow(t, tp.b, "-j", "status")
+		st = nil
+		if err := jsonUnmarshal(out, &st); err != nil || len(st) != 1 {
+			t.Fatalf("status: %v: %s", err, out)
 		}
+	}
+	for _, mode := range []string{"native", "generic"} {
+		mustXdpflow(t, tp.b, "enable", "dev", "b0", "mode", mode)
+		mustXdpflow(t, tp.b, "daemon", "--once")
+		status()
+		f := fwdFlow(t, tp)
+		switch {
+		case st[0].VLANMeta:
+			if !f.Offloaded {
+				t.Fatalf("%s, the program reading VLAN metadata: the rule is not offloaded: %s", mode, f.Reason)
+			}
+		case mode == "native" && kernelAtLeast(t, 6, 16):
+			t.Fatalf("native mode on a 6.16+ kernel: the program does not read VLAN metadata")
+		default:
+			if f.Offloaded || !strings.Contains(f.Reason, "ethtool -K a0 txvlan off") {
+				t.Fatalf("%s, with a0's TX VLAN offload on: offloaded=%v reason %q, want punted naming the fix", mode, f.Offloaded, f.Reason)
+			}
+			if h := statusHook(t, tp.b, "b0", "VLAN tags outside the frame"); h == nil || !strings.Contains(h.Xdpflow, "punted") {
+				t.Fatalf("%s: status does not say the device's rules are punted for VLAN offload: %+v", mode, h)
+			}
+		}
+		unparsed := st[0].Counters["unparsed"]
+		got := tp.fates(t, frames, markers)
+		for i := range frames {
+			if got[i] != want[i] {
+				t.Fatalf("%s: frame %d: nft alone %s, with xdpflow %s", mode, i, want[i], got[i])
+			}
+		}
+		status()
+		if st[0].VLANMeta && st[0].Counters["unparsed"]-unparsed < uint64(len(frames)) {
+			t.Errorf("%s: %d frames tagged outside the frame, %d counted unparsed", mode, len(frames), st[0].Counters["unparsed"]-unparsed)
+		}
+		t.Logf("%s: program reads VLAN metadata: %v", mode, st[0].VLANMeta)
+		mustXdpflow(t, tp.b, "disable", "dev", "b0")
 	}
 
 	// The tag in the frame: the rule runs in XDP, and does not match it.
+	mustXdpflow(t, tp.b, "enable", "dev", "b0", "mode", "generic")
 	tp.a.MustExec(t, "ethtool", "-K", "a0", "txvlan", "off")
 	mustXdpflow(t, tp.b, "daemon", "--once")
 	if f := fwdFlow(t, tp); !f.Offloaded {
@@ -320,6 +356,20 @@ func TestVLANTagOutsideFrame(t *testing.T) {
 	if got := tp.fates(t, frames, markers); count(got, "c0") != len(frames) {
 		t.Fatalf("tags in the frame: %d of %d delivered", count(got, "c0"), len(frames))
 	}
+}
+
+// kernelAtLeast says whether the running kernel is major.minor or later.
+func kernelAtLeast(t *testing.T, major, minor int) bool {
+	t.Helper()
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		t.Fatal(err)
+	}
+	var a, b int
+	if _, err := fmt.Sscanf(unix.ByteSliceToString(u.Release[:]), "%d.%d", &a, &b); err != nil {
+		t.Fatalf("kernel release %q: %v", u.Release, err)
+	}
+	return a > major || (a == major && b >= minor)
 }
 
 // TestNftEqualPriorityOrder: two netdev base chains of one priority on a

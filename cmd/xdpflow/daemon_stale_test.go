@@ -106,7 +106,7 @@ func TestReadFailurePunts(t *testing.T) {
 			t.Fatalf("sync with tc unreadable: %v, want the read's error", err)
 		}
 		tc, _ := sources()
-		if len(tc) != 1 || !strings.Contains(tc[0], "protocol all pref 1 handle 4294967295 ") || !strings.HasSuffix(tc[0], "action pass") {
+		if len(tc) != 1 || !strings.Contains(tc[0], "protocol all pref 1 handle 4294967294 ") || !strings.HasSuffix(tc[0], "action pass") {
 			t.Fatalf("tc unreadable: TC rules %q, want one punt of every packet at pref 1", tc)
 		}
 		if h := held(); !strings.Contains(h, "tc: every packet goes to the kernel") {

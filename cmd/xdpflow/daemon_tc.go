@@ -329,15 +329,15 @@ const ingressQdiscParent = 0xFFFF0000
 // puntEverything is a TC rule before any other that sends every packet
 // on to the kernel: what stands for TC's filters while they are unknown.
 func puntEverything(dev string) *rule.Rule {
-	r := &rule.Rule{Source: rule.SourceTC, Dev: dev, Prio: 1, Handle: puntHandle, Protocol: rule.EthPAll,
+	r := &rule.Rule{Source: rule.SourceTC, Dev: dev, Prio: 1, Handle: unreadableHandle, Protocol: rule.EthPAll,
 		Actions: []rule.Action{{Kind: rule.ActPass}}}
 	r.Text = flower.Format(r)
 	return r
 }
 
-// puntHandle is the handle of the punts that stand for all of a device's
-// TC filters (puntEverything, puntAllFrom).
-const puntHandle = 0xFFFFFFFF
+// unreadableHandle is puntEverything's handle: no punt of a filter's
+// (flower.PuntHandle), so that status can tell it.
+const unreadableHandle = flower.PuntHandle - 1
 
 // puntAllFrom is one rule sending every packet on to TC from the lowest
 // pref of filters on: what stands in for filters the table cannot take.
@@ -349,7 +349,7 @@ func puntAllFrom(dev string, filters []*flower.KernelFilter) []*rule.Rule {
 	for _, f := range filters {
 		prio = min(prio, f.Prio)
 	}
-	r := &rule.Rule{Source: rule.SourceTC, Dev: dev, Prio: prio, Handle: puntHandle, Protocol: rule.EthPAll,
+	r := &rule.Rule{Source: rule.SourceTC, Dev: dev, Prio: prio, Handle: flower.PuntHandle, Protocol: rule.EthPAll,
 		Actions: []rule.Action{{Kind: rule.ActPass}}}
 	r.Text = flower.Format(r)
 	return []*rule.Rule{r}

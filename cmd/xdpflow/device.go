@@ -210,6 +210,9 @@ type deviceStatus struct {
 	// Hooks: what else runs on the device's ingress and its redirect
 	// targets' egress, and what xdpflow does about each.
 	Hooks []hookStatus `json:"hooks"`
+	// VLANMeta: the program reads where the driver holds a frame's VLAN
+	// tag, and leaves frames tagged outside them to the kernel.
+	VLANMeta bool `json:"vlan_meta"`
 	// Held: why rules the kernel holds are not in XDP now, device-wide.
 	Held []string `json:"held"`
 }
@@ -274,6 +277,7 @@ func cmdStatus(g globals, args []string) error {
 			ds.Counters[name] = cnt[i]
 		}
 		ds.Hooks, ds.Held = deviceHooks(s)
+		ds.VLANMeta = loader.ReadsVLANMeta(s.dev.Ifindex)
 		if ds.Hooks == nil {
 			ds.Hooks = []hookStatus{}
 		}
@@ -307,6 +311,9 @@ func cmdStatus(g globals, args []string) error {
 		key += fmt.Sprintf(": %d entries per CPU", d.CacheEntries)
 		fmt.Printf("  flow cache hits %d (keyed by %s)  subtable lookups %d\n", c["cache_hits"], key, c["subtable_lookups"])
 		fmt.Printf("  pins %s\n", d.Pins)
+		if d.VLANMeta {
+			fmt.Printf("  VLAN tags outside the frame: read from the driver; such frames go to the kernel (counted unparsed)\n")
+		}
 		for _, h := range d.Held {
 			fmt.Printf("  HELD: %s\n", h)
 		}

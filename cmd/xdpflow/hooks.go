@@ -30,7 +30,7 @@ func deviceHooks(s *session) (out []hookStatus, held []string) {
 	}
 	ingress := s.dev.Ifindex
 	for _, in := range s.table.Rules() {
-		if r := in.Rule; r.Source == rule.SourceTC && r.Handle == puntHandle && r.Prio == 1 && len(r.Keys) == 0 {
+		if r := in.Rule; r.Source == rule.SourceTC && r.Handle == unreadableHandle && r.Prio == 1 && len(r.Keys) == 0 {
 			held = append(held, "tc: every packet goes to the kernel: the daemon could not read or install TC's filters (see its log); it tries again every second")
 		}
 	}

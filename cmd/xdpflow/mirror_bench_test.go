@@ -17,7 +17,7 @@ import (
 // notification is read (syncTCChanges), timed in its two parts, the
 // mirror's change (flower.MirrorSet) and the table's (UpdateSource).
 func BenchmarkMirrorChange10K(b *testing.B) {
-	spec, err := bpf.LoadXdpflow()
+	spec, err := bpf.LoadSpec()
 	if err != nil {
 		b.Fatal(err)
 	}
