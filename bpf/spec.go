@@ -31,7 +31,10 @@ func LoadSpec() (*ebpf.CollectionSpec, error) {
 	replaced := 0
 	for i, ins := range prog.Instructions {
 		if ins.IsKfuncCall() && ins.Reference() == vlanTagKfunc {
-			prog.Instructions[i] = asm.Mov.Imm(asm.R0, -int32(unix.EOPNOTSUPP)).WithMetadata(ins.Metadata)
+			// Without the call's kfunc metadata, which cilium/ebpf
+			// would try to resolve on a mov.
+			prog.Instructions[i] = asm.Mov.Imm(asm.R0, -int32(unix.EOPNOTSUPP)).
+				WithSymbol(ins.Symbol()).WithSource(ins.Source())
 			replaced++
 		}
 	}
