@@ -5,6 +5,7 @@ import (
 	"net"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
@@ -225,6 +226,22 @@ func TestIngressHooksNotRead(t *testing.T) {
 	c.punted("tcx ingress", "tcx ingress program", "ingress: tcx ingress program", 0)
 	detach()
 	c.offloaded("tcx ingress removed")
+
+	// A running daemon follows: a tcx attachment sends no notification,
+	// so it is found by the checks it repeats every second.
+	d := startDaemon(t, tp.b)
+	d.logOnFailure(t)
+	waitFor(t, 10*time.Second, "the running daemon offloading the fwd", func() jsonFlow { return fwdFlow(t, tp) },
+		func(f jsonFlow) bool { return f.Offloaded })
+	detach = tcxDropper(t, tp.b, "b0", ebpf.AttachTCXIngress)
+	waitFor(t, 10*time.Second, "the running daemon punting the fwd after a tcx attach", func() jsonFlow { return fwdFlow(t, tp) },
+		func(f jsonFlow) bool { return !f.Offloaded && strings.Contains(f.Reason, "tcx ingress program") })
+	if got := tp.fates(t, c.frames, c.markers); count(got, "drop") != len(c.frames) {
+		t.Fatalf("tcx ingress dropper with a running daemon: %d of %d frames dropped", count(got, "drop"), len(c.frames))
+	}
+	detach()
+	waitFor(t, 10*time.Second, "the running daemon offloading the fwd again", func() jsonFlow { return fwdFlow(t, tp) },
+		func(f jsonFlow) bool { return f.Offloaded })
 }
 
 type jsonHook struct {
