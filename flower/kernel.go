@@ -156,6 +156,7 @@ func (f *KernelFilter) translate(dev string, options []byte, ifname func(int) (s
 			// Even the known part does not parse: the punt covers the
 			// filter's whole pref and protocol.
 			r = base()
+			r.Handle = PuntHandle
 		}
 		r.Actions = []rule.Action{{Kind: rule.ActPass}}
 		r.Text = Format(r)

@@ -52,6 +52,18 @@ func EgressHooks(ifindex int) ([]Hook, error) {
 			clsact = true
 		case kind == "ingress":
 		case slices.Contains(fifoQdiscs, kind):
+			// A FIFO decides nothing, but some (fq_codel) take filters,
+			// which may drop.
+			if h := q.Attrs().Handle; h != 0 {
+				filters, err := netlink.FilterList(l, h)
+				if err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.EOPNOTSUPP) && !errors.Is(err, unix.ENOENT) {
+					return nil, fmt.Errorf("%s: list filters of qdisc %s: %w", name, netlink.HandleStr(h), err)
+				}
+				for _, f := range filters {
+					hooks = append(hooks, Hook{name, fmt.Sprintf("filter pref %d %s on qdisc %s (handle %s)",
+						f.Attrs().Priority, f.Type(), kind, netlink.HandleStr(h))})
+				}
+			}
 		default:
 			hooks = append(hooks, Hook{name, fmt.Sprintf("qdisc %s (handle %s)", kind, netlink.HandleStr(q.Attrs().Handle))})
 		}

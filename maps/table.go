@@ -92,6 +92,9 @@ type ParseFunc func(text string) (*rule.Rule, error)
 type Table struct {
 	m    *bpf.XdpflowMaps
 	meta metaRecord
+	// unsettled: a live change's cleanup failed, and so did its repair
+	// (ErrUnsettled); the next write repairs first.
+	unsettled bool
 	// listGen is the live subtable list's generation.
 	listGen uint32
 

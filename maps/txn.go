@@ -74,6 +74,7 @@ func (t *Table) Apply(ch Change) ([]RuleID, error) {
 				t.hold(live.freed)
 			}
 			if rerr != nil {
+				t.unsettled = true
 				return ids, fmt.Errorf("%w: %v, and repairing failed: %v (the next change or process repairs it)",
 					ErrUnsettled, live.err, rerr)
 			}
@@ -199,6 +200,15 @@ func (in *Installed) key() textKey { return textKey{in.Rule.Source, in.Rule.Text
 // prepareWrite frees what is held and no longer needs to be. Slots another
 // process left held are unknown here: wait a grace period for all of them.
 func (t *Table) prepareWrite() error {
+	if t.unsettled {
+		// The last change is live but its cleanup failed: finish it
+		// before anything else is written.
+		t.unsettled = false
+		if err := t.repair(nil); err != nil {
+			t.unsettled = true
+			return fmt.Errorf("%w: %v", ErrUnsettled, err)
+		}
+	}
 	if t.foreignHeld {
 		return t.Sync()
 	}

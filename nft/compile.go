@@ -63,6 +63,19 @@ func Compile(rs *Ruleset, lim Limits) ([]*rule.Rule, []*Status) {
 			}
 			break
 		}
+		if other := rs.tieAcrossTables(c); other != nil {
+			// The kernel runs the one registered last first; across
+			// tables the handles do not tell which that is.
+			reason := fmt.Sprintf("punted: base chains %s/%s and %s/%s have priority %d, and the kernel's order between chains of different tables is not visible",
+				c.Table, c.Name, other.Table, other.Name, c.Priority)
+			flat = append(flat, flatRule{name: chainName(c) + "/order", pass: true, reason: reason})
+			for _, later := range rs.Base[i:] {
+				for _, r := range later.Rules {
+					flat = append(flat, flatRule{name: fmt.Sprintf("%s/%d", chainName(later), r.Handle), skip: reason})
+				}
+			}
+			break
+		}
 		if in := rs.inetBefore(c); in != nil {
 			// Its rules are not read: from here on every packet goes to
 			// the kernel, which runs that chain and these in hook order.
@@ -85,6 +98,17 @@ func Compile(rs *Ruleset, lim Limits) ([]*rule.Rule, []*Status) {
 		}
 	}
 	return assemble(flat, rs, lim)
+}
+
+// tieAcrossTables is a base chain of another table with c's priority, or
+// nil.
+func (rs *Ruleset) tieAcrossTables(c *Chain) *Chain {
+	for _, o := range rs.Base {
+		if o.Priority == c.Priority && o.Table != c.Table {
+			return o
+		}
+	}
+	return nil
 }
 
 // inetBefore is an inet ingress chain that runs before the netdev base
@@ -191,7 +215,7 @@ func (f *flattener) verdict(c *Chain, r flatRule, depth int) []flatRule {
 	case vDrop:
 		return []flatRule{r}
 	case vFwd:
-		if chains := f.rs.egress[ifName(r.verdict.ifindex)]; len(chains) > 0 {
+		if chains := f.rs.EgressChains(ifName(r.verdict.ifindex)); len(chains) > 0 {
 			r.pass, r.reason = true, fmt.Sprintf("punted: fwd to %s: netdev egress chain %s runs on its way out, which XDP would skip",
 				ifName(r.verdict.ifindex), strings.Join(chains, ", "))
 			return []flatRule{r}

@@ -3,6 +3,8 @@ package nft
 import (
 	"encoding/binary"
 	"fmt"
+	"slices"
+	"strings"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
@@ -26,6 +28,7 @@ const (
 	nftaTableHandle     = 4 // NFTA_TABLE_HANDLE
 	nftaHookDevs        = 4 // NFTA_HOOK_DEVS: nested NFTA_DEVICE_NAME
 	nftaDeviceName      = 1
+	nftaDevicePrefix    = 2 // NFTA_DEVICE_PREFIX (6.16): a wildcard's prefix
 	nftaFwdSregDev      = 1
 	nftaFwdSregAddr     = 2
 	nftTableFlagDormant = 0x1
@@ -58,7 +61,10 @@ type chainInfo struct {
 	Priority int32
 	Policy   uint32 // NF_DROP or NF_ACCEPT
 	Devices  []string
-	Type     string
+	// DevicePrefixes: the devices given by a wildcard ("eth*": Linux
+	// 6.16's NFTA_DEVICE_PREFIX), without the star.
+	DevicePrefixes []string
+	Type           string
 }
 
 type exprInfo struct {
@@ -180,55 +186,80 @@ func readChains(c *netlink.Conn, family byte) ([]chainInfo, error) {
 	}
 	var out []chainInfo
 	for _, m := range msgs {
-		ad, err := decoder(m)
+		ch, err := decodeChain(m)
 		if err != nil {
 			return nil, err
-		}
-		ch := chainInfo{Policy: nfAccept}
-		for ad.Next() {
-			switch ad.Type() {
-			case unix.NFTA_CHAIN_TABLE:
-				ch.Table = ad.String()
-			case unix.NFTA_CHAIN_NAME:
-				ch.Name = ad.String()
-			case unix.NFTA_CHAIN_HANDLE:
-				ch.Handle = ad.Uint64()
-			case unix.NFTA_CHAIN_POLICY:
-				ch.Policy = ad.Uint32()
-			case unix.NFTA_CHAIN_TYPE:
-				ch.Type = ad.String()
-			case unix.NFTA_CHAIN_HOOK:
-				ch.Base = true
-				ad.Nested(func(hd *netlink.AttributeDecoder) error {
-					for hd.Next() {
-						switch hd.Type() {
-						case unix.NFTA_HOOK_HOOKNUM:
-							ch.Hook = hd.Uint32()
-						case unix.NFTA_HOOK_PRIORITY:
-							ch.Priority = int32(hd.Uint32())
-						case unix.NFTA_HOOK_DEV:
-							ch.Devices = append(ch.Devices, hd.String())
-						case nftaHookDevs:
-							hd.Nested(func(dd *netlink.AttributeDecoder) error {
-								for dd.Next() {
-									if dd.Type() == nftaDeviceName {
-										ch.Devices = append(ch.Devices, dd.String())
-									}
-								}
-								return nil
-							})
-						}
-					}
-					return nil
-				})
-			}
-		}
-		if err := ad.Err(); err != nil {
-			return nil, fmt.Errorf("decode chain: %w", err)
 		}
 		out = append(out, ch)
 	}
 	return out, nil
+}
+
+// decodeChain decodes one chain of a dump.
+func decodeChain(m netlink.Message) (chainInfo, error) {
+	ad, err := decoder(m)
+	if err != nil {
+		return chainInfo{}, err
+	}
+	ch := chainInfo{Policy: nfAccept}
+	for ad.Next() {
+		switch ad.Type() {
+		case unix.NFTA_CHAIN_TABLE:
+			ch.Table = ad.String()
+		case unix.NFTA_CHAIN_NAME:
+			ch.Name = ad.String()
+		case unix.NFTA_CHAIN_HANDLE:
+			ch.Handle = ad.Uint64()
+		case unix.NFTA_CHAIN_POLICY:
+			ch.Policy = ad.Uint32()
+		case unix.NFTA_CHAIN_TYPE:
+			ch.Type = ad.String()
+		case unix.NFTA_CHAIN_HOOK:
+			ch.Base = true
+			ad.Nested(func(hd *netlink.AttributeDecoder) error {
+				for hd.Next() {
+					switch hd.Type() {
+					case unix.NFTA_HOOK_HOOKNUM:
+						ch.Hook = hd.Uint32()
+					case unix.NFTA_HOOK_PRIORITY:
+						ch.Priority = int32(hd.Uint32())
+					case unix.NFTA_HOOK_DEV:
+						ch.Devices = append(ch.Devices, hd.String())
+					case nftaHookDevs:
+						hd.Nested(func(dd *netlink.AttributeDecoder) error {
+							for dd.Next() {
+								switch dd.Type() {
+								case nftaDeviceName:
+									ch.Devices = append(ch.Devices, dd.String())
+								case nftaDevicePrefix:
+									ch.DevicePrefixes = append(ch.DevicePrefixes, dd.String())
+								}
+							}
+							return nil
+						})
+					}
+				}
+				return nil
+			})
+		}
+	}
+	if err := ad.Err(); err != nil {
+		return chainInfo{}, fmt.Errorf("decode chain: %w", err)
+	}
+	return ch, nil
+}
+
+// hooks says whether the chain is hooked on dev, by name or wildcard.
+func (ch *chainInfo) hooks(dev string) bool {
+	if slices.Contains(ch.Devices, dev) {
+		return true
+	}
+	for _, p := range ch.DevicePrefixes {
+		if strings.HasPrefix(dev, p) {
+			return true
+		}
+	}
+	return false
 }
 
 func readRules(c *netlink.Conn, family byte) ([]ruleInfo, error) {

@@ -3,7 +3,6 @@ package nft
 import (
 	"errors"
 	"fmt"
-	"slices"
 	"sort"
 
 	"github.com/google/nftables"
@@ -25,10 +24,10 @@ type Ruleset struct {
 	// Blocked, when set, is why no rule of the device may run in XDP (a
 	// hook that runs before nft's, say): every one is punted with it.
 	Blocked error
-	// egress: the netdev egress base chains by device, "table/chain".
-	// nft's fwd goes through dev_queue_xmit, which runs them; an XDP
-	// redirect does not.
-	egress map[string][]string
+	// egress: the netdev egress base chains of active tables. nft's fwd
+	// goes through dev_queue_xmit, which runs them; an XDP redirect does
+	// not.
+	egress []chainInfo
 	// inetIngress: the inet family's ingress base chains on Dev (kernel
 	// 5.10+), which the kernel runs on the same hook as the netdev
 	// chains, ordered among them by priority.
@@ -224,20 +223,12 @@ func (r *Reader) read(dev string, ifindex int) (*Ruleset, error) {
 		c := &Chain{Table: ch.Table, Name: ch.Name, Base: ch.Base, Priority: ch.Priority, Policy: ch.Policy,
 			handle: ch.Handle, tableH: th}
 		rs.chains[ch.Table+"/"+ch.Name] = c
-		if ch.Base && ch.Hook == hookIngress && ch.Type == "filter" && slices.Contains(ch.Devices, dev) {
+		if ch.Base && ch.Hook == hookIngress && ch.Type == "filter" && ch.hooks(dev) {
 			rs.Base = append(rs.Base, c)
 			used[ch.Table] = true
 		}
 		if ch.Base && ch.Hook == hookEgress {
-			if rs.egress == nil {
-				rs.egress = map[string][]string{}
-			}
-			name := ch.Table + "/" + ch.Name
-			for _, d := range ch.Devices {
-				if !slices.Contains(rs.egress[d], name) { // a device may be listed twice (NFTA_HOOK_DEV and _DEVS)
-					rs.egress[d] = append(rs.egress[d], name)
-				}
-			}
+			rs.egress = append(rs.egress, ch)
 		}
 	}
 	inetActive := map[string]bool{}
@@ -245,14 +236,16 @@ func (r *Reader) read(dev string, ifindex int) (*Ruleset, error) {
 		inetActive[t.Name] = t.Flags&nftTableFlagDormant == 0
 	}
 	for _, ch := range r.inetChains {
-		if inetActive[ch.Table] && ch.Base && ch.Hook == inetHookIngress && slices.Contains(ch.Devices, dev) {
+		if inetActive[ch.Table] && ch.Base && ch.Hook == inetHookIngress && ch.hooks(dev) {
 			rs.inetIngress = append(rs.inetIngress, &Chain{Table: ch.Table, Name: ch.Name, Base: true,
 				Priority: ch.Priority, Policy: ch.Policy})
 		}
 	}
 	// Hook order: priority, then registration, latest first: a hook goes
 	// before those of its priority already on the list
-	// (nf_hook_entries_grow). Handles stand for registration order.
+	// (nf_hook_entries_grow). Within a table, chain handles stand for
+	// registration order; across tables nothing does, and Compile punts
+	// from such a tie on (tieAcrossTables).
 	sort.SliceStable(rs.Base, func(i, j int) bool {
 		a, b := rs.Base[i], rs.Base[j]
 		if a.Priority != b.Priority {
@@ -298,4 +291,12 @@ func (rs *Ruleset) InetIngress() []ChainRef {
 }
 
 // EgressChains lists the netdev egress chains on dev, "table/chain".
-func (rs *Ruleset) EgressChains(dev string) []string { return rs.egress[dev] }
+func (rs *Ruleset) EgressChains(dev string) []string {
+	var out []string
+	for i := range rs.egress {
+		if ch := &rs.egress[i]; ch.hooks(dev) {
+			out = append(out, ch.Table+"/"+ch.Name)
+		}
+	}
+	return out
+}

@@ -433,19 +433,22 @@ func (d *daemon) syncNFT(dev, why string) error {
 	start := time.Now()
 	return d.withTable(dev, func(o *openTable) error {
 		var err error
+		var rs *nft.Ruleset
 		if d.reader == nil {
-			if d.reader, err = nft.NewReader(); err != nil {
-				return err
-			}
+			d.reader, err = nft.NewReader()
 		}
-		rs, err := d.reader.Read(dev, o.dev.Ifindex)
+		if err == nil {
+			rs, err = d.reader.Read(dev, o.dev.Ifindex)
+		}
 		if err == nil && d.failRead != nil {
 			err = d.failRead("nft")
 		}
 		if err != nil {
 			// A socket in a bad state (overrun mid-dump): a fresh one, once.
-			d.reader.Close()
-			d.reader = nil
+			if d.reader != nil {
+				d.reader.Close()
+				d.reader = nil
+			}
 			if d.reader, err = nft.NewReader(); err == nil {
 				rs, err = d.reader.Read(dev, o.dev.Ifindex)
 			}
@@ -522,6 +525,9 @@ type fwdCache struct {
 	// device: why no rule of an enabled device may run in XDP
 	// (checkDevice), by ifindex.
 	device map[int]error
+	// base: for questions asked outside d.mu, the cache they came from;
+	// answers for one the daemon has since replaced are dropped.
+	base *fwdCache
 }
 
 type fwdTarget struct {

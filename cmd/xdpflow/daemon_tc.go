@@ -39,19 +39,22 @@ func (d *daemon) syncTC(dev, why string) error {
 		// and the next notification dumps again.
 		delete(d.tcMirror, o.dev.Ifindex)
 		var err error
+		var filters []*flower.KernelFilter
 		if d.tcReader == nil {
-			if d.tcReader, err = flower.NewReader(); err != nil {
-				return err
-			}
+			d.tcReader, err = flower.NewReader()
 		}
-		filters, err := d.tcReader.Filters(dev, o.dev.Ifindex)
+		if err == nil {
+			filters, err = d.tcReader.Filters(dev, o.dev.Ifindex)
+		}
 		if err == nil && d.failRead != nil {
 			err = d.failRead("tc")
 		}
 		if err != nil {
 			// A socket in a bad state: a fresh one, once.
-			d.tcReader.Close()
-			d.tcReader = nil
+			if d.tcReader != nil {
+				d.tcReader.Close()
+				d.tcReader = nil
+			}
 			if d.tcReader, err = flower.NewReader(); err == nil {
 				filters, err = d.tcReader.Filters(dev, o.dev.Ifindex)
 			}
@@ -153,6 +156,12 @@ func (d *daemon) syncTCChanges(dev string, ifindex int, changes []tcChange) erro
 			return d.installMirror(o, dev, why, m, start)
 		}
 		added, removed, err := o.table.UpdateSource(rule.SourceTC, add, remove)
+		if errors.Is(err, maps.ErrUnsettled) {
+			// Live, its cleanup not: the table repairs first at its next
+			// write, which the retry makes.
+			d.retryLater(dev)
+			return fmt.Errorf("tc: %w", err)
+		}
 		if err != nil {
 			// Nothing changed; the whole set fails the same way and
 			// leaves a punt-all standing in for it.
@@ -196,6 +205,7 @@ func (d *daemon) recheckForwards(why string) {
 		return
 	}
 	q := d.fwd.questions()
+	q.base = d.fwd
 	d.mu.Unlock()
 	d.takeForwards(q, why)
 }
@@ -214,6 +224,7 @@ func (d *daemon) warmForwards() {
 		q.target[fwdTarget{ifindex, false}] = nil
 		q.device[ifindex] = nil
 	}
+	q.base = d.fwd
 	d.mu.Unlock()
 	d.takeForwards(q, "warm")
 }
@@ -225,6 +236,10 @@ func (d *daemon) takeForwards(q *fwdCache, why string) {
 	q.ask()
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if q.base != nil && q.base != d.fwd {
+		// A sync started afresh meanwhile: its answers are newer.
+		return
+	}
 	if d.fwd == nil {
 		d.fwd = newFwdCache()
 	}
@@ -297,6 +312,11 @@ func changeOf(m netlink.Message, dev string, names func(int) (string, error)) (c
 		return nil, false
 	}
 	return &tcChange{deleted: m.Header.Type == unix.RTM_DELTFILTER, filter: f}, true
+}
+
+// ingressParent says whether a filter's parent is a device's ingress.
+func ingressParent(parent uint32) bool {
+	return parent == flower.IngressParent || parent == ingressQdiscParent
 }
 
 // tcmIfindexMagicBlock is TCM_IFINDEX_MAGIC_BLOCK: a filter notification
@@ -423,7 +443,11 @@ func (b *tcBatch) add(msgs []netlink.Message) {
 		ifindex := int(int32(binary.NativeEndian.Uint32(m.Data[4:])))
 		switch m.Header.Type {
 		case unix.RTM_NEWTFILTER, unix.RTM_DELTFILTER, unix.RTM_NEWQDISC, unix.RTM_DELQDISC:
-			if d.fwd != nil && d.fwd.isTarget(ifindex) {
+			// A redirect target's egress path: its qdiscs, and filters
+			// anywhere but its ingress (Open vSwitch's ports are
+			// targets, and their ingress filters change all the time).
+			isFilter := m.Header.Type == unix.RTM_NEWTFILTER || m.Header.Type == unix.RTM_DELTFILTER
+			if d.fwd != nil && d.fwd.isTarget(ifindex) && !(isFilter && len(m.Data) >= 16 && ingressParent(binary.NativeEndian.Uint32(m.Data[12:]))) {
 				b.egressEv = true
 			}
 		}

@@ -330,9 +330,10 @@ func tcShown(s *session, withStats bool) ([]flower.Shown, error) {
 		f := st.Filter
 		sh := flower.Shown{Rule: f.Rule, Reason: st.Reason}
 		if f.Rule == nil {
-			// Only the readable part of the match is known.
+			// Only the readable part of the match is known; the punt's
+			// handle is every punt's (flower.PuntHandle), not the filter's.
 			r := *f.Punt
-			r.Actions = nil
+			r.Actions, r.Handle = nil, f.Handle
 			sh.Rule = &r
 		}
 		if f.Chain == 0 {
@@ -368,7 +369,12 @@ func tcShown(s *session, withStats bool) ([]flower.Shown, error) {
 		out = append(out, sh)
 	}
 	for _, in := range mirrored {
-		if !seen[in] {
+		switch {
+		case seen[in]:
+		case in.Rule.Handle == unreadableHandle:
+			out = append(out, flower.Shown{Rule: in.Rule, Punted: true,
+				Reason: "every packet goes on to TC: the daemon could not read TC's filters"})
+		default:
 			out = append(out, flower.Shown{Rule: in.Rule, Offloaded: true,
 				Reason: "stale: TC no longer has it; the daemon removes it"})
 		}
