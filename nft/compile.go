@@ -79,8 +79,8 @@ func Compile(rs *Ruleset, lim Limits) ([]*rule.Rule, []*Status) {
 		if in := rs.inetBefore(c); in != nil {
 			// Its rules are not read: from here on every packet goes to
 			// the kernel, which runs that chain and these in hook order.
-			reason := fmt.Sprintf("punted: inet ingress chain inet/%s/%s (priority %d) runs before it, and xdpflow does not read the inet family's rules",
-				in.Table, in.Name, in.Priority)
+			reason := fmt.Sprintf("punted: %s (priority %d) runs before it, and xdpflow does not mirror it",
+				in.foreign, in.Priority)
 			flat = append(flat, flatRule{name: chainName(c) + "/inet", pass: true, reason: reason})
 			for _, later := range rs.Base[i:] {
 				for _, r := range later.Rules {

@@ -195,6 +195,76 @@ func readChains(c *netlink.Conn, family byte) ([]chainInfo, error) {
 	return out, nil
 }
 
+// flowtableInfo is a flowtable: a fast path of its own on its devices'
+// ingress hook, at its priority, for the flows a rule offloaded to it.
+type flowtableInfo struct {
+	Family   byte
+	Table    string
+	Name     string
+	Priority int32
+	Devices  chainInfo // only the devices, for hooks
+}
+
+// Flowtable attributes (enum nft_flowtable_attributes, _hook_attributes).
+const (
+	nftaFlowtableTable    = 1
+	nftaFlowtableName     = 2
+	nftaFlowtableHook     = 3
+	nftaFlowtableHookPrio = 2
+	nftaFlowtableHookDevs = 3
+)
+
+// readFlowtables reads the flowtables of every family.
+func readFlowtables(c *netlink.Conn) ([]flowtableInfo, error) {
+	msgs, err := dumpNFT(c, unix.NFT_MSG_GETFLOWTABLE, unix.NFPROTO_UNSPEC)
+	if err != nil {
+		return nil, fmt.Errorf("list flowtables: %w", err)
+	}
+	var out []flowtableInfo
+	for _, m := range msgs {
+		ad, err := decoder(m)
+		if err != nil {
+			return nil, err
+		}
+		ft := flowtableInfo{Family: m.Data[0]}
+		for ad.Next() {
+			switch ad.Type() {
+			case nftaFlowtableTable:
+				ft.Table = ad.String()
+			case nftaFlowtableName:
+				ft.Name = ad.String()
+			case nftaFlowtableHook:
+				ad.Nested(func(hd *netlink.AttributeDecoder) error {
+					for hd.Next() {
+						switch hd.Type() {
+						case nftaFlowtableHookPrio:
+							ft.Priority = int32(hd.Uint32())
+						case nftaFlowtableHookDevs:
+							hd.Nested(func(dd *netlink.AttributeDecoder) error {
+								for dd.Next() {
+									switch dd.Type() {
+									case nftaDeviceName:
+										ft.Devices.Devices = append(ft.Devices.Devices, dd.String())
+									case nftaDevicePrefix:
+										ft.Devices.DevicePrefixes = append(ft.Devices.DevicePrefixes, dd.String())
+									}
+								}
+								return nil
+							})
+						}
+					}
+					return nil
+				})
+			}
+		}
+		if err := ad.Err(); err != nil {
+			return nil, fmt.Errorf("decode flowtable: %w", err)
+		}
+		out = append(out, ft)
+	}
+	return out, nil
+}
+
 // decodeChain decodes one chain of a dump.
 func decodeChain(m netlink.Message) (chainInfo, error) {
 	ad, err := decoder(m)

@@ -29,8 +29,8 @@ type Ruleset struct {
 	// not.
 	egress []chainInfo
 	// inetIngress: the inet family's ingress base chains on Dev (kernel
-	// 5.10+), which the kernel runs on the same hook as the netdev
-	// chains, ordered among them by priority.
+	// 5.10+) and the flowtables on it, which the kernel runs on the same
+	// hook as the netdev chains, ordered among them by priority.
 	inetIngress []*Chain
 }
 
@@ -44,6 +44,7 @@ type Chain struct {
 	Rules    []*ruleInfo
 	handle   uint64
 	tableH   uint64
+	foreign  string // for a hook xdpflow does not mirror: what it is
 }
 
 // Family is the nft family xdpflow mirrors.
@@ -63,9 +64,11 @@ type Reader struct {
 	// Last read, valid while their kind is not stale.
 	tables []tableInfo
 	chains []chainInfo
-	// The inet family's, for its ingress chains (no rules are read).
+	// The inet family's, for its ingress chains (no rules are read),
+	// and every family's flowtables.
 	inetTables []tableInfo
 	inetChains []chainInfo
+	flowtables []flowtableInfo
 	sets       map[string]map[string]*setInfo // by table
 }
 
@@ -193,6 +196,9 @@ func (r *Reader) read(dev string, ifindex int) (*Ruleset, error) {
 		if r.inetChains, err = readChains(c, unix.NFPROTO_INET); err != nil {
 			return nil, err
 		}
+		if r.flowtables, err = readFlowtables(c); err != nil {
+			return nil, err
+		}
 		r.stale &^= KindChains
 	}
 	// Rules are read every time: they are what changes most, and a rule
@@ -238,7 +244,16 @@ func (r *Reader) read(dev string, ifindex int) (*Ruleset, error) {
 	for _, ch := range r.inetChains {
 		if inetActive[ch.Table] && ch.Base && ch.Hook == inetHookIngress && ch.hooks(dev) {
 			rs.inetIngress = append(rs.inetIngress, &Chain{Table: ch.Table, Name: ch.Name, Base: true,
-				Priority: ch.Priority, Policy: ch.Policy})
+				Priority: ch.Priority, Policy: ch.Policy, foreign: "inet ingress chain inet/" + ch.Table + "/" + ch.Name})
+		}
+	}
+	for _, ft := range r.flowtables {
+		if ft.Devices.hooks(dev) {
+			// Flows a forward rule offloaded to it are forwarded at its
+			// priority, before the netdev chains that come after.
+			name := fmt.Sprintf("%s/%s/%s", familyName(ft.Family), ft.Table, ft.Name)
+			rs.inetIngress = append(rs.inetIngress, &Chain{Table: ft.Table, Name: ft.Name, Base: true,
+				Priority: ft.Priority, foreign: "flowtable " + name})
 		}
 	}
 	// Hook order: priority, then registration, latest first: a hook goes
@@ -277,17 +292,32 @@ func (r *Reader) read(dev string, ifindex int) (*Ruleset, error) {
 
 // ChainRef names a base chain xdpflow does not mirror but must account for.
 type ChainRef struct {
-	Family, Table, Name string
-	Priority            int32
+	What     string // "inet ingress chain inet/t/c", "flowtable ip/t/f"
+	Priority int32
 }
 
-// InetIngress lists the inet family's ingress chains on the device.
-func (rs *Ruleset) InetIngress() []ChainRef {
+// ForeignIngress lists what else nft runs on the device's ingress hook
+// and xdpflow does not mirror: inet ingress chains and flowtables.
+func (rs *Ruleset) ForeignIngress() []ChainRef {
 	var out []ChainRef
 	for _, c := range rs.inetIngress {
-		out = append(out, ChainRef{"inet", c.Table, c.Name, c.Priority})
+		out = append(out, ChainRef{c.foreign, c.Priority})
 	}
 	return out
+}
+
+func familyName(f byte) string {
+	switch f {
+	case unix.NFPROTO_INET:
+		return "inet"
+	case unix.NFPROTO_IPV4:
+		return "ip"
+	case unix.NFPROTO_IPV6:
+		return "ip6"
+	case unix.NFPROTO_NETDEV:
+		return "netdev"
+	}
+	return fmt.Sprintf("family %d", f)
 }
 
 // EgressChains lists the netdev egress chains on dev, "table/chain".

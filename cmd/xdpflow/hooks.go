@@ -72,9 +72,9 @@ func deviceHooks(s *session) (out []hookStatus, held []string) {
 			add("ingress", fmt.Sprintf("nft chain netdev/%s/%s (priority %d, %d rules)", c.Table, c.Name, c.Priority, len(c.Rules)),
 				"mirrored (see flow show)")
 		}
-		for _, c := range rs.InetIngress() {
-			add("ingress", fmt.Sprintf("nft chain inet/%s/%s (priority %d)", c.Table, c.Name, c.Priority),
-				fmt.Sprintf("not read: netdev chains of priority %d and later are punted", c.Priority))
+		for _, c := range rs.ForeignIngress() {
+			add("ingress", fmt.Sprintf("nft %s (priority %d)", c.What, c.Priority),
+				fmt.Sprintf("not mirrored: netdev chains of priority %d and later are punted", c.Priority))
 		}
 		_, statuses := nft.Compile(rs, nft.Limits{Subtables: 1 << 20, Flows: 1 << 30, Rules: 1 << 30})
 		offloadable, installed := 0, 0

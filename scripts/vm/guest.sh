@@ -14,7 +14,7 @@ mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null
 ip link set lo up
 hostname xdpflow-vm
 modprobe -a veth sch_ingress cls_flower act_gact act_mirred act_vlan act_skbedit act_pedit \
-	act_tunnel_key 8021q openvswitch bridge sch_tbf sch_fq_codel cls_u32 2>/run/vmjob/modprobe.err
+	act_tunnel_key 8021q openvswitch bridge sch_tbf sch_fq_codel cls_u32 nf_flow_table nf_flow_table_inet 2>/run/vmjob/modprobe.err
 job=/run/vmjob
 cd "$(cat $job/cwd)"
 echo "vm: kernel $(uname -r), $(nproc) CPUs; running: $(cat $job/cmd)" >$job/out
