@@ -148,21 +148,37 @@ func ifName(pin string) string {
 const tempPrefix = "+"
 
 // Lock serialises writers in one network namespace: flock on its pin
-// directory. The returned func releases it.
+// directory, which it creates (root's alone: trustTree). The returned func
+// releases it.
 func (p Paths) Lock() (func(), error) {
-	if err := os.MkdirAll(p.Root, 0o700); err != nil {
-		return nil, fmt.Errorf("create %s: %w", p.Root, err)
+	if _, err := p.trustTree(true); err != nil {
+		return nil, err
 	}
-	f, err := os.Open(p.Root)
+	return p.lock()
+}
+
+// LockIfExists is Lock for readers: it creates nothing, and where there is
+// no pin tree yet it takes no lock and says so (exists false).
+func (p Paths) LockIfExists() (unlock func(), exists bool, err error) {
+	exists, err = p.trustTree(false)
+	if err != nil || !exists {
+		return func() {}, exists, err
+	}
+	unlock, err = p.lock()
+	return unlock, err == nil, err
+}
+
+func (p Paths) lock() (func(), error) {
+	fd, err := unix.Open(p.Root, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", p.Root, err)
 	}
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
-		f.Close()
+	if err := unix.Flock(fd, unix.LOCK_EX); err != nil {
+		unix.Close(fd)
 		return nil, fmt.Errorf("lock %s: %w", p.Root, err)
 	}
 	return func() {
-		_ = unix.Flock(int(f.Fd()), unix.LOCK_UN)
-		f.Close()
+		_ = unix.Flock(fd, unix.LOCK_UN)
+		unix.Close(fd)
 	}, nil
 }

@@ -203,7 +203,7 @@ func Enable(p Paths, dev string, opts Options) (enabled bool, err error) {
 
 	// Pin everything in a temporary directory, attach, then rename it
 	// into place: a device directory is either complete or absent.
-	if err := os.MkdirAll(p.Root, 0o700); err != nil {
+	if _, err := p.trustTree(true); err != nil {
 		return false, fmt.Errorf("enable %s: %w", dev, err)
 	}
 	tmp, err := os.MkdirTemp(p.Root, tempPrefix+"enable-")
@@ -277,7 +277,14 @@ func Enable(p Paths, dev string, opts Options) (enabled bool, err error) {
 // Open opens an enabled device's pinned objects.
 func Open(p Paths, dev string) (*Device, error) {
 	dir := p.Device(dev)
-	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
+	if ok, err := p.trustTree(false); err != nil {
+		return nil, fmt.Errorf("%s: %w", dev, err)
+	} else if !ok {
+		return nil, fmt.Errorf("%s: %w", dev, ErrNotEnabled)
+	}
+	if ok, err := trustDeviceDir(dir); err != nil {
+		return nil, fmt.Errorf("%s: %w", dev, err)
+	} else if !ok {
 		return nil, fmt.Errorf("%s: %w", dev, ErrNotEnabled)
 	}
 	d := &Device{Name: dev, Dir: dir}
@@ -357,7 +364,7 @@ func (d *Device) ProgramID() uint32 {
 func Disable(p Paths, dev string) error {
 	d, err := Open(p, dev)
 	if err != nil {
-		if errors.Is(err, ErrNotEnabled) {
+		if errors.Is(err, ErrNotEnabled) || errors.Is(err, ErrUntrustedTree) {
 			return err
 		}
 		// Half-readable state: still remove it.
@@ -376,18 +383,37 @@ func Disable(p Paths, dev string) error {
 	return removePins(p.Device(dev))
 }
 
-// removePins unpins exactly the objects enable creates, then the directory.
+// removePins unpins exactly the objects enable creates, then the
+// directory, following no link: the names are removed relative to the
+// directory opened with O_NOFOLLOW, and a link named like one is removed
+// as the link.
 func removePins(dir string) error {
+	parent, err := unix.Open(filepath.Dir(dir), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("open %s: %w", filepath.Dir(dir), err)
+	}
+	defer unix.Close(parent)
+	fd, err := unix.Openat(parent, filepath.Base(dir), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if errors.Is(err, unix.ENOENT) {
+		return nil
+	}
+	if errors.Is(err, unix.ELOOP) || errors.Is(err, unix.ENOTDIR) {
+		return fmt.Errorf("%w: %s is not a directory (a link?); remove it", ErrUntrustedTree, dir)
+	}
+	if err != nil {
+		return fmt.Errorf("open %s: %w", dir, err)
+	}
+	defer unix.Close(fd)
 	names := []string{pinLink, pinProg}
 	for name := range mapFields(&bpf.XdpflowMaps{}) {
 		names = append(names, name)
 	}
 	for _, n := range names {
-		if err := os.Remove(filepath.Join(dir, n)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		if err := unix.Unlinkat(fd, n, 0); err != nil && !errors.Is(err, unix.ENOENT) {
 			return fmt.Errorf("unpin %s: %w", filepath.Join(dir, n), err)
 		}
 	}
-	if err := os.Remove(dir); err != nil && !errors.Is(err, os.ErrNotExist) {
+	if err := unix.Unlinkat(parent, filepath.Base(dir), unix.AT_REMOVEDIR); err != nil && !errors.Is(err, unix.ENOENT) {
 		return fmt.Errorf("remove %s: %w", dir, err)
 	}
 	return nil
@@ -395,6 +421,9 @@ func removePins(dir string) error {
 
 // List returns the devices enabled in this network namespace.
 func List(p Paths) ([]string, error) {
+	if ok, err := p.trustTree(false); err != nil || !ok {
+		return nil, err
+	}
 	ents, err := os.ReadDir(p.Root)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil

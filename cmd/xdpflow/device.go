@@ -247,7 +247,12 @@ func cmdStatus(g globals, args []string) error {
 	if len(args) > 0 {
 		return usageError{fmt.Sprintf("status: unexpected %q", args[0])}
 	}
-	p, unlock, err := openPaths(g)
+	// Read-only: nothing is created for a namespace without pins.
+	p, err := loader.NewPaths(g.bpffs)
+	if err != nil {
+		return err
+	}
+	unlock, _, err := p.LockIfExists()
 	if err != nil {
 		return err
 	}

@@ -70,6 +70,9 @@ func run(args []string) error {
 			g.bpffs = args[1]
 			args = args[1:]
 		case "-K":
+			if !privileged() {
+				return errNeedsRoot
+			}
 			if len(args) != 4 || args[2] != "flow-offload-xdp" || (args[3] != "on" && args[3] != "off") {
 				return usageError{"usage: xdpflow -K DEV flow-offload-xdp on|off"}
 			}
@@ -78,6 +81,9 @@ func run(args []string) error {
 			}
 			return cmdDisable(g, []string{"dev", args[1]})
 		case "-k":
+			if !privileged() {
+				return errNeedsRoot
+			}
 			if len(args) != 2 {
 				return usageError{"usage: xdpflow -k DEV"}
 			}
@@ -92,6 +98,9 @@ func run(args []string) error {
 	}
 	if len(args) == 0 {
 		return usageError{usage}
+	}
+	if args[0] != "help" && !privileged() {
+		return errNeedsRoot
 	}
 	switch args[0] {
 	case "enable":

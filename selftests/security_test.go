@@ -1,0 +1,158 @@
+package selftests
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/xdpflow/xdpflow/internal/testutil"
+)
+
+// worldBPFFS mounts a bpffs of the test's own, world-writable and sticky
+// as a fresh bpffs often is (mode 1777), and returns where.
+func worldBPFFS(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	// Reachable by others, as /sys/fs/bpf is (t.TempDir's parent is 0700).
+	for _, d := range []string{dir, filepath.Dir(dir)} {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := unix.Mount("bpf", dir, "bpf", 0, "mode=1777"); err != nil {
+		t.Fatalf("mount a bpffs: %v", err)
+	}
+	t.Cleanup(func() { _ = unix.Unmount(dir, unix.MNT_DETACH) })
+	return dir
+}
+
+// asNobody runs a command as uid and gid 65534.
+func asNobody(t *testing.T, args ...string) {
+	t.Helper()
+	out, err := exec.Command("setpriv", append([]string{"--reuid", "65534", "--regid", "65534", "--clear-groups"}, args...)...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("as nobody: %v: %v: %s", args, err, out)
+	}
+}
+
+// TestPinTreeAttacks: an unprivileged user who gets to a world-writable
+// bpffs first cannot have root use what they made, nor have root delete
+// files through a link; the tree xdpflow makes is root's alone.
+func TestPinTreeAttacks(t *testing.T) {
+	ns := testutil.NewNetns(t)
+	peer := testutil.NewNetns(t)
+	testutil.Veth(t, ns, "b0", peer, "a0")
+	run := func(fs string, args ...string) (string, error) {
+		return ns.Exec(append([]string{xdpflowBin, "--bpffs", fs}, args...)...)
+	}
+	inode := func() string {
+		var ino string
+		ns.Run(t, func() {
+			var st unix.Stat_t
+			if err := unix.Stat("/proc/thread-self/ns/net", &st); err != nil {
+				t.Fatal(err)
+			}
+			ino = strconv.FormatUint(st.Ino, 10)
+		})
+		return ino
+	}()
+
+	t.Run("foreign directory", func(t *testing.T) {
+		fs := worldBPFFS(t)
+		asNobody(t, "mkdir", "-m", "0777", filepath.Join(fs, "xdpflow"))
+		out, err := run(fs, "enable", "dev", "b0")
+		if err == nil || !strings.Contains(out, "owned by uid 65534") {
+			t.Fatalf("enable in a tree nobody made: %v: %s", err, out)
+		}
+		if ents, _ := os.ReadDir(filepath.Join(fs, "xdpflow")); len(ents) != 0 {
+			t.Fatalf("root put %d entries in a directory nobody owns", len(ents))
+		}
+	})
+
+	t.Run("foreign link", func(t *testing.T) {
+		fs := worldBPFFS(t)
+		theirs := filepath.Join(fs, "theirs")
+		asNobody(t, "mkdir", theirs)
+		asNobody(t, "ln", "-s", theirs, filepath.Join(fs, "xdpflow"))
+		out, err := run(fs, "enable", "dev", "b0")
+		if err == nil || !strings.Contains(out, "symbolic link") {
+			t.Fatalf("enable through a link nobody made: %v: %s", err, out)
+		}
+		if ents, _ := os.ReadDir(theirs); len(ents) != 0 {
+			t.Fatalf("root put %d entries behind a link nobody made", len(ents))
+		}
+	})
+
+	t.Run("wide mode narrowed", func(t *testing.T) {
+		fs := worldBPFFS(t)
+		if err := os.Mkdir(filepath.Join(fs, "xdpflow"), 0o777); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(filepath.Join(fs, "xdpflow"), 0o777); err != nil {
+			t.Fatal(err)
+		}
+		if out, err := run(fs, "enable", "dev", "b0"); err != nil {
+			t.Fatalf("enable: %v: %s", err, out)
+		}
+		for _, dir := range []string{filepath.Join(fs, "xdpflow"), filepath.Join(fs, "xdpflow", inode)} {
+			var st unix.Stat_t
+			if err := unix.Lstat(dir, &st); err != nil {
+				t.Fatal(err)
+			}
+			if st.Mode&0o7777 != 0o700 || st.Uid != 0 {
+				t.Errorf("%s: mode %#o uid %d, want 0700 root's", dir, st.Mode&0o7777, st.Uid)
+			}
+		}
+		if out, err := run(fs, "disable", "dev", "b0"); err != nil {
+			t.Fatalf("disable: %v: %s", err, out)
+		}
+	})
+
+	t.Run("disable follows no link", func(t *testing.T) {
+		fs := worldBPFFS(t)
+		if out, err := run(fs, "enable", "dev", "b0"); err != nil {
+			t.Fatalf("enable: %v: %s", err, out)
+		}
+		victim := t.TempDir()
+		for _, f := range []string{"prog", "link", "meta", "flows"} {
+			if err := os.WriteFile(filepath.Join(victim, f), []byte("root's"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := os.Symlink(victim, filepath.Join(fs, "xdpflow", inode, "b9")); err != nil {
+			t.Fatal(err)
+		}
+		out, err := run(fs, "disable", "dev", "b9")
+		if err == nil || !strings.Contains(out, "symbolic link") {
+			t.Errorf("disable of a device directory that is a link: %v: %s", err, out)
+		}
+		if ents, _ := os.ReadDir(victim); len(ents) != 4 {
+			t.Fatalf("disable deleted files behind a link: %d of 4 left", len(ents))
+		}
+		if out, err := run(fs, "disable", "dev", "b0"); err != nil {
+			t.Fatalf("disable: %v: %s", err, out)
+		}
+	})
+
+	t.Run("status creates nothing", func(t *testing.T) {
+		fs := worldBPFFS(t)
+		if out, err := run(fs, "status"); err != nil {
+			t.Fatalf("status: %v: %s", err, out)
+		}
+		if _, err := os.Lstat(filepath.Join(fs, "xdpflow")); !os.IsNotExist(err) {
+			t.Fatalf("status created %s (%v)", filepath.Join(fs, "xdpflow"), err)
+		}
+	})
+
+	t.Run("not root", func(t *testing.T) {
+		out, err := exec.Command("setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups", xdpflowBin, "status").CombinedOutput()
+		if err == nil || !strings.Contains(string(out), "needs root") {
+			t.Fatalf("status as nobody: %v: %s", err, out)
+		}
+	})
+}
