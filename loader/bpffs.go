@@ -87,6 +87,13 @@ func FindBPFFS(override string) (string, error) {
 			return dir, nil
 		}
 	}
+	if !elsewhere && !initialPidNS() {
+		// A container (its own pid namespace, so no ancestor outside
+		// it is visible): a bpffs mounted here would vanish with it.
+		return "", errors.New("no persistent bpffs: /sys/fs/bpf is not mounted here, and this is a container " +
+			"(its own pid namespace), where a bpffs xdpflow mounted would vanish with it, rules and all; " +
+			"mount the host's bpffs into it (-v /sys/fs/bpf:/sys/fs/bpf)")
+	}
 	if !elsewhere {
 		if err := os.MkdirAll(DefaultBPFFS, 0o755); err != nil {
 			return "", fmt.Errorf("create %s: %w", DefaultBPFFS, err)
@@ -99,6 +106,19 @@ func FindBPFFS(override string) (string, error) {
 	return "", errors.New("no persistent bpffs: /sys/fs/bpf is not mounted in this mount namespace " +
 		"(inside `ip netns exec`?) nor where it was started from; mount it on the host " +
 		"(mount -t bpf bpf /sys/fs/bpf), or use nsenter --net= instead of ip netns exec")
+}
+
+// procPidInitIno is the initial pid namespace's inode (PROC_PID_INIT_INO).
+const procPidInitIno = 0xEFFFFFFC
+
+// initialPidNS says whether this process is in the initial pid namespace,
+// the host's: a container has a pid namespace of its own.
+func initialPidNS() bool {
+	var st unix.Stat_t
+	if err := unix.Stat("/proc/self/ns/pid", &st); err != nil {
+		return false
+	}
+	return st.Ino == procPidInitIno
 }
 
 // NetnsID names the current network namespace: its inode number, which is

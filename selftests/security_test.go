@@ -156,3 +156,19 @@ func TestPinTreeAttacks(t *testing.T) {
 		}
 	})
 }
+
+// TestContainerWithoutBPFFS: in a container (its own mount and pid
+// namespaces) without the host's bpffs, enable refuses, naming the fix,
+// instead of mounting a bpffs that would vanish with the container, rules
+// and all (it used to, and said it had succeeded).
+func TestContainerWithoutBPFFS(t *testing.T) {
+	script := `umount /sys/fs/bpf 2>/dev/null; ip link set lo up; "$0" enable dev lo; echo "rc=$?"; mountpoint -q /sys/fs/bpf && echo "bpffs mounted"; true`
+	out, err := exec.Command("unshare", "--mount", "--pid", "--net", "--fork", "--mount-proc", "sh", "-c", script, xdpflowBin).CombinedOutput()
+	if err != nil {
+		t.Fatalf("unshare: %v: %s", err, out)
+	}
+	if !strings.Contains(string(out), "rc=1") || !strings.Contains(string(out), "container") ||
+		!strings.Contains(string(out), "-v /sys/fs/bpf:/sys/fs/bpf") || strings.Contains(string(out), "bpffs mounted") {
+		t.Fatalf("enable in a container without bpffs: %s", out)
+	}
+}
