@@ -189,16 +189,41 @@ func (p Paths) LockIfExists() (unlock func(), exists bool, err error) {
 }
 
 func (p Paths) lock() (func(), error) {
-	fd, err := unix.Open(p.Root, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return nil, fmt.Errorf("open %s: %w", p.Root, err)
-	}
-	if err := unix.Flock(fd, unix.LOCK_EX); err != nil {
+	for try := 0; ; try++ {
+		fd, err := unix.Open(p.Root, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return nil, fmt.Errorf("open %s: %w", p.Root, err)
+		}
+		if err := unix.Flock(fd, unix.LOCK_EX); err != nil {
+			unix.Close(fd)
+			return nil, fmt.Errorf("lock %s: %w", p.Root, err)
+		}
+		// The holder before may have removed the directory it locked (the
+		// last device disabled: RemoveIfEmpty): lock the one there now.
+		var locked, now unix.Stat_t
+		if unix.Fstat(fd, &locked) == nil && unix.Lstat(p.Root, &now) == nil && locked.Ino == now.Ino {
+			return func() {
+				_ = unix.Flock(fd, unix.LOCK_UN)
+				unix.Close(fd)
+			}, nil
+		}
 		unix.Close(fd)
-		return nil, fmt.Errorf("lock %s: %w", p.Root, err)
+		if try == 10 {
+			return nil, fmt.Errorf("lock %s: it keeps being replaced", p.Root)
+		}
+		if _, err := p.trustTree(true); err != nil {
+			return nil, err
+		}
 	}
-	return func() {
-		_ = unix.Flock(fd, unix.LOCK_UN)
-		unix.Close(fd)
-	}, nil
+}
+
+// RemoveIfEmpty removes the namespace's directory when no device is
+// pinned in it any more: the caller holds its lock (which a process
+// waiting for it then finds stale: lock).
+func (p Paths) RemoveIfEmpty() error {
+	err := unix.Rmdir(p.Root)
+	if err == nil || errors.Is(err, unix.ENOTEMPTY) || errors.Is(err, unix.EEXIST) || errors.Is(err, unix.ENOENT) {
+		return nil
+	}
+	return fmt.Errorf("remove %s: %w", p.Root, err)
 }

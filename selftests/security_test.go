@@ -111,6 +111,9 @@ func TestPinTreeAttacks(t *testing.T) {
 		if out, err := run(fs, "disable", "dev", "b0"); err != nil {
 			t.Fatalf("disable: %v: %s", err, out)
 		}
+		if _, err := os.Lstat(filepath.Join(fs, "xdpflow", inode)); !os.IsNotExist(err) {
+			t.Errorf("disable of the last device left the namespace's directory (%v)", err)
+		}
 	})
 
 	t.Run("disable follows no link", func(t *testing.T) {

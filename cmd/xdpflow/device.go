@@ -164,7 +164,7 @@ func cmdDisable(g globals, args []string) error {
 		}
 		return err
 	}
-	return nil
+	return p.RemoveIfEmpty()
 }
 
 func cmdShowFeature(g globals, dev string) error {
