@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -173,5 +174,65 @@ func TestContainerWithoutBPFFS(t *testing.T) {
 	if !strings.Contains(string(out), "rc=1") || !strings.Contains(string(out), "container") ||
 		!strings.Contains(string(out), "-v /sys/fs/bpf:/sys/fs/bpf") || strings.Contains(string(out), "bpffs mounted") {
 		t.Fatalf("enable in a container without bpffs: %s", out)
+	}
+}
+
+// TestStaleNamespacePins: the pins of a network namespace deleted while
+// xdpflow was enabled in it are found and removed by the next status (or
+// enable, or daemon), which says so; a live namespace's are kept.
+func TestStaleNamespacePins(t *testing.T) {
+	fs := worldBPFFS(t)
+	name := "xfstale-" + strconv.Itoa(os.Getpid())
+	ip := func(args ...string) {
+		t.Helper()
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %v: %v: %s", args, err, out)
+		}
+	}
+	ip("netns", "add", name)
+	deleted := false
+	t.Cleanup(func() {
+		if !deleted {
+			_ = exec.Command("ip", "netns", "del", name).Run()
+		}
+	})
+	ip("-n", name, "link", "add", "s0", "type", "veth", "peer", "name", "s1")
+	ip("-n", name, "link", "set", "s0", "up")
+	ip("-n", name, "link", "set", "s1", "up")
+	var st unix.Stat_t
+	if err := unix.Stat("/run/netns/"+name, &st); err != nil {
+		t.Fatal(err)
+	}
+	gone := filepath.Join(fs, "xdpflow", strconv.FormatUint(st.Ino, 10))
+	if out, err := exec.Command("ip", "netns", "exec", name, xdpflowBin, "--bpffs", fs, "enable", "dev", "s0").CombinedOutput(); err != nil {
+		t.Fatalf("enable: %v: %s", err, out)
+	}
+
+	live := testutil.NewNetns(t)
+	testutil.Veth(t, live, "l0", live, "l1")
+	if out, err := live.Exec(xdpflowBin, "--bpffs", fs, "enable", "dev", "l0"); err != nil {
+		t.Fatalf("enable: %v: %s", err, out)
+	}
+	if out, err := live.Exec(xdpflowBin, "--bpffs", fs, "status"); err != nil || strings.Contains(out, "is gone") {
+		t.Fatalf("status while both namespaces live: %v: %s", err, out)
+	}
+	if _, err := os.Lstat(gone); err != nil {
+		t.Fatalf("a live namespace's pins were removed: %v", err)
+	}
+
+	ip("netns", "del", name)
+	deleted = true
+	waitFor(t, 10*time.Second, "the deleted namespace's pins removed by status", func() string {
+		out, _ := live.Exec(xdpflowBin, "--bpffs", fs, "status")
+		return out
+	}, func(out string) bool { return strings.Contains(out, "is gone: removed the pins of its 1 device(s)") })
+	if _, err := os.Lstat(gone); !os.IsNotExist(err) {
+		t.Fatalf("%s still there (%v)", gone, err)
+	}
+	if out, err := live.Exec(xdpflowBin, "--bpffs", fs, "status"); err != nil || !strings.Contains(out, "l0 (ifindex") {
+		t.Fatalf("the live namespace's device after the cleanup: %v: %s", err, out)
+	}
+	if out, err := live.Exec(xdpflowBin, "--bpffs", fs, "disable", "dev", "l0"); err != nil {
+		t.Fatalf("disable: %v: %s", err, out)
 	}
 }

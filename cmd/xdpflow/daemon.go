@@ -306,6 +306,9 @@ func (d *daemon) syncAll(why string) error {
 		return err
 	}
 	d.devices = devs
+	if p, err := d.pathsOnce(); err == nil {
+		removeStaleNamespaces(p, d.log.Writer())
+	}
 	for dev, o := range d.open {
 		if !slices.Contains(devs, dev) {
 			o.close()

@@ -135,6 +135,7 @@ func cmdEnable(g globals, args []string) error {
 		return err
 	}
 	defer unlock()
+	removeStaleNamespaces(p, os.Stderr)
 	enabled, err := loader.Enable(p, dev, opts)
 	if err != nil {
 		return err
@@ -247,11 +248,13 @@ func cmdStatus(g globals, args []string) error {
 	if len(args) > 0 {
 		return usageError{fmt.Sprintf("status: unexpected %q", args[0])}
 	}
-	// Read-only: nothing is created for a namespace without pins.
+	// Read-only but for the pins of namespaces that are gone: nothing is
+	// created for a namespace without pins.
 	p, err := loader.NewPaths(g.bpffs)
 	if err != nil {
 		return err
 	}
+	removeStaleNamespaces(p, os.Stderr)
 	unlock, _, err := p.LockIfExists()
 	if err != nil {
 		return err
