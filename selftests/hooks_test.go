@@ -20,21 +20,28 @@ import (
 func attachTCX(t *testing.T, ns *testutil.Netns, dev string, attach ebpf.AttachType, insns asm.Instructions) (detach func()) {
 	t.Helper()
 	var l link.Link
+	var attachErr error
 	ns.Run(t, func() {
 		prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{Name: "xf_test_tcx", Type: ebpf.SchedCLS, License: "GPL", Instructions: insns})
 		if err != nil {
-			t.Fatalf("load a tcx program: %v", err)
+			t.Errorf("load a tcx program: %v", err)
+			return
 		}
 		defer prog.Close()
 		ifi, err := net.InterfaceByName(dev)
 		if err != nil {
-			t.Fatal(err)
+			t.Error(err)
+			return
 		}
-		l, err = link.AttachTCX(link.TCXOptions{Interface: ifi.Index, Program: prog, Attach: attach})
-		if err != nil {
-			t.Skipf("SKIP: this kernel cannot attach tcx programs (6.6+): %v", err)
-		}
+		l, attachErr = link.AttachTCX(link.TCXOptions{Interface: ifi.Index, Program: prog, Attach: attach})
 	})
+	// Here, not in ns.Run's goroutine: Skip and Fatal end the test's.
+	if t.Failed() {
+		t.FailNow()
+	}
+	if attachErr != nil {
+		t.Skipf("SKIPPED from here: this kernel cannot attach tcx programs (6.6+): %v", attachErr)
+	}
 	done := false
 	detach = func() {
 		if !done {
