@@ -444,8 +444,8 @@ type Sizes struct {
 	// packets by (those the union of the masks covers): 1..6, two entries
 	// per set; 0: the whole key, one per set.
 	CacheKeyWords int
-	// CacheEntries is the flow cache's size per CPU, in entries of the
-	// key it keys by now (a whole-key entry takes a set of two).
+	// CacheEntries is the flow cache's size per CPU as enable was given
+	// it: in entries of a narrow key (a whole-key entry takes two).
 	CacheEntries int
 }
 
@@ -462,9 +462,6 @@ func (t *Table) Sizes() Sizes {
 		ActionSets:    len(t.actionSets),
 		CacheKeyWords: int(layoutOf(&union).n),
 		CacheEntries:  t.cacheEntriesPerCPU(),
-	}
-	if sz.CacheKeyWords == 0 {
-		sz.CacheEntries /= cacheWays
 	}
 	return sz
 }

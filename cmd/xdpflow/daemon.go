@@ -76,10 +76,21 @@ func cmdDaemon(g globals, args []string) error {
 	// the largest single delay between an nft change and XDP: collect less
 	// often (the heap stays a few MB).
 	debug.SetGCPercent(400)
+	inst, err := claimInstance()
+	if err != nil {
+		return err
+	}
+	defer inst.close()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	// SIGHUP: read everything again with fresh sockets (an operator's
+	// "reload"; by default it would kill the daemon).
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	d := newDaemon()
 	d.warm = true
+	d.inst = inst
 	nftConn, err := dialGroups(unix.NETLINK_NETFILTER, "nftables monitor", unix.NFNLGRP_NFTABLES)
 	if err != nil {
 		return err
@@ -116,6 +127,13 @@ func cmdDaemon(g globals, args []string) error {
 			d.mu.Unlock()
 			d.log.Printf("stopping; offloaded rules stay installed")
 			return nil
+		case <-hup:
+			d.mu.Lock()
+			d.log.Printf("SIGHUP: reading everything again")
+			d.closeReaders()
+			d.syncAll("hup")
+			devs = d.devices
+			d.mu.Unlock()
 		case <-tick.C:
 			d.mu.Lock()
 			d.settle(false)
@@ -182,6 +200,9 @@ type daemon struct {
 	// failRead, when a test sets it, fails the daemon's reads of "tc"
 	// or "nft" state with the error it returns.
 	failRead func(src string) error
+	// inst: the namespace's daemon socket (nil for --once), told of
+	// each sync's outcome.
+	inst *instance
 	// retry: devices whose last sync could not read what the kernel
 	// holds (their rules are punted meanwhile), synced again each second.
 	retry map[string]bool
@@ -325,7 +346,22 @@ func (d *daemon) syncAll(why string) error {
 	if d.warm {
 		go d.warmForwards() // waits for d.mu, which the caller holds
 	}
-	return errors.Join(errs...)
+	err = errors.Join(errs...)
+	d.inst.synced(err)
+	return err
+}
+
+// closeReaders drops the kernel-state readers: the next sync opens fresh
+// ones. The caller holds d.mu.
+func (d *daemon) closeReaders() {
+	if d.reader != nil {
+		d.reader.Close()
+		d.reader = nil
+	}
+	if d.tcReader != nil {
+		d.tcReader.Close()
+		d.tcReader = nil
+	}
 }
 
 // syncNFTAll brings every enabled device's nft rules up to date after an
@@ -347,7 +383,9 @@ func (d *daemon) syncNFTAll(why string) error {
 			errs = append(errs, fmt.Errorf("%s: %w", dev, err))
 		}
 	}
-	return errors.Join(errs...)
+	err = errors.Join(errs...)
+	d.inst.synced(err)
+	return err
 }
 
 // enabledDevices lists the enabled devices, after moving renamed ones'

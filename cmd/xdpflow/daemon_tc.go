@@ -522,6 +522,7 @@ func (b *tcBatch) flush() {
 	case b.links || b.overrun:
 		d.syncAll("devices")
 	default:
+		var errs []error
 		for ifindex := range b.redump {
 			dev, ok := d.ifindexes[ifindex]
 			if !ok {
@@ -529,6 +530,7 @@ func (b *tcBatch) flush() {
 			}
 			if err := d.syncTC(dev, "tc"); err != nil {
 				d.log.Printf("%s: %v", dev, err)
+				errs = append(errs, fmt.Errorf("%s: %w", dev, err))
 			}
 		}
 		for ifindex, changes := range b.changes {
@@ -538,8 +540,10 @@ func (b *tcBatch) flush() {
 			}
 			if err := d.syncTCChanges(dev, ifindex, changes); err != nil {
 				d.log.Printf("%s: %v", dev, err)
+				errs = append(errs, fmt.Errorf("%s: %w", dev, err))
 			}
 		}
+		d.inst.synced(errors.Join(errs...))
 	}
 	d.mu.Unlock()
 	if (b.linkEv || b.egressEv) && !b.links && !b.overrun { // a full sync asked afresh

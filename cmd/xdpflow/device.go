@@ -7,6 +7,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/xdpflow/xdpflow/bpf"
 	"github.com/xdpflow/xdpflow/flower"
@@ -99,6 +100,7 @@ func cmdEnable(g globals, args []string) error {
 		return err
 	}
 	opts := loader.DefaultOptions
+	given := map[string]bool{}
 	for i := 0; i < len(rest); i += 2 {
 		if i+1 >= len(rest) {
 			return usageError{fmt.Sprintf("enable: %q needs a value", rest[i])}
@@ -111,11 +113,13 @@ func cmdEnable(g globals, args []string) error {
 			if opts.Mode != loader.ModeNative && opts.Mode != loader.ModeGeneric {
 				return usageError{fmt.Sprintf("enable: unknown mode %q (native or generic)", v)}
 			}
+			given["mode"] = true
 			continue
 		case "flows", "rules", "subtables", "cache":
 		default:
 			return usageError{fmt.Sprintf("enable: unknown option %q", rest[i])}
 		}
+		given[rest[i]] = true
 		if nerr != nil || n == 0 {
 			return usageError{fmt.Sprintf("enable: invalid %s %q", rest[i], v)}
 		}
@@ -141,7 +145,45 @@ func cmdEnable(g globals, args []string) error {
 		return err
 	}
 	if !enabled {
+		if err := sameOptions(p, dev, opts, given); err != nil {
+			return err
+		}
 		fmt.Printf("xdpflow already enabled on %s\n", dev)
+	}
+	return nil
+}
+
+// sameOptions refuses, on a device enabled already, options given that
+// differ from what it was enabled with: they would be silently ignored.
+func sameOptions(p loader.Paths, dev string, opts loader.Options, given map[string]bool) error {
+	d, err := loader.Open(p, dev)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	t, err := maps.Open(&d.Maps, ruleParser(dev))
+	if err != nil {
+		return err
+	}
+	sz := t.Sizes()
+	_, mode := d.Attached()
+	have := map[string]string{
+		"mode": string(mode), "flows": fmt.Sprint(sz.MaxFlows), "rules": fmt.Sprint(sz.MaxRules - 1),
+		"subtables": fmt.Sprint(sz.MaxSubtables), "cache": fmt.Sprint(sz.CacheEntries),
+	}
+	want := map[string]string{
+		"mode": string(opts.Mode), "flows": fmt.Sprint(opts.MaxFlows), "rules": fmt.Sprint(opts.MaxRules - 1),
+		"subtables": fmt.Sprint(opts.MaxSubtables), "cache": fmt.Sprint(opts.CacheEntries),
+	}
+	var differ []string
+	for _, k := range []string{"mode", "flows", "rules", "subtables", "cache"} {
+		if given[k] && have[k] != want[k] {
+			differ = append(differ, fmt.Sprintf("%s %s (asked %s)", k, have[k], want[k]))
+		}
+	}
+	if len(differ) > 0 {
+		return fmt.Errorf("enable %s: enabled already with %s; to change them, disable and enable it again "+
+			"(a running daemon mirrors its rules again)", dev, strings.Join(differ, ", "))
 	}
 	return nil
 }
@@ -216,6 +258,9 @@ type deviceStatus struct {
 	VLANMeta bool `json:"vlan_meta"`
 	// Held: why rules the kernel holds are not in XDP now, device-wide.
 	Held []string `json:"held"`
+	// Daemon: the network namespace's daemon, as it answers; null when
+	// none runs.
+	Daemon *daemonHealth `json:"daemon"`
 }
 
 var counterNames = map[bpf.XdpflowXfCounter]string{
@@ -265,6 +310,10 @@ func cmdStatus(g globals, args []string) error {
 		return err
 	}
 	out := []deviceStatus{}
+	health, herr := askDaemon()
+	if herr != nil {
+		health = nil
+	}
 	for _, dev := range devs {
 		s, err := openDevice(g, dev)
 		if err != nil {
@@ -286,6 +335,7 @@ func cmdStatus(g globals, args []string) error {
 		}
 		ds.Hooks, ds.Held = deviceHooks(s)
 		ds.VLANMeta = loader.ReadsVLANMeta(s.dev.Ifindex)
+		ds.Daemon = health
 		if ds.Hooks == nil {
 			ds.Hooks = []hookStatus{}
 		}
@@ -302,6 +352,15 @@ func cmdStatus(g globals, args []string) error {
 		fmt.Printf("xdpflow: no device enabled in network namespace %s\n", p.Netns)
 		return nil
 	}
+	switch {
+	case health == nil:
+		fmt.Printf("daemon: not running in this network namespace (TC and nft changes are not followed)\n")
+	case health.LastError != "":
+		fmt.Printf("daemon: pid %d, up %s, last sync %s; last error %s: %s\n", health.PID, time.Since(health.Started).Truncate(time.Second),
+			ago(health.LastSync), ago(health.ErrorTime), health.LastError)
+	default:
+		fmt.Printf("daemon: pid %d, up %s, last sync %s\n", health.PID, time.Since(health.Started).Truncate(time.Second), ago(health.LastSync))
+	}
 	for _, d := range out {
 		att := "attached"
 		if !d.Attached {
@@ -312,11 +371,10 @@ func cmdStatus(g globals, args []string) error {
 		c := d.Counters
 		fmt.Printf("  packets %d  hits %d  misses %d  unparsed %d  drop %d  pass %d  tx %d  redirect %d  action errors %d\n",
 			c["rx"], c["hits"], c["misses"], c["unparsed"], c["drop"], c["pass"], c["tx"], c["redirect"], c["action_errors"])
-		key := "the whole key"
+		key := fmt.Sprintf("the whole key: %d entries per CPU, each taking two", d.CacheEntries)
 		if d.CacheKeyWords > 0 {
-			key = fmt.Sprintf("%d key words", d.CacheKeyWords)
+			key = fmt.Sprintf("%d key words: %d entries per CPU", d.CacheKeyWords, d.CacheEntries)
 		}
-		key += fmt.Sprintf(": %d entries per CPU", d.CacheEntries)
 		fmt.Printf("  flow cache hits %d (keyed by %s)  subtable lookups %d\n", c["cache_hits"], key, c["subtable_lookups"])
 		fmt.Printf("  pins %s\n", d.Pins)
 		if d.VLANMeta {
@@ -330,4 +388,12 @@ func cmdStatus(g globals, args []string) error {
 		}
 	}
 	return nil
+}
+
+// ago is how long ago t was, to the second.
+func ago(t time.Time) string {
+	if t.IsZero() {
+		return "never"
+	}
+	return time.Since(t).Truncate(time.Second).String() + " ago"
 }
