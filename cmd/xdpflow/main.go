@@ -15,6 +15,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime/debug"
+	"slices"
 	"strings"
 )
 
@@ -28,7 +30,9 @@ const usage = `usage:
   xdpflow [-s] [-j] flow show dev DEV
   xdpflow daemon [--once] [--mirror-skip-hw] [--keepalive INTERVAL|off]
   xdpflow [-j] status
-global options: -s (statistics) -j (JSON) --bpffs DIR (where bpffs is mounted)`
+  xdpflow version
+  xdpflow help [COMMAND]
+global options: -s (statistics) -j (JSON) --bpffs DIR (where bpffs is mounted) -V (version)`
 
 // usageError is a command line that does not parse: exit status 2.
 type usageError struct{ msg string }
@@ -43,14 +47,81 @@ type globals struct {
 
 func main() {
 	if err := run(os.Args[1:]); err != nil {
-		// One line, naming the problem.
-		fmt.Fprintf(os.Stderr, "xdpflow: %s\n", strings.ReplaceAll(err.Error(), "\n", " "))
 		var ue usageError
 		if errors.As(err, &ue) {
+			// The problem on a line, then how the command is used.
+			msg, more, _ := strings.Cut(ue.msg, "\n")
+			fmt.Fprintf(os.Stderr, "xdpflow: %s\n", msg)
+			if more == "" {
+				more = commandUsage(os.Args[1:])
+			}
+			if more != "" {
+				fmt.Fprintln(os.Stderr, more)
+			}
 			os.Exit(2)
 		}
+		// One line, naming the problem.
+		fmt.Fprintf(os.Stderr, "xdpflow: %s\n", strings.ReplaceAll(err.Error(), "\n", " "))
 		os.Exit(1)
 	}
+}
+
+// commands are the words that start a command line.
+var commands = []string{"enable", "disable", "filter", "flow", "daemon", "status", "version", "help"}
+
+// commandUsage is the usage of the command args name (the first word
+// that is one), or "".
+func commandUsage(args []string) string {
+	for _, a := range args {
+		if slices.Contains(commands, a) {
+			return usageOf(a)
+		}
+	}
+	return ""
+}
+
+// usageOf is the lines of usage about command cmd.
+func usageOf(cmd string) string {
+	var out []string
+	lines := strings.Split(usage, "\n")
+	for i, l := range lines {
+		if strings.Contains(l, "xdpflow ") && strings.Contains(" "+strings.Join(strings.Fields(l), " ")+" ", " "+cmd+" ") {
+			out = append(out, l)
+			// A continuation line is indented further.
+			for j := i + 1; j < len(lines) && strings.HasPrefix(lines[j], "          "); j++ {
+				out = append(out, lines[j])
+			}
+		}
+	}
+	if len(out) == 0 {
+		return ""
+	}
+	return "usage:\n" + strings.Join(out, "\n")
+}
+
+// version is the module's version and the commit it was built from.
+func version() string {
+	v := "xdpflow"
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return v + " (no build information)"
+	}
+	v += " " + bi.Main.Version
+	var rev, modified string
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.modified":
+			if s.Value == "true" {
+				modified = "+changes"
+			}
+		}
+	}
+	if rev != "" {
+		v += " (" + rev + modified + ")"
+	}
+	return v + " " + bi.GoVersion
 }
 
 func run(args []string) error {
@@ -91,6 +162,9 @@ func run(args []string) error {
 		case "-h", "-help", "--help":
 			fmt.Println(usage)
 			return nil
+		case "-V", "-version", "--version":
+			fmt.Println(version())
+			return nil
 		default:
 			return usageError{fmt.Sprintf("unknown option %q\n%s", args[0], usage)}
 		}
@@ -99,7 +173,24 @@ func run(args []string) error {
 	if len(args) == 0 {
 		return usageError{usage}
 	}
-	if args[0] != "help" && !privileged() {
+	switch {
+	case args[0] == "help" && len(args) > 1:
+		if u := usageOf(args[1]); u != "" {
+			fmt.Println(u)
+			return nil
+		}
+		return usageError{fmt.Sprintf("help: no command %q\n%s", args[1], usage)}
+	case args[0] == "help":
+		fmt.Println(usage)
+		return nil
+	case args[0] == "version":
+		fmt.Println(version())
+		return nil
+	case len(args) > 1 && (args[1] == "--help" || args[1] == "-h" || args[1] == "help") && slices.Contains(commands, args[0]):
+		fmt.Println(usageOf(args[0]))
+		return nil
+	}
+	if !privileged() {
 		return errNeedsRoot
 	}
 	switch args[0] {
@@ -115,9 +206,6 @@ func run(args []string) error {
 		return cmdFlow(g, args[1:])
 	case "daemon":
 		return cmdDaemon(g, args[1:])
-	case "help":
-		fmt.Println(usage)
-		return nil
 	}
 	return usageError{fmt.Sprintf("unknown command %q\n%s", args[0], usage)}
 }
