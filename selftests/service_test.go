@@ -1,10 +1,13 @@
 package selftests
 
 import (
+	"os/exec"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/xdpflow/xdpflow/internal/testutil"
 )
 
 // TestDaemonInstanceAndHealth: one daemon per network namespace (a second
@@ -70,5 +73,35 @@ func TestEnableAgainWithOtherSizes(t *testing.T) {
 	}
 	if err := jsonUnmarshal(mustXdpflow(t, tp.b, "-j", "status"), &st); err != nil || len(st) != 1 || st[0].CacheEntries != 1024 {
 		t.Fatalf("status of a device enabled with cache 1024 and no rules: %v %+v", err, st)
+	}
+}
+
+// TestNetnsAndPrettyOptions: -n NETNS runs the command in a named network
+// namespace, as ip -n does (it used to need ip netns exec or nsenter), and
+// -p prints JSON indented.
+func TestNetnsAndPrettyOptions(t *testing.T) {
+	ns := testutil.NewNetns(t)
+	peer := testutil.NewNetns(t)
+	testutil.Veth(t, ns, "n0", peer, "n1")
+	run := func(args ...string) string {
+		t.Helper()
+		out, err := exec.Command(xdpflowBin, args...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("xdpflow %v: %v: %s", args, err, out)
+		}
+		return string(out)
+	}
+	run("-n", ns.Name, "enable", "dev", "n0")
+	out := run("-n", ns.Name, "-p", "status")
+	if !strings.Contains(out, "\n  {\n    \"dev\": \"n0\"") {
+		t.Fatalf("-n %s -p status: %s", ns.Name, out)
+	}
+	if out := mustXdpflow(t, ns, "status"); !strings.Contains(out, "n0 (ifindex") {
+		t.Fatalf("status inside the namespace after -n enable: %s", out)
+	}
+	run("-n", ns.Name, "disable", "dev", "n0")
+	if out, err := exec.Command(xdpflowBin, "-n", "xf-no-such-netns", "status").CombinedOutput(); err == nil ||
+		!strings.Contains(string(out), "ip netns list") {
+		t.Fatalf("-n of a namespace that does not exist: %v: %s", err, out)
 	}
 }

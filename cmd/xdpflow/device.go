@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -346,7 +345,7 @@ func cmdStatus(g globals, args []string) error {
 		out = append(out, ds)
 	}
 	if g.json {
-		return json.NewEncoder(os.Stdout).Encode(out)
+		return g.encodeJSON(out)
 	}
 	if len(out) == 0 {
 		fmt.Printf("xdpflow: no device enabled in network namespace %s\n", p.Netns)

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -253,7 +252,7 @@ func filterShow(g globals, s *session, c *flower.Command) error {
 		for i := range shown {
 			out = append(out, shown[i].JSON(g.stats))
 		}
-		return json.NewEncoder(os.Stdout).Encode(out)
+		return g.encodeJSON(out)
 	}
 	for i := range shown {
 		fmt.Print(shown[i].Text(g.stats))

@@ -1,9 +1,7 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
-	"os"
 	"sort"
 	"strings"
 
@@ -144,7 +142,7 @@ func cmdFlow(g globals, args []string) error {
 		if out == nil {
 			out = []flower.JSONFilter{}
 		}
-		return json.NewEncoder(os.Stdout).Encode(out)
+		return g.encodeJSON(out)
 	}
 	for _, j := range out {
 		printFlow(j, g.stats)

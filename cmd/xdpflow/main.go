@@ -12,6 +12,7 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -32,7 +33,8 @@ const usage = `usage:
   xdpflow [-j] status
   xdpflow version
   xdpflow help [COMMAND]
-global options: -s (statistics) -j (JSON) --bpffs DIR (where bpffs is mounted) -V (version)`
+global options: -s (statistics) -j (JSON) -p (JSON, indented) -n NETNS (in network namespace NETNS, as ip -n)
+  --bpffs DIR (where bpffs is mounted) -V (version)`
 
 // usageError is a command line that does not parse: exit status 2.
 type usageError struct{ msg string }
@@ -40,12 +42,26 @@ type usageError struct{ msg string }
 func (e usageError) Error() string { return e.msg }
 
 type globals struct {
-	stats bool
-	json  bool
-	bpffs string
+	stats  bool
+	json   bool
+	pretty bool // -p: JSON indented, as bpftool's
+	bpffs  string
+}
+
+// encodeJSON writes v to standard output, indented with -p.
+func (g globals) encodeJSON(v any) error {
+	enc := json.NewEncoder(os.Stdout)
+	if g.pretty {
+		enc.SetIndent("", "  ")
+	}
+	return enc.Encode(v)
 }
 
 func main() {
+	if err := inNetns(os.Args[1:]); err != nil {
+		fmt.Fprintf(os.Stderr, "xdpflow: %v\n", err)
+		os.Exit(1)
+	}
 	if err := run(os.Args[1:]); err != nil {
 		var ue usageError
 		if errors.As(err, &ue) {
@@ -134,6 +150,8 @@ func run(args []string) error {
 			g.json = true
 		case "-sj", "-js":
 			g.stats, g.json = true, true
+		case "-p", "-pretty", "--pretty":
+			g.json, g.pretty = true, true
 		case "--bpffs":
 			if len(args) < 2 {
 				return usageError{"--bpffs needs a directory"}
