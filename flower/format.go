@@ -78,6 +78,9 @@ type JSONFilter struct {
 	Source    string         `json:"source"`
 	Name      string         `json:"name,omitempty"` // nft: family/table/chain/handle
 	Keys      map[string]any `json:"keys"`
+	// KeyOrder is Keys' names in the order they are typed (tc's parser
+	// needs some before others: ip_proto before dst_port).
+	KeyOrder []string `json:"-"`
 	Flags     []string       `json:"flags,omitempty"`
 	Actions   []string       `json:"actions"`
 	Offloaded bool           `json:"offloaded"`
@@ -97,6 +100,7 @@ func (s *Shown) JSON(withStats bool) JSONFilter {
 	}
 	for _, k := range r.Keys {
 		j.Keys[k.Name] = k.Value
+		j.KeyOrder = append(j.KeyOrder, k.Name)
 	}
 	j.Flags = FlagWords(r)
 	for _, a := range r.Actions {

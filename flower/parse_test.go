@@ -2,6 +2,7 @@ package flower
 
 import (
 	"errors"
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
@@ -172,5 +173,30 @@ func TestKernelMaskNotPrefix(t *testing.T) {
 	}
 	if got := r.Match.Mask.DstIp[:4]; !reflect.DeepEqual(got, []byte{255, 0, 255, 0}) {
 		t.Errorf("mask %v, want 255.0.255.0", got)
+	}
+}
+
+// TestJSONKeyOrderParsesBack: the keys of a shown filter, in KeyOrder,
+// are words tc's parser takes back (ip_proto before the ports), making
+// the same match.
+func TestJSONKeyOrderParsesBack(t *testing.T) {
+	c, err := parseAdd(t, "protocol ip flower src_ip 198.18.0.0/15 ip_proto udp dst_port 53 ip_ttl 64 action drop")
+	if err != nil {
+		t.Fatal(err)
+	}
+	j := (&Shown{Rule: c.Rule}).JSON(false)
+	var words []string
+	for _, k := range j.KeyOrder {
+		words = append(words, k, fmt.Sprint(j.Keys[k]))
+	}
+	if len(j.KeyOrder) != len(j.Keys) {
+		t.Fatalf("KeyOrder %v, keys %v", j.KeyOrder, j.Keys)
+	}
+	back, err := ParseCommand(append(strings.Fields("add dev lo ingress protocol ip flower"), words...))
+	if err != nil {
+		t.Fatalf("%v: %v", words, err)
+	}
+	if back.Rule.Match != c.Rule.Match {
+		t.Errorf("%v parses to another match", words)
 	}
 }

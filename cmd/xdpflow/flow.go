@@ -102,6 +102,7 @@ func cmdFlow(g globals, args []string) error {
 				j.Pref = p.Prio
 				for _, kv := range p.Keys {
 					j.Keys[kv.Name] = kv.Value
+					j.KeyOrder = append(j.KeyOrder, kv.Name)
 				}
 			}
 		}
@@ -162,11 +163,11 @@ func printFlow(j flower.JSONFilter, withStats bool) {
 	case !j.Offloaded:
 		state = "not_in_xdp (" + j.Reason + ")"
 	}
+	// In the order they are typed, so that the line can be pasted back.
 	keys := make([]string, 0, len(j.Keys))
-	for k, v := range j.Keys {
-		keys = append(keys, fmt.Sprintf("%s %v", k, v))
+	for _, k := range j.KeyOrder {
+		keys = append(keys, fmt.Sprintf("%s %v", k, j.Keys[k]))
 	}
-	sort.Strings(keys)
 	fmt.Printf("%s %s: %s -> %s  %s\n", j.Source, name, strings.Join(keys, " "), strings.Join(j.Actions, ", "), state)
 	if withStats && j.Stats != nil {
 		fmt.Printf("\tSent %d bytes %d pkt\n", j.Stats.Bytes, j.Stats.Packets)
