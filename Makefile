@@ -6,7 +6,7 @@ BIN     := bin/xdpflow
 APT_PKGS := clang llvm libbpf-dev iproute2 iputils-ping nftables ethtool kmod
 GOTEST_FLAGS ?= -count=1 -timeout 40m
 
-.PHONY: all deps build generate test vet demo bench clean vmtest vm
+.PHONY: all deps build generate test vet demo bench clean vmtest vm install
 
 all: build
 
@@ -59,3 +59,10 @@ bench: deps build
 
 clean:
 	rm -rf bin
+
+# The binary, its man page and bash completion, under DESTDIR/PREFIX.
+PREFIX ?= /usr/local
+install: build
+	install -D -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/sbin/xdpflow
+	install -D -m 0644 docs/xdpflow.8 $(DESTDIR)$(PREFIX)/share/man/man8/xdpflow.8
+	install -D -m 0644 scripts/xdpflow.bash-completion $(DESTDIR)$(PREFIX)/share/bash-completion/completions/xdpflow

@@ -1,0 +1,98 @@
+package main
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestManPage: xdpflow(8) formats without a warning and names every
+// command.
+func TestManPage(t *testing.T) {
+	if _, err := exec.LookPath("groff"); err != nil {
+		t.Skip("SKIPPED: no groff to check the man page with (apt-get install groff-base)")
+	}
+	out, err := exec.Command("groff", "-man", "-ww", "-z", "../../docs/xdpflow.8").CombinedOutput()
+	if err != nil || len(out) > 0 {
+		t.Fatalf("groff -man -ww: %v: %s", err, out)
+	}
+	page, err := os.ReadFile("../../docs/xdpflow.8")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range commands {
+		if !strings.Contains(string(page), ".B xdpflow "+c) && !strings.Contains(string(page), "\n.B "+c) {
+			t.Errorf("the man page does not name command %q", c)
+		}
+	}
+}
+
+// TestBashCompletion: the completion offers the commands, a command's
+// words, and the devices after "dev".
+func TestBashCompletion(t *testing.T) {
+	complete := func(line string) []string {
+		t.Helper()
+		words := strings.Fields(line)
+		if strings.HasSuffix(line, " ") {
+			words = append(words, "")
+		}
+		script := `source ../../scripts/xdpflow.bash-completion
+COMP_WORDS=(` + quoteAll(words) + `); COMP_CWORD=$((${#COMP_WORDS[@]}-1))
+_xdpflow; printf '%s\n' "${COMPREPLY[@]}"`
+		out, err := exec.Command("bash", "-c", script).CombinedOutput()
+		if err != nil {
+			t.Fatalf("%q: %v: %s", line, err, out)
+		}
+		return strings.Fields(string(out))
+	}
+	has := func(got []string, w string) bool {
+		for _, g := range got {
+			if g == w {
+				return true
+			}
+		}
+		return false
+	}
+	if got := complete("xdpflow en"); !has(got, "enable") || has(got, "status") {
+		t.Errorf("xdpflow en: %v", got)
+	}
+	if got := complete("xdpflow filter "); !has(got, "add") || !has(got, "show") {
+		t.Errorf("xdpflow filter: %v", got)
+	}
+	if got := complete("xdpflow enable dev "); !has(got, "lo") {
+		t.Errorf("xdpflow enable dev: %v", got)
+	}
+	if got := complete("xdpflow enable dev lo "); !has(got, "flows") {
+		t.Errorf("xdpflow enable dev lo: %v", got)
+	}
+}
+
+func quoteAll(words []string) string {
+	q := make([]string, len(words))
+	for i, w := range words {
+		q[i] = "'" + w + "'"
+	}
+	return strings.Join(q, " ")
+}
+
+// TestMakeInstall: make install puts the binary, the man page and the
+// completion under DESTDIR.
+func TestMakeInstall(t *testing.T) {
+	if _, err := exec.LookPath("make"); err != nil {
+		t.Skip("SKIPPED: no make")
+	}
+	dest := t.TempDir()
+	// A binary of its own: bin/xdpflow is what the selftests run, maybe now.
+	bin := filepath.Join(t.TempDir(), "xdpflow")
+	out, err := exec.Command("make", "-C", "../..", "install", "DESTDIR="+dest, "PREFIX=/usr", "BIN="+bin).CombinedOutput()
+	if err != nil {
+		t.Fatalf("make install: %v: %s", err, out)
+	}
+	for _, f := range []string{"sbin/xdpflow", "share/man/man8/xdpflow.8", "share/bash-completion/completions/xdpflow"} {
+		if _, err := os.Stat(filepath.Join(dest, "usr", f)); err != nil {
+			t.Errorf("make install: %v", err)
+		}
+	}
+}
