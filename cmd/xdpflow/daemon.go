@@ -4,7 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log"
+	"log/slog"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -36,11 +36,22 @@ const defaultKeepalive = time.Second
 func cmdDaemon(g globals, args []string) error {
 	once, skipHW := false, false
 	keepalive := defaultKeepalive
-	const usage = "usage: xdpflow daemon [--once] [--mirror-skip-hw] [--keepalive INTERVAL|off]"
+	logFormat, logLevel := "text", slog.LevelInfo
+	const usage = "usage: xdpflow daemon [--once] [--mirror-skip-hw] [--keepalive INTERVAL|off] [--log-format text|json] [--log-level debug|info|warn|error]"
 	for i := 0; i < len(args); i++ {
 		switch a := args[i]; a {
 		case "--once", "once":
 			once = true
+		case "--log-format", "--log-level":
+			if i+1 >= len(args) {
+				return usageError{fmt.Sprintf("daemon: %s needs a value; %s", a, usage)}
+			}
+			i++
+			if a == "--log-format" {
+				logFormat = args[i]
+			} else if err := logLevel.UnmarshalText([]byte(args[i])); err != nil {
+				return usageError{fmt.Sprintf("daemon: --log-level %q: debug, info, warn or error", args[i])}
+			}
 		case "--mirror-skip-hw":
 			skipHW = true
 		case "--keepalive":
@@ -60,9 +71,12 @@ func cmdDaemon(g globals, args []string) error {
 			return usageError{fmt.Sprintf("daemon: unexpected %q (%s)", a, usage)}
 		}
 	}
+	lg, err := newDaemonLog(os.Stderr, logFormat, logLevel)
+	if err != nil {
+		return usageError{"daemon: " + err.Error()}
+	}
 	newDaemon := func() *daemon {
-		return &daemon{g: g, log: log.New(os.Stderr, "xdpflow daemon: ", log.Lmicroseconds),
-			mirrorSkipHW: skipHW, keepalive: keepalive}
+		return &daemon{g: g, log: lg, mirrorSkipHW: skipHW, keepalive: keepalive}
 	}
 	if once {
 		// One reconcile, then exit: for scripts and tests.
@@ -177,7 +191,7 @@ func cmdDaemon(g globals, args []string) error {
 type daemon struct {
 	mu      sync.Mutex // one sync at a time: nft changes, device changes
 	g       globals
-	log     *log.Logger
+	log     *daemonLog
 	devices []string // enabled at the last sync
 	open    map[string]*openTable
 	paths   *loader.Paths
@@ -300,7 +314,7 @@ func (d *daemon) settle(wait bool) {
 		}
 		unlock, err := p.Lock()
 		if err != nil {
-			d.log.Printf("%s: %v", dev, err)
+			d.log.Errorf("%s: %v", dev, err)
 			continue
 		}
 		// Only if no other process changed the table since.
@@ -312,7 +326,7 @@ func (d *daemon) settle(wait bool) {
 				_, err = o.table.TrySettle()
 			}
 			if err != nil {
-				d.log.Printf("%s: %v", dev, err)
+				d.log.Errorf("%s: %v", dev, err)
 			}
 		}
 		unlock()
@@ -379,7 +393,7 @@ func (d *daemon) syncNFTAll(why string) error {
 	var errs []error
 	for _, dev := range devs {
 		if err := d.syncNFT(dev, why); err != nil {
-			d.log.Printf("%s: %v", dev, err)
+			d.log.Errorf("%s: %v", dev, err)
 			errs = append(errs, fmt.Errorf("%s: %w", dev, err))
 		}
 	}
@@ -400,7 +414,7 @@ func (d *daemon) enabledDevices(follow bool) ([]string, error) {
 		devs, err = loader.List(p)
 	}
 	if err != nil {
-		d.log.Printf("%v", err)
+		d.log.Errorf("%v", err)
 		return nil, err
 	}
 	return devs, nil
@@ -436,11 +450,11 @@ func (d *daemon) syncDevice(dev, why string) []error {
 	// TC first: nft rules come after TC's in XDP as in the kernel, and
 	// must never run before the TC filters in front of them are there.
 	if err := d.syncTC(dev, why); err != nil {
-		d.log.Printf("%s: %v", dev, err)
+		d.log.Errorf("%s: %v", dev, err)
 		errs = append(errs, fmt.Errorf("%s: %w", dev, err))
 	}
 	if err := d.syncNFT(dev, why); err != nil {
-		d.log.Printf("%s: %v", dev, err)
+		d.log.Errorf("%s: %v", dev, err)
 		errs = append(errs, fmt.Errorf("%s: %w", dev, err))
 	}
 	return errs
@@ -696,7 +710,7 @@ type batcher interface {
 // time from a change to XDP. What queued up meanwhile (during a sync, or a
 // burst of changes) is taken in one go and acted on once: b acts when it
 // is ready and nothing more is queued.
-func follow(ctx context.Context, c *netlink.Conn, lg *log.Logger, name string, b batcher) {
+func follow(ctx context.Context, c *netlink.Conn, lg *daemonLog, name string, b batcher) {
 	stop := context.AfterFunc(ctx, func() { c.Close() })
 	defer stop()
 	for {
@@ -711,7 +725,7 @@ func follow(ctx context.Context, c *netlink.Conn, lg *log.Logger, name string, b
 		default:
 			// What failed to arrive is unknown: everything is read again
 			// (and every 100 ms while the socket keeps failing).
-			lg.Printf("%s: %v (reading everything again)", name, err)
+			lg.Errorf("%s: %v (reading everything again)", name, err)
 			time.Sleep(100 * time.Millisecond)
 			b.lost()
 			b.flush()

@@ -2,8 +2,6 @@ package main
 
 import (
 	"errors"
-	"io"
-	"log"
 	"strings"
 	"testing"
 
@@ -35,7 +33,7 @@ func TestReadFailurePunts(t *testing.T) {
 				t.Error(err)
 			}
 		}()
-		d := &daemon{log: log.New(io.Discard, "", 0)}
+		d := &daemon{log: discardLog()}
 		sources := func() (tc, nft []string) {
 			t.Helper()
 			err := d.withTable("b0", func(o *openTable) error {

@@ -261,13 +261,13 @@ func (d *daemon) takeForwards(q *fwdCache, why string) {
 			return d.installMirror(o, dev, why+": a redirect target changed", m, start)
 		})
 		if err != nil {
-			d.log.Printf("%s: %v", dev, err)
+			d.log.Errorf("%s: %v", dev, err)
 		}
 	}
 	// nft's fwd asks the same cache.
 	for _, dev := range d.devices {
 		if err := d.syncNFT(dev, why+": a redirect target changed"); err != nil {
-			d.log.Printf("%s: %v", dev, err)
+			d.log.Errorf("%s: %v", dev, err)
 		}
 	}
 }
@@ -529,7 +529,7 @@ func (b *tcBatch) flush() {
 				continue
 			}
 			if err := d.syncTC(dev, "tc"); err != nil {
-				d.log.Printf("%s: %v", dev, err)
+				d.log.Errorf("%s: %v", dev, err)
 				errs = append(errs, fmt.Errorf("%s: %w", dev, err))
 			}
 		}
@@ -539,7 +539,7 @@ func (b *tcBatch) flush() {
 				continue
 			}
 			if err := d.syncTCChanges(dev, ifindex, changes); err != nil {
-				d.log.Printf("%s: %v", dev, err)
+				d.log.Errorf("%s: %v", dev, err)
 				errs = append(errs, fmt.Errorf("%s: %w", dev, err))
 			}
 		}

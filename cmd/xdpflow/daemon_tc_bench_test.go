@@ -2,8 +2,6 @@ package main
 
 import (
 	"fmt"
-	"io"
-	"log"
 	"net"
 	"runtime/debug"
 	"slices"
@@ -43,7 +41,7 @@ func BenchmarkTCNotification10K(b *testing.B) {
 				b.Error(err)
 			}
 		}()
-		d := &daemon{log: log.New(io.Discard, "", 0), keepalive: defaultKeepalive}
+		d := &daemon{log: discardLog(), keepalive: defaultKeepalive}
 		d.mu.Lock()
 		err := d.syncAll("start")
 		d.mu.Unlock()
