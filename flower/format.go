@@ -69,25 +69,25 @@ type Shown struct {
 
 // JSONFilter is the JSON form of one filter; scripts rely on these names.
 type JSONFilter struct {
-	Dev       string         `json:"dev"`
-	Kind      string         `json:"kind"`
-	Pref      uint16         `json:"pref"`
-	Handle    uint32         `json:"handle"`
-	Protocol  string         `json:"protocol"`
-	Chain     uint32         `json:"chain"`
-	Source    string         `json:"source"`
-	Name      string         `json:"name,omitempty"` // nft: family/table/chain/handle
-	Keys      map[string]any `json:"keys"`
+	Dev      string         `json:"dev"`
+	Kind     string         `json:"kind"`
+	Pref     uint16         `json:"pref"`
+	Handle   uint32         `json:"handle"`
+	Protocol string         `json:"protocol"`
+	Chain    uint32         `json:"chain"`
+	Source   string         `json:"source"`
+	Name     string         `json:"name,omitempty"` // nft: family/table/chain/handle
+	Keys     map[string]any `json:"keys"`
 	// KeyOrder is Keys' names in the order they are typed (tc's parser
 	// needs some before others: ip_proto before dst_port).
-	KeyOrder []string `json:"-"`
-	Flags     []string       `json:"flags,omitempty"`
-	Actions   []string       `json:"actions"`
-	Offloaded bool           `json:"offloaded"`
-	Reason    string         `json:"reason,omitempty"`
-	Punted    bool           `json:"punted,omitempty"`
-	Stats     *Stats         `json:"stats,omitempty"`    // in XDP
-	TCStats   *Stats         `json:"tc_stats,omitempty"` // in TC (the kernel's)
+	KeyOrder  []string `json:"-"`
+	Flags     []string `json:"flags,omitempty"`
+	Actions   []string `json:"actions"`
+	Offloaded bool     `json:"offloaded"`
+	Reason    string   `json:"reason,omitempty"`
+	Punted    bool     `json:"punted,omitempty"`
+	Stats     *Stats   `json:"stats,omitempty"`    // in XDP
+	TCStats   *Stats   `json:"tc_stats,omitempty"` // in TC (the kernel's)
 }
 
 // JSON returns the JSON form; stats only with withStats (like tc -s).

@@ -122,4 +122,3 @@ func discardLog() *daemonLog {
 	l, _ := newDaemonLog(io.Discard, "text", slog.LevelError+1)
 	return l
 }
-
