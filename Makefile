@@ -60,9 +60,11 @@ bench: deps build
 clean:
 	rm -rf bin
 
-# The binary, its man page and bash completion, under DESTDIR/PREFIX.
+# The binary, its man page, bash completion and systemd unit, under
+# DESTDIR/PREFIX (the unit runs /usr/sbin/xdpflow: PREFIX=/usr).
 PREFIX ?= /usr/local
 install: build
 	install -D -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/sbin/xdpflow
 	install -D -m 0644 docs/xdpflow.8 $(DESTDIR)$(PREFIX)/share/man/man8/xdpflow.8
 	install -D -m 0644 scripts/xdpflow.bash-completion $(DESTDIR)$(PREFIX)/share/bash-completion/completions/xdpflow
+	install -D -m 0644 packaging/xdpflow.service $(DESTDIR)$(PREFIX)/lib/systemd/system/xdpflow.service

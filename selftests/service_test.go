@@ -1,7 +1,10 @@
 package selftests
 
 import (
+	"net"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -103,5 +106,122 @@ func TestNetnsAndPrettyOptions(t *testing.T) {
 	if out, err := exec.Command(xdpflowBin, "-n", "xf-no-such-netns", "status").CombinedOutput(); err == nil ||
 		!strings.Contains(string(out), "ip netns list") {
 		t.Fatalf("-n of a namespace that does not exist: %v: %s", err, out)
+	}
+}
+
+// unitExecStart is the ExecStart line of packaging/xdpflow.service, with
+// the binary the tests run in place of the installed one.
+func unitExecStart(t *testing.T) []string {
+	t.Helper()
+	b, err := os.ReadFile("../packaging/xdpflow.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "ExecStart="); ok {
+			f := strings.Fields(v)
+			if f[0] != "/usr/sbin/xdpflow" {
+				t.Fatalf("ExecStart runs %s, not /usr/sbin/xdpflow (make install's)", f[0])
+			}
+			return append([]string{xdpflowBin}, f[1:]...)
+		}
+	}
+	t.Fatal("the unit has no ExecStart")
+	return nil
+}
+
+// TestSystemdUnit: the unit passes systemd-analyze verify, and the daemon
+// started as its ExecStart line starts it, with a NOTIFY_SOCKET of the
+// test's, says READY=1 once its first sync is in, RELOADING=1 and READY=1
+// again on SIGHUP (ExecReload), STOPPING=1 on SIGTERM, and exits 0.
+func TestSystemdUnit(t *testing.T) {
+	if _, err := exec.LookPath("systemd-analyze"); err != nil {
+		t.Skip("SKIPPED: no systemd-analyze to verify the unit with (apt-get install systemd)")
+	}
+	dir := t.TempDir()
+	unit, err := os.ReadFile("../packaging/xdpflow.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	abs, err := filepath.Abs(xdpflowBin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	local := filepath.Join(dir, "xdpflow.service")
+	if err := os.WriteFile(local, []byte(strings.ReplaceAll(string(unit), "/usr/sbin/xdpflow", abs)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("systemd-analyze", "verify", "--man=no", local).CombinedOutput(); err != nil || len(out) > 0 {
+		t.Fatalf("systemd-analyze verify: %v: %s", err, out)
+	}
+
+	tp := newNftTopo(t)
+	sockPath := filepath.Join(dir, "notify")
+	sock, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sockPath, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sock.Close()
+	states := make(chan string, 16)
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, err := sock.Read(buf)
+			if err != nil {
+				close(states)
+				return
+			}
+			states <- string(buf[:n])
+		}
+	}()
+	wait := func(want string) string {
+		t.Helper()
+		select {
+		case s := <-states:
+			if !strings.Contains(s, want) {
+				t.Fatalf("notified %q, want %s", s, want)
+			}
+			return s
+		case <-time.After(15 * time.Second):
+			t.Fatalf("no %s notification", want)
+		}
+		return ""
+	}
+	argv := unitExecStart(t)
+	cmd := exec.Command("ip", append([]string{"netns", "exec", tp.b.Name}, argv...)...)
+	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+sockPath)
+	// A file the daemon writes itself: what it logged before it said
+	// READY is there when READY arrives.
+	logf, err := os.Create(filepath.Join(dir, "log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logf.Close()
+	cmd.Stdout, cmd.Stderr = logf, logf
+	logText := func() string { b, _ := os.ReadFile(logf.Name()); return string(b) }
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	if s := wait("READY=1"); !strings.Contains(s, "STATUS=running on 1 device(s)") {
+		t.Errorf("READY without the status: %q", s)
+	}
+	if !strings.Contains(logText(), "running on 1 device(s)") {
+		t.Errorf("READY before the first sync was in:\n%s", logText())
+	}
+	if err := cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	wait("RELOADING=1")
+	wait("READY=1")
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	wait("STOPPING=1")
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("the daemon on SIGTERM: %v\n%s", err, logText())
+	}
+	if !strings.Contains(logText(), "stopping") {
+		t.Errorf("no stopping line:\n%s", logText())
 	}
 }

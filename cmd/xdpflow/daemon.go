@@ -119,6 +119,10 @@ func cmdDaemon(g globals, args []string) error {
 	devs := d.devices
 	d.mu.Unlock()
 	d.log.Printf("running on %d device(s): %v", len(devs), devs)
+	// Ready once the first sync is in: from here changes are followed.
+	if err := sdNotify(fmt.Sprintf("READY=1\nSTATUS=running on %d device(s)", len(devs))); err != nil {
+		d.log.Errorf("tell the service manager it is ready: %v", err)
+	}
 	go follow(ctx, nftConn, d.log, "nftables monitor", &nftBatch{changed: func(k nft.Kinds, gen uint32, genKnown bool) {
 		d.mu.Lock()
 		defer d.mu.Unlock()
@@ -139,15 +143,18 @@ func cmdDaemon(g globals, args []string) error {
 			d.mu.Lock()
 			d.settle(true)
 			d.mu.Unlock()
+			_ = sdNotify("STOPPING=1")
 			d.log.Printf("stopping; offloaded rules stay installed")
 			return nil
 		case <-hup:
 			d.mu.Lock()
+			_ = sdNotify("RELOADING=1")
 			d.log.Printf("SIGHUP: reading everything again")
 			d.closeReaders()
 			d.syncAll("hup")
 			devs = d.devices
 			d.mu.Unlock()
+			_ = sdNotify("READY=1")
 		case <-tick.C:
 			d.mu.Lock()
 			d.settle(false)
