@@ -65,12 +65,11 @@ func main() {
 	if err := run(os.Args[1:]); err != nil {
 		var ue usageError
 		if errors.As(err, &ue) {
-			// The problem on a line, then how the command is used.
+			// The problem on a line; where the command line has not the
+			// shape of any command, the usage on the lines after. A bad
+			// value is one line, naming it (COMMAND --help shows more).
 			msg, more, _ := strings.Cut(ue.msg, "\n")
 			fmt.Fprintf(os.Stderr, "xdpflow: %s\n", msg)
-			if more == "" {
-				more = commandUsage(os.Args[1:])
-			}
 			if more != "" {
 				fmt.Fprintln(os.Stderr, more)
 			}
@@ -84,17 +83,6 @@ func main() {
 
 // commands are the words that start a command line.
 var commands = []string{"enable", "disable", "filter", "flow", "daemon", "status", "version", "help"}
-
-// commandUsage is the usage of the command args name (the first word
-// that is one), or "".
-func commandUsage(args []string) string {
-	for _, a := range args {
-		if slices.Contains(commands, a) {
-			return usageOf(a)
-		}
-	}
-	return ""
-}
 
 // usageOf is the lines of usage about command cmd.
 func usageOf(cmd string) string {

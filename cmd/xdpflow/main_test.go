@@ -17,9 +17,6 @@ func TestUsageOf(t *testing.T) {
 	if u := usageOf("filter"); !strings.Contains(u, "flower [MATCH...]") || strings.Contains(u, "enable") {
 		t.Errorf("filter: usage %q, want its two lines only", u)
 	}
-	if u := commandUsage([]string{"-j", "status", "x"}); !strings.Contains(u, "status") || strings.Contains(u, "filter") {
-		t.Errorf("status: usage %q", u)
-	}
 	if !strings.HasPrefix(version(), "xdpflow ") {
 		t.Errorf("version %q", version())
 	}
