@@ -1,10 +1,14 @@
 package selftests
 
 import (
+	"bufio"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -223,5 +227,78 @@ func TestSystemdUnit(t *testing.T) {
 	}
 	if !strings.Contains(logText(), "stopping") {
 		t.Errorf("no stopping line:\n%s", logText())
+	}
+}
+
+// TestDaemonMetrics: the daemon's Prometheus endpoint, scraped: the
+// program's counters per device (packets really dropped in XDP counted),
+// the rules by source and state, the syncs' durations and time.
+func TestDaemonMetrics(t *testing.T) {
+	tp := newNftTopo(t)
+	const ruleset = `table netdev xf {
+	chain in { type filter hook ingress device "b0" priority 0; policy accept;
+		udp dport 9999 counter drop
+	}
+}`
+	if _, err := tp.b.ExecStdin(ruleset, "nft", "-f", "-"); err != nil {
+		t.Fatal(err)
+	}
+	tp.b.MustExec(t, "ip", "link", "set", "lo", "up")
+	d := startDaemon(t, tp.b, "--metrics", "127.0.0.1:9560")
+	d.logOnFailure(t)
+	d.waitRunning(t)
+	frames, markers := udpFrames(tp.a0MAC, 9999, "XFMETRICS", 20)
+	if got := tp.fates(t, frames, markers); count(got, "drop") != len(frames) {
+		t.Fatalf("%d of %d frames dropped", count(got, "drop"), len(frames))
+	}
+	var body string
+	tp.b.Run(t, func() {
+		// Dialled here, on this locked thread in b's namespace (an
+		// http.Client dials from goroutines of its own).
+		c, err := net.Dial("tcp", "127.0.0.1:9560")
+		if err != nil {
+			t.Errorf("scrape: %v", err)
+			return
+		}
+		defer c.Close()
+		req, _ := http.NewRequest("GET", "http://127.0.0.1:9560/metrics", nil)
+		if err := req.Write(c); err != nil {
+			t.Errorf("scrape: %v", err)
+			return
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(c), req)
+		if err != nil {
+			t.Errorf("scrape: %v", err)
+			return
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		body = string(b)
+	})
+	value := func(series string) float64 {
+		t.Helper()
+		for _, line := range strings.Split(body, "\n") {
+			if v, ok := strings.CutPrefix(line, series+" "); ok {
+				f, err := strconv.ParseFloat(v, 64)
+				if err != nil {
+					t.Fatalf("%s: %v", line, err)
+				}
+				return f
+			}
+		}
+		t.Fatalf("no series %s in:\n%s", series, body)
+		return 0
+	}
+	if v := value(`xdpflow_packets_total{dev="b0",outcome="drop"}`); v < float64(len(frames)) {
+		t.Errorf("drop counter %v, want at least %d", v, len(frames))
+	}
+	if v := value(`xdpflow_rules{dev="b0",source="nft",state="offloaded"}`); v != 1 {
+		t.Errorf("offloaded nft rules %v, want 1", v)
+	}
+	if v := value(`xdpflow_last_sync_timestamp_seconds`); v < float64(time.Now().Add(-time.Hour).Unix()) {
+		t.Errorf("last sync %v", v)
+	}
+	if !strings.Contains(body, `xdpflow_sync_duration_seconds_bucket{dev="b0",source="nft"`) {
+		t.Errorf("no nft sync durations:\n%s", body)
 	}
 }

@@ -37,11 +37,18 @@ func cmdDaemon(g globals, args []string) error {
 	once, skipHW := false, false
 	keepalive := defaultKeepalive
 	logFormat, logLevel := "text", slog.LevelInfo
-	const usage = "usage: xdpflow daemon [--once] [--mirror-skip-hw] [--keepalive INTERVAL|off] [--log-format text|json] [--log-level debug|info|warn|error]"
+	metricsAddr := ""
+	const usage = "usage: xdpflow daemon [--once] [--mirror-skip-hw] [--keepalive INTERVAL|off] [--log-format text|json] [--log-level debug|info|warn|error] [--metrics ADDR]"
 	for i := 0; i < len(args); i++ {
 		switch a := args[i]; a {
 		case "--once", "once":
 			once = true
+		case "--metrics":
+			if i+1 >= len(args) {
+				return usageError{"daemon: --metrics needs an address (127.0.0.1:9560); " + usage}
+			}
+			i++
+			metricsAddr = args[i]
 		case "--log-format", "--log-level":
 			if i+1 >= len(args) {
 				return usageError{fmt.Sprintf("daemon: %s needs a value; %s", a, usage)}
@@ -105,6 +112,11 @@ func cmdDaemon(g globals, args []string) error {
 	d := newDaemon()
 	d.warm = true
 	d.inst = inst
+	if metricsAddr != "" {
+		if err := d.serveMetrics(metricsAddr); err != nil {
+			return err
+		}
+	}
 	nftConn, err := dialGroups(unix.NETLINK_NETFILTER, "nftables monitor", unix.NFNLGRP_NFTABLES)
 	if err != nil {
 		return err
@@ -221,6 +233,9 @@ type daemon struct {
 	// failRead, when a test sets it, fails the daemon's reads of "tc"
 	// or "nft" state with the error it returns.
 	failRead func(src string) error
+	// metrics: the Prometheus endpoint's sync metrics (nil without
+	// --metrics).
+	metrics *daemonMetrics
 	// inst: the namespace's daemon socket (nil for --once), told of
 	// each sync's outcome.
 	inst *instance
@@ -322,6 +337,7 @@ func (d *daemon) settle(wait bool) {
 		unlock, err := p.Lock()
 		if err != nil {
 			d.log.Errorf("%s: %v", dev, err)
+			d.metrics.failed(dev)
 			continue
 		}
 		// Only if no other process changed the table since.
@@ -334,6 +350,7 @@ func (d *daemon) settle(wait bool) {
 			}
 			if err != nil {
 				d.log.Errorf("%s: %v", dev, err)
+				d.metrics.failed(dev)
 			}
 		}
 		unlock()
@@ -401,6 +418,7 @@ func (d *daemon) syncNFTAll(why string) error {
 	for _, dev := range devs {
 		if err := d.syncNFT(dev, why); err != nil {
 			d.log.Errorf("%s: %v", dev, err)
+			d.metrics.failed(dev)
 			errs = append(errs, fmt.Errorf("%s: %w", dev, err))
 		}
 	}
@@ -458,10 +476,12 @@ func (d *daemon) syncDevice(dev, why string) []error {
 	// must never run before the TC filters in front of them are there.
 	if err := d.syncTC(dev, why); err != nil {
 		d.log.Errorf("%s: %v", dev, err)
+		d.metrics.failed(dev)
 		errs = append(errs, fmt.Errorf("%s: %w", dev, err))
 	}
 	if err := d.syncNFT(dev, why); err != nil {
 		d.log.Errorf("%s: %v", dev, err)
+		d.metrics.failed(dev)
 		errs = append(errs, fmt.Errorf("%s: %w", dev, err))
 	}
 	return errs
@@ -562,6 +582,7 @@ func countIf[T any](s []T, f func(T) bool) int {
 
 // logSync reports one sync of a device's rules from one source.
 func (d *daemon) logSync(dev, src, why, what string, n, offloaded, added, removed int, start time.Time) {
+	d.metrics.synced(dev, src, time.Since(start))
 	d.log.Printf("%s: %s (%s): %d %s, %d offloaded; installed +%d -%d in %.2f ms",
 		dev, src, why, n, what, offloaded, added, removed, float64(time.Since(start).Microseconds())/1000)
 }
