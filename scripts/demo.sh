@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # make demo: two namespaces joined by veth, xdpflow on the receiver, a few
-# rules, real traffic, the counters. Everything is removed at the end.
+# rules, real traffic, the counters; then an nft chain the daemon mirrors.
+# Everything is removed at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=$PWD/bin/xdpflow
@@ -59,6 +60,29 @@ run $R status
 say "delete the ping rule: pings get through again"
 run $R filter del dev rcv0 ingress prio 20
 ip netns exec $SND ping -c 3 -i 0.2 -W 1 198.18.0.2 | tail -2
+
+say "nftables: a netdev ingress chain, mirrored by the daemon into XDP"
+ip netns exec $RCV nft -f - <<'NFT'
+table netdev demo {
+	chain in {
+		type filter hook ingress device "rcv0" priority 0; policy accept;
+		udp dport 4000 counter drop
+	}
+}
+NFT
+run ip netns exec $RCV nft list table netdev demo
+ip netns exec $RCV "$BIN" daemon >/tmp/xdpflow-demo-daemon.log 2>&1 &
+DAEMON=$!
+for _ in $(seq 50); do grep -q "running on" /tmp/xdpflow-demo-daemon.log && break; sleep 0.1; done
+for _ in 1 2 3 4 5 6 7 8 9 10; do
+	ip netns exec $SND bash -c "echo demo > /dev/udp/198.18.0.2/4000" 2>/dev/null || true
+done
+sleep 0.3
+say "the same drops, counted in XDP; nft's own counter stays 0 (the packets never reached it)"
+run $R -s flow show dev rcv0
+run ip netns exec $RCV nft list table netdev demo
+kill $DAEMON; wait $DAEMON 2>/dev/null || true
+ip netns exec $RCV nft delete table netdev demo
 
 say "disable: detach and remove every pin"
 run $R disable dev rcv0
