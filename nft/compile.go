@@ -53,35 +53,10 @@ type flatRule struct {
 func Compile(rs *Ruleset, lim Limits) ([]*rule.Rule, []*Status) {
 	var flat []flatRule
 	for i, c := range rs.Base {
-		if rs.Blocked != nil {
-			reason := "punted: " + rs.Blocked.Error()
-			flat = append(flat, flatRule{name: chainName(c) + "/blocked", pass: true, reason: reason})
-			for _, later := range rs.Base[i:] {
-				for _, r := range later.Rules {
-					flat = append(flat, flatRule{name: fmt.Sprintf("%s/%d", chainName(later), r.Handle), skip: reason})
-				}
-			}
-			break
-		}
-		if other := rs.tieAcrossTables(c); other != nil {
-			// The kernel runs the one registered last first; across
-			// tables the handles do not tell which that is.
-			reason := fmt.Sprintf("punted: base chains %s/%s and %s/%s have priority %d, and the kernel's order between chains of different tables is not visible",
-				c.Table, c.Name, other.Table, other.Name, c.Priority)
-			flat = append(flat, flatRule{name: chainName(c) + "/order", pass: true, reason: reason})
-			for _, later := range rs.Base[i:] {
-				for _, r := range later.Rules {
-					flat = append(flat, flatRule{name: fmt.Sprintf("%s/%d", chainName(later), r.Handle), skip: reason})
-				}
-			}
-			break
-		}
-		if in := rs.inetBefore(c); in != nil {
-			// Its rules are not read: from here on every packet goes to
-			// the kernel, which runs that chain and these in hook order.
-			reason := fmt.Sprintf("punted: %s (priority %d) runs before it, and xdpflow does not mirror it",
-				in.foreign, in.Priority)
-			flat = append(flat, flatRule{name: chainName(c) + "/inet", pass: true, reason: reason})
+		if tag, reason := rs.puntFrom(c); reason != "" {
+			// From here on every packet goes to the kernel, which runs
+			// these chains and what xdpflow cannot see in hook order.
+			flat = append(flat, flatRule{name: chainName(c) + "/" + tag, pass: true, reason: reason})
 			for _, later := range rs.Base[i:] {
 				for _, r := range later.Rules {
 					flat = append(flat, flatRule{name: fmt.Sprintf("%s/%d", chainName(later), r.Handle), skip: reason})
@@ -98,6 +73,25 @@ func Compile(rs *Ruleset, lim Limits) ([]*rule.Rule, []*Status) {
 		}
 	}
 	return assemble(flat, rs, lim)
+}
+
+// puntFrom says why base chain c and those after it cannot run in XDP
+// (and a tag for the punt's name), or "": the device is blocked, a chain
+// of another table has c's priority (the kernel runs the one registered
+// last first, and across tables handles do not tell which that is), or a
+// hook xdpflow does not mirror runs before c.
+func (rs *Ruleset) puntFrom(c *Chain) (tag, reason string) {
+	if rs.Blocked != nil {
+		return "blocked", "punted: " + rs.Blocked.Error()
+	}
+	if other := rs.tieAcrossTables(c); other != nil {
+		return "order", fmt.Sprintf("punted: base chains %s/%s and %s/%s have priority %d, and the kernel's order between chains of different tables is not visible",
+			c.Table, c.Name, other.Table, other.Name, c.Priority)
+	}
+	if in := rs.inetBefore(c); in != nil {
+		return "inet", fmt.Sprintf("punted: %s (priority %d) runs before it, and xdpflow does not mirror it", in.foreign, in.Priority)
+	}
+	return "", ""
 }
 
 // tieAcrossTables is a base chain of another table with c's priority, or

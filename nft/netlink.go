@@ -240,17 +240,7 @@ func readFlowtables(c *netlink.Conn) ([]flowtableInfo, error) {
 						case nftaFlowtableHookPrio:
 							ft.Priority = int32(hd.Uint32())
 						case nftaFlowtableHookDevs:
-							hd.Nested(func(dd *netlink.AttributeDecoder) error {
-								for dd.Next() {
-									switch dd.Type() {
-									case nftaDeviceName:
-										ft.Devices.Devices = append(ft.Devices.Devices, dd.String())
-									case nftaDevicePrefix:
-										ft.Devices.DevicePrefixes = append(ft.Devices.DevicePrefixes, dd.String())
-									}
-								}
-								return nil
-							})
+							hd.Nested(ft.Devices.decodeDevices)
 						}
 					}
 					return nil
@@ -296,17 +286,7 @@ func decodeChain(m netlink.Message) (chainInfo, error) {
 					case unix.NFTA_HOOK_DEV:
 						ch.Devices = append(ch.Devices, hd.String())
 					case nftaHookDevs:
-						hd.Nested(func(dd *netlink.AttributeDecoder) error {
-							for dd.Next() {
-								switch dd.Type() {
-								case nftaDeviceName:
-									ch.Devices = append(ch.Devices, dd.String())
-								case nftaDevicePrefix:
-									ch.DevicePrefixes = append(ch.DevicePrefixes, dd.String())
-								}
-							}
-							return nil
-						})
+						hd.Nested(ch.decodeDevices)
 					}
 				}
 				return nil
@@ -317,6 +297,20 @@ func decodeChain(m netlink.Message) (chainInfo, error) {
 		return chainInfo{}, fmt.Errorf("decode chain: %w", err)
 	}
 	return ch, nil
+}
+
+// decodeDevices reads a hook's devices (NFTA_HOOK_DEVS and the
+// flowtable's): names, and wildcard prefixes.
+func (ch *chainInfo) decodeDevices(dd *netlink.AttributeDecoder) error {
+	for dd.Next() {
+		switch dd.Type() {
+		case nftaDeviceName:
+			ch.Devices = append(ch.Devices, dd.String())
+		case nftaDevicePrefix:
+			ch.DevicePrefixes = append(ch.DevicePrefixes, dd.String())
+		}
+	}
+	return nil
 }
 
 // hooks says whether the chain is hooked on dev, by name or wildcard.
