@@ -6,7 +6,7 @@ BIN     := bin/xdpflow
 APT_PKGS := clang llvm libbpf-dev iproute2 iputils-ping nftables ethtool kmod
 GOTEST_FLAGS ?= -count=1 -timeout 40m
 
-.PHONY: all deps build generate test vet demo bench clean vmtest vm install
+.PHONY: all deps build generate test vet demo bench clean vmtest vm install deb
 
 all: build
 
@@ -68,3 +68,15 @@ install: build
 	install -D -m 0644 docs/xdpflow.8 $(DESTDIR)$(PREFIX)/share/man/man8/xdpflow.8
 	install -D -m 0644 scripts/xdpflow.bash-completion $(DESTDIR)$(PREFIX)/share/bash-completion/completions/xdpflow
 	install -D -m 0644 packaging/xdpflow.service $(DESTDIR)$(PREFIX)/lib/systemd/system/xdpflow.service
+
+# A .deb of what make install installs (PREFIX=/usr), built with dpkg-deb:
+# build/xdpflow_VERSION_amd64.deb. DEBROOT is where it is staged.
+DEBVERSION ?= 0.0~git$(shell git rev-parse --short HEAD 2>/dev/null || echo 0)
+DEBROOT ?= build/deb
+DEBOUT ?= build
+deb:
+	rm -rf $(DEBROOT)
+	$(MAKE) install DESTDIR=$(DEBROOT) PREFIX=/usr
+	mkdir -p $(DEBROOT)/DEBIAN
+	sed 's/@VERSION@/$(DEBVERSION)/' packaging/debian-control > $(DEBROOT)/DEBIAN/control
+	dpkg-deb --root-owner-group --build $(DEBROOT) $(DEBOUT)/xdpflow_$(DEBVERSION)_amd64.deb

@@ -96,3 +96,40 @@ func TestMakeInstall(t *testing.T) {
 		}
 	}
 }
+
+// TestMakeDeb: make deb builds a package of what make install installs,
+// whose binary runs.
+func TestMakeDeb(t *testing.T) {
+	if _, err := exec.LookPath("dpkg-deb"); err != nil {
+		t.Skip("SKIPPED: no dpkg-deb to build the package with")
+	}
+	dir := t.TempDir()
+	out, err := exec.Command("make", "-C", "../..", "deb", "DEBROOT="+filepath.Join(dir, "root"), "DEBOUT="+dir,
+		"BIN="+filepath.Join(dir, "xdpflow"), "DEBVERSION=1.2.3").CombinedOutput()
+	if err != nil {
+		t.Fatalf("make deb: %v: %s", err, out)
+	}
+	deb := filepath.Join(dir, "xdpflow_1.2.3_amd64.deb")
+	fields, err := exec.Command("dpkg-deb", "-f", deb, "Package", "Version", "Architecture").CombinedOutput()
+	if err != nil || string(fields) != "Package: xdpflow\nVersion: 1.2.3\nArchitecture: amd64\n" {
+		t.Fatalf("dpkg-deb -f: %v: %q", err, fields)
+	}
+	list, err := exec.Command("dpkg-deb", "-c", deb).CombinedOutput()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"./usr/sbin/xdpflow", "./usr/lib/systemd/system/xdpflow.service",
+		"./usr/share/man/man8/xdpflow.8", "./usr/share/bash-completion/completions/xdpflow"} {
+		if !strings.Contains(string(list), f) {
+			t.Errorf("the package has no %s:\n%s", f, list)
+		}
+	}
+	x := filepath.Join(dir, "x")
+	if out, err := exec.Command("dpkg-deb", "-x", deb, x).CombinedOutput(); err != nil {
+		t.Fatalf("dpkg-deb -x: %v: %s", err, out)
+	}
+	if out, err := exec.Command(filepath.Join(x, "usr/sbin/xdpflow"), "version").CombinedOutput(); err != nil ||
+		!strings.HasPrefix(string(out), "xdpflow ") {
+		t.Fatalf("the packaged binary: %v: %s", err, out)
+	}
+}
