@@ -392,14 +392,45 @@ func (d *daemon) syncAll(why string) error {
 // closeReaders drops the kernel-state readers: the next sync opens fresh
 // ones. The caller holds d.mu.
 func (d *daemon) closeReaders() {
+	d.closeNFTReader()
+	d.closeTCReader()
+}
+
+func (d *daemon) closeNFTReader() {
 	if d.reader != nil {
 		d.reader.Close()
 		d.reader = nil
 	}
+}
+
+func (d *daemon) closeTCReader() {
 	if d.tcReader != nil {
 		d.tcReader.Close()
 		d.tcReader = nil
 	}
+}
+
+// readRetried reads what the kernel holds of src with read (which opens
+// its reader when there is none). A failure is tried once more on a fresh
+// reader (a socket in a bad state: overrun mid-dump); a second one drops
+// the reader, so the next sync opens another. The caller holds d.mu.
+func (d *daemon) readRetried(src string, read func() error, closeReader func()) error {
+	try := func() error {
+		err := read()
+		if err == nil && d.failRead != nil {
+			err = d.failRead(src)
+		}
+		return err
+	}
+	err := try()
+	if err != nil {
+		closeReader()
+		err = try()
+	}
+	if err != nil {
+		closeReader()
+	}
+	return err
 }
 
 // syncNFTAll brings every enabled device's nft rules up to date after an
@@ -514,38 +545,20 @@ func (d *daemon) withTable(dev string, fn func(o *openTable) error) error {
 func (d *daemon) syncNFT(dev, why string) error {
 	start := time.Now()
 	return d.withTable(dev, func(o *openTable) error {
-		var err error
 		var rs *nft.Ruleset
-		if d.reader == nil {
-			d.reader, err = nft.NewReader()
-		}
-		if err == nil {
+		err := d.readRetried("nft", func() (err error) {
+			if d.reader == nil {
+				if d.reader, err = nft.NewReader(); err != nil {
+					return err
+				}
+			}
 			rs, err = d.reader.Read(dev, o.dev.Ifindex)
-		}
-		if err == nil && d.failRead != nil {
-			err = d.failRead("nft")
-		}
-		if err != nil {
-			// A socket in a bad state (overrun mid-dump): a fresh one, once.
-			if d.reader != nil {
-				d.reader.Close()
-				d.reader = nil
-			}
-			if d.reader, err = nft.NewReader(); err == nil {
-				rs, err = d.reader.Read(dev, o.dev.Ifindex)
-			}
-			if err == nil && d.failRead != nil {
-				err = d.failRead("nft")
-			}
-		}
+			return err
+		}, d.closeNFTReader)
 		if err != nil {
 			// XDP must not go on running rules nft may no longer have:
 			// every nft rule out, so nft decides all of their packets,
 			// until a read succeeds (the daemon tries every second).
-			if d.reader != nil {
-				d.reader.Close()
-				d.reader = nil
-			}
 			d.retryLater(dev)
 			_, _, rerr := nft.Sync(o.table, nil)
 			return errors.Join(fmt.Errorf("nft: read: %w (nft rules left to the kernel until a read succeeds)", err), rerr)

@@ -38,39 +38,21 @@ func (d *daemon) syncTC(dev, why string) error {
 		// No base while the dump is not in: a failed dump leaves none,
 		// and the next notification dumps again.
 		delete(d.tcMirror, o.dev.Ifindex)
-		var err error
 		var filters []*flower.KernelFilter
-		if d.tcReader == nil {
-			d.tcReader, err = flower.NewReader()
-		}
-		if err == nil {
+		err := d.readRetried("tc", func() (err error) {
+			if d.tcReader == nil {
+				if d.tcReader, err = flower.NewReader(); err != nil {
+					return err
+				}
+			}
 			filters, err = d.tcReader.Filters(dev, o.dev.Ifindex)
-		}
-		if err == nil && d.failRead != nil {
-			err = d.failRead("tc")
-		}
-		if err != nil {
-			// A socket in a bad state: a fresh one, once.
-			if d.tcReader != nil {
-				d.tcReader.Close()
-				d.tcReader = nil
-			}
-			if d.tcReader, err = flower.NewReader(); err == nil {
-				filters, err = d.tcReader.Filters(dev, o.dev.Ifindex)
-			}
-			if err == nil && d.failRead != nil {
-				err = d.failRead("tc")
-			}
-		}
+			return err
+		}, d.closeTCReader)
 		if err != nil {
 			// The filters TC holds are unknown: XDP must not go on running
 			// the ones it last saw, nor let nft's rules behind them
 			// overtake them. One punt of every packet, until a dump
 			// succeeds (the daemon tries every second).
-			if d.tcReader != nil {
-				d.tcReader.Close()
-				d.tcReader = nil
-			}
 			d.retryLater(dev)
 			_, _, rerr := o.table.SyncSource(rule.SourceTC, []*rule.Rule{puntEverything(dev)})
 			return errors.Join(fmt.Errorf("tc: read filters: %w (every packet left to the kernel until a read succeeds)", err), rerr)
