@@ -1,6 +1,7 @@
 package loader
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -36,21 +37,17 @@ func liveNetns() map[uint64]bool {
 		if _, err := strconv.Atoi(p.Name()); err != nil {
 			continue
 		}
-		for _, task := range []string{"/proc/" + p.Name() + "/ns/net", "/proc/" + p.Name() + "/task"} {
-			if strings.HasSuffix(task, "/task") {
-				tasks, _ := os.ReadDir(task)
-				for _, th := range tasks {
-					l, _ := os.Readlink(filepath.Join(task, th.Name(), "ns/net"))
-					add(l)
-				}
-				continue
-			}
-			l, _ := os.Readlink(task)
+		// Every thread's namespace (the leader's among them): a thread
+		// may have entered one of its own with setns.
+		dir := filepath.Join("/proc", p.Name())
+		tasks, _ := os.ReadDir(filepath.Join(dir, "task"))
+		for _, th := range tasks {
+			l, _ := os.Readlink(filepath.Join(dir, "task", th.Name(), "ns/net"))
 			add(l)
 		}
-		fds, _ := os.ReadDir("/proc/" + p.Name() + "/fd")
+		fds, _ := os.ReadDir(filepath.Join(dir, "fd"))
 		for _, fd := range fds {
-			l, _ := os.Readlink("/proc/" + p.Name() + "/fd/" + fd.Name())
+			l, _ := os.Readlink(filepath.Join(dir, "fd", fd.Name()))
 			if strings.HasPrefix(l, "net:") {
 				add(l)
 			}
@@ -131,7 +128,7 @@ func RemoveStaleNamespace(p Paths, netns string) (int, error) {
 			_ = removePins(filepath.Join(other.Root, e.Name()))
 		}
 	}
-	if err := unix.Rmdir(other.Root); err != nil && err != unix.ENOENT {
+	if err := unix.Rmdir(other.Root); err != nil && !errors.Is(err, unix.ENOENT) {
 		return len(devs), fmt.Errorf("remove %s: %w", other.Root, err)
 	}
 	return len(devs), nil

@@ -609,7 +609,8 @@ func fwdChecker(ingress int) func(int) error {
 
 // fwdCache remembers the answers of loader.CheckXDPForward's two parts,
 // by device: whether XDP may forward what arrives on an ingress device,
-// and whether it can deliver to a target. A check costs ~0.7 ms (netlink
+// and whether it can deliver to a target; and of checkDevice, whether a
+// device's rules may run in XDP at all. A check costs ~0.7 ms (netlink
 // and ethtool reads in the peer's namespace), far more than the rest of
 // a filter change, and a first one in the process several ms; the
 // daemon asks each device once, up front for the enabled ones (which

@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"io"
 	"net"
 	"slices"
 	"sort"
@@ -128,22 +127,4 @@ func deviceHooks(s *session) (out []hookStatus, held []string) {
 		}
 	}
 	return out, held
-}
-
-// removeStaleNamespaces removes the pins of network namespaces that are
-// gone (loader.StaleNamespaces) and tells what it removed on w.
-func removeStaleNamespaces(p loader.Paths, w io.Writer) {
-	stale, err := loader.StaleNamespaces(p)
-	if err != nil {
-		fmt.Fprintf(w, "xdpflow: looking for pins of deleted network namespaces: %v\n", err)
-		return
-	}
-	for _, ns := range stale {
-		n, err := loader.RemoveStaleNamespace(p, ns)
-		if err != nil {
-			fmt.Fprintf(w, "xdpflow: network namespace %s is gone; removing its pins: %v\n", ns, err)
-			continue
-		}
-		fmt.Fprintf(w, "xdpflow: network namespace %s is gone: removed the pins of its %d device(s)\n", ns, n)
-	}
 }
