@@ -38,7 +38,7 @@ test: deps vet build
 # The tests that need what this machine's kernel lacks (cls_flower, act_*,
 # 8021q, openvswitch) run in a VM booted with Debian's stock kernel under
 # qemu software emulation (scripts/vm/). VMTEST_RUN picks tests.
-VMTEST_RUN ?= ^(TestTC|TestOVS|TestRedirectTargetEgressPath|TestNftFlowtableOnIngress)
+VMTEST_RUN ?= ^(TestTC|TestBatch|TestOVS|TestRedirectTargetEgressPath|TestNftFlowtableOnIngress)
 vm:
 	scripts/vm/build.sh
 vmtest: deps build vm
@@ -52,7 +52,7 @@ demo: deps build
 # BPF_PROG_TEST_RUN, bulk changes and memory per flow, and the cost of one
 # TC change among 10,000 filters.
 bench: deps build
-	$(GO) test -run '^$$' -bench BenchmarkRate -benchtime 1x -v ./selftests/
+	$(GO) test -run '^$$' -bench 'BenchmarkRate|BenchmarkBatch10K' -benchtime 1x -v ./selftests/
 	$(GO) test -run '^$$' -bench 'BenchmarkXDP|BenchmarkBulk10K|Benchmark1MFlows' -benchtime 3x ./maps/
 	$(GO) test -run '^$$' -bench 'Mirror10K|MirrorSet10K|Decode10K|MirrorChange10K' -benchtime 20x ./flower/ ./cmd/xdpflow/
 	$(GO) test -run '^$$' -bench 'TCNotification10K' -benchtime 300x ./cmd/xdpflow/

@@ -51,22 +51,32 @@ func openPaths(g globals) (loader.Paths, func(), error) {
 	return p, unlock, nil
 }
 
-// openDevice opens an enabled device and its table.
+// openDevice opens an enabled device and its table, holding the lock.
 func openDevice(g globals, dev string) (*session, error) {
 	p, unlock, err := openPaths(g)
 	if err != nil {
 		return nil, err
 	}
-	s := &session{paths: p, unlock: unlock}
+	s, err := openEnabled(p, dev)
+	if err != nil {
+		unlock()
+		return nil, err
+	}
+	s.unlock = unlock
+	return s, nil
+}
+
+// openEnabled opens an enabled device and its table in p, whose lock the
+// caller holds.
+func openEnabled(p loader.Paths, dev string) (*session, error) {
 	d, err := loader.Open(p, dev)
 	if err != nil {
-		s.close()
 		if errors.Is(err, loader.ErrNotEnabled) {
 			return nil, fmt.Errorf("xdpflow is not enabled on %s (run: xdpflow enable dev %s)", dev, dev)
 		}
 		return nil, err
 	}
-	s.dev = d
+	s := &session{paths: p, dev: d}
 	t, err := maps.Open(&d.Maps, ruleParser(dev))
 	if err != nil {
 		s.close()

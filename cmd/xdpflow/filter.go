@@ -3,14 +3,11 @@ package main
 import (
 	"errors"
 	"fmt"
-	"net"
-	"os"
 	"sort"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/xdpflow/xdpflow/flower"
-	"github.com/xdpflow/xdpflow/loader"
 	"github.com/xdpflow/xdpflow/maps"
 	"github.com/xdpflow/xdpflow/rule"
 )
@@ -31,185 +28,15 @@ func cmdFilter(g globals, args []string) error {
 		return err
 	}
 	defer s.close()
-	switch c.Verb {
-	case "add", "replace", "change":
-		return filterAdd(s, c)
-	case "del":
-		return filterDel(s, c)
+	if c.Verb == "show" {
+		return filterShow(g, s, c)
 	}
-	return filterShow(g, s, c)
-}
-
-func filterAdd(s *session, c *flower.Command) (rerr error) {
-	r := c.Rule
-	r.Source = rule.SourceCLI
-	if r.Keepalive > 0 {
-		// xdpflow gives it to what it mirrors; a user's would send packets
-		// of an XDP-only rule to a kernel that holds no such filter.
-		return errors.New("filter: keepalive is xdpflow's own flag for filters it mirrors from TC; it is not given by hand")
-	}
-	if err := resolveRedirects(r); err != nil {
-		return err
-	}
-	kernel, err := kernelFilters(s)
+	e, err := newFilterEdit(s)
 	if err != nil {
 		return err
 	}
-	installed := tcRules(s.table)
-	if !c.PrioSet {
-		// tc: one below the lowest pref in use, or 49152 on an empty block.
-		r.Prio = tcAutoPrio
-		lowest := 0
-		for _, in := range installed {
-			if lowest == 0 || int(in.Rule.Prio) < lowest {
-				lowest = int(in.Rule.Prio)
-			}
-		}
-		for _, f := range kernel {
-			if lowest == 0 || int(f.Prio) < lowest {
-				lowest = int(f.Prio)
-			}
-		}
-		if lowest == 1 {
-			return errors.New("filter: no pref below 1 is left: give \"pref\"")
-		}
-		if lowest > 0 {
-			r.Prio = uint16(lowest - 1)
-		}
-	}
-	if r.Prio == 0 {
-		return errors.New("filter: pref 0 is not allowed (tc allocates prefs from 1)")
-	}
-	if !r.SkipSW {
-		// In TC (skip_hw: only there; neither flag: there and, if it
-		// can, in XDP), as tc itself would add it.
-		done, err := filterAddTC(s, c, installed)
-		if done || err != nil {
-			return err
-		}
-		// Said once the filter is in.
-		defer func() {
-			if rerr == nil {
-				fmt.Fprintf(os.Stderr, "xdpflow: note: this kernel has no cls_flower: the filter is in XDP only, as with skip_sw\n")
-			}
-		}()
-	}
-	// In XDP alone: the pref must not be TC's.
-	for _, f := range kernel {
-		if f.Prio == r.Prio {
-			return fmt.Errorf("filter: pref %d holds filters in TC (%s %s); an XDP-only (skip_sw) filter needs a pref of its own",
-				r.Prio, f.Kind, f.ID())
-		}
-	}
-	var replaces maps.RuleID
-	used := map[uint32]bool{}
-	for _, in := range installed {
-		if in.Rule.Prio != r.Prio {
-			continue
-		}
-		if in.Rule.Source != rule.SourceCLI {
-			return fmt.Errorf("filter: pref %d holds filters mirrored from TC; an XDP-only (skip_sw) filter needs a pref of its own", r.Prio)
-		}
-		if in.Rule.Protocol != r.Protocol {
-			return fmt.Errorf("filter: pref %d holds protocol %s filters; protocol %s needs another pref",
-				r.Prio, flower.EthTypeName(in.Rule.Protocol), flower.EthTypeName(r.Protocol))
-		}
-		used[in.Rule.Handle] = true
-		if c.HandleSet && in.Rule.Handle == c.Handle {
-			if c.Verb == "add" {
-				return fmt.Errorf("filter: pref %d handle 0x%x exists (use replace)", r.Prio, c.Handle)
-			}
-			replaces = in.ID
-		}
-	}
-	if c.HandleSet {
-		r.Handle = c.Handle
-	} else {
-		// flower gives the lowest free handle from 1.
-		for r.Handle = 1; used[r.Handle]; r.Handle++ {
-		}
-	}
-	if c.Verb == "change" && replaces == 0 {
-		return fmt.Errorf("filter change: no filter pref %d handle 0x%x", r.Prio, r.Handle)
-	}
-	// An XDP-only filter decides alone: not where XDP cannot see what TC
-	// would (tags outside the frame), nor before a hook TC runs after.
-	if err := checkDevice(s.dev.Ifindex); err != nil {
-		return fmt.Errorf("filter: %w", err)
-	}
-	for _, a := range r.Actions {
-		// Refuse what the kernel would silently drop: no packet may be
-		// lost because of offload.
-		if a.Kind != rule.ActRedirect {
-			continue
-		}
-		if err := loader.CheckXDPForward(s.dev.Ifindex, a.Ifindex); err != nil {
-			return fmt.Errorf("action mirred: %w", err)
-		}
-	}
-	r.Text = flower.Format(r)
-	_, err = s.table.Apply(maps.Change{Insert: []maps.Insert{{Rule: r, Replaces: replaces}}})
-	if err != nil {
-		if errors.Is(err, unix.E2BIG) || errors.Is(err, unix.ENOMEM) {
-			return fmt.Errorf("filter: %w (%v)", maps.ErrTableFull, err)
-		}
-		return fmt.Errorf("filter: %w", err)
-	}
-	return nil
-}
-
-// resolveRedirects looks up the ifindex of each redirect's device.
-func resolveRedirects(r *rule.Rule) error {
-	for i := range r.Actions {
-		a := &r.Actions[i]
-		if a.Kind != rule.ActRedirect {
-			continue
-		}
-		ifi, err := net.InterfaceByName(a.Dev)
-		if err != nil {
-			return fmt.Errorf("action mirred: no such device %q", a.Dev)
-		}
-		a.Ifindex = ifi.Index
-	}
-	return nil
-}
-
-func filterDel(s *session, c *flower.Command) error {
-	inTC, err := filterDelTC(s, c)
-	if err != nil {
-		return err
-	}
-	var ids []maps.RuleID
-	for _, in := range tcRules(s.table) {
-		if in.Rule.Source != rule.SourceCLI {
-			continue // mirrored: TC's, gone with the kernel's filter
-		}
-		if c.PrioSet && in.Rule.Prio != c.Prio {
-			continue
-		}
-		if c.HandleSet && in.Rule.Handle != c.Handle {
-			continue
-		}
-		if c.ProtocolSet && c.Protocol != rule.EthPAll && in.Rule.Protocol != c.Protocol {
-			continue
-		}
-		ids = append(ids, in.ID)
-	}
-	if len(ids) == 0 {
-		switch {
-		case inTC:
-			return nil
-		case c.HandleSet:
-			return fmt.Errorf("filter del: no filter pref %d handle 0x%x on %s", c.Prio, c.Handle, c.Dev)
-		case c.PrioSet:
-			return fmt.Errorf("filter del: no filter with pref %d on %s", c.Prio, c.Dev)
-		}
-		return nil // deleting all of none is fine, as in tc
-	}
-	if _, err := s.table.Apply(maps.Change{Delete: ids}); err != nil {
-		return fmt.Errorf("filter del: %w", err)
-	}
-	return nil
+	err = e.do(c)
+	return errors.Join(err, e.commit(err != nil))
 }
 
 // tcRules are the installed rules in tc's namespace of prefs and handles

@@ -5,6 +5,7 @@
 //	xdpflow -K DEV flow-offload-xdp on|off     (ethtool spelling of enable/disable)
 //	xdpflow -k DEV                             (show it)
 //	xdpflow [-s] [-j] filter add|replace|change|del|show dev DEV ingress ...
+//	xdpflow [-force] -b FILE                   (filter commands, one per line, as one change)
 //	xdpflow [-s] [-j] flow show dev DEV       (every rule, whatever its source)
 //	xdpflow daemon [--once] [--mirror-skip-hw] [--keepalive INTERVAL|off]
 //	                                           (mirror TC ingress filters and nftables netdev ingress)
@@ -28,6 +29,7 @@ const usage = `usage:
   xdpflow -k DEV
   xdpflow [-s] [-j] filter { add | replace | change | del | show } dev DEV ingress
           [pref PRIO] [handle H] [protocol PROTO] flower [MATCH...] [action ACTION...]
+  xdpflow [-force] -b FILE
   xdpflow [-s] [-j] flow show dev DEV
   xdpflow daemon [--once] [--mirror-skip-hw] [--keepalive INTERVAL|off]
   xdpflow [-j] status
@@ -46,6 +48,8 @@ type globals struct {
 	json   bool
 	pretty bool // -p: JSON indented, as bpftool's
 	bpffs  string
+	batch  string // -b FILE: the filter commands of FILE, as one change
+	force  bool   // -force: a batch goes on past a command that fails
 }
 
 // encodeJSON writes v to standard output, indented with -p.
@@ -146,6 +150,14 @@ func run(args []string) error {
 			}
 			g.bpffs = args[1]
 			args = args[1:]
+		case "-b", "-batch", "--batch":
+			if len(args) < 2 {
+				return usageError{"-b needs a file of filter commands (- for standard input)"}
+			}
+			g.batch = args[1]
+			args = args[1:]
+		case "-f", "-force", "--force":
+			g.force = true
 		case "-K":
 			if !privileged() {
 				return errNeedsRoot
@@ -175,6 +187,18 @@ func run(args []string) error {
 			return usageError{fmt.Sprintf("unknown option %q\n%s", args[0], usage)}
 		}
 		args = args[1:]
+	}
+	if g.batch != "" {
+		if len(args) > 0 {
+			return usageError{fmt.Sprintf("-b FILE takes its commands from FILE: %q after it is not one", args[0])}
+		}
+		if !privileged() {
+			return errNeedsRoot
+		}
+		return cmdBatch(g)
+	}
+	if g.force {
+		return usageError{"-force goes with -b FILE"}
 	}
 	if len(args) == 0 {
 		return usageError{usage}

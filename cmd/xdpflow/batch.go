@@ -1,0 +1,171 @@
+package main
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/xdpflow/xdpflow/flower"
+)
+
+// `xdpflow -b FILE`, as `tc -b`: each line of FILE ("-": standard input) is
+// a filter command without the leading "xdpflow"; # starts a comment and a
+// backslash at the end of a line continues it. The whole file is parsed
+// before anything changes, and each device's XDP-only filters are written
+// as one transaction of its table, once every command has succeeded.
+// Filters that go into TC are added there command by command, as tc adds
+// them, and mirrored into XDP once at the end. With -force, a command that
+// fails is reported and left out, and the others are applied.
+
+// batchCommand is one command of a batch file.
+type batchCommand struct {
+	where string // FILE:LINE
+	cmd   *flower.Command
+}
+
+// readBatch reads the commands of a batch file.
+func readBatch(name string, in io.Reader, force bool) ([]batchCommand, []error, error) {
+	var cmds []batchCommand
+	var bad []error
+	sc := bufio.NewScanner(in)
+	sc.Buffer(make([]byte, 64*1024), 1024*1024)
+	n, start := 0, 0
+	var line strings.Builder
+	for sc.Scan() {
+		n++
+		text := sc.Text()
+		if line.Len() == 0 {
+			start = n
+		}
+		if i := strings.IndexByte(text, '#'); i >= 0 {
+			text = text[:i]
+		}
+		if cont, ok := strings.CutSuffix(strings.TrimRight(text, " \t"), "\\"); ok {
+			line.WriteString(cont)
+			line.WriteByte(' ')
+			continue
+		}
+		line.WriteString(text)
+		words := strings.Fields(line.String())
+		line.Reset()
+		if len(words) == 0 {
+			continue
+		}
+		where := fmt.Sprintf("%s:%d", name, start)
+		c, err := parseBatchLine(words)
+		if err != nil {
+			err = fmt.Errorf("batch %s: %w", where, err)
+			if !force {
+				return nil, nil, err
+			}
+			bad = append(bad, err)
+			continue
+		}
+		cmds = append(cmds, batchCommand{where, c})
+	}
+	if err := sc.Err(); err != nil {
+		return nil, nil, fmt.Errorf("batch %s:%d: %w", name, n+1, err)
+	}
+	return cmds, bad, nil
+}
+
+func parseBatchLine(words []string) (*flower.Command, error) {
+	if words[0] != "filter" {
+		return nil, fmt.Errorf("%q: a batch holds filter commands only (filter add|replace|change|del dev DEV ingress ...)", words[0])
+	}
+	c, err := flower.ParseCommand(words[1:])
+	if err != nil {
+		return nil, err
+	}
+	if c.Verb == "show" {
+		return nil, errors.New("filter show: a batch is one change, shown after it: run xdpflow filter show on its own")
+	}
+	return c, nil
+}
+
+func cmdBatch(g globals) error {
+	name, in := g.batch, io.Reader(os.Stdin)
+	if name != "-" {
+		f, err := os.Open(name)
+		if err != nil {
+			return fmt.Errorf("batch: %w", err)
+		}
+		defer f.Close()
+		in = f
+	}
+	cmds, failed, err := readBatch(name, in, g.force)
+	if err != nil {
+		return err
+	}
+	total := len(cmds) + len(failed)
+	p, unlock, err := openPaths(g)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	edits := map[string]*filterEdit{}
+	var order []*filterEdit
+	defer func() {
+		for _, e := range order {
+			e.s.close()
+		}
+	}()
+	edit := func(dev string) (*filterEdit, error) {
+		if e, ok := edits[dev]; ok {
+			return e, nil
+		}
+		s, err := openEnabled(p, dev)
+		if err != nil {
+			return nil, err
+		}
+		e, err := newFilterEdit(s)
+		if err != nil {
+			s.close()
+			return nil, err
+		}
+		edits[dev] = e
+		order = append(order, e)
+		return e, nil
+	}
+	var stop error
+	for _, bc := range cmds {
+		e, err := edit(bc.cmd.Dev)
+		if err == nil {
+			err = e.do(bc.cmd)
+		}
+		if err == nil {
+			continue
+		}
+		err = fmt.Errorf("batch %s: %w", bc.where, err)
+		if !g.force {
+			stop = err
+			break
+		}
+		failed = append(failed, err)
+	}
+	var commitErrs []error
+	inTC := false
+	for _, e := range order {
+		inTC = inTC || e.mirror
+		if err := e.commit(stop != nil); err != nil {
+			commitErrs = append(commitErrs, fmt.Errorf("batch %s: %s: %w", name, e.s.dev.Name, err))
+		}
+	}
+	switch {
+	case stop != nil && inTC:
+		return errors.Join(fmt.Errorf("%w; no XDP-only filter of the batch was installed; the TC changes of the lines before stay, as tc -b leaves them", stop),
+			errors.Join(commitErrs...))
+	case stop != nil:
+		return errors.Join(fmt.Errorf("%w; nothing of the batch was installed", stop), errors.Join(commitErrs...))
+	case len(failed) > 0:
+		for _, err := range failed {
+			fmt.Fprintf(os.Stderr, "xdpflow: %v\n", err)
+		}
+		return errors.Join(fmt.Errorf("batch %s: %d of %d commands failed (-force: the others were applied)",
+			name, len(failed), total), errors.Join(commitErrs...))
+	}
+	return errors.Join(commitErrs...)
+}
