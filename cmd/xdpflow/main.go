@@ -132,18 +132,51 @@ func version() string {
 	return v + " " + bi.GoVersion
 }
 
+// outputOption sets what an output option (-s, -j, -p) asks for, and says
+// whether arg is one.
+func (g *globals) outputOption(arg string) bool {
+	switch arg {
+	case "-s", "-stats", "--stats", "-statistics":
+		g.stats = true
+	case "-j", "-json", "--json":
+		g.json = true
+	case "-sj", "-js":
+		g.stats, g.json = true, true
+	case "-p", "-pretty", "--pretty":
+		g.json, g.pretty = true, true
+	default:
+		return false
+	}
+	return true
+}
+
+// outputOptionsAfter takes the output options that follow a command that
+// only shows (status, flow show, filter show), as in `xdpflow status -j`.
+// A command that changes something takes them before it only: its own
+// words are not to be second-guessed.
+func (g *globals) outputOptionsAfter(args []string) []string {
+	shows := len(args) > 0 && (args[0] == "status" ||
+		(len(args) > 1 && (args[0] == "flow" || args[0] == "filter") && slices.Contains([]string{"show", "list", "ls", "lst", "s"}, args[1])))
+	if !shows {
+		return args
+	}
+	out := args[:1:1]
+	for _, a := range args[1:] {
+		if !g.outputOption(a) {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
 func run(args []string) error {
 	var g globals
 	for len(args) > 0 && strings.HasPrefix(args[0], "-") {
+		if g.outputOption(args[0]) {
+			args = args[1:]
+			continue
+		}
 		switch args[0] {
-		case "-s", "-stats", "--stats", "-statistics":
-			g.stats = true
-		case "-j", "-json", "--json":
-			g.json = true
-		case "-sj", "-js":
-			g.stats, g.json = true, true
-		case "-p", "-pretty", "--pretty":
-			g.json, g.pretty = true, true
 		case "--bpffs":
 			if len(args) < 2 {
 				return usageError{"--bpffs needs a directory"}
@@ -188,6 +221,7 @@ func run(args []string) error {
 		}
 		args = args[1:]
 	}
+	args = g.outputOptionsAfter(args)
 	if g.batch != "" {
 		if len(args) > 0 {
 			return usageError{fmt.Sprintf("-b FILE takes its commands from FILE: %q after it is not one", args[0])}
