@@ -6,7 +6,7 @@ BIN     := bin/xdpflow
 APT_PKGS := clang llvm libbpf-dev iproute2 iputils-ping nftables ethtool kmod
 GOTEST_FLAGS ?= -count=1 -timeout 40m
 
-.PHONY: all deps build generate test vet demo bench clean vmtest vm install deb
+.PHONY: all deps build generate test vet demo bench clean vmtest vm install deb image
 
 all: build
 
@@ -80,3 +80,13 @@ deb:
 	mkdir -p $(DEBROOT)/DEBIAN
 	sed 's/@VERSION@/$(DEBVERSION)/' packaging/debian-control > $(DEBROOT)/DEBIAN/control
 	dpkg-deb --root-owner-group --build $(DEBROOT) $(DEBOUT)/xdpflow_$(DEBVERSION)_amd64.deb
+
+# The container image (packaging/image: no container engine needed), an
+# archive for docker load or podman load: build/xdpflow-image.tar, named
+# IMAGE. packaging/kubernetes/xdpflow.yaml runs it on every node.
+IMAGE ?= xdpflow:$(shell git rev-parse --short HEAD 2>/dev/null || echo latest)
+IMAGEOUT ?= build/xdpflow-image.tar
+IMAGEBIN ?= build/image/xdpflow
+image:
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '-s -w' -o $(IMAGEBIN) ./cmd/xdpflow
+	$(GO) run ./packaging/image -bin $(IMAGEBIN) -man docs/xdpflow.8 -tag $(IMAGE) -o $(IMAGEOUT)

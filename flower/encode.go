@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
@@ -382,6 +383,18 @@ func (w *Writer) Add(ifindex int, r *rule.Rule, verb Verb) (uint32, error) {
 	})
 	if err != nil {
 		return 0, fmt.Errorf("tc: add filter pref %d: %w", r.Prio, err)
+	}
+	// The echo and the acknowledgement are two datagrams, and Execute
+	// reads one: read up to the acknowledgement, or it would answer the
+	// socket's next request (a batch's next filter).
+	isAck := func(m netlink.Message) bool { return m.Header.Type == netlink.Error }
+	for acked := slices.ContainsFunc(msgs, isAck); !acked; {
+		more, err := w.c.Receive()
+		if err != nil {
+			return 0, fmt.Errorf("tc: add filter pref %d: %w", r.Prio, err)
+		}
+		acked = slices.ContainsFunc(more, isAck)
+		msgs = append(msgs, more...)
 	}
 	for _, m := range msgs {
 		if m.Header.Type == unix.RTM_NEWTFILTER {

@@ -61,8 +61,14 @@ func liveNetns() map[uint64]bool {
 
 // StaleNamespaces lists the namespaces under <bpffs>/xdpflow whose pins
 // nothing alive is behind: no live network namespace has the inode, and
-// no device of theirs has its program attached.
+// no device of theirs has its program attached. Only the host's pid
+// namespace sees every process, so only there is anything stale.
 func StaleNamespaces(p Paths) ([]string, error) {
+	if !initialPidNS() {
+		// A container sees only its own processes: every namespace
+		// would look unused.
+		return nil, nil
+	}
 	top := filepath.Dir(p.Root)
 	if ok, err := trustDir(top, false); err != nil || !ok {
 		return nil, err

@@ -143,6 +143,7 @@ func TestBadInputChangesNothing(t *testing.T) {
 	f := "filter add dev b0 ingress pref 6 protocol ip flower "
 	cases := []struct{ args, want string }{
 		{"enable dev nosuchdev", "no such device"},
+		{"daemon --once --enable nosuchdev", "daemon --enable: enable nosuchdev: no such device"},
 		{f + "dst_ip 10.0.0.300 action drop", "invalid address"},
 		{f + "dst_ip 10.0.0.0/33 action drop", "invalid prefix"},
 		{f + "dst_mac 02:00:00:00:00 action drop", "invalid MAC"},

@@ -20,6 +20,9 @@ import (
 var xdpflowBin string
 
 func TestMain(m *testing.M) {
+	if spec := os.Getenv(sandboxEnv); spec != "" {
+		sandboxMain(spec) // a container's first process (sandbox_test.go)
+	}
 	dir, err := os.MkdirTemp("", "xdpflow-selftest-")
 	if err != nil {
 		panic(err)

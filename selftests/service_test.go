@@ -251,30 +251,7 @@ func TestDaemonMetrics(t *testing.T) {
 	if got := tp.fates(t, frames, markers); count(got, "drop") != len(frames) {
 		t.Fatalf("%d of %d frames dropped", count(got, "drop"), len(frames))
 	}
-	var body string
-	tp.b.Run(t, func() {
-		// Dialled here, on this locked thread in b's namespace (an
-		// http.Client dials from goroutines of its own).
-		c, err := net.Dial("tcp", "127.0.0.1:9560")
-		if err != nil {
-			t.Errorf("scrape: %v", err)
-			return
-		}
-		defer c.Close()
-		req, _ := http.NewRequest("GET", "http://127.0.0.1:9560/metrics", nil)
-		if err := req.Write(c); err != nil {
-			t.Errorf("scrape: %v", err)
-			return
-		}
-		resp, err := http.ReadResponse(bufio.NewReader(c), req)
-		if err != nil {
-			t.Errorf("scrape: %v", err)
-			return
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		body = string(b)
-	})
+	body := scrape(t, tp.b, "127.0.0.1:9560")
 	value := func(series string) float64 {
 		t.Helper()
 		for _, line := range strings.Split(body, "\n") {
@@ -301,4 +278,34 @@ func TestDaemonMetrics(t *testing.T) {
 	if !strings.Contains(body, `xdpflow_sync_duration_seconds_bucket{dev="b0",source="nft"`) {
 		t.Errorf("no nft sync durations:\n%s", body)
 	}
+}
+
+// scrape reads the metrics a daemon in ns serves at addr.
+func scrape(t *testing.T, ns *testutil.Netns, addr string) string {
+	t.Helper()
+	var body string
+	ns.Run(t, func() {
+		// Dialled here, on this locked thread in the namespace (an
+		// http.Client dials from goroutines of its own).
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Errorf("scrape: %v", err)
+			return
+		}
+		defer c.Close()
+		req, _ := http.NewRequest("GET", "http://"+addr+"/metrics", nil)
+		if err := req.Write(c); err != nil {
+			t.Errorf("scrape: %v", err)
+			return
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(c), req)
+		if err != nil {
+			t.Errorf("scrape: %v", err)
+			return
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		body = string(b)
+	})
+	return body
 }

@@ -9,6 +9,7 @@ import (
 	"os/signal"
 	"runtime/debug"
 	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -38,11 +39,22 @@ func cmdDaemon(g globals, args []string) error {
 	keepalive := defaultKeepalive
 	logFormat, logLevel := "text", slog.LevelInfo
 	metricsAddr := ""
-	const usage = "usage: xdpflow daemon [--once] [--mirror-skip-hw] [--keepalive INTERVAL|off] [--log-format text|json] [--log-level debug|info|warn|error] [--metrics ADDR]"
+	var enable []string
+	const usage = "usage: xdpflow daemon [--once] [--enable DEV[,DEV...]] [--mirror-skip-hw] [--keepalive INTERVAL|off] [--log-format text|json] [--log-level debug|info|warn|error] [--metrics ADDR]"
 	for i := 0; i < len(args); i++ {
 		switch a := args[i]; a {
 		case "--once", "once":
 			once = true
+		case "--enable":
+			if i+1 >= len(args) {
+				return usageError{"daemon: --enable needs devices (eth0,eth1); " + usage}
+			}
+			i++
+			for _, dev := range strings.Split(args[i], ",") {
+				if dev != "" {
+					enable = append(enable, dev)
+				}
+			}
 		case "--metrics":
 			if i+1 >= len(args) {
 				return usageError{"daemon: --metrics needs an address (127.0.0.1:9560); " + usage}
@@ -87,6 +99,9 @@ func cmdDaemon(g globals, args []string) error {
 	}
 	if once {
 		// One reconcile, then exit: for scripts and tests.
+		if err := enableAtStart(g, enable, lg); err != nil {
+			return err
+		}
 		d := newDaemon()
 		if failed := d.syncAll("once"); failed != nil {
 			return failed
@@ -102,6 +117,9 @@ func cmdDaemon(g globals, args []string) error {
 		return err
 	}
 	defer inst.close()
+	if err := enableAtStart(g, enable, lg); err != nil {
+		return err
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	// SIGHUP: read everything again with fresh sockets (an operator's

@@ -162,6 +162,31 @@ func cmdEnable(g globals, args []string) error {
 	return nil
 }
 
+// enableAtStart enables the daemon's --enable devices that are not enabled
+// yet, with the default sizes: a service's declaration of where it runs
+// (a DaemonSet's, a unit's), where `xdpflow enable` would be a step done by
+// hand on each host.
+func enableAtStart(g globals, devs []string, lg *daemonLog) error {
+	if len(devs) == 0 {
+		return nil
+	}
+	p, unlock, err := openPaths(g)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	for _, dev := range devs {
+		enabled, err := loader.Enable(p, dev, loader.DefaultOptions)
+		if err != nil {
+			return fmt.Errorf("daemon --enable: %w", err)
+		}
+		if enabled {
+			lg.Printf("enabled %s", dev)
+		}
+	}
+	return nil
+}
+
 // sameOptions refuses, on a device enabled already, options given that
 // differ from what it was enabled with: they would be silently ignored.
 func sameOptions(p loader.Paths, dev string, opts loader.Options, given map[string]bool) error {

@@ -7,7 +7,7 @@
 //	xdpflow [-s] [-j] filter add|replace|change|del|show dev DEV ingress ...
 //	xdpflow [-force] -b FILE                   (filter commands, one per line, as one change)
 //	xdpflow [-s] [-j] flow show dev DEV       (every rule, whatever its source)
-//	xdpflow daemon [--once] [--mirror-skip-hw] [--keepalive INTERVAL|off]
+//	xdpflow daemon [--once] [--enable DEV[,DEV...]] [--mirror-skip-hw] [--keepalive INTERVAL|off]
 //	                                           (mirror TC ingress filters and nftables netdev ingress)
 //	xdpflow [-j] status
 package main
@@ -31,7 +31,7 @@ const usage = `usage:
           [pref PRIO] [handle H] [protocol PROTO] flower [MATCH...] [action ACTION...]
   xdpflow [-force] -b FILE
   xdpflow [-s] [-j] flow show dev DEV
-  xdpflow daemon [--once] [--mirror-skip-hw] [--keepalive INTERVAL|off]
+  xdpflow daemon [--once] [--enable DEV[,DEV...]] [--mirror-skip-hw] [--keepalive INTERVAL|off]
   xdpflow [-j] status
   xdpflow version
   xdpflow help [COMMAND]
