@@ -48,6 +48,7 @@ func newHarness(t testing.TB, seed int64, maxFlows uint32) *harness {
 // newHarnessCache loads the program with or without its flow cache.
 func newHarnessCache(t testing.TB, seed int64, maxFlows uint32, cache bool) *harness {
 	t.Helper()
+	testutil.RequireRoot(t)
 	spec, err := bpf.LoadSpec()
 	if err != nil {
 		t.Fatal(err)

@@ -21,6 +21,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/santhosh-tekuri/jsonschema/v6"
 	"sigs.k8s.io/yaml"
+
+	"github.com/xdpflow/xdpflow/internal/testutil"
 )
 
 const manifestFile = "../packaging/kubernetes/xdpflow.yaml"
@@ -234,6 +236,7 @@ var envRef = regexp.MustCompile(`\$\(([A-Za-z_][A-Za-z0-9_]*)\)`)
 // serves metrics, stops on SIGTERM leaving the rule offloaded in the host's
 // bpffs, and without the bpffs mount refuses to start, naming the fix.
 func TestContainerImage(t *testing.T) {
+	testutil.RequireRoot(t)
 	dir := t.TempDir()
 	archive := filepath.Join(dir, "image.tar")
 	out, err := exec.Command("make", "-C", "..", "image", "IMAGE=xdpflow:selftest", "IMAGEOUT="+archive,

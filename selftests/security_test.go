@@ -18,6 +18,7 @@ import (
 // as a fresh bpffs often is (mode 1777), and returns where.
 func worldBPFFS(t *testing.T) string {
 	t.Helper()
+	testutil.RequireRoot(t)
 	dir := t.TempDir()
 	// Reachable by others, as /sys/fs/bpf is (t.TempDir's parent is 0700).
 	for _, d := range []string{dir, filepath.Dir(dir)} {
@@ -166,6 +167,7 @@ func TestPinTreeAttacks(t *testing.T) {
 // instead of mounting a bpffs that would vanish with the container, rules
 // and all (it used to, and said it had succeeded).
 func TestContainerWithoutBPFFS(t *testing.T) {
+	testutil.RequireRoot(t)
 	script := `umount /sys/fs/bpf 2>/dev/null; ip link set lo up; "$0" enable dev lo; echo "rc=$?"; mountpoint -q /sys/fs/bpf && echo "bpffs mounted"; true`
 	out, err := exec.Command("unshare", "--mount", "--pid", "--net", "--fork", "--mount-proc", "sh", "-c", script, xdpflowBin).CombinedOutput()
 	if err != nil {

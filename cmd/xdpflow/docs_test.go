@@ -100,6 +100,9 @@ func TestMakeInstall(t *testing.T) {
 // TestMakeDeb: make deb builds a package of what make install installs,
 // whose binary runs.
 func TestMakeDeb(t *testing.T) {
+	if testing.Short() {
+		t.Skip("SKIPPED (-short): builds a package; make test runs it")
+	}
 	if _, err := exec.LookPath("dpkg-deb"); err != nil {
 		t.Skip("SKIPPED: no dpkg-deb to build the package with")
 	}

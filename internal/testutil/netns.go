@@ -19,13 +19,26 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// RequireRoot fails the test unless it runs as root: BPF and namespaces
-// need it, and a skipped test must not pass for a tested one.
+// RequireRoot skips a test that needs root (BPF programs, network
+// namespaces) when it cannot have it: not root, or -short (make check's
+// unprivileged run). Where every test must run (XDPFLOW_ALL_TESTS=1, as
+// make test sets it), it fails instead: a skipped test must not pass for a
+// tested one.
 func RequireRoot(t testing.TB) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Fatal("this test needs root (BPF programs, network namespaces): run it as root, as `make test` does")
+	why := ""
+	switch {
+	case os.Geteuid() != 0:
+		why = "not root"
+	case testing.Short():
+		why = "-short"
+	default:
+		return
 	}
+	if os.Getenv("XDPFLOW_ALL_TESTS") == "1" {
+		t.Fatalf("this test needs root (BPF programs, network namespaces), and XDPFLOW_ALL_TESTS=1 asks for every test: %s", why)
+	}
+	t.Skipf("SKIPPED (%s): this test needs root, BPF programs and network namespaces; make test runs it", why)
 }
 
 // Netns is a named network namespace (/run/netns/NAME).
