@@ -107,6 +107,13 @@ func TestBatchAsCommands(t *testing.T) {
 		"filter del dev b0 ingress pref 39",
 		"filter add dev b0 ingress protocol ipv6 flower dst_ip 2001:db8::99 action drop", // 39 again
 		"filter add dev b0 ingress protocol ipv6 flower dst_ip 2001:db8::98 action drop",
+		// A pref from XDP-only to TC and back (where the kernel has
+		// cls_flower: the table must lose the one before it takes the other).
+		"filter add dev b0 ingress pref 45 protocol ip flower skip_sw dst_ip 198.18.7.7 action drop",
+		"filter del dev b0 ingress pref 45",
+		"filter add dev b0 ingress pref 45 protocol ip flower dst_ip 198.18.7.7 action drop",
+		"filter del dev b0 ingress pref 45",
+		"filter add dev b0 ingress pref 45 protocol ip flower skip_sw dst_ip 198.18.7.7 action pass",
 	})
 	var cmds []string
 	for range 200 {
@@ -222,6 +229,49 @@ func TestBatch10000Filters(t *testing.T) {
 	}
 }
 
+// TestBatchKeepsLookupOrder: a flower mask keeps its place in a pref's
+// lookup order while a filter uses it, and a mask made again goes last.
+// One batch must end in the order its commands do one process each, as
+// the packets show: UDP to b0 meets a dst_ip drop and an ip_proto pass.
+func TestBatchKeepsLookupOrder(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		batch     []string
+		delivered int // of 10: 0 when the dst_ip mask is still ahead
+	}{
+		{"a filter joins the first mask, then its other filter leaves", []string{
+			"filter add dev b0 ingress pref 40 handle 3 protocol ip flower skip_sw dst_ip 198.18.1.2 action drop",
+			"filter del dev b0 ingress pref 40 handle 1",
+		}, 0},
+		{"the first mask's filter moves away and back: the mask goes last", []string{
+			"filter replace dev b0 ingress pref 40 handle 1 protocol ip flower skip_sw ip_proto tcp action drop",
+			"filter replace dev b0 ingress pref 40 handle 1 protocol ip flower skip_sw dst_ip 198.18.1.2 action drop",
+		}, 10},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, asBatch := range []bool{false, true} {
+				tp := newTopo(t)
+				mustXdpflow(t, tp.b, "enable", "dev", "b0")
+				// Masks in order: destination address, then IP protocol.
+				mustXdpflow(t, tp.b, strings.Fields("filter add dev b0 ingress pref 40 handle 1 protocol ip flower skip_sw dst_ip 198.18.0.9 action drop")...)
+				mustXdpflow(t, tp.b, strings.Fields("filter add dev b0 ingress pref 40 handle 2 protocol ip flower skip_sw ip_proto udp action pass")...)
+				if asBatch {
+					mustXdpflow(t, tp.b, "-b", writeBatch(t, tc.batch))
+				} else {
+					for _, c := range tc.batch {
+						mustXdpflow(t, tp.b, strings.Fields(c)...)
+					}
+				}
+				recv := udpListener(t, tp.b, tp.b0IP, 5001)
+				testutil.Inject(t, tp.a, "a0", repeat(tp.udpFrame(5001, "order"), 10)...)
+				if n := recv(300 * time.Millisecond); n != tc.delivered {
+					t.Errorf("batch %v: %d of 10 datagrams delivered, want %d", asBatch, n, tc.delivered)
+				}
+			}
+		})
+	}
+}
+
 // TestBatchRefused: what a batch does not take is refused naming the file
 // and line, before anything changes.
 func TestBatchRefused(t *testing.T) {
@@ -239,6 +289,8 @@ func TestBatchRefused(t *testing.T) {
 		{[]string{good, "filter add dev nosuch ingress pref 2 protocol ip flower skip_sw action drop"}, nil,
 			":2: xdpflow is not enabled on nosuch", "exit status 1"},
 		{[]string{good}, []string{"status"}, `-b FILE takes its commands from FILE: "status" after it is not one`, "exit status 2"},
+		{[]string{good, "filter add dev b0 ingress pref 2 protocol ip flower skip_sw \\"}, nil,
+			":2: the last line ends in a backslash: a continuation line is missing", "exit status 1"},
 	} {
 		args := append([]string{"-b", writeBatch(t, tc.lines)}, tc.args...)
 		out, err := xdpflow(b, args...)

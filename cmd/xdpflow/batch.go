@@ -14,11 +14,15 @@ import (
 // `xdpflow -b FILE`, as `tc -b`: each line of FILE ("-": standard input) is
 // a filter command without the leading "xdpflow"; # starts a comment and a
 // backslash at the end of a line continues it. The whole file is parsed
-// before anything changes, and each device's XDP-only filters are written
-// as one transaction of its table, once every command has succeeded.
-// Filters that go into TC are added there command by command, as tc adds
-// them, and mirrored into XDP once at the end. With -force, a command that
-// fails is reported and left out, and the others are applied.
+// before anything changes, and each command is checked against the
+// device's filters as the commands before it left them. Filters that go
+// into TC go there command by command, as tc puts them; XDP-only ones are
+// written once every command has succeeded (or before the next command
+// that changes TC), in as few table transactions as keep the lookup order
+// one process per command would leave: one for a file of adds. A command
+// that fails stops the batch, and XDP-only changes not written by then
+// are left out. With -force, a command that fails is reported and left
+// out, and the others are applied.
 
 // batchCommand is one command of a batch file.
 type batchCommand struct {
@@ -32,18 +36,17 @@ func readBatch(name string, in io.Reader, force bool) ([]batchCommand, []error, 
 	var bad []error
 	sc := bufio.NewScanner(in)
 	sc.Buffer(make([]byte, 64*1024), 1024*1024)
-	n, start := 0, 0
+	n := 0
 	var line strings.Builder
 	for sc.Scan() {
 		n++
-		text := sc.Text()
-		if line.Len() == 0 {
-			start = n
-		}
+		// As tc's getcmdline: # to the end of the line is a comment, and
+		// a backslash ending a line without one continues it.
+		text, comment := sc.Text(), false
 		if i := strings.IndexByte(text, '#'); i >= 0 {
-			text = text[:i]
+			text, comment = text[:i], true
 		}
-		if cont, ok := strings.CutSuffix(strings.TrimRight(text, " \t"), "\\"); ok {
+		if cont, ok := strings.CutSuffix(text, "\\"); ok && !comment {
 			line.WriteString(cont)
 			line.WriteByte(' ')
 			continue
@@ -54,7 +57,8 @@ func readBatch(name string, in io.Reader, force bool) ([]batchCommand, []error, 
 		if len(words) == 0 {
 			continue
 		}
-		where := fmt.Sprintf("%s:%d", name, start)
+		// The line a command ends on, as tc -b counts.
+		where := fmt.Sprintf("%s:%d", name, n)
 		c, err := parseBatchLine(words)
 		if err != nil {
 			err = fmt.Errorf("batch %s: %w", where, err)
@@ -65,6 +69,9 @@ func readBatch(name string, in io.Reader, force bool) ([]batchCommand, []error, 
 			continue
 		}
 		cmds = append(cmds, batchCommand{where, c})
+	}
+	if line.Len() > 0 {
+		return nil, nil, fmt.Errorf("batch %s:%d: the last line ends in a backslash: a continuation line is missing", name, n)
 	}
 	if err := sc.Err(); err != nil {
 		return nil, nil, fmt.Errorf("batch %s:%d: %w", name, n+1, err)
@@ -147,16 +154,16 @@ func cmdBatch(g globals) error {
 		failed = append(failed, err)
 	}
 	var commitErrs []error
-	inTC := false
+	applied := false
 	for _, e := range order {
-		inTC = inTC || e.mirror
 		if err := e.commit(stop != nil); err != nil {
 			commitErrs = append(commitErrs, fmt.Errorf("batch %s: %s: %w", name, e.s.dev.Name, err))
 		}
+		applied = applied || e.applied
 	}
 	switch {
-	case stop != nil && inTC:
-		return errors.Join(fmt.Errorf("%w; no XDP-only filter of the batch was installed; the TC changes of the lines before stay, as tc -b leaves them", stop),
+	case stop != nil && applied:
+		return errors.Join(fmt.Errorf("%w; the changes of the lines before it stay, as tc -b leaves them", stop),
 			errors.Join(commitErrs...))
 	case stop != nil:
 		return errors.Join(fmt.Errorf("%w; nothing of the batch was installed", stop), errors.Join(commitErrs...))

@@ -8,12 +8,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/xdpflow/xdpflow/bpf"
-	"github.com/xdpflow/xdpflow/flower"
+	"github.com/xdpflow/xdpflow/internal/daemon"
+	"github.com/xdpflow/xdpflow/internal/offload"
 	"github.com/xdpflow/xdpflow/loader"
 	"github.com/xdpflow/xdpflow/maps"
-	"github.com/xdpflow/xdpflow/nft"
-	"github.com/xdpflow/xdpflow/rule"
 )
 
 // session is one command's view of a device: its pins, its table, and the
@@ -69,31 +67,11 @@ func openDevice(g globals, dev string) (*session, error) {
 // openEnabled opens an enabled device and its table in p, whose lock the
 // caller holds.
 func openEnabled(p loader.Paths, dev string) (*session, error) {
-	d, err := loader.Open(p, dev)
+	d, t, err := offload.Open(p, dev)
 	if err != nil {
-		if errors.Is(err, loader.ErrNotEnabled) {
-			return nil, fmt.Errorf("xdpflow is not enabled on %s (run: xdpflow enable dev %s)", dev, dev)
-		}
 		return nil, err
 	}
-	s := &session{paths: p, dev: d}
-	t, err := maps.Open(&d.Maps, ruleParser(dev))
-	if err != nil {
-		s.close()
-		return nil, fmt.Errorf("%s: %w", dev, err)
-	}
-	s.table = t
-	return s, nil
-}
-
-// ruleParser reads a pinned rule spec back, whatever its source.
-func ruleParser(dev string) maps.ParseFunc {
-	return func(text string) (*rule.Rule, error) {
-		if strings.HasPrefix(text, nft.SpecPrefix) {
-			return nft.ParseSpec(dev, text)
-		}
-		return flower.ParseRuleText(dev, text)
-	}
+	return &session{paths: p, dev: d, table: t}, nil
 }
 
 func parseDevArg(args []string, cmd string) (string, []string, error) {
@@ -148,7 +126,7 @@ func cmdEnable(g globals, args []string) error {
 		return err
 	}
 	defer unlock()
-	removeStaleNamespaces(p, os.Stderr)
+	daemon.RemoveStaleNamespaces(p, os.Stderr)
 	enabled, err := loader.Enable(p, dev, opts)
 	if err != nil {
 		return err
@@ -162,31 +140,6 @@ func cmdEnable(g globals, args []string) error {
 	return nil
 }
 
-// enableAtStart enables the daemon's --enable devices that are not enabled
-// yet, with the default sizes: a service's declaration of where it runs
-// (a DaemonSet's, a unit's), where `xdpflow enable` would be a step done by
-// hand on each host.
-func enableAtStart(g globals, devs []string, lg *daemonLog) error {
-	if len(devs) == 0 {
-		return nil
-	}
-	p, unlock, err := openPaths(g)
-	if err != nil {
-		return err
-	}
-	defer unlock()
-	for _, dev := range devs {
-		enabled, err := loader.Enable(p, dev, loader.DefaultOptions)
-		if err != nil {
-			return fmt.Errorf("daemon --enable: %w", err)
-		}
-		if enabled {
-			lg.Printf("enabled %s", dev)
-		}
-	}
-	return nil
-}
-
 // sameOptions refuses, on a device enabled already, options given that
 // differ from what it was enabled with: they would be silently ignored.
 func sameOptions(p loader.Paths, dev string, opts loader.Options, given map[string]bool) error {
@@ -195,7 +148,7 @@ func sameOptions(p loader.Paths, dev string, opts loader.Options, given map[stri
 		return err
 	}
 	defer d.Close()
-	t, err := maps.Open(&d.Maps, ruleParser(dev))
+	t, err := maps.Open(&d.Maps, offload.RuleParser(dev))
 	if err != nil {
 		return err
 	}
@@ -286,7 +239,7 @@ type deviceStatus struct {
 	Counters      map[string]uint64 `json:"counters"`
 	// Hooks: what else runs on the device's ingress and its redirect
 	// targets' egress, and what xdpflow does about each.
-	Hooks []hookStatus `json:"hooks"`
+	Hooks []offload.HookStatus `json:"hooks"`
 	// VLANMeta: the program reads where the driver holds a frame's VLAN
 	// tag, and leaves frames tagged outside them to the kernel.
 	VLANMeta bool `json:"vlan_meta"`
@@ -294,22 +247,7 @@ type deviceStatus struct {
 	Held []string `json:"held"`
 	// Daemon: the network namespace's daemon, as it answers; null when
 	// none runs.
-	Daemon *daemonHealth `json:"daemon"`
-}
-
-var counterNames = map[bpf.XdpflowXfCounter]string{
-	bpf.XdpflowXfCounterXF_CNT_RX:               "rx",
-	bpf.XdpflowXfCounterXF_CNT_HIT:              "hits",
-	bpf.XdpflowXfCounterXF_CNT_MISS:             "misses",
-	bpf.XdpflowXfCounterXF_CNT_UNPARSED:         "unparsed",
-	bpf.XdpflowXfCounterXF_CNT_DROP:             "drop",
-	bpf.XdpflowXfCounterXF_CNT_PASS:             "pass",
-	bpf.XdpflowXfCounterXF_CNT_TX:               "tx",
-	bpf.XdpflowXfCounterXF_CNT_REDIRECT:         "redirect",
-	bpf.XdpflowXfCounterXF_CNT_ACTION_ERROR:     "action_errors",
-	bpf.XdpflowXfCounterXF_CNT_SUBTABLE_LOOKUPS: "subtable_lookups",
-	bpf.XdpflowXfCounterXF_CNT_CACHE_HIT:        "cache_hits",
-	bpf.XdpflowXfCounterXF_CNT_KEEPALIVE:        "keepalive_to_kernel",
+	Daemon *daemon.Health `json:"daemon"`
 }
 
 // hostPath shows a pin path as the host sees it, not as reached from inside
@@ -333,7 +271,7 @@ func cmdStatus(g globals, args []string) error {
 	if err != nil {
 		return err
 	}
-	removeStaleNamespaces(p, os.Stderr)
+	daemon.RemoveStaleNamespaces(p, os.Stderr)
 	unlock, _, err := p.LockIfExists()
 	if err != nil {
 		return err
@@ -344,7 +282,7 @@ func cmdStatus(g globals, args []string) error {
 		return err
 	}
 	out := []deviceStatus{}
-	health, herr := askDaemon()
+	health, herr := daemon.Ask()
 	if herr != nil {
 		health = nil
 	}
@@ -364,14 +302,14 @@ func cmdStatus(g globals, args []string) error {
 			ProgramID: s.dev.ProgramID(), Pins: hostPath(s.dev.Dir), Rules: sz.Rules, MaxRules: sz.MaxRules - 1,
 			Flows: sz.Flows, MaxFlows: sz.MaxFlows, Subtables: sz.Subtables, MaxSubtables: sz.MaxSubtables,
 			CacheKeyWords: sz.CacheKeyWords, CacheEntries: sz.CacheEntries, Counters: map[string]uint64{}}
-		for i, name := range counterNames {
+		for i, name := range maps.CounterNames {
 			ds.Counters[name] = cnt[i]
 		}
-		ds.Hooks, ds.Held = deviceHooks(s)
+		ds.Hooks, ds.Held = offload.Hooks(s.table, s.dev.Name, s.dev.Ifindex)
 		ds.VLANMeta = loader.ReadsVLANMeta(s.dev.Ifindex)
 		ds.Daemon = health
 		if ds.Hooks == nil {
-			ds.Hooks = []hookStatus{}
+			ds.Hooks = []offload.HookStatus{}
 		}
 		if ds.Held == nil {
 			ds.Held = []string{}

@@ -8,6 +8,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/xdpflow/xdpflow/flower"
+	"github.com/xdpflow/xdpflow/internal/offload"
 	"github.com/xdpflow/xdpflow/maps"
 	"github.com/xdpflow/xdpflow/rule"
 )
@@ -149,8 +150,8 @@ func tcShown(s *session, withStats bool) ([]flower.Shown, error) {
 	}
 	// What the daemon would do with its default options; what it did is
 	// what is installed, and that is what is shown.
-	_, statuses := flower.Mirror(s.dev.Name, filters, flower.MirrorOptions{CheckRedirect: fwdChecker(s.dev.Ifindex),
-		Blocked: checkDevice(s.dev.Ifindex)})
+	_, statuses := flower.Mirror(s.dev.Name, filters, flower.MirrorOptions{CheckRedirect: offload.ForwardChecker(s.dev.Ifindex),
+		Blocked: offload.CheckDevice(s.dev.Ifindex)})
 	seen := map[*maps.Installed]bool{}
 	for _, st := range statuses {
 		f := st.Filter
@@ -197,7 +198,7 @@ func tcShown(s *session, withStats bool) ([]flower.Shown, error) {
 	for _, in := range mirrored {
 		switch {
 		case seen[in]:
-		case in.Rule.Handle == unreadableHandle:
+		case in.Rule.Handle == offload.UnreadableHandle:
 			out = append(out, flower.Shown{Rule: in.Rule, Punted: true,
 				Reason: "every packet goes on to TC: the daemon could not read TC's filters"})
 		default:

@@ -4,11 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/xdpflow/xdpflow/flower"
+	"github.com/xdpflow/xdpflow/internal/offload"
 	"github.com/xdpflow/xdpflow/maps"
 	"github.com/xdpflow/xdpflow/rule"
 )
@@ -16,11 +14,12 @@ import (
 // filterEdit is a run of filter commands on one device (one command, or a
 // batch's): the device's filters in tc's namespace of prefs, the table's
 // and the kernel's, read once, with each command's change on top of the
-// commands before it. commit writes what changed: XDP-only filters as one
-// transaction of the table, and, where filters went into TC, one mirror.
+// commands before it. Filters that go into TC go there at once, as tc puts
+// them; XDP-only filters wait in chunks (filter_commit.go) and are written
+// by commit, or before the next command that changes TC.
 type filterEdit struct {
 	s   *session
-	fwd *fwdCache // forward and device checks, asked once per edit
+	fwd *offload.Checks // forward and device checks, asked once per edit
 
 	kernel      []*flower.KernelFilter // TC's ingress filters, as the commands leave them
 	kernelPrefs map[uint16]int         // chain 0 filters of kernel, by pref
@@ -28,8 +27,8 @@ type filterEdit struct {
 	lowest      uint16                 // lowest pref in use (0: none), if lowestOK
 	lowestOK    bool
 
-	added   []*editRule   // XDP-only filters the commands add, in their order
-	deleted []maps.RuleID // installed rules the commands delete
+	chunks  []xdpChunk // XDP-only changes not written yet, in command order
+	applied bool       // something of the edit is in the kernel or the table
 
 	tc        *flower.Writer
 	hasFlower int // 0: not asked; 1: the kernel has cls_flower; -1: it has not
@@ -59,10 +58,8 @@ func matchOf(r *rule.Rule) matchID {
 }
 
 type editRule struct {
-	rule     *rule.Rule
-	id       maps.RuleID // installed; 0 for one the edit adds
-	replaces maps.RuleID // for one the edit adds: the installed rule it takes the place of
-	gone     bool
+	rule *rule.Rule
+	id   maps.RuleID // installed; 0 until it is
 }
 
 func newFilterEdit(s *session) (*filterEdit, error) {
@@ -70,7 +67,7 @@ func newFilterEdit(s *session) (*filterEdit, error) {
 	if err != nil {
 		return nil, err
 	}
-	e := &filterEdit{s: s, fwd: newFwdCache(), kernelPrefs: map[uint16]int{}, prefs: map[uint16]*prefRules{},
+	e := &filterEdit{s: s, fwd: offload.NewChecks(), kernelPrefs: map[uint16]int{}, prefs: map[uint16]*prefRules{},
 		redirects: map[string]int{}}
 	for _, f := range kernel {
 		e.addKernel(f)
@@ -201,12 +198,15 @@ func (e *filterEdit) add(c *flower.Command) error {
 // addXDP puts r in XDP alone.
 func (e *filterEdit) addXDP(c *flower.Command, r *rule.Rule) error {
 	if n := e.kernelPrefs[r.Prio]; n > 0 {
+		// Named as tc lists them first: the lowest handle.
+		var first *flower.KernelFilter
 		for _, f := range e.kernel {
-			if f.Chain == 0 && f.Prio == r.Prio {
-				return fmt.Errorf("filter: pref %d holds filters in TC (%s %s); an XDP-only (skip_sw) filter needs a pref of its own",
-					r.Prio, f.Kind, f.ID())
+			if f.Chain == 0 && f.Prio == r.Prio && (first == nil || f.Handle < first.Handle) {
+				first = f
 			}
 		}
+		return fmt.Errorf("filter: pref %d holds filters in TC (%s %s); an XDP-only (skip_sw) filter needs a pref of its own",
+			r.Prio, first.Kind, first.ID())
 	}
 	var replaces *editRule
 	p := e.prefs[r.Prio]
@@ -249,7 +249,7 @@ func (e *filterEdit) addXDP(c *flower.Command, r *rule.Rule) error {
 	}
 	// An XDP-only filter decides alone: not where XDP cannot see what TC
 	// would (tags outside the frame), nor before a hook TC runs after.
-	if err := e.fwd.blocked(e.s.dev.Ifindex); err != nil {
+	if err := e.fwd.Device(e.s.dev.Ifindex); err != nil {
 		return fmt.Errorf("filter: %w", err)
 	}
 	for _, a := range r.Actions {
@@ -258,29 +258,16 @@ func (e *filterEdit) addXDP(c *flower.Command, r *rule.Rule) error {
 		if a.Kind != rule.ActRedirect {
 			continue
 		}
-		if err := e.fwd.check(e.s.dev.Ifindex, a.Ifindex); err != nil {
+		if err := e.fwd.Forward(e.s.dev.Ifindex, a.Ifindex); err != nil {
 			return fmt.Errorf("action mirred: %w", err)
 		}
 	}
 	r.Text = flower.Format(r)
 	er := &editRule{rule: r}
 	if replaces != nil {
-		// It takes the place of the rule it replaces, as the table puts it.
 		e.remove(replaces)
-		if replaces.id != 0 {
-			er.replaces = replaces.id
-			e.added = append(e.added, er)
-		} else {
-			er.replaces = replaces.replaces
-			for i, a := range e.added {
-				if a == replaces {
-					e.added[i] = er
-				}
-			}
-		}
-	} else {
-		e.added = append(e.added, er)
 	}
+	e.queue(xdpOp{del: replaces, ins: er})
 	e.put(er)
 	if !c.HandleSet {
 		e.prefs[r.Prio].freeFrom = r.Handle + 1
@@ -355,12 +342,15 @@ func (e *filterEdit) addTC(c *flower.Command, r *rule.Rule) (done bool, err erro
 	if p := e.prefs[r.Prio]; p != nil && p.sources[rule.SourceCLI] > 0 {
 		return true, fmt.Errorf("filter: pref %d holds XDP-only (skip_sw) filters; a filter in TC needs another pref", r.Prio)
 	}
+	if err := e.flushXDP(); err != nil {
+		return true, err
+	}
 	verb := map[string]flower.Verb{"add": flower.VerbAdd, "replace": flower.VerbReplace, "change": flower.VerbChange}[c.Verb]
+	e.mirror, e.applied = true, true // whatever the answer says, TC may hold the filter
 	handle, err := w.Add(e.s.dev.Ifindex, r, verb)
 	if err != nil {
 		return true, fmt.Errorf("filter: %w", err)
 	}
-	e.mirror = true
 	for _, f := range e.kernel {
 		if f.Chain == 0 && f.Prio == r.Prio && f.Handle == handle {
 			return true, nil // replaced
@@ -399,13 +389,7 @@ func (e *filterEdit) del(c *flower.Command) error {
 	}
 	for _, er := range gone {
 		e.remove(er)
-		er.gone = true
-		switch {
-		case er.id != 0:
-			e.deleted = append(e.deleted, er.id)
-		case er.replaces != 0:
-			e.deleted = append(e.deleted, er.replaces)
-		}
+		e.queue(xdpOp{del: er})
 	}
 	return nil
 }
@@ -436,7 +420,10 @@ func (e *filterEdit) delTC(c *flower.Command) (found bool, err error) {
 	if err != nil {
 		return true, err
 	}
-	e.mirror = true
+	if err := e.flushXDP(); err != nil {
+		return true, err
+	}
+	e.mirror, e.applied = true, true
 	if c.HandleSet {
 		for _, f := range one {
 			if err := w.Delete(e.s.dev.Ifindex, f.Chain, f.Prio, f.Protocol, f.Handle, f.Kind); err != nil {
@@ -472,38 +459,4 @@ func (e *filterEdit) delTC(c *flower.Command) (found bool, err error) {
 	e.kernel = kept
 	e.lowestOK = false
 	return true, nil
-}
-
-// commit writes the edit: the device's TC filters mirrored again if
-// commands changed TC, then the XDP-only filters as one transaction.
-// tcOnly leaves out the XDP-only part (a batch that stopped at an error).
-func (e *filterEdit) commit(tcOnly bool) error {
-	if e.tc != nil {
-		e.tc.Close()
-		e.tc = nil
-	}
-	if e.mirror {
-		if err := mirrorDevice(e.s, e.fwd); err != nil {
-			return fmt.Errorf("filter: changed in TC, which handles its packets; XDP: %w", err)
-		}
-	}
-	if tcOnly || (len(e.added) == 0 && len(e.deleted) == 0) {
-		return nil
-	}
-	ch := maps.Change{Delete: e.deleted}
-	for _, er := range e.added {
-		if !er.gone {
-			ch.Insert = append(ch.Insert, maps.Insert{Rule: er.rule, Replaces: er.replaces})
-		}
-	}
-	if _, err := e.s.table.Apply(ch); err != nil {
-		if errors.Is(err, unix.E2BIG) || errors.Is(err, unix.ENOMEM) {
-			return fmt.Errorf("filter: %w (%v)", maps.ErrTableFull, err)
-		}
-		return fmt.Errorf("filter: %w", err)
-	}
-	if e.noteXDP {
-		fmt.Fprintf(os.Stderr, "xdpflow: note: this kernel has no cls_flower: the filter is in XDP only, as with skip_sw\n")
-	}
-	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/xdpflow/xdpflow/flower"
+	"github.com/xdpflow/xdpflow/internal/offload"
 	"github.com/xdpflow/xdpflow/maps"
 	"github.com/xdpflow/xdpflow/nft"
 	"github.com/xdpflow/xdpflow/rule"
@@ -75,7 +76,7 @@ func cmdFlow(g globals, args []string) error {
 		return err
 	}
 	// The daemon's checks, so the compile (and its reasons) is the same.
-	rs.CheckFwd, rs.Blocked = fwdChecker(s.dev.Ifindex), checkDevice(s.dev.Ifindex)
+	rs.CheckFwd, rs.Blocked = offload.ForwardChecker(s.dev.Ifindex), offload.CheckDevice(s.dev.Ifindex)
 	sub, flows, rules := s.table.Room(rule.SourceNFT)
 	_, statuses := nft.Compile(rs, nft.Limits{Subtables: sub, Flows: flows, Rules: rules})
 	seen := map[string]bool{}

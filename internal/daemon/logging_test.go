@@ -1,4 +1,4 @@
-package main
+package daemon
 
 import (
 	"bytes"
@@ -13,7 +13,7 @@ import (
 // repeated within a minute is logged once, its count said the next time.
 func TestDaemonLog(t *testing.T) {
 	var b bytes.Buffer
-	l, err := newDaemonLog(&b, "text", slog.LevelInfo)
+	l, err := NewLog(&b, "text", slog.LevelInfo)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -35,7 +35,7 @@ func TestDaemonLog(t *testing.T) {
 	}
 
 	b.Reset()
-	if l, err = newDaemonLog(&b, "json", slog.LevelDebug); err != nil {
+	if l, err = NewLog(&b, "json", slog.LevelDebug); err != nil {
 		t.Fatal(err)
 	}
 	l.Debugf("detail")
@@ -51,7 +51,7 @@ func TestDaemonLog(t *testing.T) {
 	if len(recs) != 2 || recs[0]["level"] != "DEBUG" || recs[1]["level"] != "ERROR" || recs[1]["msg"] != "failed" {
 		t.Fatalf("json records: %v", recs)
 	}
-	if _, err := newDaemonLog(&b, "yaml", slog.LevelInfo); err == nil {
+	if _, err := NewLog(&b, "yaml", slog.LevelInfo); err == nil {
 		t.Error("log format yaml accepted")
 	}
 }

@@ -1,4 +1,4 @@
-package main
+package daemon
 
 import (
 	"context"
@@ -9,11 +9,11 @@ import (
 	"time"
 )
 
-// daemonLog is the daemon's logging: info for what it does (a sync that
+// Log is the daemon's logging: info for what it does (a sync that
 // changed something, a device renamed), errors for what failed, each
 // error line at most once a minute while it repeats (a read retried every
 // second would say the same thing sixty times), then how often it did.
-type daemonLog struct {
+type Log struct {
 	l *slog.Logger
 
 	mu     sync.Mutex
@@ -28,9 +28,9 @@ type repeat struct {
 // repeatWindow is how long an error line stays quiet after it is logged.
 const repeatWindow = time.Minute
 
-// newDaemonLog logs to w as format ("text": "xdpflow daemon: TIME MSG"
+// NewLog logs to w as format ("text": "xdpflow daemon: TIME MSG"
 // lines, "json": slog's JSON records) from level on.
-func newDaemonLog(w io.Writer, format string, level slog.Level) (*daemonLog, error) {
+func NewLog(w io.Writer, format string, level slog.Level) (*Log, error) {
 	var h slog.Handler
 	switch format {
 	case "text", "":
@@ -40,17 +40,17 @@ func newDaemonLog(w io.Writer, format string, level slog.Level) (*daemonLog, err
 	default:
 		return nil, fmt.Errorf("log format %q: text or json", format)
 	}
-	return &daemonLog{l: slog.New(h), recent: map[string]*repeat{}}, nil
+	return &Log{l: slog.New(h), recent: map[string]*repeat{}}, nil
 }
 
 // Printf logs at info level (what the daemon did).
-func (d *daemonLog) Printf(format string, a ...any) { d.l.Info(fmt.Sprintf(format, a...)) }
+func (d *Log) Printf(format string, a ...any) { d.l.Info(fmt.Sprintf(format, a...)) }
 
 // Debugf logs at debug level (the detail of each change).
-func (d *daemonLog) Debugf(format string, a ...any) { d.l.Debug(fmt.Sprintf(format, a...)) }
+func (d *Log) Debugf(format string, a ...any) { d.l.Debug(fmt.Sprintf(format, a...)) }
 
 // Errorf logs at error level, quiet for a while after the same line.
-func (d *daemonLog) Errorf(format string, a ...any) {
+func (d *Log) Errorf(format string, a ...any) {
 	msg := fmt.Sprintf(format, a...)
 	now := time.Now()
 	d.mu.Lock()
@@ -77,8 +77,8 @@ func (d *daemonLog) Errorf(format string, a ...any) {
 	d.l.Error(msg)
 }
 
-// Writer is a writer of info lines, for what writes text (removeStaleNamespaces).
-func (d *daemonLog) Writer() io.Writer {
+// Writer is a writer of info lines, for what writes text (RemoveStaleNamespaces).
+func (d *Log) Writer() io.Writer {
 	return slogWriter{d.l}
 }
 
@@ -118,7 +118,7 @@ func (h *lineHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
 func (h *lineHandler) WithGroup(string) slog.Handler      { return h }
 
 // discardLog logs nothing: for tests and benchmarks.
-func discardLog() *daemonLog {
-	l, _ := newDaemonLog(io.Discard, "text", slog.LevelError+1)
+func discardLog() *Log {
+	l, _ := NewLog(io.Discard, "text", slog.LevelError+1)
 	return l
 }

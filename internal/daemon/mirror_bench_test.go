@@ -1,4 +1,4 @@
-package main
+package daemon
 
 import (
 	"fmt"
@@ -7,6 +7,7 @@ import (
 
 	"github.com/xdpflow/xdpflow/bpf"
 	"github.com/xdpflow/xdpflow/flower"
+	"github.com/xdpflow/xdpflow/internal/offload"
 	"github.com/xdpflow/xdpflow/maps"
 	"github.com/xdpflow/xdpflow/rule"
 )
@@ -37,7 +38,7 @@ func BenchmarkMirrorChange10K(b *testing.B) {
 	if err := maps.Init(&objs.XdpflowMaps, maps.MaxSubtables, 1, 0); err != nil {
 		b.Fatal(err)
 	}
-	t, err := maps.Open(&objs.XdpflowMaps, ruleParser("lo"))
+	t, err := maps.Open(&objs.XdpflowMaps, offload.RuleParser("lo"))
 	if err != nil {
 		b.Fatal(err)
 	}

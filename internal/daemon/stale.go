@@ -1,4 +1,4 @@
-package main
+package daemon
 
 import (
 	"fmt"
@@ -7,9 +7,9 @@ import (
 	"github.com/xdpflow/xdpflow/loader"
 )
 
-// removeStaleNamespaces removes the pins of network namespaces that are
+// RemoveStaleNamespaces removes the pins of network namespaces that are
 // gone (loader.StaleNamespaces) and tells what it removed on w.
-func removeStaleNamespaces(p loader.Paths, w io.Writer) {
+func RemoveStaleNamespaces(p loader.Paths, w io.Writer) {
 	stale, err := loader.StaleNamespaces(p)
 	if err != nil {
 		fmt.Fprintf(w, "xdpflow: looking for pins of deleted network namespaces: %v\n", err)

@@ -1,4 +1,4 @@
-package main
+package daemon
 
 import (
 	"encoding/binary"
@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/xdpflow/xdpflow/flower"
+	"github.com/xdpflow/xdpflow/internal/offload"
 	"github.com/xdpflow/xdpflow/maps"
 	"github.com/xdpflow/xdpflow/rule"
 )
@@ -54,7 +55,7 @@ func (d *daemon) syncTC(dev, why string) error {
 			// overtake them. One punt of every packet, until a dump
 			// succeeds (the daemon tries every second).
 			d.retryLater(dev)
-			_, _, rerr := o.table.SyncSource(rule.SourceTC, []*rule.Rule{puntEverything(dev)})
+			_, _, rerr := o.table.SyncSource(rule.SourceTC, []*rule.Rule{offload.PuntEverything(dev)})
 			return errors.Join(fmt.Errorf("tc: read filters: %w (every packet left to the kernel until a read succeeds)", err), rerr)
 		}
 		if d.tcMirror == nil {
@@ -78,16 +79,16 @@ func (d *daemon) syncTC(dev, why string) error {
 // redirects are checked through the daemon's fwdCache.
 func (d *daemon) mirrorOptions(ingress int) flower.MirrorOptions {
 	if d.fwd == nil {
-		d.fwd = newFwdCache()
+		d.fwd = offload.NewChecks()
 	}
 	check := func(target int) error {
 		if d.fwd == nil {
-			d.fwd = newFwdCache()
+			d.fwd = offload.NewChecks()
 		}
-		return d.fwd.check(ingress, target)
+		return d.fwd.Forward(ingress, target)
 	}
 	return flower.MirrorOptions{SkipHW: d.mirrorSkipHW, CheckRedirect: check, Keepalive: d.keepalive,
-		Blocked: d.fwd.blocked(ingress)}
+		Blocked: d.fwd.Device(ingress)}
 }
 
 // syncTCChanges applies filter notifications to dev's mirror and installs
@@ -159,7 +160,7 @@ func (d *daemon) syncTCChanges(dev string, ifindex int, changes []tcChange) erro
 // installMirror makes the table's TC rules m's, and logs it.
 func (d *daemon) installMirror(o *openTable, dev, why string, m *tcMirror, start time.Time) error {
 	m.table = nil
-	added, removed, err := installTC(o.table, dev, m.set.Rules(), m.set.Filters())
+	added, removed, err := offload.InstallTC(o.table, dev, m.set.Rules(), m.set.Filters())
 	if err != nil {
 		return err
 	}
@@ -186,8 +187,8 @@ func (d *daemon) recheckForwards(why string) {
 		d.mu.Unlock()
 		return
 	}
-	q := d.fwd.questions()
-	q.base = d.fwd
+	q := d.fwd.Questions()
+	q.Base = d.fwd
 	d.mu.Unlock()
 	d.takeForwards(q, why)
 }
@@ -199,14 +200,12 @@ func (d *daemon) recheckForwards(why string) {
 // namespaces once). It asks without d.mu, as recheckForwards does, so
 // that notifications are not held up. The caller does not hold d.mu.
 func (d *daemon) warmForwards() {
-	q := newFwdCache()
+	q := offload.NewChecks()
 	d.mu.Lock()
 	for ifindex := range d.ifindexes {
-		q.ingress[ifindex] = nil
-		q.target[fwdTarget{ifindex, false}] = nil
-		q.device[ifindex] = nil
+		q.Question(ifindex)
 	}
-	q.base = d.fwd
+	q.Base = d.fwd
 	d.mu.Unlock()
 	d.takeForwards(q, "warm")
 }
@@ -214,18 +213,18 @@ func (d *daemon) warmForwards() {
 // takeForwards asks q's questions without d.mu, keeps the answers, and
 // mirrors every device again from its base if an answer changed. The
 // caller does not hold d.mu.
-func (d *daemon) takeForwards(q *fwdCache, why string) {
-	q.ask()
+func (d *daemon) takeForwards(q *offload.Checks, why string) {
+	q.Ask()
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if q.base != nil && q.base != d.fwd {
+	if q.Base != nil && q.Base != d.fwd {
 		// A sync started afresh meanwhile: its answers are newer.
 		return
 	}
 	if d.fwd == nil {
-		d.fwd = newFwdCache()
+		d.fwd = offload.NewChecks()
 	}
-	if !d.fwd.take(q) {
+	if !d.fwd.Take(q) {
 		return
 	}
 	for ifindex, m := range d.tcMirror {
@@ -328,35 +327,6 @@ func ingressBlock(ifindex int) uint32 {
 // which tc accepts for its filters as well as "ingress".
 const ingressQdiscParent = 0xFFFF0000
 
-// puntEverything is a TC rule before any other that sends every packet
-// on to the kernel: what stands for TC's filters while they are unknown.
-func puntEverything(dev string) *rule.Rule {
-	r := &rule.Rule{Source: rule.SourceTC, Dev: dev, Prio: 1, Handle: unreadableHandle, Protocol: rule.EthPAll,
-		Actions: []rule.Action{{Kind: rule.ActPass}}}
-	r.Text = flower.Format(r)
-	return r
-}
-
-// unreadableHandle is puntEverything's handle: no punt of a filter's
-// (flower.PuntHandle), so that status can tell it.
-const unreadableHandle = flower.PuntHandle - 1
-
-// puntAllFrom is one rule sending every packet on to TC from the lowest
-// pref of filters on: what stands in for filters the table cannot take.
-func puntAllFrom(dev string, filters []*flower.KernelFilter) []*rule.Rule {
-	if len(filters) == 0 {
-		return nil
-	}
-	prio := filters[0].Prio
-	for _, f := range filters {
-		prio = min(prio, f.Prio)
-	}
-	r := &rule.Rule{Source: rule.SourceTC, Dev: dev, Prio: prio, Handle: flower.PuntHandle, Protocol: rule.EthPAll,
-		Actions: []rule.Action{{Kind: rule.ActPass}}}
-	r.Text = flower.Format(r)
-	return []*rule.Rule{r}
-}
-
 // tcBatch follows RTNLGRP_TC and RTNLGRP_LINK: filter notifications on
 // enabled devices change their mirrors; other changes of filters,
 // chains and qdiscs, and any other device's removal, make the device's
@@ -429,7 +399,7 @@ func (b *tcBatch) add(msgs []netlink.Message) {
 			// anywhere but its ingress (Open vSwitch's ports are
 			// targets, and their ingress filters change all the time).
 			isFilter := m.Header.Type == unix.RTM_NEWTFILTER || m.Header.Type == unix.RTM_DELTFILTER
-			if d.fwd != nil && d.fwd.isTarget(ifindex) && !(isFilter && len(m.Data) >= 16 && ingressParent(binary.NativeEndian.Uint32(m.Data[12:]))) {
+			if d.fwd != nil && d.fwd.IsTarget(ifindex) && !(isFilter && len(m.Data) >= 16 && ingressParent(binary.NativeEndian.Uint32(m.Data[12:]))) {
 				b.egressEv = true
 			}
 		}

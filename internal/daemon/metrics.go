@@ -1,4 +1,4 @@
-package main
+package daemon
 
 import (
 	"errors"
@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/xdpflow/xdpflow/maps"
 	"github.com/xdpflow/xdpflow/rule"
 )
 
@@ -86,7 +87,7 @@ func (c tableCollector) Collect(ch chan<- prometheus.Metric) {
 			if err != nil {
 				return err
 			}
-			for i, name := range counterNames {
+			for i, name := range maps.CounterNames {
 				ch <- prometheus.MustNewConstMetric(packetsDesc, prometheus.CounterValue, float64(cnt[i]), dev, name)
 			}
 			n := map[[2]string]int{}

@@ -1,4 +1,4 @@
-package main
+package offload
 
 import (
 	"fmt"
@@ -6,31 +6,33 @@ import (
 	"slices"
 	"sort"
 
+	"github.com/xdpflow/xdpflow/flower"
 	"github.com/xdpflow/xdpflow/loader"
+	"github.com/xdpflow/xdpflow/maps"
 	"github.com/xdpflow/xdpflow/nft"
 	"github.com/xdpflow/xdpflow/rule"
 )
 
-// hookStatus is one thing the kernel runs on an enabled device's packets
+// HookStatus is one thing the kernel runs on an enabled device's packets
 // besides xdpflow, at its ingress or on the egress of a device its rules
 // redirect to, and what xdpflow does about it.
-type hookStatus struct {
+type HookStatus struct {
 	Where   string `json:"where"` // "ingress", "egress of b2"
 	What    string `json:"what"`
 	Xdpflow string `json:"xdpflow"`
 }
 
-// deviceHooks lists what else runs where s's device's packets go. An
-// error reading one hook is listed as such: status must show what it
-// could not check, not hide it.
-func deviceHooks(s *session) (out []hookStatus, held []string) {
-	add := func(where, what, does string) { out = append(out, hookStatus{where, what, does}) }
+// Hooks lists what else runs where dev's packets go, and why rules the
+// kernel holds are not in t now (held). An error reading one hook is
+// listed as such: status must show what it could not check, not hide it.
+func Hooks(t *maps.Table, dev string, ifindex int) (out []HookStatus, held []string) {
+	add := func(where, what, does string) { out = append(out, HookStatus{where, what, does}) }
 	failed := func(where string, err error) {
 		add(where, "unreadable: "+err.Error(), "cannot tell; the daemon punts what depends on it")
 	}
-	ingress := s.dev.Ifindex
-	for _, in := range s.table.Rules() {
-		if r := in.Rule; r.Source == rule.SourceTC && r.Handle == unreadableHandle && r.Prio == 1 && len(r.Keys) == 0 {
+	ingress := ifindex
+	for _, in := range t.Rules() {
+		if r := in.Rule; r.Source == rule.SourceTC && r.Handle == UnreadableHandle && r.Prio == 1 && len(r.Keys) == 0 {
 			held = append(held, "tc: every packet goes to the kernel: the daemon could not read or install TC's filters (see its log); it tries again every second")
 		}
 	}
@@ -46,7 +48,7 @@ func deviceHooks(s *session) (out []hookStatus, held []string) {
 		add("ingress", "VLAN tags outside the frame: "+err.Error(), "every rule of the device is punted")
 	}
 	var targets []int
-	filters, err := kernelFilters(s)
+	filters, err := kernelFilters(dev, ifindex)
 	if err != nil {
 		failed("ingress", fmt.Errorf("tc filters: %w", err))
 	}
@@ -64,7 +66,7 @@ func deviceHooks(s *session) (out []hookStatus, held []string) {
 		}
 	}
 	nftTargets := map[int]bool{}
-	rs, err := nft.Read(s.dev.Name, ingress)
+	rs, err := nft.Read(dev, ingress)
 	if err != nil {
 		failed("ingress", fmt.Errorf("nft: %w", err))
 	} else {
@@ -78,7 +80,7 @@ func deviceHooks(s *session) (out []hookStatus, held []string) {
 		}
 		_, statuses := nft.Compile(rs, nft.Limits{Subtables: 1 << 20, Flows: 1 << 30, Rules: 1 << 30})
 		offloadable, installed := 0, 0
-		for _, in := range s.table.Rules() {
+		for _, in := range t.Rules() {
 			if in.Rule.Source == rule.SourceNFT {
 				installed++
 			}
@@ -127,4 +129,15 @@ func deviceHooks(s *session) (out []hookStatus, held []string) {
 		}
 	}
 	return out, held
+}
+
+// kernelFilters reads a device's ingress filters (none without an ingress
+// qdisc).
+func kernelFilters(dev string, ifindex int) ([]*flower.KernelFilter, error) {
+	rd, err := flower.NewReader()
+	if err != nil {
+		return nil, err
+	}
+	defer rd.Close()
+	return rd.Filters(dev, ifindex)
 }

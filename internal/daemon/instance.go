@@ -1,4 +1,4 @@
-package main
+package daemon
 
 import (
 	"encoding/json"
@@ -19,8 +19,8 @@ import (
 // and connecting to it is asking that daemon how it is.
 const instanceSocket = "@xdpflow-daemon"
 
-// daemonHealth is what the daemon answers on its socket.
-type daemonHealth struct {
+// Health is what the daemon answers on its socket.
+type Health struct {
 	PID       int       `json:"pid"`
 	Started   time.Time `json:"started"`
 	LastSync  time.Time `json:"last_sync"`
@@ -31,7 +31,7 @@ type daemonHealth struct {
 // instance is the daemon's hold on its socket and what it tells.
 type instance struct {
 	l      net.Listener
-	health atomic.Pointer[daemonHealth]
+	health atomic.Pointer[Health]
 }
 
 // claimInstance takes the namespace's daemon socket, or says which
@@ -39,7 +39,7 @@ type instance struct {
 func claimInstance() (*instance, error) {
 	l, err := net.Listen("unix", instanceSocket)
 	if errors.Is(err, syscall.EADDRINUSE) {
-		if h, herr := askDaemon(); herr == nil {
+		if h, herr := Ask(); herr == nil {
 			return nil, fmt.Errorf("daemon: another xdpflow daemon (pid %d) runs in this network namespace; stop it first", h.PID)
 		}
 		return nil, errors.New("daemon: another xdpflow daemon runs in this network namespace; stop it first")
@@ -48,7 +48,7 @@ func claimInstance() (*instance, error) {
 		return nil, fmt.Errorf("daemon: %w", err)
 	}
 	in := &instance{l: l}
-	in.health.Store(&daemonHealth{PID: os.Getpid(), Started: time.Now()})
+	in.health.Store(&Health{PID: os.Getpid(), Started: time.Now()})
 	go in.serve()
 	return in, nil
 }
@@ -80,16 +80,16 @@ func (in *instance) synced(err error) {
 
 func (in *instance) close() { in.l.Close() }
 
-// askDaemon asks this network namespace's daemon how it is; an error when
+// Ask asks this network namespace's daemon how it is; an error when
 // none runs.
-func askDaemon() (*daemonHealth, error) {
+func Ask() (*Health, error) {
 	c, err := net.DialTimeout("unix", instanceSocket, 200*time.Millisecond)
 	if err != nil {
 		return nil, err
 	}
 	defer c.Close()
 	_ = c.SetReadDeadline(time.Now().Add(time.Second))
-	var h daemonHealth
+	var h Health
 	if err := json.NewDecoder(c).Decode(&h); err != nil {
 		return nil, fmt.Errorf("read the daemon's answer: %w", err)
 	}

@@ -1,0 +1,26 @@
+package daemon
+
+import (
+	"testing"
+
+	"github.com/xdpflow/xdpflow/loader"
+)
+
+// enable enables dev in the current network namespace for a test, with
+// opts, and disables it when fn returns.
+func enable(t testing.TB, dev string, opts loader.Options, fn func(p loader.Paths)) {
+	t.Helper()
+	p, err := loader.NewPaths("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := loader.Enable(p, dev, opts); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := loader.Disable(p, dev); err != nil {
+			t.Error(err)
+		}
+	}()
+	fn(p)
+}

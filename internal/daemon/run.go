@@ -1,0 +1,193 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"slices"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/xdpflow/xdpflow/loader"
+	"github.com/xdpflow/xdpflow/nft"
+)
+
+// Config is how a daemon runs.
+type Config struct {
+	BPFFS        string // where bpffs is mounted ("": found)
+	Log          *Log
+	MirrorSkipHW bool          // mirror TC filters flagged skip_hw too
+	Keepalive    time.Duration // given to offloaded TC filters (0: none)
+	Enable       []string      // devices to enable at start
+	MetricsAddr  string        // serve Prometheus metrics there ("": not)
+}
+
+func newDaemon(cfg Config) *daemon {
+	return &daemon{bpffs: cfg.BPFFS, log: cfg.Log, mirrorSkipHW: cfg.MirrorSkipHW, keepalive: cfg.Keepalive}
+}
+
+// Once mirrors the kernel's rules into every enabled device's table once:
+// for scripts and tests.
+func Once(cfg Config) error {
+	if err := enableAtStart(cfg.BPFFS, cfg.Enable, cfg.Log); err != nil {
+		return err
+	}
+	return newDaemon(cfg).syncAll("once")
+}
+
+// Run mirrors the kernel's rules into XDP on every enabled device of this
+// network namespace and keeps them mirrored, following nftables netdev
+// ingress chains (NFNLGRP_NFTABLES) and TC ingress filters (RTNLGRP_TC),
+// until SIGTERM or SIGINT; SIGHUP reads everything again. All of its
+// state is the pinned tables, so it can be killed at any moment and a new
+// one reconciles. One runs per network namespace.
+func Run(cfg Config) error {
+	// A sync allocates a little, and a collection in the middle of one is
+	// the largest single delay between an nft change and XDP: collect less
+	// often (the heap stays a few MB).
+	debug.SetGCPercent(400)
+	inst, err := claimInstance()
+	if err != nil {
+		return err
+	}
+	defer inst.close()
+	if err := enableAtStart(cfg.BPFFS, cfg.Enable, cfg.Log); err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	// SIGHUP: read everything again with fresh sockets (an operator's
+	// "reload"; by default it would kill the daemon).
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	d := newDaemon(cfg)
+	d.warm = true
+	d.inst = inst
+	if cfg.MetricsAddr != "" {
+		if err := d.serveMetrics(cfg.MetricsAddr); err != nil {
+			return err
+		}
+	}
+	nftConn, err := dialGroups(unix.NETLINK_NETFILTER, "nftables monitor", unix.NFNLGRP_NFTABLES)
+	if err != nil {
+		return err
+	}
+	tcConn, err := dialGroups(unix.NETLINK_ROUTE, "tc monitor", unix.RTNLGRP_TC, unix.RTNLGRP_LINK)
+	if err != nil {
+		nftConn.Close()
+		return err
+	}
+	d.mu.Lock()
+	d.syncAll("start")
+	devs := d.devices
+	d.mu.Unlock()
+	d.log.Printf("running on %d device(s): %v", len(devs), devs)
+	// Ready once the first sync is in: from here changes are followed.
+	if err := sdNotify(fmt.Sprintf("READY=1\nSTATUS=running on %d device(s)", len(devs))); err != nil {
+		d.log.Errorf("tell the service manager it is ready: %v", err)
+	}
+	go follow(ctx, nftConn, d.log, "nftables monitor", &nftBatch{changed: func(k nft.Kinds, gen uint32, genKnown bool) {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		if d.reader != nil {
+			d.reader.Stale(k)
+			if genKnown {
+				d.reader.Seen(gen)
+			}
+		}
+		d.syncNFTAll("nft")
+	}})
+	go follow(ctx, tcConn, d.log, "tc monitor", &tcBatch{d: d})
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			d.mu.Lock()
+			d.settle(true)
+			d.mu.Unlock()
+			_ = sdNotify("STOPPING=1")
+			d.log.Printf("stopping; offloaded rules stay installed")
+			return nil
+		case <-hup:
+			d.mu.Lock()
+			_ = sdNotify("RELOADING=1")
+			d.log.Printf("SIGHUP: reading everything again")
+			d.closeReaders()
+			d.syncAll("hup")
+			devs = d.devices
+			d.mu.Unlock()
+			_ = sdNotify("READY=1")
+		case <-tick.C:
+			d.mu.Lock()
+			d.settle(false)
+			// Another process (`xdpflow filter add` mirrors TC itself, with
+			// the default options) changed a table: mirror it again, so
+			// this daemon's options hold.
+			var foreign []string
+			for dev, o := range d.open {
+				if gen, err := o.table.Generation(); err == nil && gen != o.gen {
+					foreign = append(foreign, dev)
+				}
+			}
+			for _, dev := range foreign {
+				d.syncDevice(dev, "writer")
+			}
+			retry := d.retry
+			d.retry = nil
+			for dev := range retry {
+				if slices.Contains(d.devices, dev) && !slices.Contains(foreign, dev) {
+					d.syncDevice(dev, "retry")
+				}
+			}
+			d.mu.Unlock()
+			d.recheckForwards("recheck")
+			// Devices enabled or disabled since.
+			p, err := d.pathsOnce()
+			if err != nil {
+				continue
+			}
+			now, err := loader.List(p)
+			if err == nil && !slices.Equal(now, devs) {
+				d.mu.Lock()
+				d.syncAll("devices")
+				devs = d.devices
+				d.mu.Unlock()
+			}
+		}
+	}
+}
+
+// enableAtStart enables the daemon's --enable devices that are not enabled
+// yet, with the default sizes: a service's declaration of where it runs
+// (a DaemonSet's, a unit's), where `xdpflow enable` would be a step done by
+// hand on each host.
+func enableAtStart(bpffs string, devs []string, lg *Log) error {
+	if len(devs) == 0 {
+		return nil
+	}
+	p, err := loader.NewPaths(bpffs)
+	if err != nil {
+		return err
+	}
+	unlock, err := p.Lock()
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	for _, dev := range devs {
+		enabled, err := loader.Enable(p, dev, loader.DefaultOptions)
+		if err != nil {
+			return fmt.Errorf("daemon --enable: %w", err)
+		}
+		if enabled {
+			lg.Printf("enabled %s", dev)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,73 @@
+// Package offload is what every process that writes a device's table
+// agrees on: what may run in XDP (Checks), how TC's filters become rules
+// and what stands for them when they cannot (MirrorTC, the punts), and how
+// a device's pinned table is opened (Open).
+package offload
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/xdpflow/xdpflow/flower"
+	"github.com/xdpflow/xdpflow/maps"
+	"github.com/xdpflow/xdpflow/rule"
+)
+
+// DefaultKeepalive: one packet per second and CPU of each offloaded TC
+// filter goes on to TC. Open vSwitch ages a flow out after 10 s without
+// its TC counters moving (other_config:max-idle); a second keeps well
+// inside that at a negligible cost.
+const DefaultKeepalive = time.Second
+
+// PuntEverything is a TC rule before any other that sends every packet
+// on to the kernel: what stands for TC's filters while they are unknown.
+func PuntEverything(dev string) *rule.Rule {
+	r := &rule.Rule{Source: rule.SourceTC, Dev: dev, Prio: 1, Handle: UnreadableHandle, Protocol: rule.EthPAll,
+		Actions: []rule.Action{{Kind: rule.ActPass}}}
+	r.Text = flower.Format(r)
+	return r
+}
+
+// UnreadableHandle is PuntEverything's handle: no punt of a filter's
+// (flower.PuntHandle), so that status can tell it.
+const UnreadableHandle = flower.PuntHandle - 1
+
+// PuntAllFrom is one rule sending every packet on to TC from the lowest
+// pref of filters on: what stands in for filters the table cannot take.
+func PuntAllFrom(dev string, filters []*flower.KernelFilter) []*rule.Rule {
+	if len(filters) == 0 {
+		return nil
+	}
+	prio := filters[0].Prio
+	for _, f := range filters {
+		prio = min(prio, f.Prio)
+	}
+	r := &rule.Rule{Source: rule.SourceTC, Dev: dev, Prio: prio, Handle: flower.PuntHandle, Protocol: rule.EthPAll,
+		Actions: []rule.Action{{Kind: rule.ActPass}}}
+	r.Text = flower.Format(r)
+	return []*rule.Rule{r}
+}
+
+// MirrorTC mirrors a device's TC filters into its table as the daemon
+// does with its default options, asking checks what may run in XDP.
+func MirrorTC(t *maps.Table, dev string, ifindex int, filters []*flower.KernelFilter, checks *Checks) error {
+	want, _ := flower.Mirror(dev, filters, flower.MirrorOptions{
+		CheckRedirect: func(target int) error { return checks.Forward(ifindex, target) },
+		Keepalive:     DefaultKeepalive, Blocked: checks.Device(ifindex)})
+	_, _, err := InstallTC(t, dev, want, filters)
+	return err
+}
+
+// InstallTC makes the table's TC rules want, what filters mirror to. If
+// the table cannot take them, one punt from the lowest pref on stands for
+// all of them: XDP must not run rules TC no longer has, nor let later
+// rules (nft's, lower prefs) overtake filters it could not install.
+func InstallTC(t *maps.Table, dev string, want []*rule.Rule, filters []*flower.KernelFilter) (added, removed int, err error) {
+	added, removed, err = t.SyncSource(rule.SourceTC, want)
+	if err != nil {
+		_, _, rerr := t.SyncSource(rule.SourceTC, PuntAllFrom(dev, filters))
+		return added, removed, errors.Join(fmt.Errorf("tc: install: %w (tc filters left to the kernel)", err), rerr)
+	}
+	return added, removed, nil
+}
