@@ -191,7 +191,7 @@ struct vlan_hdr_ {
 };
 
 struct iphdr_ {
-	__u8 ihl_version;	/* ihl in the low nibble on little-endian bitfields; read by hand */
+	__u8 ihl_version; /* ihl in the low nibble on little-endian bitfields; read by hand */
 	__u8 tos;
 	__be16 tot_len;
 	__be16 id;
@@ -204,7 +204,7 @@ struct iphdr_ {
 };
 
 struct ipv6hdr_ {
-	__be32 vtc_flow;	/* version 4, traffic class 8, flow label 20 */
+	__be32 vtc_flow; /* version 4, traffic class 8, flow label 20 */
 	__be16 payload_len;
 	__u8 nexthdr;
 	__u8 hop_limit;
@@ -271,7 +271,7 @@ static __always_inline void put_ports(struct xf_key *key, const void *l4)
 
 enum parse_result {
 	PARSE_OK = 0,
-	PARSE_UNSUPPORTED = -1,	/* malformed or truncated: leave it to the kernel */
+	PARSE_UNSUPPORTED = -1, /* malformed or truncated: leave it to the kernel */
 };
 
 /* Fills key->src_port.. for TCP/UDP/SCTP and ICMP from the L4 header at l4.
@@ -709,7 +709,7 @@ static __always_inline int lookup(struct xf_key *key, const __u64 *padded, struc
 	struct xf_subtable_list *list, *searched;
 	struct xf_cache_set *set;
 	struct xf_flow *hit;
-	__u64 ck[XF_KEY_WORDS];	/* the cache key: 6 words or 11 */
+	__u64 ck[XF_KEY_WORDS]; /* the cache key: 6 words or 11 */
 	__u64 *k = (__u64 *)key, tag;
 	__u32 zero = 0, idx, gen;
 	__u32 *genp;
@@ -720,11 +720,11 @@ static __always_inline int lookup(struct xf_key *key, const __u64 *padded, struc
 	 * generation. */
 	genp = bpf_map_lookup_elem(&cache_gen, &zero);
 	if (!genp)
-		return 0;	/* cannot happen: an array map */
+		return 0; /* cannot happen: an array map */
 	gen = *(volatile __u32 *)genp;
 	list = live_list();
 	if (!list)
-		return 0;	/* cannot happen: array maps */
+		return 0; /* cannot happen: array maps */
 	if (xf_cache_disabled)
 		goto uncached;
 	tag = (__u64)list->generation << 32 | gen;
@@ -741,7 +741,7 @@ static __always_inline int lookup(struct xf_key *key, const __u64 *padded, struc
 		idx = (bpf_get_smp_processor_id() << xf_cache_set_bits) + hash_narrow(ck);
 		set = bpf_map_lookup_elem(&flow_cache, &idx);
 		if (!set)
-			goto uncached;	/* a CPU beyond the map: cannot happen */
+			goto uncached; /* a CPU beyond the map: cannot happen */
 		way0 = &set->way[0];
 		way1 = &set->way[1];
 		if (!way_differs(way0, ck, tag)) {

@@ -19,15 +19,15 @@ enum xf_limits {
 	XF_MAX_VLAN_TAGS = 2,
 	XF_MAX_IPV6_EXT_HDRS = 8,
 	XF_RULE_TEXT_MAX = 464,
-	XF_META_MAGIC = 0x78646638,	/* "xdf8": layout version of pinned state */
-	XF_NARROW_WORDS = 6,		/* key words of a narrow subtable's flows */
-	XF_CACHE_SET_BITS = 11,		/* default log2(sets per CPU): 4096 entries */
-	XF_CACHE_SET_BITS_MIN = 7,	/* 256 entries per CPU */
-	XF_CACHE_SET_BITS_MAX = 19,	/* 1,048,576 entries per CPU */
-	XF_CACHE_WAYS = 2,		/* entries per set when the cache key is narrow */
-	XF_CACHE_WORDS = 6,		/* key words of a narrow cache entry */
-	XF_CACHE_NO_FLOW = 0xFFFFFFFF,	/* a cached miss, in xf_flow.action_set */
-	XF_LIST_BUFFERS = 8,		/* subtable list buffers, a power of two */
+	XF_META_MAGIC = 0x78646638,    /* "xdf8": layout version of pinned state */
+	XF_NARROW_WORDS = 6,	       /* key words of a narrow subtable's flows */
+	XF_CACHE_SET_BITS = 11,	       /* default log2(sets per CPU): 4096 entries */
+	XF_CACHE_SET_BITS_MIN = 7,     /* 256 entries per CPU */
+	XF_CACHE_SET_BITS_MAX = 19,    /* 1,048,576 entries per CPU */
+	XF_CACHE_WAYS = 2,	       /* entries per set when the cache key is narrow */
+	XF_CACHE_WORDS = 6,	       /* key words of a narrow cache entry */
+	XF_CACHE_NO_FLOW = 0xFFFFFFFF, /* a cached miss, in xf_flow.action_set */
+	XF_LIST_BUFFERS = 8,	       /* subtable list buffers, a power of two */
 };
 
 /* key.ip_frag bits: flower's ip_flags (FLOW_DIS_IS_FRAGMENT/FIRST_FRAG). */
@@ -45,24 +45,24 @@ enum xf_frag {
  * run of word ANDs.
  */
 struct xf_key {
-	__u32 ifindex;		/* ingress ifindex */
+	__u32 ifindex; /* ingress ifindex */
 	__u8 eth_dst[6];
 	__u8 eth_src[6];
 	/* eth_type[0] is the ethertype after the MACs (tc's "protocol", a TPID
 	 * when tagged); [1] follows the first VLAN tag (vlan_ethtype), [2] the
 	 * second (cvlan_ethtype). */
 	__be16 eth_type[3];
-	__be16 vlan_tci[2];	/* outer (vlan_*) and inner (cvlan_*) tag */
-	__u8 ip_proto;		/* for ARP: the low byte of the opcode, as flower */
-	__u8 ip_tos;		/* IPv4 TOS, IPv6 traffic class */
-	__u8 ip_ttl;		/* IPv4 TTL, IPv6 hop limit */
-	__u8 ip_frag;		/* XF_FRAG_* */
-	__be16 tcp_flags;	/* low 12 bits of the TCP flag word */
-	__u8 src_ip[16];	/* IPv4 and ARP sender IP in the first 4 bytes */
-	__u8 dst_ip[16];	/* IPv4 and ARP target IP in the first 4 bytes */
-	__be16 src_port;	/* TCP, UDP, SCTP */
+	__be16 vlan_tci[2]; /* outer (vlan_*) and inner (cvlan_*) tag */
+	__u8 ip_proto;	    /* for ARP: the low byte of the opcode, as flower */
+	__u8 ip_tos;	    /* IPv4 TOS, IPv6 traffic class */
+	__u8 ip_ttl;	    /* IPv4 TTL, IPv6 hop limit */
+	__u8 ip_frag;	    /* XF_FRAG_* */
+	__be16 tcp_flags;   /* low 12 bits of the TCP flag word */
+	__u8 src_ip[16];    /* IPv4 and ARP sender IP in the first 4 bytes */
+	__u8 dst_ip[16];    /* IPv4 and ARP target IP in the first 4 bytes */
+	__be16 src_port;    /* TCP, UDP, SCTP */
 	__be16 dst_port;
-	__u8 icmp_type;		/* ICMP and ICMPv6 */
+	__u8 icmp_type; /* ICMP and ICMPv6 */
 	__u8 icmp_code;
 	__u8 arp_sha[6];
 	__u8 arp_tha[6];
@@ -79,11 +79,11 @@ struct xf_key {
  * anyway), so each lookup hashes and compares 56 bytes instead of 96.
  * Wider masks (narrow_words 0) use flows with the whole masked key. */
 struct xf_subtable {
-	__u32 id;		/* part of the flows map key */
-	__u32 prio;		/* not read by the program: the list is in order */
-	__u64 group_seq;	/* not read by the program: the mask group's order */
+	__u32 id;	 /* part of the flows map key */
+	__u32 prio;	 /* not read by the program: the list is in order */
+	__u64 group_seq; /* not read by the program: the mask group's order */
 	struct xf_key mask;
-	__u8 narrow_words;	/* 0: wide */
+	__u8 narrow_words; /* 0: wide */
 	__u8 word_idx[XF_NARROW_WORDS];
 	__u8 pad;
 };
@@ -133,16 +133,16 @@ struct xf_narrow_flow_key {
 
 /* Value of the flows hash maps. */
 struct xf_flow {
-	__u32 action_set;	/* index into action_sets */
-	__u32 stats;		/* index into rule_stats; one per rule */
+	__u32 action_set; /* index into action_sets */
+	__u32 stats;	  /* index into rule_stats; one per rule */
 };
 
 enum xf_action_op {
 	XF_ACT_NONE = 0,
-	XF_ACT_DROP,		/* terminal: XDP_DROP */
-	XF_ACT_PASS,		/* terminal: XDP_PASS to TC and the stack */
-	XF_ACT_REDIRECT,	/* terminal: out of ifindex via the devmap */
-	XF_ACT_TX,		/* terminal: back out of the ingress device */
+	XF_ACT_DROP,	 /* terminal: XDP_DROP */
+	XF_ACT_PASS,	 /* terminal: XDP_PASS to TC and the stack */
+	XF_ACT_REDIRECT, /* terminal: out of ifindex via the devmap */
+	XF_ACT_TX,	 /* terminal: back out of the ingress device */
 	XF_ACT_VLAN_PUSH,
 	XF_ACT_VLAN_POP,
 	XF_ACT_VLAN_MODIFY,
@@ -152,18 +152,18 @@ enum xf_action_op {
 
 /* vlan action flags */
 enum xf_vlan_flags {
-	XF_VLAN_SET_PRIO = 0x01,	/* modify: priority was given */
+	XF_VLAN_SET_PRIO = 0x01, /* modify: priority was given */
 };
 
 struct xf_action {
-	__u8 op;		/* enum xf_action_op */
-	__u8 flags;		/* XF_VLAN_* */
-	__be16 vlan_proto;	/* push, modify */
-	__u16 vlan_id;		/* push, modify (host order) */
+	__u8 op;	   /* enum xf_action_op */
+	__u8 flags;	   /* XF_VLAN_* */
+	__be16 vlan_proto; /* push, modify */
+	__u16 vlan_id;	   /* push, modify (host order) */
 	__u8 vlan_prio;
 	__u8 pad;
-	__u32 ifindex;		/* redirect */
-	__u8 mac[6];		/* set eth src/dst */
+	__u32 ifindex; /* redirect */
+	__u8 mac[6];   /* set eth src/dst */
 	__u8 pad2[2];
 };
 
@@ -186,10 +186,10 @@ struct xf_action_set {
  * frame without its Ethernet header and without the outer VLAN tag (which
  * the kernel moves into skb metadata before TC sees the packet). */
 struct xf_rule_stats {
-	__u64 packets;		/* handled in XDP (keepalive packets are not) */
+	__u64 packets; /* handled in XDP (keepalive packets are not) */
 	__u64 bytes;
-	__u64 last_used_ns;	/* CLOCK_MONOTONIC, coarse */
-	__u64 kernel_last_ns;	/* last keepalive packet sent on to the kernel */
+	__u64 last_used_ns;   /* CLOCK_MONOTONIC, coarse */
+	__u64 kernel_last_ns; /* last keepalive packet sent on to the kernel */
 };
 
 /*
@@ -237,19 +237,19 @@ struct xf_cache_set {
  * not counted by the program but summed by user space (every packet ends
  * in exactly one of the others), which saves two increments per packet. */
 enum xf_counter {
-	XF_CNT_RX = 0,		/* packets seen: HIT + MISS + UNPARSED */
-	XF_CNT_HIT,		/* matched a flow: DROP + PASS + TX + REDIRECT +
-				 * ACTION_ERROR + KEEPALIVE */
-	XF_CNT_MISS,		/* parsed, matched nothing: XDP_PASS */
-	XF_CNT_UNPARSED,	/* not understood by the parser: XDP_PASS */
+	XF_CNT_RX = 0,	 /* packets seen: HIT + MISS + UNPARSED */
+	XF_CNT_HIT,	 /* matched a flow: DROP + PASS + TX + REDIRECT +
+			  * ACTION_ERROR + KEEPALIVE */
+	XF_CNT_MISS,	 /* parsed, matched nothing: XDP_PASS */
+	XF_CNT_UNPARSED, /* not understood by the parser: XDP_PASS */
 	XF_CNT_DROP,
-	XF_CNT_PASS,		/* matched, action pass */
+	XF_CNT_PASS, /* matched, action pass */
 	XF_CNT_TX,
 	XF_CNT_REDIRECT,
-	XF_CNT_ACTION_ERROR,	/* an action failed: packet dropped */
-	XF_CNT_SUBTABLE_LOOKUPS,	/* hash lookups done */
-	XF_CNT_CACHE_HIT,	/* answered by the exact-match cache */
-	XF_CNT_KEEPALIVE,	/* matched, sent on to the kernel (keepalive_ms) */
+	XF_CNT_ACTION_ERROR,	 /* an action failed: packet dropped */
+	XF_CNT_SUBTABLE_LOOKUPS, /* hash lookups done */
+	XF_CNT_CACHE_HIT,	 /* answered by the exact-match cache */
+	XF_CNT_KEEPALIVE,	 /* matched, sent on to the kernel (keepalive_ms) */
 	XF_CNT_MAX,
 };
 
@@ -257,8 +257,8 @@ enum xf_counter {
  * also caches this CPU's clock (see clock_now in xdpflow.c). */
 struct xf_counters {
 	__u64 n[XF_CNT_MAX];
-	__u64 clock_jiffies;	/* jiffies when clock_ns was read */
-	__u64 clock_ns;		/* CLOCK_MONOTONIC coarse, then */
+	__u64 clock_jiffies; /* jiffies when clock_ns was read */
+	__u64 clock_ns;	     /* CLOCK_MONOTONIC coarse, then */
 };
 
 /*
@@ -269,18 +269,18 @@ struct xf_counters {
 
 /* One installed rule, keyed by its rule_stats slot (the rule id). */
 struct xf_rule_spec {
-	__u64 seq;		/* insertion order; a replaced rule keeps its place */
-	__u64 group_seq;	/* creation order of its match mask in its priority */
-	__u32 action_set;	/* action_sets slot it uses */
-	__u32 source;		/* where the rule came from (Go: rule.Source) */
+	__u64 seq;	  /* insertion order; a replaced rule keeps its place */
+	__u64 group_seq;  /* creation order of its match mask in its priority */
+	__u32 action_set; /* action_sets slot it uses */
+	__u32 source;	  /* where the rule came from (Go: rule.Source) */
 	__u32 text_len;
 	__u32 pad;
-	__u8 text[XF_RULE_TEXT_MAX];	/* canonical tc-flower text */
+	__u8 text[XF_RULE_TEXT_MAX]; /* canonical tc-flower text */
 };
 
 /* meta.dirty: what a process opening the table must do first. */
 enum xf_dirty {
-	XF_DIRTY_WRITING = 0x1,	/* a writer died mid-change: repair */
+	XF_DIRTY_WRITING = 0x1, /* a writer died mid-change: repair */
 	XF_DIRTY_GRACE = 0x2,	/* slots were freed without waiting for an
 				 * RCU grace period: wait one before reusing
 				 * any slot */
@@ -288,12 +288,12 @@ enum xf_dirty {
 
 struct xf_meta {
 	__u32 magic;
-	__u32 active_list;	/* live subtable_lists slot: 0..XF_LIST_BUFFERS-1 */
-	enum xf_dirty dirty;	/* bits; 4 bytes like __u32 */
+	__u32 active_list;   /* live subtable_lists slot: 0..XF_LIST_BUFFERS-1 */
+	enum xf_dirty dirty; /* bits; 4 bytes like __u32 */
 	__u32 max_subtables;
 	__u64 next_seq;
-	__u32 ifindex;		/* device the program was attached to */
-	__u32 attach_flags;	/* XDP_FLAGS_* it was attached with */
+	__u32 ifindex;	    /* device the program was attached to */
+	__u32 attach_flags; /* XDP_FLAGS_* it was attached with */
 };
 
 #endif /* XDPFLOW_H */
