@@ -254,7 +254,7 @@ enum xf_counter {
 };
 
 /* All of them in one per-CPU value: one map lookup per packet. The value
- * also caches this CPU's clock (see clock_now in xdpflow.c). */
+ * also caches this CPU's clock (see clock_now in lib/stats.h). */
 struct xf_counters {
 	__u64 n[XF_CNT_MAX];
 	__u64 clock_jiffies; /* jiffies when clock_ns was read */

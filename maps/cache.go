@@ -20,7 +20,7 @@ const (
 // SizeSpec sizes the maps of spec that depend on the machine rather than
 // on the device's limits: the flow cache holds cacheEntries per CPU (a
 // power of two, MinCacheEntries..MaxCacheEntries) for every possible CPU
-// (it is one array indexed by CPU, see bpf/xdpflow.c), and the program is
+// (it is one array indexed by CPU, see bpf/lib/maps.h), and the program is
 // told its sets per CPU. Call it before loading spec.
 func SizeSpec(spec *ebpf.CollectionSpec, cacheEntries int) error {
 	if cacheEntries < MinCacheEntries || cacheEntries > MaxCacheEntries || bits.OnesCount(uint(cacheEntries)) != 1 {

@@ -1,0 +1,131 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Tuple-space search: the live subtable list, each subtable's mask over the
+ * key, and the flows hash maps.
+ */
+#ifndef XDPFLOW_LIB_SEARCH_H
+#define XDPFLOW_LIB_SEARCH_H
+
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+
+#include "xdpflow.h"
+#include "maps.h"
+#include "stats.h"
+
+/* The live subtable list. */
+static __always_inline struct xf_subtable_list *live_list(void)
+{
+	struct xf_meta *m;
+	__u32 zero = 0, active;
+
+	m = bpf_map_lookup_elem(&meta, &zero);
+	if (!m)
+		return NULL;
+	active = *(volatile __u32 *)&m->active_list & (XF_LIST_BUFFERS - 1);
+	return bpf_map_lookup_elem(&subtable_lists, &active);
+}
+
+/*
+ * Search the subtables in order; the first one holding the masked key wins:
+ * 1 with *out set, or 0.
+ *
+ * A global function, so that the verifier checks it once, on its own,
+ * rather than once for each of the four places that call it (a 256-step
+ * loop with a map lookup in each step, explored at every call site, makes
+ * the program too large for the verifier of Debian's 6.1 kernel). Its
+ * pointers are therefore checked for NULL, and it returns a copy of the
+ * flow rather than a pointer to the map value.
+ */
+__attribute__((noinline)) int search(struct xf_subtable_list *list, struct xf_key *key,
+				     struct xf_counters *cnt, struct xf_flow *out)
+{
+	struct xf_narrow_flow_key nk;
+	struct xf_flow_key fk;
+	__u32 n, i;
+
+	if (!list || !key || !out)
+		return 0;
+	n = list->count;
+	/* Both keys whole from the start: the two kinds of subtable then
+	 * leave the stack in states the verifier can prune. */
+	__builtin_memset(&fk, 0, sizeof(fk));
+	__builtin_memset(&nk, 0, sizeof(nk));
+
+	/* Bounded loop: the verifier walks at most XF_MAX_SUBTABLES
+	 * iterations; user space never sets count higher. */
+	for (i = 0; i < XF_MAX_SUBTABLES; i++) {
+		struct xf_subtable *st;
+		struct xf_flow *flow;
+		__u64 *k = (__u64 *)key, *m, *o = (__u64 *)&fk.key;
+		int w;
+
+		if (i >= n)
+			break;
+		st = &list->subtables[i];
+		m = (__u64 *)&st->mask;
+		if (st->narrow_words) {
+#pragma unroll
+			for (w = 0; w < XF_NARROW_WORDS; w++) {
+				/* User space points unused slots at a word the
+				 * mask has zero, so no branch decides what goes
+				 * in (branches here multiply the verifier's
+				 * states). Indices are always below
+				 * XF_KEY_WORDS; the clamp only shows the
+				 * verifier that k[idx] and m[idx] are inside
+				 * the key. */
+				__u32 idx = st->word_idx[w];
+
+				if (idx >= XF_KEY_WORDS)
+					idx = 0;
+				nk.words[w] = k[idx] & m[idx];
+			}
+			nk.subtable = st->id;
+			flow = bpf_map_lookup_elem(&flows_narrow, &nk);
+		} else {
+#pragma unroll
+			for (w = 0; w < XF_KEY_WORDS; w++)
+				o[w] = k[w] & m[w];
+			fk.subtable = st->id;
+			flow = bpf_map_lookup_elem(&flows, &fk);
+		}
+		if (flow) {
+			count_n(cnt, XF_CNT_SUBTABLE_LOOKUPS, i + 1);
+			*out = *flow;
+			return 1;
+		}
+	}
+	count_n(cnt, XF_CNT_SUBTABLE_LOOKUPS, i);
+	return 0;
+}
+
+/*
+ * search_live searches list, and on a miss searches again if another list
+ * went live meanwhile. A change that adds subtables publishes them before
+ * it puts their flows and deletes the flows they replace; a run that read
+ * the list from before the publish cannot see the new subtables, and may
+ * look for the replaced flows after they are gone. Having seen that
+ * deletion it also sees the publish that preceded it (x86 orders loads
+ * with loads; the helper call keeps the compiler from moving the read),
+ * and the newer list holds the new flows. *searched says which list gave
+ * the answer; 1 with *out set for a flow, 0 for a miss.
+ */
+static __always_inline int search_live(struct xf_subtable_list *list, struct xf_key *key,
+				       struct xf_counters *cnt, struct xf_flow *out,
+				       struct xf_subtable_list **searched)
+{
+	struct xf_subtable_list *now;
+
+	*searched = list;
+	if (search(list, key, cnt, out))
+		return 1;
+	now = live_list();
+	if (!now || now == list)
+		return 0;
+	/* A buffer is rewritten only a grace period after it stopped being
+	 * live, so the same pointer is the same list. */
+	*searched = now;
+	return search(now, key, cnt, out);
+}
+
+#endif /* XDPFLOW_LIB_SEARCH_H */
