@@ -1,3 +1,8 @@
+// Package daemon mirrors the kernel's rules into the tables of every
+// enabled device of a network namespace and keeps them mirrored: TC's
+// ingress filters (tc.go, tc_batch.go), nftables netdev ingress chains
+// (nft.go), following their netlink groups (follow.go), with the forward
+// checks kept fresh (forward.go) and the tables kept open (tables.go).
 package daemon
 
 import (

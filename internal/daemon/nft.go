@@ -1,0 +1,115 @@
+package daemon
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/xdpflow/xdpflow/nft"
+	"github.com/xdpflow/xdpflow/rule"
+)
+
+// syncNFTAll brings every enabled device's nft rules up to date after an
+// nft change: TC's filters did not change, and the device list is checked
+// only by name (one readdir; a rename comes with a link event, which
+// syncs all). It returns the errors it logged.
+func (d *daemon) syncNFTAll(why string) error {
+	devs, err := d.enabledDevices(false)
+	if err != nil {
+		return err
+	}
+	if !slices.Equal(devs, d.devices) {
+		return d.syncAll(why)
+	}
+	var errs []error
+	for _, dev := range devs {
+		if err := d.syncNFT(dev, why); err != nil {
+			d.log.Errorf("%s: %v", dev, err)
+			d.metrics.failed(dev)
+			errs = append(errs, fmt.Errorf("%s: %w", dev, err))
+		}
+	}
+	err = errors.Join(errs...)
+	d.inst.synced(err)
+	return err
+}
+
+func (d *daemon) syncNFT(dev, why string) error {
+	start := time.Now()
+	return d.withTable(dev, func(o *openTable) error {
+		var rs *nft.Ruleset
+		err := d.readRetried("nft", func() (err error) {
+			if d.reader == nil {
+				if d.reader, err = nft.NewReader(); err != nil {
+					return err
+				}
+			}
+			rs, err = d.reader.Read(dev, o.dev.Ifindex)
+			return err
+		}, d.closeNFTReader)
+		if err != nil {
+			// XDP must not go on running rules nft may no longer have:
+			// every nft rule out, so nft decides all of their packets,
+			// until a read succeeds (the daemon tries every second).
+			d.retryLater(dev)
+			_, _, rerr := nft.Sync(o.table, nil)
+			return errors.Join(fmt.Errorf("nft: read: %w (nft rules left to the kernel until a read succeeds)", err), rerr)
+		}
+		opt := d.mirrorOptions(o.dev.Ifindex)
+		rs.CheckFwd, rs.Blocked = opt.CheckRedirect, opt.Blocked
+		sub, flows, rules := o.table.Room(rule.SourceNFT)
+		want, statuses := nft.Compile(rs, nft.Limits{Subtables: sub, Flows: flows, Rules: rules})
+		added, removed, err := nft.Sync(o.table, want)
+		if err != nil {
+			// XDP must not keep running rules nft no longer has: take every nft
+			// rule out, so nft handles all of their packets again.
+			_, _, rerr := nft.Sync(o.table, nil)
+			return errors.Join(fmt.Errorf("nft: install: %w (nft rules left to the kernel)", err), rerr)
+		}
+		if added+removed > 0 || why != "nft" {
+			off := countIf(statuses, func(st *nft.Status) bool { return st.Offloaded })
+			d.logSync(dev, "nft", why, "rules", len(statuses), off, added, removed, start)
+		}
+		return nil
+	})
+}
+
+// nftBatch follows nftables (NFNLGRP_NFTABLES): it acts after committed
+// transactions — the kernel ends each with NFT_MSG_NEWGEN — with the kinds
+// of objects they changed. A lost notification makes everything stale.
+type nftBatch struct {
+	kinds     nft.Kinds
+	committed bool
+	gen       uint32 // the last NEWGEN's generation id
+	genKnown  bool   // gen holds it, and nothing since was lost
+	changed   func(k nft.Kinds, gen uint32, genKnown bool)
+}
+
+func (b *nftBatch) add(msgs []netlink.Message) {
+	newgen := netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_NEWGEN)
+	for _, m := range msgs {
+		if uint16(m.Header.Type)>>8 != unix.NFNL_SUBSYS_NFTABLES {
+			continue
+		}
+		b.kinds |= nft.KindsOf(uint16(m.Header.Type) & 0xff)
+		if m.Header.Type == newgen {
+			b.committed = true
+			b.gen, b.genKnown = nft.GenOf(m)
+		}
+	}
+}
+
+func (b *nftBatch) lost() { b.kinds, b.committed, b.genKnown = nft.KindAll, true, false }
+
+func (b *nftBatch) ready() bool { return b.committed }
+
+func (b *nftBatch) flush() {
+	k := b.kinds
+	b.kinds, b.committed = 0, false
+	b.changed(k, b.gen, b.genKnown)
+	b.genKnown = false
+}
