@@ -261,17 +261,8 @@ func TestContainerImage(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	tp := newNftTopo(t)
+	tp := newDropTopo(t)
 	mustXdpflow(t, tp.b, "disable", "dev", "b0") // the container enables it
-	const ruleset = `table netdev xf {
-	chain in { type filter hook ingress device "b0" priority 0; policy accept;
-		udp dport 9999 counter drop
-	}
-}`
-	if _, err := tp.b.ExecStdin(ruleset, "nft", "-f", "-"); err != nil {
-		t.Fatal(err)
-	}
-	tp.b.MustExec(t, "ip", "link", "set", "lo", "up")
 	ds := readDaemonSet(t)
 	c := ds.Spec.Template.Spec.Containers[0]
 	env := map[string]string{"XDPFLOW_DEVICES": "b0"} // the node's own value

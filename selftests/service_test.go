@@ -233,7 +233,10 @@ func TestSystemdUnit(t *testing.T) {
 // TestDaemonMetrics: the daemon's Prometheus endpoint, scraped: the
 // program's counters per device (packets really dropped in XDP counted),
 // the rules by source and state, the syncs' durations and time.
-func TestDaemonMetrics(t *testing.T) {
+// newDropTopo is newNftTopo with an nft chain on b0 that counts and drops
+// UDP to port 9999, and lo up (for a daemon's metrics).
+func newDropTopo(t *testing.T) *nftTopo {
+	t.Helper()
 	tp := newNftTopo(t)
 	const ruleset = `table netdev xf {
 	chain in { type filter hook ingress device "b0" priority 0; policy accept;
@@ -244,6 +247,11 @@ func TestDaemonMetrics(t *testing.T) {
 		t.Fatal(err)
 	}
 	tp.b.MustExec(t, "ip", "link", "set", "lo", "up")
+	return tp
+}
+
+func TestDaemonMetrics(t *testing.T) {
+	tp := newDropTopo(t)
 	d := startDaemon(t, tp.b, "--metrics", "127.0.0.1:9560")
 	d.logOnFailure(t)
 	d.waitRunning(t)
