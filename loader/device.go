@@ -43,8 +43,9 @@ var DefaultOptions = Options{Mode: ModeNative, MaxFlows: 65536, MaxRules: 16384,
 const maxActionSets = 65536
 
 const (
-	pinProg = "prog"
-	pinLink = "link"
+	pinProg   = "prog"
+	pinLink   = "link"
+	pinPolicy = "policy" // the mirror policy (maps.Policy); made when first set
 )
 
 // ErrNotEnabled is returned for a device xdpflow is not enabled on.
@@ -58,6 +59,7 @@ type Device struct {
 	Maps    bpf.XdpflowMaps
 	Prog    *ebpf.Program
 	Link    link.Link // nil when attached through netlink (kernels without XDP links)
+	policy  *ebpf.Map // nil until a policy is set
 }
 
 // Close releases the handles; the pins (and so the attachment) remain.
@@ -67,6 +69,9 @@ func (d *Device) Close() {
 	}
 	if d.Prog != nil {
 		d.Prog.Close()
+	}
+	if d.policy != nil {
+		d.policy.Close()
 	}
 	_ = d.Maps.Close()
 }
@@ -305,11 +310,38 @@ func Open(p Paths, dev string) (*Device, error) {
 	if lk, err := link.LoadPinnedLink(filepath.Join(dir, pinLink), nil); err == nil {
 		d.Link = lk
 	}
+	if pm, err := ebpf.LoadPinnedMap(filepath.Join(dir, pinPolicy), nil); err == nil {
+		d.policy = pm
+	} else if !errors.Is(err, os.ErrNotExist) {
+		d.Close()
+		return nil, fmt.Errorf("%s: open pinned mirror policy: %w", dev, err)
+	}
 	var meta bpf.XdpflowXfMeta
 	if err := d.Maps.Meta.Lookup(uint32(0), &meta); err == nil {
 		d.Ifindex = int(meta.Ifindex)
 	}
 	return d, nil
+}
+
+// Policy is how the device's TC filters are mirrored.
+func (d *Device) Policy() (maps.Policy, error) { return maps.ReadPolicy(d.policy) }
+
+// SetPolicy sets how the device's TC filters are mirrored, pinning the
+// policy's map first if the device has none yet. The caller holds the
+// namespace's lock.
+func (d *Device) SetPolicy(p maps.Policy) error {
+	if d.policy == nil {
+		m, err := ebpf.NewMap(maps.PolicyMapSpec())
+		if err != nil {
+			return fmt.Errorf("%s: mirror policy: %w", d.Name, err)
+		}
+		if err := m.Pin(filepath.Join(d.Dir, pinPolicy)); err != nil {
+			m.Close()
+			return fmt.Errorf("%s: pin mirror policy: %w", d.Name, err)
+		}
+		d.policy = m
+	}
+	return maps.WritePolicy(d.policy, p)
 }
 
 // attachedTo returns the ifindex the program is attached to now, or 0.
@@ -404,7 +436,7 @@ func removePins(dir string) error {
 		return fmt.Errorf("open %s: %w", dir, err)
 	}
 	defer unix.Close(fd)
-	names := []string{pinLink, pinProg}
+	names := []string{pinLink, pinProg, pinPolicy}
 	for name := range mapFields(&bpf.XdpflowMaps{}) {
 		names = append(names, name)
 	}

@@ -972,3 +972,35 @@ func TestTCSharedBlock(t *testing.T) {
 	}
 	tp.expectFates(t, "block-del", map[string]string{"198.18.1.5": "c0", "198.18.1.6": "c0"})
 }
+
+// TestTCPolicyShared: a daemon's mirror options are the device's policy,
+// and `filter add` mirrors TC with it: a `--keepalive off
+// --mirror-skip-hw` daemon and the CLI install the same rules, so the
+// daemon, mirroring again after the CLI wrote the table, changes nothing.
+func TestTCPolicyShared(t *testing.T) {
+	tp := newNftTopo(t)
+	needFlower(t, tp.b, "b0")
+	d := startDaemon(t, tp.b, "--keepalive", "off", "--mirror-skip-hw")
+	d.logOnFailure(t)
+	d.waitRunning(t)
+	if st := mustXdpflow(t, tp.b, "status"); !strings.Contains(st, "TC mirror: keepalive off, skip_hw filters mirrored") {
+		t.Errorf("status does not show the daemon's policy:\n%s", st)
+	}
+	mustXdpflow(t, tp.b, "filter", "add", "dev", "b0", "ingress", "pref", "1", "protocol", "ip", "flower",
+		"src_ip", "198.18.1.5", "action", "drop")
+	mustXdpflow(t, tp.b, "filter", "add", "dev", "b0", "ingress", "pref", "2", "protocol", "ip", "flower",
+		"src_ip", "198.18.1.6", "skip_hw", "action", "drop")
+	// The daemon mirrors again each second after another writer.
+	waitFor(t, 10*time.Second, "the daemon's mirror after the CLI's", d.logText,
+		func(s string) bool { return strings.Count(s, "tc (writer)") >= 1 })
+	time.Sleep(1500 * time.Millisecond)
+	for _, l := range strings.Split(d.logText(), "\n") {
+		if strings.Contains(l, "tc (writer)") && !strings.Contains(l, "installed +0 -0") {
+			t.Errorf("the daemon reinstalled what the CLI mirrored: %s", l)
+		}
+	}
+	fs := tcShown(t, tp.b, "b0")
+	if f := fs["2/1"]; !f.Offloaded {
+		t.Errorf("pref 2 (skip_hw) under --mirror-skip-hw: offloaded %v, reason %q; want in XDP", f.Offloaded, f.Reason)
+	}
+}

@@ -8,7 +8,7 @@ import (
 
 	"github.com/xdpflow/xdpflow/flower"
 	"github.com/xdpflow/xdpflow/internal/daemon"
-	"github.com/xdpflow/xdpflow/internal/offload"
+	"github.com/xdpflow/xdpflow/maps"
 )
 
 // cmdDaemon mirrors the kernel's rules into XDP on every enabled device of
@@ -17,7 +17,7 @@ import (
 // pinned tables, so it can be killed at any moment; a new one reconciles.
 func cmdDaemon(g globals, args []string) error {
 	once, skipHW := false, false
-	keepalive := offload.DefaultKeepalive
+	keepalive := maps.DefaultPolicy.Keepalive
 	logFormat, logLevel := "text", slog.LevelInfo
 	metricsAddr := ""
 	var enable []string
@@ -75,7 +75,8 @@ func cmdDaemon(g globals, args []string) error {
 	if err != nil {
 		return usageError{"daemon: " + err.Error()}
 	}
-	cfg := daemon.Config{BPFFS: g.bpffs, Log: lg, MirrorSkipHW: skipHW, Keepalive: keepalive, Enable: enable, MetricsAddr: metricsAddr}
+	cfg := daemon.Config{BPFFS: g.bpffs, Log: lg, Policy: maps.Policy{Keepalive: keepalive, MirrorSkipHW: skipHW},
+		Enable: enable, MetricsAddr: metricsAddr}
 	if once {
 		return daemon.Once(cfg)
 	}

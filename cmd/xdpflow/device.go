@@ -243,6 +243,11 @@ type deviceStatus struct {
 	// VLANMeta: the program reads where the driver holds a frame's VLAN
 	// tag, and leaves frames tagged outside them to the kernel.
 	VLANMeta bool `json:"vlan_meta"`
+	// Mirror: how TC's filters are mirrored (the last daemon's options).
+	Mirror struct {
+		KeepaliveMs  int64 `json:"keepalive_ms"` // 0: off
+		MirrorSkipHW bool  `json:"mirror_skip_hw"`
+	} `json:"mirror"`
 	// Held: why rules the kernel holds are not in XDP now, device-wide.
 	Held []string `json:"held"`
 	// Daemon: the network namespace's daemon, as it answers; null when
@@ -307,6 +312,12 @@ func cmdStatus(g globals, args []string) error {
 		}
 		ds.Hooks, ds.Held = offload.Hooks(s.table, s.dev.Name, s.dev.Ifindex)
 		ds.VLANMeta = loader.ReadsVLANMeta(s.dev.Ifindex)
+		pol, err := s.dev.Policy()
+		if err != nil {
+			s.close()
+			return err
+		}
+		ds.Mirror.KeepaliveMs, ds.Mirror.MirrorSkipHW = pol.Keepalive.Milliseconds(), pol.MirrorSkipHW
 		ds.Daemon = health
 		if ds.Hooks == nil {
 			ds.Hooks = []offload.HookStatus{}
@@ -349,6 +360,14 @@ func cmdStatus(g globals, args []string) error {
 		}
 		fmt.Printf("  flow cache hits %d (keyed by %s)  subtable lookups %d\n", c["cache_hits"], key, c["subtable_lookups"])
 		fmt.Printf("  pins %s\n", d.Pins)
+		keepalive, skipHW := "off", "left to TC"
+		if d.Mirror.KeepaliveMs > 0 {
+			keepalive = (time.Duration(d.Mirror.KeepaliveMs) * time.Millisecond).String()
+		}
+		if d.Mirror.MirrorSkipHW {
+			skipHW = "mirrored"
+		}
+		fmt.Printf("  TC mirror: keepalive %s, skip_hw filters %s\n", keepalive, skipHW)
 		if d.VLANMeta {
 			fmt.Printf("  VLAN tags outside the frame: read from the driver; such frames go to the kernel (counted unparsed)\n")
 		}

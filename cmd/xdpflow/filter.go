@@ -148,10 +148,14 @@ func tcShown(s *session, withStats bool) ([]flower.Shown, error) {
 	if err != nil {
 		return nil, err
 	}
-	// What the daemon would do with its default options; what it did is
+	// What the daemon would do with the device's policy; what it did is
 	// what is installed, and that is what is shown.
-	_, statuses := flower.Mirror(s.dev.Name, filters, flower.MirrorOptions{CheckRedirect: offload.ForwardChecker(s.dev.Ifindex),
-		Blocked: offload.CheckDevice(s.dev.Ifindex)})
+	pol, err := s.dev.Policy()
+	if err != nil {
+		return nil, err
+	}
+	_, statuses := flower.Mirror(s.dev.Name, filters, flower.MirrorOptions{SkipHW: pol.MirrorSkipHW,
+		CheckRedirect: offload.ForwardChecker(s.dev.Ifindex), Blocked: offload.CheckDevice(s.dev.Ifindex)})
 	seen := map[*maps.Installed]bool{}
 	for _, st := range statuses {
 		f := st.Filter

@@ -81,7 +81,7 @@ func (e *filterEdit) writeXDP() error {
 func (e *filterEdit) mirrorTC() error {
 	filters, err := kernelFilters(e.s)
 	if err == nil {
-		err = offload.MirrorTC(e.s.table, e.s.dev.Name, e.s.dev.Ifindex, filters, e.fwd)
+		err = offload.MirrorTC(e.s.table, e.s.dev.Name, e.s.dev.Ifindex, filters, e.fwd, e.policy)
 	}
 	if err != nil {
 		return fmt.Errorf("filter: changed in TC, which handles its packets; XDP: %w", err)

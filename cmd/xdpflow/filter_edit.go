@@ -18,8 +18,9 @@ import (
 // them; XDP-only filters wait in chunks (filter_commit.go) and are written
 // by commit, or before the next command that changes TC.
 type filterEdit struct {
-	s   *session
-	fwd *offload.Checks // forward and device checks, asked once per edit
+	s      *session
+	fwd    *offload.Checks // forward and device checks, asked once per edit
+	policy maps.Policy     // how the device's TC filters are mirrored
 
 	kernel      []*flower.KernelFilter // TC's ingress filters, as the commands leave them
 	kernelPrefs map[uint16]int         // chain 0 filters of kernel, by pref
@@ -67,7 +68,11 @@ func newFilterEdit(s *session) (*filterEdit, error) {
 	if err != nil {
 		return nil, err
 	}
-	e := &filterEdit{s: s, fwd: offload.NewChecks(), kernelPrefs: map[uint16]int{}, prefs: map[uint16]*prefRules{},
+	pol, err := s.dev.Policy()
+	if err != nil {
+		return nil, err
+	}
+	e := &filterEdit{s: s, fwd: offload.NewChecks(), policy: pol, kernelPrefs: map[uint16]int{}, prefs: map[uint16]*prefRules{},
 		redirects: map[string]int{}}
 	for _, f := range kernel {
 		e.addKernel(f)

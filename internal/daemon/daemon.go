@@ -10,6 +10,7 @@ import (
 	"github.com/xdpflow/xdpflow/flower"
 	"github.com/xdpflow/xdpflow/internal/offload"
 	"github.com/xdpflow/xdpflow/loader"
+	"github.com/xdpflow/xdpflow/maps"
 	"github.com/xdpflow/xdpflow/nft"
 )
 
@@ -22,10 +23,9 @@ type daemon struct {
 	paths   *loader.Paths
 	reader  *nft.Reader
 	// TC flower mirroring.
-	tcReader     *flower.Reader
-	mirrorSkipHW bool
-	keepalive    time.Duration  // given to offloaded TC filters (rule.Rule.Keepalive)
-	ifindexes    map[int]string // enabled devices by ifindex, at the last sync
+	tcReader  *flower.Reader
+	policy    maps.Policy    // how TC filters are mirrored: the daemon's own, set on every device it opens
+	ifindexes map[int]string // enabled devices by ifindex, at the last sync
 	// tcMirror: each device's ingress filters as of its last dump and
 	// the notifications since (see syncTCChanges), by ifindex.
 	tcMirror map[int]*tcMirror

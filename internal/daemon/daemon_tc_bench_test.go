@@ -12,9 +12,9 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/xdpflow/xdpflow/flower"
-	"github.com/xdpflow/xdpflow/internal/offload"
 	"github.com/xdpflow/xdpflow/internal/testutil"
 	"github.com/xdpflow/xdpflow/loader"
+	"github.com/xdpflow/xdpflow/maps"
 	"github.com/xdpflow/xdpflow/rule"
 )
 
@@ -38,7 +38,7 @@ func BenchmarkTCNotification10K(b *testing.B) {
 	opts.MaxFlows, opts.MaxRules = 65536, 32768+1 // slot 0 is never a rule
 	ns.Run(b, func() {
 		enable(b, "b0", opts, func(loader.Paths) {
-			d := &daemon{log: discardLog(), keepalive: offload.DefaultKeepalive}
+			d := &daemon{log: discardLog(), policy: maps.DefaultPolicy}
 			d.mu.Lock()
 			err := d.syncAll("start")
 			d.mu.Unlock()

@@ -18,21 +18,23 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/xdpflow/xdpflow/loader"
+	"github.com/xdpflow/xdpflow/maps"
 	"github.com/xdpflow/xdpflow/nft"
 )
 
 // Config is how a daemon runs.
 type Config struct {
-	BPFFS        string // where bpffs is mounted ("": found)
-	Log          *Log
-	MirrorSkipHW bool          // mirror TC filters flagged skip_hw too
-	Keepalive    time.Duration // given to offloaded TC filters (0: none)
-	Enable       []string      // devices to enable at start
-	MetricsAddr  string        // serve Prometheus metrics there ("": not)
+	BPFFS string // where bpffs is mounted ("": found)
+	Log   *Log
+	// Policy: how TC filters are mirrored, set on every enabled device
+	// for the CLI to follow too.
+	Policy      maps.Policy
+	Enable      []string // devices to enable at start
+	MetricsAddr string   // serve Prometheus metrics there ("": not)
 }
 
 func newDaemon(cfg Config) *daemon {
-	return &daemon{bpffs: cfg.BPFFS, log: cfg.Log, mirrorSkipHW: cfg.MirrorSkipHW, keepalive: cfg.Keepalive}
+	return &daemon{bpffs: cfg.BPFFS, log: cfg.Log, policy: cfg.Policy}
 }
 
 // Once mirrors the kernel's rules into every enabled device's table once:
@@ -131,9 +133,9 @@ func Run(cfg Config) error {
 		case <-tick.C:
 			d.mu.Lock()
 			d.settle(false)
-			// Another process (`xdpflow filter add` mirrors TC itself, with
-			// the default options) changed a table: mirror it again, so
-			// this daemon's options hold.
+			// Another process changed a table (`xdpflow filter add`
+			// mirrors TC itself, with the policy this daemon set): mirror
+			// it again, so the table is this daemon's mirror.
 			var foreign []string
 			for dev, o := range d.open {
 				if gen, err := o.table.Generation(); err == nil && gen != o.gen {

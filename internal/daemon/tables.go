@@ -56,6 +56,13 @@ func (d *daemon) table(p loader.Paths, dev string) (*openTable, error) {
 	// Changes return as soon as they are live; slots they free wait for
 	// running programs in the background (maps.Table.DeferGrace).
 	t.DeferGrace()
+	// The daemon's policy is the device's: `filter add` mirrors with it.
+	if pol, err := ld.Policy(); err != nil || pol != d.policy {
+		if err := ld.SetPolicy(d.policy); err != nil {
+			ld.Close()
+			return nil, err
+		}
+	}
 	o := &openTable{dev: ld, table: t, ino: ino}
 	if o.gen, err = t.Generation(); err != nil {
 		ld.Close()

@@ -86,7 +86,7 @@ func (d *daemon) mirrorOptions(ingress int) flower.MirrorOptions {
 		}
 		return d.fwd.Forward(ingress, target)
 	}
-	return flower.MirrorOptions{SkipHW: d.mirrorSkipHW, CheckRedirect: check, Keepalive: d.keepalive,
+	return flower.MirrorOptions{SkipHW: d.policy.MirrorSkipHW, CheckRedirect: check, Keepalive: d.policy.Keepalive,
 		Blocked: d.fwd.Device(ingress)}
 }
 

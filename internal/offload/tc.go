@@ -7,18 +7,11 @@ package offload
 import (
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/xdpflow/xdpflow/flower"
 	"github.com/xdpflow/xdpflow/maps"
 	"github.com/xdpflow/xdpflow/rule"
 )
-
-// DefaultKeepalive: one packet per second and CPU of each offloaded TC
-// filter goes on to TC. Open vSwitch ages a flow out after 10 s without
-// its TC counters moving (other_config:max-idle); a second keeps well
-// inside that at a negligible cost.
-const DefaultKeepalive = time.Second
 
 // PuntEverything is a TC rule before any other that sends every packet
 // on to the kernel: what stands for TC's filters while they are unknown.
@@ -50,11 +43,11 @@ func PuntAllFrom(dev string, filters []*flower.KernelFilter) []*rule.Rule {
 }
 
 // MirrorTC mirrors a device's TC filters into its table as the daemon
-// does with its default options, asking checks what may run in XDP.
-func MirrorTC(t *maps.Table, dev string, ifindex int, filters []*flower.KernelFilter, checks *Checks) error {
-	want, _ := flower.Mirror(dev, filters, flower.MirrorOptions{
+// does, with the device's policy, asking checks what may run in XDP.
+func MirrorTC(t *maps.Table, dev string, ifindex int, filters []*flower.KernelFilter, checks *Checks, pol maps.Policy) error {
+	want, _ := flower.Mirror(dev, filters, flower.MirrorOptions{SkipHW: pol.MirrorSkipHW,
 		CheckRedirect: func(target int) error { return checks.Forward(ifindex, target) },
-		Keepalive:     DefaultKeepalive, Blocked: checks.Device(ifindex)})
+		Keepalive:     pol.Keepalive, Blocked: checks.Device(ifindex)})
 	_, _, err := InstallTC(t, dev, want, filters)
 	return err
 }
