@@ -55,3 +55,33 @@ func (t *Table) cacheEntriesPerCPU() int {
 	}
 	return int(t.m.FlowCache.MaxEntries()) / cpus * cacheWays
 }
+
+// invalidateCache makes every flow cache entry stale for runs that
+// start after it; a run that read the old generation may use an old entry
+// until it ends (its slots are held until then).
+func (t *Table) invalidateCache() error {
+	gen, err := t.Generation()
+	if err != nil {
+		return err
+	}
+	gen++
+	if gen == 0 {
+		gen = 1 // 0 is the zeroed slots' generation
+	}
+	if err := t.m.CacheGen.Put(uint32(0), gen); err != nil {
+		return fmt.Errorf("invalidate flow cache: %w", err)
+	}
+	return nil
+}
+
+// Generation is the flow cache generation, which every change by
+// any process bumps: a holder of an open Table compares it to the value
+// after its own last change to know whether someone else changed the
+// table since (and it must be reopened).
+func (t *Table) Generation() (uint32, error) {
+	var gen uint32
+	if err := t.m.CacheGen.Lookup(uint32(0), &gen); err != nil {
+		return 0, fmt.Errorf("read cache generation: %w", err)
+	}
+	return gen, nil
+}

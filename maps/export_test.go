@@ -30,7 +30,7 @@ func (t *Table) HeldViolations() []string {
 			}
 		}
 		for _, id := range h.subtables {
-			if t.stByID[id] != nil {
+			if t.subtablesByID[id] != nil {
 				out = append(out, fmt.Sprintf("subtable id %d reused", id))
 			}
 		}
@@ -94,7 +94,7 @@ func (t *Table) FlowViolations() ([]string, error) {
 	if owned != len(t.flows) {
 		out = append(out, fmt.Sprintf("rules list %d flows, the flow map holds %d", owned, len(t.flows)))
 	}
-	for id, st := range t.stByID {
+	for id, st := range t.subtablesByID {
 		if st.flows != perSubtable[id] {
 			out = append(out, fmt.Sprintf("subtable %d counts %d flows, holds %d", id, st.flows, perSubtable[id]))
 		}

@@ -74,21 +74,20 @@ func (l layout) wide(nk *narrowKey) flowKey {
 }
 
 // layoutFor finds subtable id's layout among the table's subtables and
-// extra (a change's new ones, not yet in the table).
-func (t *Table) layoutFor(id uint32, extra []*subtable) (layout, error) {
-	if st := t.stByID[id]; st != nil {
-		return layoutOf(&st.mask), nil
+// extra (a change's new ones by id, not yet in the table).
+func (t *Table) layoutFor(id uint32, extra map[uint32]*subtable) (layout, error) {
+	st := t.subtablesByID[id]
+	if st == nil {
+		st = extra[id]
 	}
-	for _, st := range extra {
-		if st.id == id {
-			return layoutOf(&st.mask), nil
-		}
+	if st == nil {
+		return layout{}, fmt.Errorf("flow of unknown subtable %d", id)
 	}
-	return layout{}, fmt.Errorf("flow of unknown subtable %d", id)
+	return layoutOf(&st.mask), nil
 }
 
 // splitFlows sorts flows into the two maps' keys; vals may be nil.
-func (t *Table) splitFlows(keys []flowKey, vals []flowValue, extra []*subtable) (
+func (t *Table) splitFlows(keys []flowKey, vals []flowValue, extra map[uint32]*subtable) (
 	wk []flowKey, wv []flowValue, nk []narrowKey, nv []flowValue, err error) {
 	for i := range keys {
 		l, err := t.layoutFor(keys[i].Subtable, extra)
@@ -111,7 +110,7 @@ func (t *Table) splitFlows(keys []flowKey, vals []flowValue, extra []*subtable) 
 }
 
 // putFlows writes flows to the map their subtable's layout names.
-func (t *Table) putFlows(keys []flowKey, vals []flowValue, extra []*subtable) error {
+func (t *Table) putFlows(keys []flowKey, vals []flowValue, extra map[uint32]*subtable) error {
 	wk, wv, nk, nv, err := t.splitFlows(keys, vals, extra)
 	if err != nil {
 		return err

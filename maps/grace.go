@@ -68,12 +68,11 @@ func (t *Table) hold(h *heldSlots) {
 }
 
 // graceQueue waits for grace periods in one goroutine, for everything
-// held since the last wait began. A wait blocks its thread in the kernel
-// for milliseconds, and a goroutine blocked in a syscall keeps its P
-// until the runtime's monitor takes it back (up to 10 ms when it has been
-// idle): with one goroutine per change, two changes in a row held both of
-// a 2-CPU machine's Ps, and the daemon's next notification waited for
-// one (3-13 ms at p99). One waiter also means one wait for a burst.
+// held since the last wait began. A wait blocks its thread in the kernel,
+// and a goroutine blocked in a syscall keeps its P until the runtime's
+// monitor takes it back: a goroutine per change could hold every P of a
+// small machine while the daemon has work. One waiter also means one wait
+// for a burst.
 var graceQueue graceWaiter
 
 type graceWaiter struct {
@@ -154,16 +153,32 @@ func (t *Table) waitFor(match func(*heldSlots) bool) error {
 	return t.release()
 }
 
-func (t *Table) heldRule(id RuleID) bool {
-	return slices.ContainsFunc(t.held, func(h *heldSlots) bool { return slices.Contains(h.rules, id) })
+// heldRules, heldActionSets and heldSubtables are the ids of each kind
+// that t.held holds, as sets: allocation looks up each candidate.
+func (t *Table) heldRules() map[RuleID]bool {
+	return t.heldSet(func(h *heldSlots) []uint32 { return h.rules })
 }
 
-func (t *Table) heldActionSet(slot uint32) bool {
-	return slices.ContainsFunc(t.held, func(h *heldSlots) bool { return slices.Contains(h.actionSets, slot) })
+func (t *Table) heldActionSets() map[uint32]bool {
+	return t.heldSet(func(h *heldSlots) []uint32 { return h.actionSets })
 }
 
-func (t *Table) heldSubtable(id uint32) bool {
-	return slices.ContainsFunc(t.held, func(h *heldSlots) bool { return slices.Contains(h.subtables, id) })
+func (t *Table) heldSubtables() map[uint32]bool {
+	return t.heldSet(func(h *heldSlots) []uint32 { return h.subtables })
+}
+
+// heldSet gathers the ids that ids picks out of each of t.held; nil if none.
+func (t *Table) heldSet(ids func(*heldSlots) []uint32) map[uint32]bool {
+	var set map[uint32]bool
+	for _, h := range t.held {
+		for _, id := range ids(h) {
+			if set == nil {
+				set = map[uint32]bool{}
+			}
+			set[id] = true
+		}
+	}
+	return set
 }
 
 // Pending says whether slots are still held (a deferred table).

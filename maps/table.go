@@ -2,8 +2,9 @@
 // flows, action sets, per-rule counters and the persisted rule specs.
 // Nothing else reads or writes these map layouts.
 //
-// Every change is a transaction whose writes are ordered so that each packet
-// sees either the old or the new rule set:
+// Every change is a transaction (Apply), worked out in memory first
+// (plan.go) and then written in an order that lets each packet see either
+// the old or the new rule set (write.go):
 //
 //  1. new action sets, counters and rule specs are written (unreferenced);
 //  2. new subtables are published, still empty (list swap);
@@ -19,13 +20,9 @@
 package maps
 
 import (
-	"bytes"
-	"cmp"
 	"errors"
 	"fmt"
-	"slices"
 	"sort"
-	"unsafe"
 
 	"github.com/xdpflow/xdpflow/bpf"
 	"github.com/xdpflow/xdpflow/rule"
@@ -63,28 +60,6 @@ type Installed struct {
 	flows     []flowKey
 }
 
-type subtableKey struct {
-	prio  uint32 // rule.Rule.Order
-	group uint64
-	mask  rule.Key
-}
-
-type subtable struct {
-	subtableKey
-	id    uint32
-	flows int
-}
-
-type actionSlot struct {
-	slot uint32
-	refs int
-}
-
-type groupKey struct {
-	prio  uint32 // rule.Rule.Order
-	group uint64
-}
-
 // ParseFunc turns persisted rule text back into a rule.
 type ParseFunc func(text string) (*rule.Rule, error)
 
@@ -100,22 +75,22 @@ type Table struct {
 
 	maxFlows, maxRules, maxActionSets int
 
-	rules      map[RuleID]*Installed
-	groups     map[groupKey][]*Installed // sorted by Seq
-	subtables  map[subtableKey]*subtable
-	stByID     map[uint32]*subtable
-	flows      map[flowKey]RuleID
-	actionSets map[string]*actionSlot // by content
-	asContent  map[uint32]string      // slot -> content key
-	asBySlot   map[uint32]actionSet   // slot -> content
-	txPorts    map[uint32]bool        // redirect ifindexes put in the devmap (the kernel drops a gone device's)
-	txRefs     map[uint32]int         // redirect ifindex -> rules using it
+	rules           map[RuleID]*Installed
+	groups          map[groupKey][]*Installed // sorted by Seq
+	subtables       map[subtableKey]*subtable
+	subtablesByID   map[uint32]*subtable
+	flows           map[flowKey]RuleID
+	actionSets      map[string]*actionSlot // by content
+	actionKeyBySlot map[uint32]string      // slot -> content key
+	actionSetBySlot map[uint32]actionSet   // slot -> content
+	txPorts         map[uint32]bool        // redirect ifindexes put in the devmap (the kernel drops a gone device's)
+	txRefs          map[uint32]int         // redirect ifindex -> rules using it
 	// byText finds a rule by source and text (UpdateSource); built on
 	// first use, kept by write, dropped (nil) by anything else that
 	// changes rules.
 	byText map[textKey]RuleID
-	// idHint: no rule id below it is free or held (allocation starts
-	// there rather than scanning 10,000 taken ids for each new rule).
+	// idHint: no rule id below it is free or held, so allocation starts
+	// there and not at 1.
 	idHint RuleID
 
 	held        []*heldSlots // freed, waiting for a grace period (grace.go)
@@ -149,20 +124,20 @@ func Init(m *bpf.XdpflowMaps, maxSubtables int, ifindex, attachFlags uint32) err
 // text back into rules; dev names the device for those rules.
 func Open(m *bpf.XdpflowMaps, parse ParseFunc) (*Table, error) {
 	t := &Table{
-		m:             m,
-		maxFlows:      int(m.Flows.MaxEntries()),
-		maxRules:      int(m.RuleStats.MaxEntries()),
-		maxActionSets: int(m.ActionSets.MaxEntries()),
-		rules:         map[RuleID]*Installed{},
-		groups:        map[groupKey][]*Installed{},
-		subtables:     map[subtableKey]*subtable{},
-		stByID:        map[uint32]*subtable{},
-		flows:         map[flowKey]RuleID{},
-		actionSets:    map[string]*actionSlot{},
-		asContent:     map[uint32]string{},
-		asBySlot:      map[uint32]actionSet{},
-		txPorts:       map[uint32]bool{},
-		idHint:        1,
+		m:               m,
+		maxFlows:        int(m.Flows.MaxEntries()),
+		maxRules:        int(m.RuleStats.MaxEntries()),
+		maxActionSets:   int(m.ActionSets.MaxEntries()),
+		rules:           map[RuleID]*Installed{},
+		groups:          map[groupKey][]*Installed{},
+		subtables:       map[subtableKey]*subtable{},
+		subtablesByID:   map[uint32]*subtable{},
+		flows:           map[flowKey]RuleID{},
+		actionSets:      map[string]*actionSlot{},
+		actionKeyBySlot: map[uint32]string{},
+		actionSetBySlot: map[uint32]actionSet{},
+		txPorts:         map[uint32]bool{},
+		idHint:          1,
 	}
 	if err := m.Meta.Lookup(uint32(0), &t.meta); err != nil {
 		return nil, fmt.Errorf("read meta: %w", err)
@@ -178,237 +153,6 @@ func Open(m *bpf.XdpflowMaps, parse ParseFunc) (*Table, error) {
 		return nil, err
 	}
 	return t, nil
-}
-
-func (t *Table) load(parse ParseFunc) error {
-	// Subtables: the live list.
-	var list bpf.XdpflowXfSubtableList
-	if err := t.m.SubtableLists.Lookup(t.meta.ActiveList%listBuffers, &list); err != nil {
-		return fmt.Errorf("read subtable list: %w", err)
-	}
-	t.listGen = list.Generation
-	for i := 0; i < int(list.Count) && i < MaxSubtables; i++ {
-		s := list.Subtables[i]
-		st := &subtable{subtableKey: subtableKey{s.Prio, s.GroupSeq, s.Mask}, id: s.Id}
-		t.subtables[st.subtableKey] = st
-		t.stByID[st.id] = st
-	}
-
-	// Rules: the persisted specs.
-	var (
-		id   uint32
-		spec ruleSpec
-	)
-	var bad []uint32
-	it := t.m.RuleSpecs.Iterate()
-	for it.Next(&id, &spec) {
-		text := string(spec.Text[:min(int(spec.TextLen), len(spec.Text))])
-		r, err := parse(text)
-		if err != nil {
-			bad = append(bad, id)
-			continue
-		}
-		r.Source, r.Text = rule.Source(spec.Source), text
-		in := &Installed{ID: id, Rule: r, Seq: spec.Seq, GroupSeq: spec.GroupSeq, ActionSet: spec.ActionSet}
-		t.rules[id] = in
-		gk := groupKey{r.Order(), in.GroupSeq}
-		t.groups[gk] = append(t.groups[gk], in)
-	}
-	if err := it.Err(); err != nil {
-		return fmt.Errorf("read rule specs: %w", err)
-	}
-	for gk := range t.groups {
-		sortBySeq(t.groups[gk])
-	}
-
-	// Action sets: their content as installed. Redirect targets come from
-	// there, not from names, which may have moved since.
-	for _, in := range t.rules {
-		set, ok := t.asBySlot[in.ActionSet]
-		if !ok {
-			if err := t.m.ActionSets.Lookup(in.ActionSet, &set); err != nil {
-				return fmt.Errorf("read action set %d: %w", in.ActionSet, err)
-			}
-			c := contentKey(&set)
-			t.actionSets[c] = &actionSlot{slot: in.ActionSet}
-			t.asContent[in.ActionSet] = c
-			t.asBySlot[in.ActionSet] = set
-		}
-		t.actionSets[t.asContent[in.ActionSet]].refs++
-		for i := range in.Rule.Actions {
-			if i < int(set.Count) && in.Rule.Actions[i].Kind == rule.ActRedirect {
-				in.Rule.Actions[i].Ifindex = int(set.Actions[i].Ifindex)
-				if set.Actions[i].Op == uint8(bpf.XdpflowXfActionOpXF_ACT_TX) {
-					in.Rule.Actions[i].Ifindex = int(t.meta.Ifindex)
-				}
-			}
-		}
-	}
-	t.countTxPorts()
-
-	// Opaque rules (nft) are known by their installed entries only: read
-	// them from the flows map. After a writer died mid-change those cannot
-	// be trusted, so the rules are dropped; the daemon installs them again
-	// from the kernel's ruleset, and until then nft handles their packets.
-	if err := t.loadOpaqueFlows(); err != nil {
-		return err
-	}
-	if t.meta.Dirty&dirtyWriting != 0 {
-		for id, in := range t.rules {
-			if in.Rule.Opaque {
-				bad = append(bad, id)
-				t.dropLoaded(in)
-			}
-		}
-		t.countTxPorts()
-	}
-
-	// Flows: recomputed from the rules, the same way they were installed.
-	if t.rebuildFlows() || len(bad) > 0 || t.meta.Dirty&dirtyWriting != 0 {
-		// A writer died mid-change, or specs are unreadable: make the
-		// maps match the rules again.
-		return t.repair(bad)
-	}
-	return nil
-}
-
-// loadOpaqueFlows gives each opaque rule the flows the map holds for it.
-func (t *Table) loadOpaqueFlows() error {
-	opaque := false
-	for _, in := range t.rules {
-		opaque = opaque || in.Rule.Opaque
-	}
-	if !opaque {
-		return nil
-	}
-	return t.readFlows(func(fk flowKey, val flowValue, _ *narrowKey, known bool) {
-		if in := t.rules[val.Stats]; known && in != nil && in.Rule.Opaque {
-			in.flows = append(in.flows, fk)
-		}
-	})
-}
-
-// dropLoaded forgets a rule read from the specs (before flows are built).
-func (t *Table) dropLoaded(in *Installed) {
-	delete(t.rules, in.ID)
-	t.byText, t.idHint = nil, 1
-	gk := groupKey{in.Rule.Order(), in.GroupSeq}
-	members := t.groups[gk][:0]
-	for _, x := range t.groups[gk] {
-		if x != in {
-			members = append(members, x)
-		}
-	}
-	if len(members) == 0 {
-		delete(t.groups, gk)
-	} else {
-		t.groups[gk] = members
-	}
-	if c, ok := t.asContent[in.ActionSet]; ok {
-		if a := t.actionSets[c]; a != nil {
-			if a.refs--; a.refs <= 0 {
-				delete(t.actionSets, c)
-				delete(t.asContent, in.ActionSet)
-				delete(t.asBySlot, in.ActionSet)
-			}
-		}
-	}
-}
-
-// rebuildFlows recomputes every flow from the rules, reusing the live
-// subtables. It reports whether the live list differs from what the rules
-// need.
-func (t *Table) rebuildFlows() (differs bool) {
-	live := t.subtables
-	t.subtables, t.flows = map[subtableKey]*subtable{}, map[flowKey]RuleID{}
-	used := map[uint32]bool{}
-	for _, st := range live {
-		used[st.id] = true
-	}
-	next := uint32(1)
-	liveByID := t.stByID
-	t.stByID = map[uint32]*subtable{}
-	for gk, members := range t.groups {
-		entries := expandGroup(members)
-		for _, in := range members {
-			if in.Rule.Opaque {
-				// Entries as installed: (subtable mask, masked key).
-				for _, fk := range in.flows {
-					if st := liveByID[fk.Subtable]; st != nil {
-						entries[in.ID] = append(entries[in.ID], rule.Entry{Key: fk.Key, Mask: st.mask})
-					}
-				}
-			}
-			in.flows = in.flows[:0]
-			for _, e := range entries[in.ID] {
-				k := subtableKey{gk.prio, gk.group, e.Mask}
-				st := t.subtables[k]
-				if st == nil {
-					if st = live[k]; st == nil {
-						// Not in the live list: a fresh id, never one
-						// whose stale flows could show up under it.
-						for used[next] {
-							next++
-						}
-						st = &subtable{subtableKey: k, id: next}
-						used[next] = true
-						differs = true
-					}
-					st.flows = 0
-					t.subtables[k] = st
-					t.stByID[st.id] = st
-				}
-				fk := flowKey{Subtable: st.id, Key: e.Key}
-				t.flows[fk] = in.ID
-				in.flows = append(in.flows, fk)
-				st.flows++
-			}
-			in.Entries = len(in.flows)
-		}
-	}
-	return differs || len(t.subtables) != len(live)
-}
-
-func sortBySeq(s []*Installed) { slices.SortFunc(s, bySeq) }
-
-func bySeq(a, b *Installed) int { return cmp.Compare(a.Seq, b.Seq) }
-
-// textKey names a rule by what SyncSource and UpdateSource know it by.
-type textKey struct {
-	src  rule.Source
-	text string
-}
-
-// expandGroup expands the rules of one mask group, in insertion order.
-func expandGroup(members []*Installed) map[RuleID][]rule.Entry {
-	out := make(map[RuleID][]rule.Entry, len(members))
-	ranged := false
-	for _, in := range members {
-		ranged = ranged || in.Rule.RangesOrdered()
-	}
-	var earlier []*rule.Rule
-	for _, in := range members {
-		if in.Rule.Opaque {
-			continue // entries as installed; never ranged-ordered
-		}
-		if ranged {
-			out[in.ID] = rule.Expand(in.Rule, earlier)
-			earlier = append(earlier, in.Rule)
-		} else {
-			out[in.ID] = rule.Expand(in.Rule, nil)
-		}
-	}
-	return out
-}
-
-func contentKey(set *actionSet) string {
-	// The datapath bytes themselves (padding included, which encoding
-	// leaves zero): equal content, equal key. Called once per rule of a
-	// change, so it must be cheap.
-	n := min(int(set.Count), len(set.Actions))
-	used := *set
-	clear(used.Actions[n:])
-	return string((*[unsafe.Sizeof(actionSet{})]byte)(unsafe.Pointer(&used))[:])
 }
 
 // Rules returns the installed rules in lookup order: priority, mask group,
@@ -501,117 +245,6 @@ func (t *Table) Counters() ([bpf.XdpflowXfCounterXF_CNT_MAX]uint64, error) {
 	return out, nil
 }
 
-// SubtableOrder returns the live list's (prio, flows) in lookup order.
-func (t *Table) SubtableOrder() []struct {
-	ID    uint32
-	Prio  uint32
-	Flows int
-} {
-	sts := t.sortedSubtables(nil, nil)
-	out := make([]struct {
-		ID    uint32
-		Prio  uint32
-		Flows int
-	}, len(sts))
-	for i, s := range sts {
-		out[i].ID, out[i].Prio, out[i].Flows = s.id, s.prio, s.flows
-	}
-	return out
-}
-
-// sortedSubtables returns the subtables in lookup order, leaving out drop
-// and adding add.
-func (t *Table) sortedSubtables(drop map[uint32]bool, add []*subtable) []*subtable {
-	out := make([]*subtable, 0, len(t.subtables)+len(add))
-	for _, s := range t.subtables {
-		if !drop[s.id] {
-			out = append(out, s)
-		}
-	}
-	out = append(out, add...)
-	sort.Slice(out, func(i, j int) bool {
-		a, b := out[i], out[j]
-		if a.prio != b.prio {
-			return a.prio < b.prio
-		}
-		if a.group != b.group {
-			return a.group < b.group
-		}
-		return bytes.Compare(rule.KeyBytes(&a.mask), rule.KeyBytes(&b.mask)) < 0
-	})
-	return out
-}
-
-// listBuffers is the size of the ring of subtable list buffers.
-const listBuffers = uint32(bpf.XdpflowXfLimitsXF_LIST_BUFFERS)
-
-// publish makes list the program's subtable list: it fills the next buffer
-// of the ring and points meta.active_list at it. Runs that read the old
-// list finish with it; that buffer is held until they have.
-func (t *Table) publish(list []*subtable) error {
-	var l bpf.XdpflowXfSubtableList
-	if len(list) > MaxSubtables {
-		return fmt.Errorf("%d subtables: %w", len(list), ErrTableFull)
-	}
-	l.Count = uint32(len(list))
-	for i, s := range list {
-		lay := layoutOf(&s.mask)
-		l.Subtables[i] = bpf.XdpflowXfSubtable{Id: s.id, Prio: s.prio, GroupSeq: s.group, Mask: s.mask,
-			NarrowWords: lay.n, WordIdx: lay.idx}
-		l.UnionMask = rule.UnionKey(&l.UnionMask, &s.mask)
-	}
-	// The flow cache's key: the union's words, when few enough (a
-	// narrow layout, as a subtable's), else the whole masked key.
-	if lay := layoutOf(&l.UnionMask); lay.n > 0 {
-		uw := rule.KeyWords(&l.UnionMask)
-		l.CacheWords, l.CacheWordIdx = lay.n, lay.idx
-		for j := 0; j < int(lay.n); j++ {
-			l.CacheMask[j] = uw[lay.idx[j]]
-		}
-	}
-	// Unique per published list (cache entries are tagged with it), and
-	// kept across processes: the next is one past the live one's.
-	l.Generation = t.listGen + 1
-	if l.Generation == 0 {
-		l.Generation = 1
-	}
-	live := t.meta.ActiveList % listBuffers
-	next := (live + 1) % listBuffers
-	// The next buffer may still be read by runs from before it stopped
-	// being live (only when changes come faster than grace periods).
-	if err := t.waitFor(func(h *heldSlots) bool { return h.listBuf == int(next)+1 }); err != nil {
-		return err
-	}
-	if err := t.m.SubtableLists.Put(next, &l); err != nil {
-		return fmt.Errorf("write subtable list: %w", err)
-	}
-	t.meta.ActiveList = next
-	if err := t.putMeta(); err != nil {
-		return fmt.Errorf("swap subtable list: %w", err)
-	}
-	t.listGen = l.Generation
-	t.hold(&heldSlots{listBuf: int(live) + 1})
-	return nil
-}
-
-// invalidateCache makes every flow cache entry stale for runs that
-// start after it; a run that read the old generation may use an old entry
-// until it ends (its slots are held until then).
-func (t *Table) invalidateCache() error {
-	var gen uint32
-	if err := t.m.CacheGen.Lookup(uint32(0), &gen); err != nil {
-		return fmt.Errorf("read cache generation: %w", err)
-	}
-	gen++
-	if gen == 0 {
-		gen = 1 // 0 is the zeroed slots' generation
-	}
-	if err := t.m.CacheGen.Put(uint32(0), gen); err != nil {
-		return fmt.Errorf("invalidate flow cache: %w", err)
-	}
-	return nil
-}
-
 func (t *Table) putMeta() error {
 	if err := t.m.Meta.Put(uint32(0), &t.meta); err != nil {
 		return fmt.Errorf("write meta: %w", err)
@@ -638,16 +271,4 @@ func (t *Table) Room(src rule.Source) (subtables, flows, rules int) {
 		}
 	}
 	return int(t.meta.MaxSubtables) - len(used), t.maxFlows - nflows, t.maxRules - 1 - nrules
-}
-
-// Generation is the flow cache generation, which every change by
-// any process bumps: a holder of an open Table compares it to the value
-// after its own last change to know whether someone else changed the
-// table since (and it must be reopened).
-func (t *Table) Generation() (uint32, error) {
-	var gen uint32
-	if err := t.m.CacheGen.Lookup(uint32(0), &gen); err != nil {
-		return 0, fmt.Errorf("read cache generation: %w", err)
-	}
-	return gen, nil
 }

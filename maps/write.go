@@ -1,0 +1,259 @@
+package maps
+
+import "fmt"
+
+// write carries out a plan in the order the package comment gives. Until
+// the change is live in memory a failure is undone by repair (Apply);
+// after it, it is cleanup left undone (liveChangeError).
+func (t *Table) write(p *plan) error {
+	if err := t.beginWrite(p); err != nil {
+		return err
+	}
+	// 1. Action sets, counters, specs: not yet referenced by any flow.
+	if err := t.writeActionSets(p.inserted); err != nil {
+		return err
+	}
+	if err := t.writeRuleSpecs(p.inserted); err != nil {
+		return err
+	}
+	// 2. New subtables, empty.
+	if err := t.publishNewSubtables(p); err != nil {
+		return err
+	}
+	// 3. Flows in.
+	if err := t.writeFlows(p); err != nil {
+		return err
+	}
+	// 4. Stale flows out.
+	if err := t.deleteStaleFlows(p); err != nil {
+		return err
+	}
+
+	// In memory: the new state.
+	deletedIDs := p.deletedIDs()
+	t.commitRules(p)
+	t.commitGroups(p)
+	t.commitFlows(p)
+	emptied := t.commitSubtables(p)
+	freed := &heldSlots{rules: deletedIDs, actionSets: t.commitActionSets(p)}
+
+	// 5. The flows are final: cached answers from before are stale.
+	if err := runStep("invalidate", t.invalidateCache); err != nil {
+		return liveError(err, freed)
+	}
+	// 6. Emptied subtables out, and the deleted rules' specs (only user
+	// space reads them).
+	if err := t.unpublishSubtables(emptied, freed); err != nil {
+		return liveError(err, freed)
+	}
+	if err := t.deleteRuleSpecs(deletedIDs); err != nil {
+		return liveError(err, freed)
+	}
+	// 7. Freed slots wait for running programs.
+	if err := t.holdFreed(freed); err != nil {
+		return liveError(err, nil)
+	}
+	return nil
+}
+
+// liveChangeError is a write step that failed after the change went live
+// in memory: the change is not undone but completed by repair.
+type liveChangeError struct {
+	err   error
+	freed *heldSlots // not yet held; nil when it was
+}
+
+func (e *liveChangeError) Error() string { return e.err.Error() }
+func (e *liveChangeError) Unwrap() error { return e.err }
+
+func liveError(err error, freed *heldSlots) error { return &liveChangeError{err: err, freed: freed} }
+
+// failStep, when a test sets it, makes the named write step fail.
+var failStep func(step string) error
+
+// runStep runs the write step name, unless a test makes it fail.
+func runStep(name string, f func() error) error {
+	if failStep != nil {
+		if err := failStep(name); err != nil {
+			return err
+		}
+	}
+	return f()
+}
+
+// beginWrite records in meta that a change is being written (a process
+// that finds it so repairs the maps), with the sequence numbers it takes.
+func (t *Table) beginWrite(p *plan) error {
+	t.meta.NextSeq = p.nextSeq
+	t.meta.Dirty |= dirtyWriting
+	return t.putMeta()
+}
+
+// writeRuleSpecs zeroes the inserted rules' counters and writes their
+// specs, in batches: a bulk change of rules would otherwise be two
+// syscalls a rule.
+func (t *Table) writeRuleSpecs(inserted []*Installed) error {
+	ids := make([]RuleID, len(inserted))
+	specs := make([]ruleSpec, len(inserted))
+	for i, in := range inserted {
+		ids[i] = in.ID
+		specs[i] = ruleSpec{Seq: in.Seq, GroupSeq: in.GroupSeq, ActionSet: in.ActionSet,
+			Source: uint32(in.Rule.Source), TextLen: uint32(len(in.Rule.Text))}
+		copy(specs[i].Text[:], in.Rule.Text)
+	}
+	if err := batchPutPerCPU(t.m.RuleStats, ids, ruleStats{}); err != nil {
+		return fmt.Errorf("reset rule counters: %w", err)
+	}
+	if err := batchPut(t.m.RuleSpecs, ids, specs); err != nil {
+		return fmt.Errorf("write rule specs: %w", err)
+	}
+	return nil
+}
+
+// publishNewSubtables adds the change's new subtables to the live list.
+func (t *Table) publishNewSubtables(p *plan) error {
+	if len(p.newSubtables) == 0 {
+		return nil
+	}
+	return t.publish(t.sortedSubtables(p.newSubtables))
+}
+
+// writeFlows puts the flows of the recomputed rules, new or not.
+func (t *Table) writeFlows(p *plan) error {
+	if len(p.flowsToWrite) == 0 {
+		return nil
+	}
+	vals := make([]flowValue, len(p.flowsToWrite))
+	for i, fk := range p.flowsToWrite {
+		owner := p.flowsAfter[fk]
+		vals[i] = flowValue{ActionSet: t.owner(owner, p).ActionSet, Stats: owner}
+	}
+	if err := t.putFlows(p.flowsToWrite, vals, p.newSubtables); err != nil {
+		return fmt.Errorf("install flows: %w", err)
+	}
+	return nil
+}
+
+// deleteStaleFlows deletes the flows no rule owns after the change.
+func (t *Table) deleteStaleFlows(p *plan) error {
+	if len(p.flowsToDelete) == 0 {
+		return nil
+	}
+	if err := t.deleteFlows(p.flowsToDelete); err != nil {
+		return fmt.Errorf("remove flows: %w", err)
+	}
+	return nil
+}
+
+// deletedIDs lists the ids of the rules the change deletes.
+func (p *plan) deletedIDs() []RuleID {
+	ids := make([]RuleID, 0, len(p.deleted))
+	for id := range p.deleted {
+		ids = append(ids, id)
+	}
+	return ids
+}
+
+// commitRules makes the table's rules (and byText, if built) the new set.
+func (t *Table) commitRules(p *plan) {
+	for id, in := range p.deleted {
+		delete(t.rules, id)
+		if t.byText != nil && t.byText[in.key()] == id {
+			delete(t.byText, in.key())
+		}
+	}
+	for _, in := range p.inserted {
+		t.rules[in.ID] = in
+		if t.byText != nil {
+			t.byText[in.key()] = in.ID
+		}
+	}
+	t.idHint = p.idHint
+}
+
+// commitGroups edits the affected mask groups in place: a copy of a large
+// group each change would be garbage the daemon keeps collecting.
+func (t *Table) commitGroups(p *plan) {
+	for gk, e := range p.groupEdits {
+		t.setGroup(gk, groupAfter(t.groups[gk], e.deleted, e.inserted))
+	}
+}
+
+// commitFlows makes the flow map and the recomputed rules' flow lists the
+// new ones. The rules must be committed.
+func (t *Table) commitFlows(p *plan) {
+	for fk := range p.flowsBefore {
+		delete(t.flows, fk)
+	}
+	for fk, owner := range p.flowsAfter {
+		t.flows[fk] = owner
+	}
+	for id, keys := range p.ruleFlows {
+		in := t.rules[id]
+		in.flows, in.Entries = keys, len(keys)
+	}
+}
+
+// commitSubtables adds the new subtables and sets every subtable's flow
+// count. It returns the ids of those left without flows, which stay
+// listed until step 6 unpublishes them.
+func (t *Table) commitSubtables(p *plan) (emptied []uint32) {
+	for _, st := range p.newSubtables {
+		t.subtables[st.subtableKey] = st
+		t.subtablesByID[st.id] = st
+	}
+	for id, st := range t.subtablesByID {
+		st.flows = p.subtableFlows[id]
+		if st.flows == 0 {
+			emptied = append(emptied, id)
+		}
+	}
+	return emptied
+}
+
+// unpublishSubtables takes the emptied subtables out of the table and the
+// live list; their ids join freed.
+func (t *Table) unpublishSubtables(emptied []uint32, freed *heldSlots) error {
+	if len(emptied) == 0 {
+		return nil
+	}
+	for _, id := range emptied {
+		st := t.subtablesByID[id]
+		delete(t.subtables, st.subtableKey)
+		delete(t.subtablesByID, id)
+		freed.subtables = append(freed.subtables, id)
+	}
+	return runStep("publish", func() error { return t.publish(t.sortedSubtables(nil)) })
+}
+
+// deleteRuleSpecs removes the deleted rules' specs.
+func (t *Table) deleteRuleSpecs(ids []RuleID) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	if err := runStep("specs", func() error { return batchDelete(t.m.RuleSpecs, ids) }); err != nil {
+		return fmt.Errorf("remove rule specs: %w", err)
+	}
+	return nil
+}
+
+// holdFreed holds the freed slots for running programs: until they end
+// (strict), or in the background (deferred), recorded in meta for other
+// processes.
+func (t *Table) holdFreed(freed *heldSlots) error {
+	t.hold(freed)
+	if !t.deferGrace {
+		if err := runStep("settle", t.Settle); err != nil {
+			return err
+		}
+	} else if !t.Pending() {
+		if err := runStep("txports", t.syncTxPorts); err != nil {
+			return err
+		}
+	}
+	t.meta.Dirty = 0
+	if t.Pending() {
+		t.meta.Dirty = dirtyGrace
+	}
+	return runStep("meta", t.putMeta)
+}
