@@ -9,6 +9,7 @@ import (
 	"github.com/mdlayher/netlink"
 
 	"github.com/xdpflow/xdpflow/rule"
+	"github.com/xdpflow/xdpflow/rule/ruletext"
 )
 
 // Ethernet address rewrites in TC: act_pedit ("pedit ex munge eth dst|src
@@ -45,7 +46,7 @@ const (
 func decodePedit(params map[uint16][]byte, control func([]byte) (string, error)) ([]string, error) {
 	p := params[tcaPeditParmsEx]
 	if len(p) < peditKeysStart {
-		return nil, unsupported("action pedit without extended keys")
+		return nil, ruletext.Unsupported("action pedit without extended keys")
 	}
 	ctl, err := control(p)
 	if err != nil {
@@ -60,7 +61,7 @@ func decodePedit(params map[uint16][]byte, control func([]byte) (string, error))
 		return nil, err
 	}
 	if len(kinds) != nkeys {
-		return nil, unsupported("action pedit with %d keys and %d extended keys", nkeys, len(kinds))
+		return nil, ruletext.Unsupported("action pedit with %d keys and %d extended keys", nkeys, len(kinds))
 	}
 	var set [12]bool
 	var val [12]byte
@@ -71,18 +72,18 @@ func decodePedit(params map[uint16][]byte, control func([]byte) (string, error))
 		at, offmask, shift := binary.NativeEndian.Uint32(key[12:]), binary.NativeEndian.Uint32(key[16:]),
 			binary.NativeEndian.Uint32(key[20:])
 		if kinds[k] != [2]uint16{peditHtypeEth, peditCmdSet} || at != 0 || offmask != 0 || shift != 0 || off%4 != 0 || off > 8 {
-			return nil, unsupported("action pedit: edits other than setting Ethernet addresses")
+			return nil, ruletext.Unsupported("action pedit: edits other than setting Ethernet addresses")
 		}
 		for i := 0; i < 4; i++ {
 			switch mask[i] {
 			case 0xFF:
 				if v[i] != 0 {
-					return nil, unsupported("action pedit: a bit-level edit")
+					return nil, ruletext.Unsupported("action pedit: a bit-level edit")
 				}
 			case 0x00:
 				set[int(off)+i], val[int(off)+i] = true, v[i]
 			default:
-				return nil, unsupported("action pedit: a bit-level edit")
+				return nil, ruletext.Unsupported("action pedit: a bit-level edit")
 			}
 		}
 	}
@@ -102,11 +103,11 @@ func decodePedit(params map[uint16][]byte, control func([]byte) (string, error))
 		case 6:
 			words = append(words, "munge", "eth", a.name, "set", net.HardwareAddr(val[a.at:a.at+6]).String())
 		default:
-			return nil, unsupported("action pedit: part of the Ethernet %s address", a.name)
+			return nil, ruletext.Unsupported("action pedit: part of the Ethernet %s address", a.name)
 		}
 	}
 	if len(words) == 2 {
-		return nil, unsupported("action pedit: no Ethernet address set")
+		return nil, ruletext.Unsupported("action pedit: no Ethernet address set")
 	}
 	return append(words, ctl), nil
 }
@@ -114,7 +115,7 @@ func decodePedit(params map[uint16][]byte, control func([]byte) (string, error))
 // peditKeyKinds reads TCA_PEDIT_KEYS_EX: (htype, cmd) of each key.
 func peditKeyKinds(b []byte) ([][2]uint16, error) {
 	if b == nil {
-		return nil, unsupported("action pedit without extended keys")
+		return nil, ruletext.Unsupported("action pedit without extended keys")
 	}
 	ad, err := netlink.NewAttributeDecoder(b)
 	if err != nil {
@@ -154,7 +155,7 @@ func decodeSkbmod(params map[uint16][]byte, control func([]byte) (string, error)
 	}
 	flags := binary.NativeEndian.Uint64(p[24:])
 	if flags&^uint64(skbmodFDmac|skbmodFSmac) != 0 {
-		return nil, unsupported("action skbmod other than set dmac/smac")
+		return nil, ruletext.Unsupported("action skbmod other than set dmac/smac")
 	}
 	words := []string{"skbmod", "set"}
 	for _, a := range []struct {
@@ -172,7 +173,7 @@ func decodeSkbmod(params map[uint16][]byte, control func([]byte) (string, error)
 		words = append(words, a.name, net.HardwareAddr(mac).String())
 	}
 	if len(words) == 2 {
-		return nil, unsupported("action skbmod: nothing set")
+		return nil, ruletext.Unsupported("action skbmod: nothing set")
 	}
 	return append(words, ctl), nil
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/mdlayher/netlink"
 
 	"github.com/xdpflow/xdpflow/rule"
+	"github.com/xdpflow/xdpflow/rule/ruletext"
 )
 
 // peditParams encodes a as act_pedit options and reads them back as the
@@ -47,14 +48,14 @@ func TestPeditRoundTrip(t *testing.T) {
 		params := peditParams(t, a)
 		words, err := decodePedit(params, pipeControl)
 		if err != nil {
-			t.Fatalf("%s: decode: %v", FormatAction(a), err)
+			t.Fatalf("%s: decode: %v", ruletext.FormatAction(a), err)
 		}
-		acts, err := ParseActions(append([]string{"action"}, words...))
+		acts, err := ruletext.ParseActions(append([]string{"action"}, words...))
 		if err != nil {
-			t.Fatalf("%s: parse %q: %v", FormatAction(a), words, err)
+			t.Fatalf("%s: parse %q: %v", ruletext.FormatAction(a), words, err)
 		}
 		if len(acts) != 1 || acts[0].Kind != k || acts[0].MAC.String() != mac.String() {
-			t.Errorf("%s: read back as %q = %+v", FormatAction(a), strings.Join(words, " "), acts)
+			t.Errorf("%s: read back as %q = %+v", ruletext.FormatAction(a), strings.Join(words, " "), acts)
 		}
 
 		// One mask byte that keeps half a byte: a bit-level edit.
@@ -62,7 +63,7 @@ func TestPeditRoundTrip(t *testing.T) {
 		p[peditKeysStart] = 0x0F
 		params[tcaPeditParmsEx] = p
 		if _, err := decodePedit(params, pipeControl); err == nil {
-			t.Errorf("%s with a bit-level mask: accepted", FormatAction(a))
+			t.Errorf("%s with a bit-level mask: accepted", ruletext.FormatAction(a))
 		}
 	}
 }

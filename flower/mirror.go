@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/xdpflow/xdpflow/rule"
+	"github.com/xdpflow/xdpflow/rule/ruletext"
 )
 
 // MirrorOptions say how kernel filters are mirrored.
@@ -88,7 +89,7 @@ func (f *KernelFilter) withKeepalive(d time.Duration) *rule.Rule {
 	if f.keepalive.rule == nil || f.keepalive.d != d {
 		k := *f.Rule
 		k.Keepalive = d
-		k.Text = Format(&k)
+		k.Text = ruletext.Format(&k)
 		f.keepalive.d, f.keepalive.rule = d, &k
 	}
 	return f.keepalive.rule
@@ -131,7 +132,7 @@ func (f *KernelFilter) PuntRule() *rule.Rule {
 	p.Handle = PuntHandle
 	p.Actions = []rule.Action{{Kind: rule.ActPass}}
 	p.SkipHW, p.SkipSW = false, false
-	p.Text = Format(&p)
+	p.Text = ruletext.Format(&p)
 	return &p
 }
 

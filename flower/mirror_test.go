@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/xdpflow/xdpflow/rule"
+	"github.com/xdpflow/xdpflow/rule/ruletext"
 )
 
 // ovsLikeFilters: n filters as Open vSwitch offloads them, one pref per
@@ -28,7 +29,7 @@ func ovsLikeFilters(tb testing.TB, n int) []*KernelFilter {
 // testFilter is a kernel filter of chain 0 as the reader would decode it.
 func testFilter(tb testing.TB, prio uint16, handle uint32, text string) *KernelFilter {
 	tb.Helper()
-	r, err := ParseRuleText("b0", fmt.Sprintf("pref %d handle 0x%x %s", prio, handle, text))
+	r, err := ruletext.Parse("b0", fmt.Sprintf("pref %d handle 0x%x %s", prio, handle, text))
 	if err != nil {
 		tb.Fatalf("%s: %v", text, err)
 	}
@@ -172,7 +173,7 @@ func TestMirrorSetAsMirror(t *testing.T) {
 			case 1:
 				punt := &rule.Rule{Source: rule.SourceTC, Dev: "b0", Prio: prio, Handle: 0xFFFFFFFF, Protocol: rule.EthPAll,
 					Actions: []rule.Action{{Kind: rule.ActPass}}}
-				punt.Text = Format(punt)
+				punt.Text = ruletext.Format(punt)
 				return &KernelFilter{Prio: prio, Handle: handle, Kind: "u32", Err: fmt.Errorf("u32: not flower"), Punt: punt}
 			}
 			return randomFilter(t, rng, prio, handle)
@@ -338,7 +339,7 @@ func TestPuntsOfEqualMatchShareOneRule(t *testing.T) {
 		Err: fmt.Errorf("flower key enc_key_id: not supported")}
 	p := *known.Rule
 	p.Handle, p.Actions = PuntHandle, []rule.Action{{Kind: rule.ActPass}}
-	p.Text = Format(&p)
+	p.Text = ruletext.Format(&p)
 	partial.Punt = &p
 	filters := []*KernelFilter{known, partial}
 	rules, st := Mirror("b0", filters, MirrorOptions{})

@@ -18,6 +18,7 @@ import (
 	"github.com/xdpflow/xdpflow/internal/testutil"
 	"github.com/xdpflow/xdpflow/maps"
 	"github.com/xdpflow/xdpflow/rule"
+	"github.com/xdpflow/xdpflow/rule/ruletext"
 )
 
 // The differential tests run inside a namespace whose loopback is the
@@ -79,7 +80,7 @@ func newHarnessCache(t testing.TB, seed int64, maxFlows uint32, cache bool) *har
 	return h
 }
 
-func parseStored(text string) (*rule.Rule, error) { return flower.ParseRuleText(ingressDev, text) }
+func parseStored(text string) (*rule.Rule, error) { return ruletext.Parse(ingressDev, text) }
 
 // reopen rebuilds the table from the maps alone, as a new process would.
 func (h *harness) reopen() {
@@ -116,7 +117,7 @@ func (h *harness) install(prio uint16, handle uint32, text string) bool {
 			r.Actions[i].Ifindex = ifi.Index
 		}
 	}
-	r.Text = flower.Format(r)
+	r.Text = ruletext.Format(r)
 	k := key(prio, handle)
 	old, replacing := h.ids[k]
 	ids, err := h.table.Apply(maps.Change{Insert: []maps.Insert{{Rule: r, Replaces: old}}})

@@ -16,6 +16,7 @@ import (
 	"github.com/xdpflow/xdpflow/maps"
 	"github.com/xdpflow/xdpflow/nft"
 	"github.com/xdpflow/xdpflow/rule"
+	"github.com/xdpflow/xdpflow/rule/ruletext"
 )
 
 // scaleTable loads the program's maps sized for flows flows and rules
@@ -59,7 +60,7 @@ func srcRule(b *testing.B, i int) *rule.Rule {
 	if err != nil {
 		b.Fatal(err)
 	}
-	c.Rule.Text = flower.Format(c.Rule)
+	c.Rule.Text = ruletext.Format(c.Rule)
 	return c.Rule
 }
 

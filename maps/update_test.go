@@ -8,10 +8,10 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/xdpflow/xdpflow/flower"
 	"github.com/xdpflow/xdpflow/internal/testutil"
 	xmaps "github.com/xdpflow/xdpflow/maps"
 	"github.com/xdpflow/xdpflow/rule"
+	"github.com/xdpflow/xdpflow/rule/ruletext"
 )
 
 // TestUpdateSourceAsSyncSource: random deltas applied with UpdateSource
@@ -30,7 +30,7 @@ func TestUpdateSourceAsSyncSource(t *testing.T) {
 		newRule := func(prio uint16, handle uint32) *rule.Rule {
 			for {
 				text := fmt.Sprintf("pref %d handle 0x%x %s", prio, handle, g.rule(prio, nil))
-				r, err := flower.ParseRuleText(ingressDev, text)
+				r, err := ruletext.Parse(ingressDev, text)
 				if err != nil {
 					t.Fatalf("%s: %v", text, err)
 				}
@@ -47,7 +47,7 @@ func TestUpdateSourceAsSyncSource(t *testing.T) {
 					}
 				}
 				r.Source = rule.SourceTC
-				r.Text = flower.Format(r)
+				r.Text = ruletext.Format(r)
 				return r
 			}
 		}
@@ -167,13 +167,13 @@ func TestRedirectTargetBackInDevmap(t *testing.T) {
 			t.Fatal(err)
 		}
 		redirect := func(handle uint32, port int) *rule.Rule {
-			r, err := flower.ParseRuleText(ingressDev, fmt.Sprintf(
+			r, err := ruletext.Parse(ingressDev, fmt.Sprintf(
 				"pref 1 handle 0x%x protocol ip flower ip_proto udp dst_port %d action mirred egress redirect dev r1", handle, port))
 			if err != nil {
 				t.Fatal(err)
 			}
 			r.Actions[0].Ifindex = ifi.Index
-			r.Text = flower.Format(r)
+			r.Text = ruletext.Format(r)
 			return r
 		}
 		first := redirect(1, 1000)

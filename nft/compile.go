@@ -1,15 +1,13 @@
 package nft
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"net"
-	"sort"
 	"strings"
 	"unsafe"
 
 	"github.com/google/nftables/expr"
+
 	"github.com/xdpflow/xdpflow/rule"
 )
 
@@ -690,21 +688,6 @@ func (cb *combo) add(pi int, f field, c bytesCmp) bool {
 		}
 	}
 	return true
-}
-
-// digest names a part's entries and actions in its spec.
-func digest(ms []rule.Match, acts string) string {
-	h := sha256.New()
-	keys := make([]string, len(ms))
-	for i := range ms {
-		keys[i] = string(rule.KeyBytes(&ms[i].Key)) + string(rule.KeyBytes(&ms[i].Mask))
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
-		h.Write([]byte(k))
-	}
-	h.Write([]byte(acts))
-	return hex.EncodeToString(h.Sum(nil)[:8])
 }
 
 func ifName(ifindex int) string {

@@ -5,8 +5,8 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/xdpflow/xdpflow/flower"
 	"github.com/xdpflow/xdpflow/rule"
+	"github.com/xdpflow/xdpflow/rule/ruletext"
 )
 
 // levelIndex finds, for a new entry, the highest level of an earlier
@@ -217,15 +217,6 @@ func part(rs *Ruleset, name string, n, level int, ms []rule.Match, acts []rule.A
 	if len(ms) > 1 {
 		r.Keys = append(r.Keys, rule.KeyValue{Name: "entries", Value: uint64(len(ms))})
 	}
-	r.Text = FormatSpec(r, digest(ms, actionText(acts)))
+	r.Text = FormatSpec(r, digest(ms, ruletext.FormatActions(acts)))
 	return r
-}
-
-func actionText(acts []rule.Action) string {
-	var b strings.Builder
-	for _, a := range acts {
-		b.WriteString(" action ")
-		b.WriteString(flower.FormatAction(a))
-	}
-	return b.String()
 }

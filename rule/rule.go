@@ -142,7 +142,7 @@ type Rule struct {
 	// Name identifies a rule that is one part of a rule of another source:
 	// "netdev/filter/ingress/7#0" is part 0 of nft rule handle 7.
 	Name string
-	// Text is the canonical tc text of the rule (flower.Format), which is
+	// Text is the canonical tc text of the rule (ruletext.Format), which is
 	// what gets persisted.
 	Text string
 }

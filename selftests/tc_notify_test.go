@@ -14,6 +14,7 @@ import (
 	"github.com/xdpflow/xdpflow/flower"
 	"github.com/xdpflow/xdpflow/internal/testutil"
 	"github.com/xdpflow/xdpflow/rule"
+	"github.com/xdpflow/xdpflow/rule/ruletext"
 )
 
 // notifier sends RTNLGRP_TC notifications as the kernel would, from a
@@ -114,7 +115,7 @@ func TestTCNotificationToXDPLatency(t *testing.T) {
 	d.waitRunning(t)
 	n := newNotifier(t, ns)
 	filter := func(i int, action string) *rule.Rule {
-		r, err := flower.ParseRuleText("b0", fmt.Sprintf(
+		r, err := ruletext.Parse("b0", fmt.Sprintf(
 			"pref 2 handle 0x%x protocol ip flower dst_ip 198.18.%d.%d ip_proto udp dst_port %d action %s",
 			1+i, i>>8&0xff, i&0xff, 1000+i%7, action))
 		if err != nil {

@@ -6,9 +6,9 @@ import (
 	"os"
 	"strings"
 
-	"github.com/xdpflow/xdpflow/flower"
 	"github.com/xdpflow/xdpflow/internal/daemon"
 	"github.com/xdpflow/xdpflow/maps"
+	"github.com/xdpflow/xdpflow/rule/ruletext"
 )
 
 // cmdDaemon mirrors the kernel's rules into XDP on every enabled device of
@@ -64,7 +64,7 @@ func cmdDaemon(g globals, args []string) error {
 				break
 			}
 			var err error
-			if keepalive, err = flower.ParseKeepalive(args[i]); err != nil {
+			if keepalive, err = ruletext.ParseKeepalive(args[i]); err != nil {
 				return usageError{fmt.Sprintf("daemon: --keepalive: %v, or off", err)}
 			}
 		default:

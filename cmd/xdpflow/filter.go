@@ -11,6 +11,7 @@ import (
 	"github.com/xdpflow/xdpflow/internal/offload"
 	"github.com/xdpflow/xdpflow/maps"
 	"github.com/xdpflow/xdpflow/rule"
+	"github.com/xdpflow/xdpflow/rule/ruletext"
 )
 
 // tcAutoPrio is the pref tc gives the first filter added without one.
@@ -19,7 +20,7 @@ const tcAutoPrio = 49152
 func cmdFilter(g globals, args []string) error {
 	c, err := flower.ParseCommand(args)
 	if err != nil {
-		if errors.Is(err, flower.ErrUnsupported) {
+		if errors.Is(err, ruletext.ErrUnsupported) {
 			return err
 		}
 		return usageError{err.Error()}
@@ -96,7 +97,7 @@ func mirrorKey(r *rule.Rule) string {
 	}
 	k := *r
 	k.Keepalive = 0
-	return flower.Format(&k)
+	return ruletext.Format(&k)
 }
 
 // tcShown lists the filters in tc's namespace of prefs on the device:

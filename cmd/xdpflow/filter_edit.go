@@ -9,6 +9,7 @@ import (
 	"github.com/xdpflow/xdpflow/internal/offload"
 	"github.com/xdpflow/xdpflow/maps"
 	"github.com/xdpflow/xdpflow/rule"
+	"github.com/xdpflow/xdpflow/rule/ruletext"
 )
 
 // filterEdit is a run of filter commands on one device (one command, or a
@@ -222,7 +223,7 @@ func (e *filterEdit) addXDP(c *flower.Command, r *rule.Rule) error {
 		for proto := range p.protocols {
 			if proto != r.Protocol {
 				return fmt.Errorf("filter: pref %d holds protocol %s filters; protocol %s needs another pref",
-					r.Prio, flower.EthTypeName(proto), flower.EthTypeName(r.Protocol))
+					r.Prio, ruletext.EthTypeName(proto), ruletext.EthTypeName(r.Protocol))
 			}
 		}
 		if c.HandleSet {
@@ -267,7 +268,7 @@ func (e *filterEdit) addXDP(c *flower.Command, r *rule.Rule) error {
 			return fmt.Errorf("action mirred: %w", err)
 		}
 	}
-	r.Text = flower.Format(r)
+	r.Text = ruletext.Format(r)
 	er := &editRule{rule: r}
 	if replaces != nil {
 		e.remove(replaces)

@@ -16,6 +16,7 @@ import (
 	"github.com/xdpflow/xdpflow/loader"
 	"github.com/xdpflow/xdpflow/maps"
 	"github.com/xdpflow/xdpflow/rule"
+	"github.com/xdpflow/xdpflow/rule/ruletext"
 )
 
 // BenchmarkTCNotification10K: the daemon's whole part of a TC change, on
@@ -54,7 +55,7 @@ func BenchmarkTCNotification10K(b *testing.B) {
 			msg := func(typ netlink.HeaderType, i int, action string) netlink.Message {
 				text := fmt.Sprintf("pref 2 handle 0x%x protocol ip flower dst_ip 198.18.%d.%d ip_proto udp dst_port %d action %s",
 					1+i, i>>8&0xff, i&0xff, 1000+i%7, action)
-				r, err := flower.ParseRuleText("b0", text)
+				r, err := ruletext.Parse("b0", text)
 				if err != nil {
 					b.Fatal(err)
 				}

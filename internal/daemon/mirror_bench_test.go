@@ -10,6 +10,7 @@ import (
 	"github.com/xdpflow/xdpflow/internal/offload"
 	"github.com/xdpflow/xdpflow/maps"
 	"github.com/xdpflow/xdpflow/rule"
+	"github.com/xdpflow/xdpflow/rule/ruletext"
 )
 
 // BenchmarkMirrorChange10K: one filter added to, then deleted from, a
@@ -46,12 +47,12 @@ func BenchmarkMirrorChange10K(b *testing.B) {
 	filter := func(i int) *flower.KernelFilter {
 		text := fmt.Sprintf("pref 2 handle 0x%x protocol ip flower dst_ip 198.18.%d.%d ip_proto udp dst_port %d action drop",
 			1+i, i>>8&0xff, i&0xff, 1000+i%7)
-		r, err := flower.ParseRuleText("lo", text)
+		r, err := ruletext.Parse("lo", text)
 		if err != nil {
 			b.Fatal(err)
 		}
 		r.Source = rule.SourceTC // as the reader gives them
-		r.Text = flower.Format(r)
+		r.Text = ruletext.Format(r)
 		return &flower.KernelFilter{Prio: 2, Handle: uint32(1 + i), Protocol: r.Protocol, Kind: "flower", Rule: r}
 	}
 	var filters []*flower.KernelFilter

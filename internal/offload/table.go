@@ -5,11 +5,11 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/xdpflow/xdpflow/flower"
 	"github.com/xdpflow/xdpflow/loader"
 	"github.com/xdpflow/xdpflow/maps"
 	"github.com/xdpflow/xdpflow/nft"
 	"github.com/xdpflow/xdpflow/rule"
+	"github.com/xdpflow/xdpflow/rule/ruletext"
 )
 
 // Open opens an enabled device's pins and its table, in p, whose lock the
@@ -36,6 +36,6 @@ func RuleParser(dev string) maps.ParseFunc {
 		if strings.HasPrefix(text, nft.SpecPrefix) {
 			return nft.ParseSpec(dev, text)
 		}
-		return flower.ParseRuleText(dev, text)
+		return ruletext.Parse(dev, text)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/xdpflow/xdpflow/flower"
 	"github.com/xdpflow/xdpflow/maps"
 	"github.com/xdpflow/xdpflow/rule"
+	"github.com/xdpflow/xdpflow/rule/ruletext"
 )
 
 // PuntEverything is a TC rule before any other that sends every packet
@@ -18,7 +19,7 @@ import (
 func PuntEverything(dev string) *rule.Rule {
 	r := &rule.Rule{Source: rule.SourceTC, Dev: dev, Prio: 1, Handle: UnreadableHandle, Protocol: rule.EthPAll,
 		Actions: []rule.Action{{Kind: rule.ActPass}}}
-	r.Text = flower.Format(r)
+	r.Text = ruletext.Format(r)
 	return r
 }
 
@@ -38,7 +39,7 @@ func PuntAllFrom(dev string, filters []*flower.KernelFilter) []*rule.Rule {
 	}
 	r := &rule.Rule{Source: rule.SourceTC, Dev: dev, Prio: prio, Handle: flower.PuntHandle, Protocol: rule.EthPAll,
 		Actions: []rule.Action{{Kind: rule.ActPass}}}
-	r.Text = flower.Format(r)
+	r.Text = ruletext.Format(r)
 	return []*rule.Rule{r}
 }
 

@@ -5,49 +5,8 @@ import (
 	"strings"
 
 	"github.com/xdpflow/xdpflow/rule"
+	"github.com/xdpflow/xdpflow/rule/ruletext"
 )
-
-// Format returns the canonical tc text of a rule, without the device:
-// "protocol ip pref 10 handle 1 chain 0 flower ip_proto udp dst_port 53
-// action drop". ParseRuleText parses it back into the same rule.
-func Format(r *rule.Rule) string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "protocol %s", EthTypeName(r.Protocol))
-	if r.Prio != 0 { // 0: not yet assigned
-		fmt.Fprintf(&b, " pref %d", r.Prio)
-	}
-	if r.Handle != 0 {
-		fmt.Fprintf(&b, " handle %d", r.Handle)
-	}
-	fmt.Fprintf(&b, " chain %d flower", r.Chain)
-	for _, k := range r.Keys {
-		fmt.Fprintf(&b, " %s %v", k.Name, k.Value)
-	}
-	for _, f := range FlagWords(r) {
-		b.WriteString(" " + f)
-	}
-	for _, a := range r.Actions {
-		b.WriteString(" action ")
-		b.WriteString(FormatAction(a))
-	}
-	return b.String()
-}
-
-// FlagWords are the rule's flags as the filter syntax spells them:
-// skip_hw, skip_sw, keepalive DURATION.
-func FlagWords(r *rule.Rule) []string {
-	var f []string
-	if r.SkipHW {
-		f = append(f, "skip_hw")
-	}
-	if r.SkipSW {
-		f = append(f, "skip_sw")
-	}
-	if r.Keepalive > 0 {
-		f = append(f, "keepalive "+r.Keepalive.String())
-	}
-	return f
-}
 
 // Stats are a rule's counters as shown.
 type Stats struct {
@@ -94,7 +53,7 @@ type JSONFilter struct {
 func (s *Shown) JSON(withStats bool) JSONFilter {
 	r := s.Rule
 	j := JSONFilter{
-		Dev: r.Dev, Kind: "flower", Pref: r.Prio, Handle: r.Handle, Protocol: EthTypeName(r.Protocol),
+		Dev: r.Dev, Kind: "flower", Pref: r.Prio, Handle: r.Handle, Protocol: ruletext.EthTypeName(r.Protocol),
 		Chain: r.Chain, Source: r.Source.String(), Keys: map[string]any{}, Actions: []string{},
 		Offloaded: s.Offloaded, Reason: s.Reason, Punted: s.Punted,
 	}
@@ -102,9 +61,9 @@ func (s *Shown) JSON(withStats bool) JSONFilter {
 		j.Keys[k.Name] = k.Value
 		j.KeyOrder = append(j.KeyOrder, k.Name)
 	}
-	j.Flags = FlagWords(r)
+	j.Flags = ruletext.FlagWords(r)
 	for _, a := range r.Actions {
-		j.Actions = append(j.Actions, FormatAction(a))
+		j.Actions = append(j.Actions, ruletext.FormatAction(a))
 	}
 	if withStats {
 		st := s.Stats
@@ -118,11 +77,11 @@ func (s *Shown) JSON(withStats bool) JSONFilter {
 func (s *Shown) Text(withStats bool) string {
 	r := s.Rule
 	var b strings.Builder
-	fmt.Fprintf(&b, "filter protocol %s pref %d flower chain %d handle 0x%x\n", EthTypeName(r.Protocol), r.Prio, r.Chain, r.Handle)
+	fmt.Fprintf(&b, "filter protocol %s pref %d flower chain %d handle 0x%x\n", ruletext.EthTypeName(r.Protocol), r.Prio, r.Chain, r.Handle)
 	for _, k := range r.Keys {
 		fmt.Fprintf(&b, "  %s %v\n", k.Name, k.Value)
 	}
-	for _, f := range FlagWords(r) {
+	for _, f := range ruletext.FlagWords(r) {
 		b.WriteString("  " + f + "\n")
 	}
 	switch {
@@ -137,7 +96,7 @@ func (s *Shown) Text(withStats bool) string {
 		b.WriteString("\t(no actions: pass)\n")
 	}
 	for i, a := range r.Actions {
-		fmt.Fprintf(&b, "\taction order %d: %s\n", i+1, FormatAction(a))
+		fmt.Fprintf(&b, "\taction order %d: %s\n", i+1, ruletext.FormatAction(a))
 	}
 	if withStats {
 		used := "never used"

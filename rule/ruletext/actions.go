@@ -1,4 +1,4 @@
-package flower
+package ruletext
 
 import (
 	"errors"
@@ -58,7 +58,7 @@ func control(word string) (*rule.Action, error) {
 	case "pass", "ok":
 		return &rule.Action{Kind: rule.ActPass}, nil
 	case "continue", "reclassify", "trap", "jump", "goto":
-		return nil, unsupported("action control %q", word)
+		return nil, Unsupported("action control %q", word)
 	}
 	return nil, fmt.Errorf("action: unknown control %q", word)
 }
@@ -85,10 +85,10 @@ func parseOne(w []string) ([]rule.Action, error) {
 	case "drop", "shot", "pass", "ok", "continue", "reclassify", "trap", "pipe":
 		if len(w) > 1 {
 			if w[1] == "random" {
-				return nil, unsupported("action gact random")
+				return nil, Unsupported("action gact random")
 			}
 			if w[1] == "index" {
-				return nil, unsupported("shared actions (\"index\")")
+				return nil, Unsupported("shared actions (\"index\")")
 			}
 			return nil, fmt.Errorf("action %s: unexpected %q", kind, w[1])
 		}
@@ -101,7 +101,7 @@ func parseOne(w []string) ([]rule.Action, error) {
 		}
 		return []rule.Action{*a}, nil
 	case "goto", "jump":
-		return nil, unsupported("action %s (chains are not run in XDP)", kind)
+		return nil, Unsupported("action %s (chains are not run in XDP)", kind)
 	case "mirred":
 		return parseMirred(w[1:])
 	case "vlan":
@@ -112,7 +112,7 @@ func parseOne(w []string) ([]rule.Action, error) {
 		return parsePedit(w[1:])
 	case "police", "sample", "ct", "tunnel_key", "csum", "nat", "connmark", "ctinfo", "skbedit",
 		"mpls", "gate", "mirror", "simple", "ife", "xt", "ipt", "bpf":
-		return nil, unsupported("action %q", kind)
+		return nil, Unsupported("action %q", kind)
 	}
 	return nil, fmt.Errorf("action: unknown action %q", kind)
 }
@@ -123,7 +123,7 @@ func withControl(acts []rule.Action, rest []string, name string) ([]rule.Action,
 		return acts, nil
 	}
 	if rest[0] == "index" {
-		return nil, unsupported("shared actions (\"index\")")
+		return nil, Unsupported("shared actions (\"index\")")
 	}
 	if len(rest) > 1 || !isControl(rest[0]) {
 		return nil, fmt.Errorf("action %s: unexpected %q", name, rest[0])
@@ -154,15 +154,15 @@ func parseMirred(w []string) ([]rule.Action, error) {
 		return nil, fmt.Errorf("action mirred: unknown mode %q", what)
 	}
 	if what == "mirror" {
-		return nil, unsupported("action mirred %s mirror (XDP cannot clone a packet)", dir)
+		return nil, Unsupported("action mirred %s mirror (XDP cannot clone a packet)", dir)
 	}
 	if dir == "ingress" {
-		return nil, unsupported("action mirred ingress redirect (XDP cannot inject into another device's receive path)")
+		return nil, Unsupported("action mirred ingress redirect (XDP cannot inject into another device's receive path)")
 	}
 	rest := w[4:]
 	if len(rest) > 0 {
 		if rest[0] == "index" {
-			return nil, unsupported("shared actions (\"index\")")
+			return nil, Unsupported("shared actions (\"index\")")
 		}
 		if (!isControl(rest[0]) && rest[0] != "stolen") || len(rest) > 1 {
 			return nil, fmt.Errorf("action mirred: unexpected %q", rest[0])
@@ -173,7 +173,7 @@ func parseMirred(w []string) ([]rule.Action, error) {
 		switch rest[0] {
 		case "stolen", "drop", "shot":
 		default:
-			return nil, unsupported("action mirred redirect followed by %q (tc sends a copy and goes on)", rest[0])
+			return nil, Unsupported("action mirred redirect followed by %q (tc sends a copy and goes on)", rest[0])
 		}
 	}
 	return []rule.Action{{Kind: rule.ActRedirect, Dev: dev}}, nil
@@ -194,7 +194,7 @@ func parseVlan(w []string) ([]rule.Action, error) {
 	case "modify":
 		a.Kind = rule.ActVlanModify
 	case "pop_eth", "push_eth":
-		return nil, unsupported("action vlan %s", w[0])
+		return nil, Unsupported("action vlan %s", w[0])
 	default:
 		return nil, fmt.Errorf("action vlan: unknown command %q", w[0])
 	}
@@ -247,13 +247,13 @@ func parseSkbmod(w []string) ([]rule.Action, error) {
 		case "smac":
 			acts = append(acts, rule.Action{Kind: rule.ActSetEthSrc, MAC: mac})
 		case "etype":
-			return nil, unsupported("action skbmod etype")
+			return nil, Unsupported("action skbmod etype")
 		default:
 			return nil, fmt.Errorf("action skbmod: unknown option %q", w[i])
 		}
 	}
 	if i < len(w) && (w[i] == "swap" || w[i] == "ecn") {
-		return nil, unsupported("action skbmod %s", w[i])
+		return nil, Unsupported("action skbmod %s", w[i])
 	}
 	if len(acts) == 0 {
 		return nil, errors.New("action skbmod: want \"set dmac MAC\" or \"set smac MAC\"")
@@ -270,7 +270,7 @@ func parsePedit(w []string) ([]rule.Action, error) {
 	}
 	for i < len(w) && w[i] == "munge" {
 		if i+4 >= len(w) || w[i+1] != "eth" || w[i+3] != "set" {
-			return nil, unsupported("action pedit %q (xdpflow rewrites \"munge eth dst|src set MAC\" only)",
+			return nil, Unsupported("action pedit %q (xdpflow rewrites \"munge eth dst|src set MAC\" only)",
 				strings.Join(w[i:], " "))
 		}
 		mac, err := net.ParseMAC(w[i+4])
@@ -283,15 +283,26 @@ func parsePedit(w []string) ([]rule.Action, error) {
 		case "src":
 			acts = append(acts, rule.Action{Kind: rule.ActSetEthSrc, MAC: mac})
 		default:
-			return nil, unsupported("action pedit munge eth %s", w[i+2])
+			return nil, Unsupported("action pedit munge eth %s", w[i+2])
 		}
 		i += 5
 	}
 	if len(acts) == 0 {
-		return nil, unsupported("action pedit %q (xdpflow rewrites \"munge eth dst|src set MAC\" only)",
+		return nil, Unsupported("action pedit %q (xdpflow rewrites \"munge eth dst|src set MAC\" only)",
 			strings.Join(w, " "))
 	}
 	return withControl(acts, w[i:], "pedit")
+}
+
+// FormatActions returns actions as a rule's text ends in them:
+// " action A action B", or "" for none.
+func FormatActions(acts []rule.Action) string {
+	var b strings.Builder
+	for _, a := range acts {
+		b.WriteString(" action ")
+		b.WriteString(FormatAction(a))
+	}
+	return b.String()
 }
 
 // FormatAction returns the action in tc's words (as "action ..." expects).

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/xdpflow/xdpflow/rule"
+	"github.com/xdpflow/xdpflow/rule/ruletext"
 )
 
 func parseAdd(t *testing.T, s string) (*Command, error) {
@@ -61,13 +62,13 @@ func TestParseValid(t *testing.T) {
 		}
 		// The canonical text parses back into the same rule.
 		r := cmd.Rule
-		r.Text = Format(r)
-		back, err := ParseRuleText("lo", r.Text)
+		r.Text = ruletext.Format(r)
+		back, err := ruletext.Parse("lo", r.Text)
 		if err != nil {
 			t.Errorf("%q: reparse %q: %v", c.in, r.Text, err)
 			continue
 		}
-		back.Text = Format(back)
+		back.Text = ruletext.Format(back)
 		if !reflect.DeepEqual(back, r) {
 			t.Errorf("%q: round trip differs:\n got %+v\nwant %+v", c.in, back, r)
 		}
@@ -111,8 +112,8 @@ func TestParseRefusals(t *testing.T) {
 		if !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%q: error %q does not name %q", c.in, err, c.want)
 		}
-		if errors.Is(err, ErrUnsupported) != c.unsupported {
-			t.Errorf("%q: unsupported=%v, want %v (%v)", c.in, errors.Is(err, ErrUnsupported), c.unsupported, err)
+		if errors.Is(err, ruletext.ErrUnsupported) != c.unsupported {
+			t.Errorf("%q: unsupported=%v, want %v (%v)", c.in, errors.Is(err, ruletext.ErrUnsupported), c.unsupported, err)
 		}
 	}
 }
@@ -126,7 +127,7 @@ func TestParseCommandForms(t *testing.T) {
 	if err != nil || c.Verb != "show" {
 		t.Fatalf("show: %+v %v", c, err)
 	}
-	if _, err := ParseCommand(strings.Fields("add dev eth0 egress protocol ip flower action drop")); !errors.Is(err, ErrUnsupported) {
+	if _, err := ParseCommand(strings.Fields("add dev eth0 egress protocol ip flower action drop")); !errors.Is(err, ruletext.ErrUnsupported) {
 		t.Fatalf("egress: %v", err)
 	}
 	if _, err := ParseCommand(strings.Fields("add ingress protocol ip flower action drop")); err == nil {
@@ -151,29 +152,16 @@ func FuzzParseCommand(f *testing.F) {
 			return
 		}
 		r := c.Rule
-		r.Text = Format(r)
-		back, err := ParseRuleText(r.Dev, r.Text)
+		r.Text = ruletext.Format(r)
+		back, err := ruletext.Parse(r.Dev, r.Text)
 		if err != nil {
 			t.Fatalf("%q formats as %q, which does not parse: %v", s, r.Text, err)
 		}
-		back.Text = Format(back)
+		back.Text = ruletext.Format(back)
 		if back.Text != r.Text || back.Match != r.Match || !reflect.DeepEqual(back.Actions, r.Actions) {
 			t.Fatalf("%q: round trip differs:\n%q\n%q", s, r.Text, back.Text)
 		}
 	})
-}
-
-// TestKernelMaskNotPrefix: a kernel filter may hold an address mask that
-// is no prefix (flower takes any mask over netlink); its rendering parses,
-// though tc's syntax, typed by a user, refuses it.
-func TestKernelMaskNotPrefix(t *testing.T) {
-	r, err := ParseRuleText("lo", "pref 1 handle 0x1 protocol ip flower dst_ip 198.18.0.0/255.0.255.0 action drop")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := r.Match.Mask.DstIp[:4]; !reflect.DeepEqual(got, []byte{255, 0, 255, 0}) {
-		t.Errorf("mask %v, want 255.0.255.0", got)
-	}
 }
 
 // TestJSONKeyOrderParsesBack: the keys of a shown filter, in KeyOrder,
