@@ -18,8 +18,8 @@ type filterID struct {
 func idOf(f *KernelFilter) filterID { return filterID{f.Chain, f.Prio, f.Handle} }
 
 // MirrorSet is Mirror kept up to date one filter at a time: the daemon's
-// view of one device's filters between dumps. Mirror of 10,000 filters
-// costs milliseconds, and Open vSwitch changes one at a time; a change
+// view of one device's filters between dumps. Mirror works over all of
+// a device's filters, and Open vSwitch changes one at a time; a change
 // here costs what the filters it can affect cost (those of its pref whose
 // match may overlap its own), and says which rules come and go.
 //
@@ -166,7 +166,7 @@ func (s *MirrorSet) refresh(e *mirrorEntry) {
 		want = e.punt
 	default:
 		// Formatted only when needed: most filters never are punts, and
-		// formatting 10,000 texts was most of a dump's mirror.
+		// formatting texts was most of a dump's mirror.
 		e.punt = e.f.PuntRule()
 		want = e.punt
 	}

@@ -76,135 +76,165 @@ const maxLevel = 65533
 // nft's order. Rules that do not fit the limits, and every rule after
 // them, stay in nft behind one catch-all punt.
 func assemble(flat []flatRule, rs *Ruleset, lim Limits) ([]*rule.Rule, []*Status) {
-	var (
-		out      []*rule.Rule
-		statuses []*Status
-		byName   = map[string]*Status{}
-		parts    = map[string]int{}
-		ix       = newLevelIndex()
-		subs     = map[[2]any]bool{}
-		nflows   int
-		top      = -1
-		overflow string
-	)
-	status := func(name string) *Status {
-		st := byName[name]
-		if st == nil {
-			st = &Status{Name: name, Offloaded: true}
-			byName[name] = st
-			statuses = append(statuses, st)
-		}
-		return st
-	}
-	notOffloaded := func(st *Status, why string) {
-		st.Offloaded = false
-		if st.Reason == "" {
-			st.Reason = why
-		} else if !strings.Contains(st.Reason, why) {
-			st.Reason += "; " + why
-		}
-	}
+	a := &assembler{rs: rs, lim: lim, byName: map[string]*Status{}, parts: map[string]int{},
+		ix: newLevelIndex(), subs: map[[2]any]bool{}, top: -1}
 	for i := range flat {
-		fr := &flat[i]
-		st := status(fr.name)
-		if fr.skip != "" {
-			notOffloaded(st, fr.skip)
-			continue
-		}
-		if overflow != "" {
-			notOffloaded(st, overflow)
-			continue
-		}
-		main, frag, dropped := entriesOf(fr)
-		pass := fr.pass
-		reason := fr.reason
-		if len(dropped) > 0 {
-			pass = true
-			reason = "punted (its match goes to the kernel): " + strings.Join(dropped, ", ")
-		}
-		if len(main) == 0 && len(frag) == 0 {
-			notOffloaded(st, "matches no packet xdpflow keys")
-			continue
-		}
-		var acts []rule.Action
-		switch {
-		case pass:
-			acts = []rule.Action{{Kind: rule.ActPass}}
-		case fr.verdict.kind == vDrop:
-			acts = []rule.Action{{Kind: rule.ActDrop}}
-		case fr.verdict.kind == vAccept:
-			acts = []rule.Action{{Kind: rule.ActPass}}
-		case fr.verdict.kind == vFwd:
-			acts = []rule.Action{{Kind: rule.ActRedirect, Ifindex: fr.verdict.ifindex, Dev: ifName(fr.verdict.ifindex)}}
-		}
-		if fr.verdict.kind == vFwd && !slices.Contains(st.FwdTo, fr.verdict.ifindex) {
-			st.FwdTo = append(st.FwdTo, fr.verdict.ifindex)
-		}
-		v := fr.verdict.String()
-		if pass {
-			v = "pass"
-		}
-		if st.Verdict == "" {
-			st.Verdict = v
-		} else if !strings.Contains(st.Verdict, v) {
-			st.Verdict += ", " + v // a verdict map
-		}
+		a.place(&flat[i])
+	}
+	return a.out, a.statuses
+}
 
-		level := -1
-		for k := range main {
-			level = max(level, ix.above(&main[k]))
-		}
-		for k := range frag {
-			level = max(level, ix.above(&frag[k]))
-		}
-		level++
-		newSubs := map[[2]any]bool{}
-		for _, ms := range [][]rule.Match{main, frag} {
-			for k := range ms {
-				if key := [2]any{level, ms[k].Mask}; !subs[key] {
-					newSubs[key] = true
-				}
-			}
-		}
-		nparts := 1
-		if len(frag) > 0 {
-			nparts = 2
-		}
-		// Keep one subtable, flow and rule for the catch-all punt.
-		if level >= maxLevel || len(subs)+len(newSubs) > lim.Subtables-1 ||
-			nflows+len(main)+len(frag) > lim.Flows-1 || len(out)+nparts > lim.Rules-1 {
-			overflow = fmt.Sprintf("not offloaded: xdpflow's table is full here (%d subtables, %d flows, %d rules left), so this rule and every later one run in nft only",
-				lim.Subtables, lim.Flows, lim.Rules)
-			notOffloaded(st, overflow)
-			catchAll := rule.Match{}
-			out = append(out, part(rs, "xdpflow/overflow", 0, top+1, []rule.Match{catchAll}, []rule.Action{{Kind: rule.ActPass}}))
-			continue
-		}
-		for key := range newSubs {
-			subs[key] = true
-		}
-		nflows += len(main) + len(frag)
-		top = max(top, level)
-		for _, ms := range [][]rule.Match{main, frag} {
-			for k := range ms {
-				ix.add(&ms[k], level)
-			}
-		}
-		if len(main) > 0 {
-			out = append(out, part(rs, fr.name, parts[fr.name], level, main, acts))
-			parts[fr.name]++
-			st.Parts = append(st.Parts, out[len(out)-1])
-		}
-		if len(frag) > 0 {
-			out = append(out, part(rs, fr.name, parts[fr.name], level, frag, []rule.Action{{Kind: rule.ActPass}}))
-			parts[fr.name]++
-			st.Companions = append(st.Companions, out[len(out)-1])
-		}
-		if pass {
-			notOffloaded(st, reason)
+// assembler is assemble's state: what is placed so far and the room it
+// takes.
+type assembler struct {
+	rs       *Ruleset
+	lim      Limits
+	out      []*rule.Rule
+	statuses []*Status
+	byName   map[string]*Status
+	parts    map[string]int  // parts so far, by nft rule
+	ix       *levelIndex     // entries placed, by level
+	subs     map[[2]any]bool // subtables used: (level, mask)
+	nflows   int
+	top      int    // highest level used
+	overflow string // set once a rule did not fit: why every later one stays in nft
+}
+
+// status is the nft rule's status, made on first sight.
+func (a *assembler) status(name string) *Status {
+	st := a.byName[name]
+	if st == nil {
+		st = &Status{Name: name, Offloaded: true}
+		a.byName[name] = st
+		a.statuses = append(a.statuses, st)
+	}
+	return st
+}
+
+func notOffloaded(st *Status, why string) {
+	st.Offloaded = false
+	if st.Reason == "" {
+		st.Reason = why
+	} else if !strings.Contains(st.Reason, why) {
+		st.Reason += "; " + why
+	}
+}
+
+// place installs one flat rule's parts on their level, or notes why not.
+func (a *assembler) place(fr *flatRule) {
+	st := a.status(fr.name)
+	if fr.skip != "" {
+		notOffloaded(st, fr.skip)
+		return
+	}
+	if a.overflow != "" {
+		notOffloaded(st, a.overflow)
+		return
+	}
+	main, frag, dropped := entriesOf(fr)
+	pass := fr.pass
+	reason := fr.reason
+	if len(dropped) > 0 {
+		pass = true
+		reason = "punted (its match goes to the kernel): " + strings.Join(dropped, ", ")
+	}
+	if len(main) == 0 && len(frag) == 0 {
+		notOffloaded(st, "matches no packet xdpflow keys")
+		return
+	}
+	acts := noteVerdict(st, fr, pass)
+	level := -1
+	for k := range main {
+		level = max(level, a.ix.above(&main[k]))
+	}
+	for k := range frag {
+		level = max(level, a.ix.above(&frag[k]))
+	}
+	level++
+	if !a.reserve(level, main, frag) {
+		a.overflow = fmt.Sprintf("not offloaded: xdpflow's table is full here (%d subtables, %d flows, %d rules left), so this rule and every later one run in nft only",
+			a.lim.Subtables, a.lim.Flows, a.lim.Rules)
+		notOffloaded(st, a.overflow)
+		catchAll := rule.Match{}
+		a.out = append(a.out, part(a.rs, "xdpflow/overflow", 0, a.top+1, []rule.Match{catchAll}, []rule.Action{{Kind: rule.ActPass}}))
+		return
+	}
+	a.top = max(a.top, level)
+	for _, ms := range [][]rule.Match{main, frag} {
+		for k := range ms {
+			a.ix.add(&ms[k], level)
 		}
 	}
-	return out, statuses
+	if len(main) > 0 {
+		a.out = append(a.out, part(a.rs, fr.name, a.parts[fr.name], level, main, acts))
+		a.parts[fr.name]++
+		st.Parts = append(st.Parts, a.out[len(a.out)-1])
+	}
+	if len(frag) > 0 {
+		a.out = append(a.out, part(a.rs, fr.name, a.parts[fr.name], level, frag, []rule.Action{{Kind: rule.ActPass}}))
+		a.parts[fr.name]++
+		st.Companions = append(st.Companions, a.out[len(a.out)-1])
+	}
+	if pass {
+		notOffloaded(st, reason)
+	}
+}
+
+// noteVerdict adds the flat rule's verdict (pass for a punt) and fwd
+// target to its nft rule's status, and returns the actions its main part
+// gets.
+func noteVerdict(st *Status, fr *flatRule, pass bool) []rule.Action {
+	var acts []rule.Action
+	switch {
+	case pass:
+		acts = []rule.Action{{Kind: rule.ActPass}}
+	case fr.verdict.kind == vDrop:
+		acts = []rule.Action{{Kind: rule.ActDrop}}
+	case fr.verdict.kind == vAccept:
+		acts = []rule.Action{{Kind: rule.ActPass}}
+	case fr.verdict.kind == vFwd:
+		acts = []rule.Action{{Kind: rule.ActRedirect, Ifindex: fr.verdict.ifindex, Dev: ifName(fr.verdict.ifindex)}}
+	}
+	if fr.verdict.kind == vFwd && !slices.Contains(st.FwdTo, fr.verdict.ifindex) {
+		st.FwdTo = append(st.FwdTo, fr.verdict.ifindex)
+	}
+	v := fr.verdict.String()
+	if pass {
+		v = "pass"
+	}
+	if st.Verdict == "" {
+		st.Verdict = v
+	} else if !strings.Contains(st.Verdict, v) {
+		st.Verdict += ", " + v // a verdict map
+	}
+	return acts
+}
+
+// reserve takes the subtables, flows and rules the entries need at level,
+// keeping one of each for the catch-all punt; false, taking nothing, when
+// they do not fit.
+func (a *assembler) reserve(level int, main, frag []rule.Match) bool {
+	newSubs := map[[2]any]bool{}
+	for _, ms := range [][]rule.Match{main, frag} {
+		for k := range ms {
+			if key := [2]any{level, ms[k].Mask}; !a.subs[key] {
+				newSubs[key] = true
+			}
+		}
+	}
+	nparts := 1
+	if len(frag) > 0 {
+		nparts = 2
+	}
+	if level >= maxLevel || len(a.subs)+len(newSubs) > a.lim.Subtables-1 ||
+		a.nflows+len(main)+len(frag) > a.lim.Flows-1 || len(a.out)+nparts > a.lim.Rules-1 {
+		return false
+	}
+	for key := range newSubs {
+		a.subs[key] = true
+	}
+	a.nflows += len(main) + len(frag)
+	return true
 }
 
 // part builds one installed rule: part n of the nft rule name.

@@ -177,7 +177,19 @@ func (r *Reader) Read(dev string, ifindex int) (*Ruleset, error) {
 	return nil, ErrMoving
 }
 
+// read reads what is stale and the rules, and builds dev's ruleset from
+// them.
 func (r *Reader) read(dev string, ifindex int) (*Ruleset, error) {
+	rules, err := r.readStale()
+	if err != nil {
+		return nil, err
+	}
+	return r.ruleset(dev, ifindex, rules)
+}
+
+// readStale reads again the kinds of objects Stale marked, and the rules
+// (always).
+func (r *Reader) readStale() ([]ruleInfo, error) {
 	c := r.nl
 	var err error
 	if r.stale&KindTables != 0 {
@@ -212,6 +224,12 @@ func (r *Reader) read(dev string, ifindex int) (*Ruleset, error) {
 		r.sets = map[string]map[string]*setInfo{}
 		r.stale &^= KindSets
 	}
+	return rules, nil
+}
+
+// ruleset builds dev's ruleset from what the reader holds: its base
+// chains in hook order, with the rules and sets they reach.
+func (r *Reader) ruleset(dev string, ifindex int, rules []ruleInfo) (*Ruleset, error) {
 	tables, chains := r.tables, r.chains
 	rs := &Ruleset{Dev: dev, Ifindex: ifindex, chains: map[string]*Chain{}, sets: map[string]map[string]*setInfo{}}
 	active := map[string]uint64{}
@@ -280,6 +298,7 @@ func (r *Reader) read(dev string, ifindex int) (*Ruleset, error) {
 	for t := range used {
 		s, ok := r.sets[t]
 		if !ok {
+			var err error
 			if s, err = readSets(r.set, Family, t); err != nil {
 				return nil, err
 			}

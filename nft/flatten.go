@@ -1,0 +1,149 @@
+package nft
+
+import (
+	"fmt"
+	"strings"
+)
+
+// flattener turns one base chain's rules into flat rules: jumps and gotos
+// inlined under the jumping rule's match, verdicts made what XDP does.
+type flattener struct {
+	rs       *Ruleset
+	env      *env
+	base     *Chain
+	lastBase bool
+}
+
+const maxJumpDepth = 16
+
+// chain flattens c's rules under the context predicates ctx.
+func (f *flattener) chain(c *Chain, ctx []pred, depth int) []flatRule {
+	var out []flatRule
+	unreachable := ""
+	for _, r := range c.Rules {
+		name := fmt.Sprintf("%s/%d", chainName(c), r.Handle)
+		if unreachable != "" {
+			out = append(out, flatRule{name: name, skip: unreachable})
+			continue
+		}
+		tr := translate(r, f.env)
+		if tr.never != "" {
+			out = append(out, flatRule{name: name, skip: "never matches: " + tr.never})
+			continue
+		}
+		preds := append(append([]pred(nil), ctx...), tr.preds...)
+		if len(tr.punt) > 0 {
+			out = append(out, flatRule{name: name, preds: preds, pass: true,
+				reason: "punted (its match goes to the kernel): " + strings.Join(tr.punt, ", ")})
+			continue
+		}
+		if tr.verdict.kind == vReturn && len(tr.preds) == 0 && !c.Base {
+			// The end of a jumped-to chain: back to the caller.
+			unreachable = fmt.Sprintf("never reached: rule %d returns every packet first", r.Handle)
+			out = append(out, flatRule{name: name, skip: "return: nothing to install (the caller's next rule follows)"})
+			continue
+		}
+		groups := []flatRule{{name: name, preds: preds, verdict: tr.verdict}}
+		if tr.vmap {
+			groups = splitVmap(name, preds)
+		}
+		for _, g := range groups {
+			out = append(out, f.verdict(c, g, depth)...)
+		}
+		if len(tr.preds) == 0 && !tr.vmap && terminal(tr.verdict.kind) {
+			unreachable = fmt.Sprintf("never reached: rule %d before it takes every packet", r.Handle)
+		}
+	}
+	return out
+}
+
+func terminal(k verdictKind) bool {
+	return k == vAccept || k == vDrop || k == vFwd || k == vGoto || k == vReturn
+}
+
+// splitVmap turns a verdict-map rule into one rule per verdict.
+func splitVmap(name string, preds []pred) []flatRule {
+	last := preds[len(preds)-1]
+	var order []string
+	byVerdict := map[string][]choice{}
+	vds := map[string]verdict{}
+	for _, c := range last.choices {
+		k := c.verdict.String()
+		if _, ok := byVerdict[k]; !ok {
+			order = append(order, k)
+			vds[k] = *c.verdict
+		}
+		byVerdict[k] = append(byVerdict[k], c)
+	}
+	var out []flatRule
+	for _, k := range order {
+		p := last
+		p.choices = byVerdict[k]
+		ps := append(append([]pred(nil), preds[:len(preds)-1]...), p)
+		out = append(out, flatRule{name: name, preds: ps, verdict: vds[k]})
+	}
+	return out
+}
+
+// verdict flattens one rule's verdict.
+func (f *flattener) verdict(c *Chain, r flatRule, depth int) []flatRule {
+	switch r.verdict.kind {
+	case vAccept:
+		if !f.lastBase {
+			r.pass = true
+			r.reason = "accept: the next base chain on the hook still runs, so the kernel gets the packet"
+		}
+		return []flatRule{r}
+	case vDrop:
+		return []flatRule{r}
+	case vFwd:
+		if chains := f.rs.EgressChains(ifName(r.verdict.ifindex)); len(chains) > 0 {
+			r.pass, r.reason = true, fmt.Sprintf("punted: fwd to %s: netdev egress chain %s runs on its way out, which XDP would skip",
+				ifName(r.verdict.ifindex), strings.Join(chains, ", "))
+			return []flatRule{r}
+		}
+		if f.rs.CheckFwd != nil {
+			if err := f.rs.CheckFwd(r.verdict.ifindex); err != nil {
+				r.pass, r.reason = true, "punted: fwd to "+ifName(r.verdict.ifindex)+": "+err.Error()
+			}
+		}
+		return []flatRule{r}
+	case vNone:
+		return []flatRule{{name: r.name, skip: "no verdict: does not change any packet's fate"}}
+	case vReturn:
+		if c.Base {
+			return []flatRule{f.policy(r)}
+		}
+		r.pass, r.reason = true, "punted: return from a jumped-to chain"
+		return []flatRule{r}
+	case vJump, vGoto:
+		target := f.rs.chains[c.Table+"/"+r.verdict.chain]
+		if target == nil || depth >= maxJumpDepth {
+			r.pass, r.reason = true, fmt.Sprintf("punted: %s: chain not found or nested too deep", r.verdict)
+			return []flatRule{r}
+		}
+		out := f.chain(target, r.preds, depth+1)
+		if r.verdict.kind == vGoto {
+			// The rest of the calling chain is skipped.
+			if c.Base {
+				out = append(out, f.policy(r))
+			} else {
+				out = append(out, flatRule{name: r.name, preds: r.preds, pass: true,
+					reason: "punted: goto from a jumped-to chain"})
+			}
+		}
+		return out
+	}
+	return nil
+}
+
+func (f *flattener) policy(r flatRule) flatRule {
+	if f.base.Policy == nfDrop {
+		return flatRule{name: r.name, preds: r.preds, verdict: verdict{kind: vDrop}}
+	}
+	if !f.lastBase {
+		return flatRule{name: r.name, preds: r.preds, pass: true,
+			reason: "goto: the next base chain on the hook still runs, so the kernel gets the packet"}
+	}
+	return flatRule{name: r.name, preds: r.preds, verdict: verdict{kind: vAccept}}
+}
