@@ -60,8 +60,8 @@ demo: deps build
 bench: deps build
 	$(GO) test -run '^$$' -bench 'BenchmarkRate|BenchmarkBatch10K' -benchtime 1x -v ./selftests/
 	$(GO) test -run '^$$' -bench 'BenchmarkXDP|BenchmarkBulk10K|Benchmark1MFlows' -benchtime 3x ./maps/
-	$(GO) test -run '^$$' -bench 'Mirror10K|MirrorSet10K|Decode10K|MirrorChange10K' -benchtime 20x ./flower/ ./cmd/xdpflow/
-	$(GO) test -run '^$$' -bench 'TCNotification10K' -benchtime 300x ./cmd/xdpflow/
+	$(GO) test -run '^$$' -bench 'Mirror10K|MirrorSet10K|Decode10K|MirrorChange10K' -benchtime 20x ./flower/ ./internal/daemon/
+	$(GO) test -run '^$$' -bench 'TCNotification10K' -benchtime 300x ./internal/daemon/
 
 clean:
 	rm -rf bin

@@ -32,6 +32,7 @@ const usage = `usage:
   xdpflow [-force] -b FILE
   xdpflow [-s] [-j] flow show dev DEV
   xdpflow daemon [--once] [--enable DEV[,DEV...]] [--mirror-skip-hw] [--keepalive INTERVAL|off]
+          [--log-format text|json] [--log-level debug|info|warn|error] [--metrics ADDR]
   xdpflow [-j] status
   xdpflow version
   xdpflow help [COMMAND]

@@ -75,7 +75,7 @@ func (d *daemon) syncTC(dev, why string) error {
 }
 
 // mirrorOptions are the daemon's options for ingress's mirror; its
-// redirects are checked through the daemon's fwdCache.
+// redirects are checked through the daemon's offload.Checks.
 func (d *daemon) mirrorOptions(ingress int) flower.MirrorOptions {
 	if d.fwd == nil {
 		d.fwd = offload.NewChecks()
