@@ -2,7 +2,6 @@ package flower
 
 import (
 	"fmt"
-	"slices"
 	"sort"
 	"time"
 
@@ -42,35 +41,28 @@ type MirrorStatus struct {
 // match, or what of it xdpflow can read, sending packets on to TC, so no
 // lower-priority rule in XDP overtakes it. Filters of other chains are
 // only reached through goto chain, which is never offloaded (its filter
-// is a punt), so they need nothing in XDP.
+// is a punt), so they need nothing in XDP. The kernel's order between
+// filters of one pref is not visible in a dump (flower tries masks in
+// creation order, ranged filters of a mask in insertion order): an
+// offloaded filter that could match a packet another filter of its pref
+// also matches is punted.
+//
+// It is a MirrorSet built in one go: the rules in the order of their
+// filters (pref, then handle), and each filter's status.
 func Mirror(dev string, filters []*KernelFilter, opt MirrorOptions) ([]*rule.Rule, []MirrorStatus) {
-	sorted, chain0, statuses, match := mirrorInputs(filters, opt)
-	// The kernel's order between filters of one pref is not visible in a
-	// dump (flower tries masks in creation order, ranged filters of a mask
-	// in insertion order): an offloaded filter that could match a packet
-	// another filter of its pref also matches is punted.
-	for i, j := range overlapWitnesses(sorted, chain0, statuses, match) {
-		statuses[i].Offloaded = false
-		statuses[i].Reason = fmt.Sprintf("may match the same packets as handle 0x%x of pref %d, and the kernel's order between them is not visible",
-			sorted[j].Handle, sorted[j].Prio)
-	}
-	var rules []*rule.Rule
-	punts := map[string]bool{}
-	for _, i := range chain0 {
-		f, st := sorted[i], &statuses[i]
-		if st.Offloaded {
-			rules = append(rules, f.withKeepalive(opt.Keepalive))
-			continue
+	s := NewMirrorSet(filters, opt)
+	rules := s.Rules()
+	sort.Slice(rules, func(i, j int) bool {
+		a, b := rules[i], rules[j]
+		if a.Prio != b.Prio {
+			return a.Prio < b.Prio
 		}
-		st.Punted = true
-		// One punt per distinct text: a classifier other than flower lists
-		// many entries, each punting its whole pref alike.
-		if p := f.PuntRule(); !punts[p.Text] {
-			punts[p.Text] = true
-			rules = append(rules, p)
+		if a.Handle != b.Handle {
+			return a.Handle < b.Handle
 		}
-	}
-	return rules, statuses
+		return a.Text < b.Text // punts share PuntHandle
+	})
+	return rules, s.Statuses()
 }
 
 // PuntHandle is the handle of every punt: a punt's text names its pref
@@ -136,93 +128,6 @@ func (f *KernelFilter) PuntRule() *rule.Rule {
 	return &p
 }
 
-// overlapWitnesses finds, for each offloaded filter of chain0 (indices
-// into sorted, in order), the first other filter of its pref whose match
-// may overlap its own (rule.Overlaps), if any: i -> that filter.
-//
-// Comparing every pair is quadratic in a pref's filters, and Open
-// vSwitch puts every flow of one mask in one pref. Two matches can
-// only overlap if their keys agree under both masks, so the filters of a
-// pref are grouped by mask, and for each pair of groups one group is
-// hashed by its keys under the masks' common bits: a filter meets only the
-// filters it agrees with there, and rule.Overlaps decides (port ranges).
-func overlapWitnesses(sorted []*KernelFilter, chain0 []int, statuses []MirrorStatus,
-	match func(int) *rule.Match) map[int]int {
-	out := map[int]int{}
-	for start := 0; start < len(chain0); {
-		end := start
-		for end < len(chain0) && sorted[chain0[end]].Prio == sorted[chain0[start]].Prio {
-			end++
-		}
-		pref := chain0[start:end]
-		start = end
-		if len(pref) < 2 {
-			continue
-		}
-		// Groups of one mask, in order of first appearance; members in
-		// order. Filters of one mask usually come together (Open
-		// vSwitch's prefs hold one), so the previous filter's group is
-		// tried before the map.
-		var masks []rule.Key
-		groups := map[rule.Key][]int{}
-		last := -1
-		for _, i := range pref {
-			m := &match(i).Mask
-			if last < 0 || masks[last] != *m {
-				if _, ok := groups[*m]; !ok {
-					masks = append(masks, *m)
-				}
-				last = slices.Index(masks, *m)
-			}
-			groups[*m] = append(groups[*m], i)
-		}
-		for _, ma := range masks {
-			var wanting []int
-			for _, i := range groups[ma] {
-				if statuses[i].Offloaded {
-					wanting = append(wanting, i)
-				}
-			}
-			if len(wanting) == 0 {
-				continue
-			}
-			for _, mb := range masks {
-				common := rule.MaskKey(&ma, &mb)
-				// Buckets by a hash of the key under the common bits,
-				// each a chain through next in ascending order (no
-				// allocation per bucket). A collision only adds a
-				// candidate that rule.Overlaps turns down.
-				members := groups[mb]
-				head := make(map[uint64]int, len(members))
-				next := make([]int, len(members))
-				for n := len(members) - 1; n >= 0; n-- {
-					h := maskedHash(&match(members[n]).Key, &common)
-					if first, ok := head[h]; ok {
-						next[n] = first
-					} else {
-						next[n] = -1
-					}
-					head[h] = n
-				}
-				for _, i := range wanting {
-					n, ok := head[maskedHash(&match(i).Key, &common)]
-					for ; ok && n >= 0; n = next[n] {
-						j := members[n]
-						if j == i || !rule.Overlaps(match(i), match(j)) {
-							continue
-						}
-						if w, ok := out[i]; !ok || j < w {
-							out[i] = j
-						}
-						break
-					}
-				}
-			}
-		}
-	}
-	return out
-}
-
 // maskedHash hashes k & m.
 func maskedHash(k, m *rule.Key) uint64 {
 	kw, mw := rule.KeyWords(k), rule.KeyWords(m)
@@ -232,44 +137,4 @@ func maskedHash(k, m *rule.Key) uint64 {
 		h ^= h >> 29
 	}
 	return h
-}
-
-// mirrorInputs sorts filters by chain, pref and handle, and gives each its
-// status before overlaps are looked at; chain0 lists the indices of
-// chain 0's filters, and match(i) is what filter i matches (its punt's
-// match when it has no rule).
-func mirrorInputs(filters []*KernelFilter, opt MirrorOptions) (sorted []*KernelFilter, chain0 []int,
-	statuses []MirrorStatus, match func(int) *rule.Match) {
-	sorted = append([]*KernelFilter(nil), filters...)
-	sort.SliceStable(sorted, func(i, j int) bool {
-		a, b := sorted[i], sorted[j]
-		if a.Chain != b.Chain {
-			return a.Chain < b.Chain
-		}
-		if a.Prio != b.Prio {
-			return a.Prio < b.Prio
-		}
-		return a.Handle < b.Handle
-	})
-	statuses = make([]MirrorStatus, len(sorted))
-	for i, f := range sorted {
-		statuses[i].Filter = f
-		if f.Chain != 0 {
-			statuses[i].Reason = fmt.Sprintf("chain %d is reached only through goto chain, which TC runs", f.Chain)
-			continue
-		}
-		chain0 = append(chain0, i)
-		statuses[i].Offloaded = true
-		if reason := offloadable(f, opt); reason != "" {
-			statuses[i].Offloaded, statuses[i].Reason = false, reason
-		}
-	}
-	match = func(i int) *rule.Match {
-		f := sorted[i]
-		if f.Rule != nil {
-			return &f.Rule.Match
-		}
-		return &f.Punt.Match
-	}
-	return sorted, chain0, statuses, match
 }
