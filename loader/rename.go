@@ -34,59 +34,7 @@ func FollowRenames(p Paths) (map[string]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	type move struct {
-		from, tmp, to string // pin directory names
-		ifindex       int
-	}
-	// The devices' names now, in one dump: a device still called what its
-	// pins are called, with the ifindex its program was attached to, has
-	// not moved, which the meta pin alone says (opening all of a device's
-	// pins, as Open does, is ~15 syscalls, and every command comes here).
-	ifindexOf := map[string]int{}
-	links, lerr := netlink.LinkList()
-	for _, l := range links {
-		ifindexOf[l.Attrs().Name] = l.Attrs().Index
-	}
-	var moves []move
-	for _, e := range ents {
-		if !e.IsDir() {
-			continue
-		}
-		name := e.Name()
-		var ifindex int
-		switch {
-		case strings.HasPrefix(name, renamePrefix):
-			// Left between the two moves: finish it.
-			n, err := strconv.Atoi(strings.TrimPrefix(name, renamePrefix))
-			if err != nil {
-				continue
-			}
-			ifindex = n
-		case strings.HasPrefix(name, tempPrefix):
-			continue // an enable still filling its directory
-		default:
-			if idx, ok := ifindexOf[ifName(name)]; ok && lerr == nil && pinnedIfindex(filepath.Join(p.Root, name)) == idx {
-				continue
-			}
-			d, err := Open(p, ifName(name))
-			if err != nil {
-				continue // half-written or stale: Enable and Disable deal with it
-			}
-			ifindex = d.attachedTo()
-			d.Close()
-			if ifindex == 0 {
-				continue // not attached (the device went away): stale
-			}
-		}
-		l, err := netlink.LinkByIndex(ifindex)
-		if err != nil {
-			continue
-		}
-		to := pinName(l.Attrs().Name)
-		if to != name {
-			moves = append(moves, move{from: name, tmp: renamePrefix + strconv.Itoa(ifindex), to: to, ifindex: ifindex})
-		}
-	}
+	moves := renameMoves(p, ents)
 	if len(moves) == 0 {
 		return nil, nil
 	}
@@ -100,26 +48,8 @@ func FollowRenames(p Paths) (map[string]string, error) {
 	}
 	renamed := map[string]string{}
 	for _, m := range moves {
-		dst := filepath.Join(p.Root, m.to)
-		if _, err := os.Stat(dst); err == nil {
-			// Pins under the new name that no moved device owns: a device
-			// of that name that went away (stale, not attached), or one
-			// whose ifindex the kernel reports under another name. Only
-			// stale pins are removed.
-			if d, err := Open(p, ifName(m.to)); err == nil {
-				attached := d.attachedTo()
-				d.Close()
-				if attached != 0 {
-					return nil, fmt.Errorf("follow rename of ifindex %d to %s: %s holds the pins of ifindex %d",
-						m.ifindex, ifName(m.to), ifName(m.to), attached)
-				}
-			}
-			if err := removePins(dst); err != nil {
-				return nil, fmt.Errorf("follow rename to %s: clear stale pins: %w", ifName(m.to), err)
-			}
-		}
-		if err := os.Rename(filepath.Join(p.Root, m.tmp), dst); err != nil {
-			return nil, fmt.Errorf("follow rename of ifindex %d to %s: %w", m.ifindex, ifName(m.to), err)
+		if err := m.finish(p); err != nil {
+			return nil, err
 		}
 		from := m.from
 		if strings.HasPrefix(from, renamePrefix) {
@@ -128,6 +58,100 @@ func FollowRenames(p Paths) (map[string]string, error) {
 		renamed[ifName(from)] = ifName(m.to)
 	}
 	return renamed, nil
+}
+
+// renameMove is one pin directory's move, by pin directory names.
+type renameMove struct {
+	from, tmp, to string
+	ifindex       int
+}
+
+// renameMoves lists the moves of the pin directories in ents whose
+// device is now called otherwise.
+func renameMoves(p Paths, ents []os.DirEntry) []renameMove {
+	// The devices' names now, in one dump: a device still called what its
+	// pins are called, with the ifindex its program was attached to, has
+	// not moved, which the meta pin alone says (opening all of a device's
+	// pins, as Open does, is ~15 syscalls, and every command comes here).
+	ifindexOf := map[string]int{}
+	links, lerr := netlink.LinkList()
+	for _, l := range links {
+		ifindexOf[l.Attrs().Name] = l.Attrs().Index
+	}
+	var moves []renameMove
+	for _, e := range ents {
+		if !e.IsDir() {
+			continue
+		}
+		name := e.Name()
+		ifindex := pinsIfindex(p, name, ifindexOf, lerr == nil)
+		if ifindex == 0 {
+			continue
+		}
+		l, err := netlink.LinkByIndex(ifindex)
+		if err != nil {
+			continue
+		}
+		to := pinName(l.Attrs().Name)
+		if to != name {
+			moves = append(moves, renameMove{from: name, tmp: renamePrefix + strconv.Itoa(ifindex), to: to, ifindex: ifindex})
+		}
+	}
+	return moves
+}
+
+// pinsIfindex is the ifindex of the device whose pins are in directory
+// name, when they may have to move; 0 for the pins of a device that kept
+// its name (in ifindexOf, if listed), an enable's temporary directory and
+// stale pins.
+func pinsIfindex(p Paths, name string, ifindexOf map[string]int, listed bool) int {
+	switch {
+	case strings.HasPrefix(name, renamePrefix):
+		// Left between the two moves: finish it.
+		n, err := strconv.Atoi(strings.TrimPrefix(name, renamePrefix))
+		if err != nil {
+			return 0
+		}
+		return n
+	case strings.HasPrefix(name, tempPrefix):
+		return 0 // an enable still filling its directory
+	}
+	if idx, ok := ifindexOf[ifName(name)]; ok && listed && pinnedIfindex(filepath.Join(p.Root, name)) == idx {
+		return 0
+	}
+	d, err := Open(p, ifName(name))
+	if err != nil {
+		return 0 // half-written or stale: Enable and Disable deal with it
+	}
+	ifindex := d.attachedTo()
+	d.Close()
+	return ifindex // 0 when not attached (the device went away): stale
+}
+
+// finish moves the pins from their temporary name to the new one.
+func (m renameMove) finish(p Paths) error {
+	dst := filepath.Join(p.Root, m.to)
+	if _, err := os.Stat(dst); err == nil {
+		// Pins under the new name that no moved device owns: a device
+		// of that name that went away (stale, not attached), or one
+		// whose ifindex the kernel reports under another name. Only
+		// stale pins are removed.
+		if d, err := Open(p, ifName(m.to)); err == nil {
+			attached := d.attachedTo()
+			d.Close()
+			if attached != 0 {
+				return fmt.Errorf("follow rename of ifindex %d to %s: %s holds the pins of ifindex %d",
+					m.ifindex, ifName(m.to), ifName(m.to), attached)
+			}
+		}
+		if err := removePins(dst); err != nil {
+			return fmt.Errorf("follow rename to %s: clear stale pins: %w", ifName(m.to), err)
+		}
+	}
+	if err := os.Rename(filepath.Join(p.Root, m.tmp), dst); err != nil {
+		return fmt.Errorf("follow rename of ifindex %d to %s: %w", m.ifindex, ifName(m.to), err)
+	}
+	return nil
 }
 
 // pinnedIfindex is the ifindex recorded in the meta pin of a device

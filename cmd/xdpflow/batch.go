@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/xdpflow/xdpflow/flower"
+	"github.com/xdpflow/xdpflow/loader"
 )
 
 // `xdpflow -b FILE`, as `tc -b`: each line of FILE ("-": standard input) is
@@ -113,33 +114,51 @@ func cmdBatch(g globals) error {
 		return err
 	}
 	defer unlock()
-	edits := map[string]*filterEdit{}
-	var order []*filterEdit
-	defer func() {
-		for _, e := range order {
-			e.s.close()
-		}
-	}()
-	edit := func(dev string) (*filterEdit, error) {
-		if e, ok := edits[dev]; ok {
-			return e, nil
-		}
-		s, err := openEnabled(p, dev)
-		if err != nil {
-			return nil, err
-		}
-		e, err := newFilterEdit(s)
-		if err != nil {
-			s.close()
-			return nil, err
-		}
-		edits[dev] = e
-		order = append(order, e)
+	b := &batchEdits{p: p, edits: map[string]*filterEdit{}}
+	defer b.close()
+	failed, stop := b.do(cmds, g.force, failed)
+	applied, commitErrs := b.commit(name, stop != nil)
+	return batchOutcome(name, stop, failed, total, applied, commitErrs)
+}
+
+// batchEdits are a batch's edits of each device, in the order the batch
+// first names the devices.
+type batchEdits struct {
+	p     loader.Paths
+	edits map[string]*filterEdit
+	order []*filterEdit
+}
+
+func (b *batchEdits) close() {
+	for _, e := range b.order {
+		e.s.close()
+	}
+}
+
+// edit is dev's edit, opened at its first command.
+func (b *batchEdits) edit(dev string) (*filterEdit, error) {
+	if e, ok := b.edits[dev]; ok {
 		return e, nil
 	}
-	var stop error
+	s, err := openEnabled(b.p, dev)
+	if err != nil {
+		return nil, err
+	}
+	e, err := newFilterEdit(s)
+	if err != nil {
+		s.close()
+		return nil, err
+	}
+	b.edits[dev] = e
+	b.order = append(b.order, e)
+	return e, nil
+}
+
+// do runs the commands until one fails (stop), or with force all of them,
+// adding those that fail to failed.
+func (b *batchEdits) do(cmds []batchCommand, force bool, failed []error) (_ []error, stop error) {
 	for _, bc := range cmds {
-		e, err := edit(bc.cmd.Dev)
+		e, err := b.edit(bc.cmd.Dev)
 		if err == nil {
 			err = e.do(bc.cmd)
 		}
@@ -147,20 +166,29 @@ func cmdBatch(g globals) error {
 			continue
 		}
 		err = fmt.Errorf("batch %s: %w", bc.where, err)
-		if !g.force {
-			stop = err
-			break
+		if !force {
+			return failed, err
 		}
 		failed = append(failed, err)
 	}
-	var commitErrs []error
-	applied := false
-	for _, e := range order {
-		if err := e.commit(stop != nil); err != nil {
-			commitErrs = append(commitErrs, fmt.Errorf("batch %s: %s: %w", name, e.s.dev.Name, err))
+	return failed, nil
+}
+
+// commit commits each device's edit (discarding what is not written yet),
+// and says whether any change was applied.
+func (b *batchEdits) commit(name string, discard bool) (applied bool, errs []error) {
+	for _, e := range b.order {
+		if err := e.commit(discard); err != nil {
+			errs = append(errs, fmt.Errorf("batch %s: %s: %w", name, e.s.dev.Name, err))
 		}
 		applied = applied || e.applied
 	}
+	return applied, errs
+}
+
+// batchOutcome is the batch's error, reporting the commands that failed
+// with -force.
+func batchOutcome(name string, stop error, failed []error, total int, applied bool, commitErrs []error) error {
 	switch {
 	case stop != nil && applied:
 		return errors.Join(fmt.Errorf("%w; the changes of the lines before it stay, as tc -b leaves them", stop),

@@ -270,19 +270,7 @@ func cmdStatus(g globals, args []string) error {
 	if len(args) > 0 {
 		return usageError{fmt.Sprintf("status: unexpected %q", args[0])}
 	}
-	// Read-only but for the pins of namespaces that are gone: nothing is
-	// created for a namespace without pins.
-	p, err := loader.NewPaths(g.bpffs)
-	if err != nil {
-		return err
-	}
-	daemon.RemoveStaleNamespaces(p, os.Stderr)
-	unlock, _, err := p.LockIfExists()
-	if err != nil {
-		return err
-	}
-	devs, err := loader.List(p)
-	unlock()
+	p, devs, err := statusDevices(g)
 	if err != nil {
 		return err
 	}
@@ -292,40 +280,10 @@ func cmdStatus(g globals, args []string) error {
 		health = nil
 	}
 	for _, dev := range devs {
-		s, err := openDevice(g, dev)
+		ds, err := readStatus(g, dev, health)
 		if err != nil {
 			return err
 		}
-		attached, mode := s.dev.Attached()
-		sz := s.table.Sizes()
-		cnt, err := s.table.Counters()
-		if err != nil {
-			s.close()
-			return err
-		}
-		ds := deviceStatus{Dev: dev, Ifindex: s.dev.Ifindex, Attached: attached, Mode: string(mode),
-			ProgramID: s.dev.ProgramID(), Pins: hostPath(s.dev.Dir), Rules: sz.Rules, MaxRules: sz.MaxRules - 1,
-			Flows: sz.Flows, MaxFlows: sz.MaxFlows, Subtables: sz.Subtables, MaxSubtables: sz.MaxSubtables,
-			CacheKeyWords: sz.CacheKeyWords, CacheEntries: sz.CacheEntries, Counters: map[string]uint64{}}
-		for i, name := range maps.CounterNames {
-			ds.Counters[name] = cnt[i]
-		}
-		ds.Hooks, ds.Held = offload.Hooks(s.table, s.dev.Name, s.dev.Ifindex)
-		ds.VLANMeta = loader.ReadsVLANMeta(s.dev.Ifindex)
-		pol, err := s.dev.Policy()
-		if err != nil {
-			s.close()
-			return err
-		}
-		ds.Mirror.KeepaliveMs, ds.Mirror.MirrorSkipHW = pol.Keepalive.Milliseconds(), pol.MirrorSkipHW
-		ds.Daemon = health
-		if ds.Hooks == nil {
-			ds.Hooks = []offload.HookStatus{}
-		}
-		if ds.Held == nil {
-			ds.Held = []string{}
-		}
-		s.close()
 		out = append(out, ds)
 	}
 	if g.json {
@@ -335,6 +293,71 @@ func cmdStatus(g globals, args []string) error {
 		fmt.Printf("xdpflow: no device enabled in network namespace %s\n", p.Netns)
 		return nil
 	}
+	printDaemonStatus(health)
+	for _, d := range out {
+		printDeviceStatus(d)
+	}
+	return nil
+}
+
+// statusDevices lists the enabled devices, removing the pins of network
+// namespaces that are gone first.
+func statusDevices(g globals) (loader.Paths, []string, error) {
+	// Read-only but for the pins of namespaces that are gone: nothing is
+	// created for a namespace without pins.
+	p, err := loader.NewPaths(g.bpffs)
+	if err != nil {
+		return p, nil, err
+	}
+	daemon.RemoveStaleNamespaces(p, os.Stderr)
+	unlock, _, err := p.LockIfExists()
+	if err != nil {
+		return p, nil, err
+	}
+	devs, err := loader.List(p)
+	unlock()
+	return p, devs, err
+}
+
+// readStatus reads one enabled device's status.
+func readStatus(g globals, dev string, health *daemon.Health) (deviceStatus, error) {
+	s, err := openDevice(g, dev)
+	if err != nil {
+		return deviceStatus{}, err
+	}
+	defer s.close()
+	attached, mode := s.dev.Attached()
+	sz := s.table.Sizes()
+	cnt, err := s.table.Counters()
+	if err != nil {
+		return deviceStatus{}, err
+	}
+	ds := deviceStatus{Dev: dev, Ifindex: s.dev.Ifindex, Attached: attached, Mode: string(mode),
+		ProgramID: s.dev.ProgramID(), Pins: hostPath(s.dev.Dir), Rules: sz.Rules, MaxRules: sz.MaxRules - 1,
+		Flows: sz.Flows, MaxFlows: sz.MaxFlows, Subtables: sz.Subtables, MaxSubtables: sz.MaxSubtables,
+		CacheKeyWords: sz.CacheKeyWords, CacheEntries: sz.CacheEntries, Counters: map[string]uint64{}}
+	for i, name := range maps.CounterNames {
+		ds.Counters[name] = cnt[i]
+	}
+	ds.Hooks, ds.Held = offload.Hooks(s.table, s.dev.Name, s.dev.Ifindex)
+	ds.VLANMeta = loader.ReadsVLANMeta(s.dev.Ifindex)
+	pol, err := s.dev.Policy()
+	if err != nil {
+		return deviceStatus{}, err
+	}
+	ds.Mirror.KeepaliveMs, ds.Mirror.MirrorSkipHW = pol.Keepalive.Milliseconds(), pol.MirrorSkipHW
+	ds.Daemon = health
+	if ds.Hooks == nil {
+		ds.Hooks = []offload.HookStatus{}
+	}
+	if ds.Held == nil {
+		ds.Held = []string{}
+	}
+	return ds, nil
+}
+
+// printDaemonStatus prints the network namespace's daemon's line.
+func printDaemonStatus(health *daemon.Health) {
 	switch {
 	case health == nil:
 		fmt.Printf("daemon: not running in this network namespace (TC and nft changes are not followed)\n")
@@ -344,41 +367,42 @@ func cmdStatus(g globals, args []string) error {
 	default:
 		fmt.Printf("daemon: pid %d, up %s, last sync %s\n", health.PID, time.Since(health.Started).Truncate(time.Second), ago(health.LastSync))
 	}
-	for _, d := range out {
-		att := "attached"
-		if !d.Attached {
-			att = "NOT ATTACHED (stale pins; run disable)"
-		}
-		fmt.Printf("%s (ifindex %d): %s, mode %s, program id %d\n", d.Dev, d.Ifindex, att, d.Mode, d.ProgramID)
-		fmt.Printf("  rules %d/%d  flows %d/%d  subtables %d/%d\n", d.Rules, d.MaxRules, d.Flows, d.MaxFlows, d.Subtables, d.MaxSubtables)
-		c := d.Counters
-		fmt.Printf("  packets %d  hits %d  misses %d  unparsed %d  drop %d  pass %d  tx %d  redirect %d  action errors %d\n",
-			c["rx"], c["hits"], c["misses"], c["unparsed"], c["drop"], c["pass"], c["tx"], c["redirect"], c["action_errors"])
-		key := fmt.Sprintf("the whole key: %d entries per CPU, each taking two", d.CacheEntries)
-		if d.CacheKeyWords > 0 {
-			key = fmt.Sprintf("%d key words: %d entries per CPU", d.CacheKeyWords, d.CacheEntries)
-		}
-		fmt.Printf("  flow cache hits %d (keyed by %s)  subtable lookups %d\n", c["cache_hits"], key, c["subtable_lookups"])
-		fmt.Printf("  pins %s\n", d.Pins)
-		keepalive, skipHW := "off", "left to TC"
-		if d.Mirror.KeepaliveMs > 0 {
-			keepalive = (time.Duration(d.Mirror.KeepaliveMs) * time.Millisecond).String()
-		}
-		if d.Mirror.MirrorSkipHW {
-			skipHW = "mirrored"
-		}
-		fmt.Printf("  TC mirror: keepalive %s, skip_hw filters %s\n", keepalive, skipHW)
-		if d.VLANMeta {
-			fmt.Printf("  VLAN tags outside the frame: read from the driver; such frames go to the kernel (counted unparsed)\n")
-		}
-		for _, h := range d.Held {
-			fmt.Printf("  HELD: %s\n", h)
-		}
-		for _, h := range d.Hooks {
-			fmt.Printf("  %s: %s: %s\n", h.Where, h.What, h.Xdpflow)
-		}
+}
+
+// printDeviceStatus prints one device's status.
+func printDeviceStatus(d deviceStatus) {
+	att := "attached"
+	if !d.Attached {
+		att = "NOT ATTACHED (stale pins; run disable)"
 	}
-	return nil
+	fmt.Printf("%s (ifindex %d): %s, mode %s, program id %d\n", d.Dev, d.Ifindex, att, d.Mode, d.ProgramID)
+	fmt.Printf("  rules %d/%d  flows %d/%d  subtables %d/%d\n", d.Rules, d.MaxRules, d.Flows, d.MaxFlows, d.Subtables, d.MaxSubtables)
+	c := d.Counters
+	fmt.Printf("  packets %d  hits %d  misses %d  unparsed %d  drop %d  pass %d  tx %d  redirect %d  action errors %d\n",
+		c["rx"], c["hits"], c["misses"], c["unparsed"], c["drop"], c["pass"], c["tx"], c["redirect"], c["action_errors"])
+	key := fmt.Sprintf("the whole key: %d entries per CPU, each taking two", d.CacheEntries)
+	if d.CacheKeyWords > 0 {
+		key = fmt.Sprintf("%d key words: %d entries per CPU", d.CacheKeyWords, d.CacheEntries)
+	}
+	fmt.Printf("  flow cache hits %d (keyed by %s)  subtable lookups %d\n", c["cache_hits"], key, c["subtable_lookups"])
+	fmt.Printf("  pins %s\n", d.Pins)
+	keepalive, skipHW := "off", "left to TC"
+	if d.Mirror.KeepaliveMs > 0 {
+		keepalive = (time.Duration(d.Mirror.KeepaliveMs) * time.Millisecond).String()
+	}
+	if d.Mirror.MirrorSkipHW {
+		skipHW = "mirrored"
+	}
+	fmt.Printf("  TC mirror: keepalive %s, skip_hw filters %s\n", keepalive, skipHW)
+	if d.VLANMeta {
+		fmt.Printf("  VLAN tags outside the frame: read from the driver; such frames go to the kernel (counted unparsed)\n")
+	}
+	for _, h := range d.Held {
+		fmt.Printf("  HELD: %s\n", h)
+	}
+	for _, h := range d.Hooks {
+		fmt.Printf("  %s: %s: %s\n", h.Where, h.What, h.Xdpflow)
+	}
 }
 
 // ago is how long ago t was, to the second.

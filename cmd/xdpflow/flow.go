@@ -31,28 +31,6 @@ func cmdFlow(g globals, args []string) error {
 	}
 	defer s.close()
 	now := monotonicCoarseNs()
-	stats := func(ids ...maps.RuleID) (flower.Stats, error) {
-		var st flower.Stats
-		for _, id := range ids {
-			pk, by, last, err := s.table.Stats(id)
-			if err != nil {
-				return st, err
-			}
-			st.Packets += pk
-			st.Bytes += by
-			if last != 0 {
-				age := uint64(0)
-				if now > last {
-					age = (now - last) / 1e6
-				}
-				if !st.Used || age < st.LastUsedMs {
-					st.LastUsedMs = age
-				}
-				st.Used = true
-			}
-		}
-		return st, nil
-	}
 
 	var out []flower.JSONFilter
 	tc, err := tcShown(s, g.stats)
@@ -62,9 +40,27 @@ func cmdFlow(g globals, args []string) error {
 	for i := range tc {
 		out = append(out, tc[i].JSON(g.stats))
 	}
+	nftRows, err := nftFlows(s, dev, now, g.stats)
+	if err != nil {
+		return err
+	}
+	out = append(out, nftRows...)
 
-	// nft rules: what nft holds now, compiled the way the daemon does,
-	// joined with what is installed.
+	if g.json {
+		if out == nil {
+			out = []flower.JSONFilter{}
+		}
+		return g.encodeJSON(out)
+	}
+	for _, j := range out {
+		printFlow(j, g.stats)
+	}
+	return nil
+}
+
+// nftFlows lists the nft rules: what nft holds now, compiled the way the
+// daemon does, joined with what is installed.
+func nftFlows(s *session, dev string, now uint64, withStats bool) ([]flower.JSONFilter, error) {
 	installed := map[string]*maps.Installed{}
 	for _, in := range s.table.Rules() {
 		if in.Rule.Source == rule.SourceNFT {
@@ -73,54 +69,20 @@ func cmdFlow(g globals, args []string) error {
 	}
 	rs, err := nft.Read(dev, s.dev.Ifindex)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	// The daemon's checks, so the compile (and its reasons) is the same.
 	rs.CheckFwd, rs.Blocked = offload.ForwardChecker(s.dev.Ifindex), offload.CheckDevice(s.dev.Ifindex)
 	sub, flows, rules := s.table.Room(rule.SourceNFT)
 	_, statuses := nft.Compile(rs, nft.Limits{Subtables: sub, Flows: flows, Rules: rules})
+	var out []flower.JSONFilter
 	seen := map[string]bool{}
 	for _, st := range statuses {
-		j := flower.JSONFilter{Dev: dev, Kind: "nft", Protocol: "all", Source: "nft", Name: st.Name,
-			Keys: map[string]any{}, Actions: []string{}, Offloaded: st.Offloaded, Reason: st.Reason}
-		if st.Verdict != "" {
-			j.Actions = strings.Split(st.Verdict, ", ")
-		}
-		if i := strings.LastIndexByte(st.Name, '/'); i >= 0 {
-			fmt.Sscan(st.Name[i+1:], &j.Handle)
-		}
-		var ids []maps.RuleID
-		missing := false
-		for k, p := range st.Parts {
-			in := installed[p.Text]
-			if in == nil {
-				missing = true
-				continue
-			}
-			seen[p.Text] = true
-			ids = append(ids, in.ID)
-			if k == 0 {
-				j.Pref = p.Prio
-				for _, kv := range p.Keys {
-					j.Keys[kv.Name] = kv.Value
-					j.KeyOrder = append(j.KeyOrder, kv.Name)
-				}
-			}
-		}
-		for _, p := range st.Companions {
-			if installed[p.Text] == nil {
-				missing = true
-			}
-			seen[p.Text] = true
-		}
-		if missing {
-			j.Offloaded = false
-			j.Reason = "not installed yet: is `xdpflow daemon` running?"
-		}
-		if g.stats {
-			stt, err := stats(ids...)
+		j, ids := nftFlow(dev, st, installed, seen)
+		if withStats {
+			stt, err := sumStats(s.table, now, ids)
 			if err != nil {
-				return err
+				return nil, err
 			}
 			j.Stats = &stt
 		}
@@ -139,17 +101,74 @@ func cmdFlow(g globals, args []string) error {
 			Keys: map[string]any{}, Actions: []string{}, Offloaded: true,
 			Reason: "stale: nft no longer has it; the daemon removes it"})
 	}
+	return out, nil
+}
 
-	if g.json {
-		if out == nil {
-			out = []flower.JSONFilter{}
+// nftFlow is one compiled nft rule as shown, joined with its installed
+// parts (noted in seen), whose ids it returns.
+func nftFlow(dev string, st *nft.Status, installed map[string]*maps.Installed, seen map[string]bool) (flower.JSONFilter, []maps.RuleID) {
+	j := flower.JSONFilter{Dev: dev, Kind: "nft", Protocol: "all", Source: "nft", Name: st.Name,
+		Keys: map[string]any{}, Actions: []string{}, Offloaded: st.Offloaded, Reason: st.Reason}
+	if st.Verdict != "" {
+		j.Actions = strings.Split(st.Verdict, ", ")
+	}
+	if i := strings.LastIndexByte(st.Name, '/'); i >= 0 {
+		fmt.Sscan(st.Name[i+1:], &j.Handle)
+	}
+	var ids []maps.RuleID
+	missing := false
+	for k, p := range st.Parts {
+		in := installed[p.Text]
+		if in == nil {
+			missing = true
+			continue
 		}
-		return g.encodeJSON(out)
+		seen[p.Text] = true
+		ids = append(ids, in.ID)
+		if k == 0 {
+			j.Pref = p.Prio
+			for _, kv := range p.Keys {
+				j.Keys[kv.Name] = kv.Value
+				j.KeyOrder = append(j.KeyOrder, kv.Name)
+			}
+		}
 	}
-	for _, j := range out {
-		printFlow(j, g.stats)
+	for _, p := range st.Companions {
+		if installed[p.Text] == nil {
+			missing = true
+		}
+		seen[p.Text] = true
 	}
-	return nil
+	if missing {
+		j.Offloaded = false
+		j.Reason = "not installed yet: is `xdpflow daemon` running?"
+	}
+	return j, ids
+}
+
+// sumStats adds up the XDP counters of the rules ids, last used as of now
+// by the latest.
+func sumStats(t *maps.Table, now uint64, ids []maps.RuleID) (flower.Stats, error) {
+	var st flower.Stats
+	for _, id := range ids {
+		pk, by, last, err := t.Stats(id)
+		if err != nil {
+			return st, err
+		}
+		st.Packets += pk
+		st.Bytes += by
+		if last != 0 {
+			age := uint64(0)
+			if now > last {
+				age = (now - last) / 1e6
+			}
+			if !st.Used || age < st.LastUsedMs {
+				st.LastUsedMs = age
+			}
+			st.Used = true
+		}
+	}
+	return st, nil
 }
 
 func printFlow(j flower.JSONFilter, withStats bool) {

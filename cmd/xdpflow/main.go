@@ -172,55 +172,12 @@ func (g *globals) outputOptionsAfter(args []string) []string {
 
 func run(args []string) error {
 	var g globals
-	for len(args) > 0 && strings.HasPrefix(args[0], "-") {
-		if g.outputOption(args[0]) {
-			args = args[1:]
-			continue
-		}
-		switch args[0] {
-		case "--bpffs":
-			if len(args) < 2 {
-				return usageError{"--bpffs needs a directory"}
-			}
-			g.bpffs = args[1]
-			args = args[1:]
-		case "-b", "-batch", "--batch":
-			if len(args) < 2 {
-				return usageError{"-b needs a file of filter commands (- for standard input)"}
-			}
-			g.batch = args[1]
-			args = args[1:]
-		case "-f", "-force", "--force":
-			g.force = true
-		case "-K":
-			if !privileged() {
-				return errNeedsRoot
-			}
-			if len(args) != 4 || args[2] != "flow-offload-xdp" || (args[3] != "on" && args[3] != "off") {
-				return usageError{"usage: xdpflow -K DEV flow-offload-xdp on|off"}
-			}
-			if args[3] == "on" {
-				return cmdEnable(g, []string{"dev", args[1]})
-			}
-			return cmdDisable(g, []string{"dev", args[1]})
-		case "-k":
-			if !privileged() {
-				return errNeedsRoot
-			}
-			if len(args) != 2 {
-				return usageError{"usage: xdpflow -k DEV"}
-			}
-			return cmdShowFeature(g, args[1])
-		case "-h", "-help", "--help":
-			fmt.Println(usage)
-			return nil
-		case "-V", "-version", "--version":
-			fmt.Println(version())
-			return nil
-		default:
-			return usageError{fmt.Sprintf("unknown option %q\n%s", args[0], usage)}
-		}
-		args = args[1:]
+	args, optionCommand, err := g.parseOptions(args)
+	if err != nil {
+		return err
+	}
+	if optionCommand {
+		return optionCommands[args[0]](g, args)
 	}
 	args = g.outputOptionsAfter(args)
 	if g.batch != "" {
@@ -238,26 +195,119 @@ func run(args []string) error {
 	if len(args) == 0 {
 		return usageError{usage}
 	}
-	switch {
-	case args[0] == "help" && len(args) > 1:
-		if u := usageOf(args[1]); u != "" {
-			fmt.Println(u)
-			return nil
-		}
-		return usageError{fmt.Sprintf("help: no command %q\n%s", args[1], usage)}
-	case args[0] == "help":
-		fmt.Println(usage)
-		return nil
-	case args[0] == "version":
-		fmt.Println(version())
-		return nil
-	case len(args) > 1 && (args[1] == "--help" || args[1] == "-h" || args[1] == "help") && slices.Contains(commands, args[0]):
-		fmt.Println(usageOf(args[0]))
-		return nil
+	if printed, err := printHelp(args); printed {
+		return err
 	}
 	if !privileged() {
 		return errNeedsRoot
 	}
+	return runCommand(g, args)
+}
+
+// parseOptions takes the options before the command into g and returns
+// the words after them; at an option that is a command of its own
+// (optionCommands) it stops, returning it and the words after it.
+func (g *globals) parseOptions(args []string) (rest []string, optionCommand bool, err error) {
+	for len(args) > 0 && strings.HasPrefix(args[0], "-") {
+		if g.outputOption(args[0]) {
+			args = args[1:]
+			continue
+		}
+		if _, ok := optionCommands[args[0]]; ok {
+			return args, true, nil
+		}
+		switch args[0] {
+		case "--bpffs":
+			if len(args) < 2 {
+				return nil, false, usageError{"--bpffs needs a directory"}
+			}
+			g.bpffs = args[1]
+			args = args[1:]
+		case "-b", "-batch", "--batch":
+			if len(args) < 2 {
+				return nil, false, usageError{"-b needs a file of filter commands (- for standard input)"}
+			}
+			g.batch = args[1]
+			args = args[1:]
+		case "-f", "-force", "--force":
+			g.force = true
+		default:
+			return nil, false, usageError{fmt.Sprintf("unknown option %q\n%s", args[0], usage)}
+		}
+		args = args[1:]
+	}
+	return args, false, nil
+}
+
+// optionCommands are the options that are a command of their own, run
+// with the command line from the option on.
+var optionCommands = map[string]func(g globals, args []string) error{
+	"-K": optionSetFeature,
+	"-k": optionShowFeature,
+	"-h": optionUsage, "-help": optionUsage, "--help": optionUsage,
+	"-V": optionVersion, "-version": optionVersion, "--version": optionVersion,
+}
+
+// optionSetFeature: -K DEV flow-offload-xdp on|off.
+func optionSetFeature(g globals, args []string) error {
+	if !privileged() {
+		return errNeedsRoot
+	}
+	if len(args) != 4 || args[2] != "flow-offload-xdp" || (args[3] != "on" && args[3] != "off") {
+		return usageError{"usage: xdpflow -K DEV flow-offload-xdp on|off"}
+	}
+	if args[3] == "on" {
+		return cmdEnable(g, []string{"dev", args[1]})
+	}
+	return cmdDisable(g, []string{"dev", args[1]})
+}
+
+// optionShowFeature: -k DEV.
+func optionShowFeature(g globals, args []string) error {
+	if !privileged() {
+		return errNeedsRoot
+	}
+	if len(args) != 2 {
+		return usageError{"usage: xdpflow -k DEV"}
+	}
+	return cmdShowFeature(g, args[1])
+}
+
+func optionUsage(globals, []string) error {
+	fmt.Println(usage)
+	return nil
+}
+
+func optionVersion(globals, []string) error {
+	fmt.Println(version())
+	return nil
+}
+
+// printHelp prints what help, version and COMMAND --help ask for, which
+// need no privilege, and says whether args was one of them.
+func printHelp(args []string) (printed bool, err error) {
+	switch {
+	case args[0] == "help" && len(args) > 1:
+		if u := usageOf(args[1]); u != "" {
+			fmt.Println(u)
+			return true, nil
+		}
+		return true, usageError{fmt.Sprintf("help: no command %q\n%s", args[1], usage)}
+	case args[0] == "help":
+		fmt.Println(usage)
+		return true, nil
+	case args[0] == "version":
+		fmt.Println(version())
+		return true, nil
+	case len(args) > 1 && (args[1] == "--help" || args[1] == "-h" || args[1] == "help") && slices.Contains(commands, args[0]):
+		fmt.Println(usageOf(args[0]))
+		return true, nil
+	}
+	return false, nil
+}
+
+// runCommand runs the command args names.
+func runCommand(g globals, args []string) error {
 	switch args[0] {
 	case "enable":
 		return cmdEnable(g, args[1:])

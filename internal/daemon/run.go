@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 
 	"github.com/xdpflow/xdpflow/loader"
@@ -80,15 +81,33 @@ func Run(cfg Config) error {
 			return err
 		}
 	}
-	nftConn, err := dialGroups(unix.NETLINK_NETFILTER, "nftables monitor", unix.NFNLGRP_NFTABLES)
+	nftConn, tcConn, err := dialMonitors()
 	if err != nil {
 		return err
 	}
-	tcConn, err := dialGroups(unix.NETLINK_ROUTE, "tc monitor", unix.RTNLGRP_TC, unix.RTNLGRP_LINK)
+	devs := d.start()
+	d.followMonitors(ctx, nftConn, tcConn)
+	d.loop(ctx, hup, devs)
+	return nil
+}
+
+// dialMonitors subscribes to the nftables and the TC (and link) groups.
+func dialMonitors() (nftConn, tcConn *netlink.Conn, err error) {
+	nftConn, err = dialGroups(unix.NETLINK_NETFILTER, "nftables monitor", unix.NFNLGRP_NFTABLES)
+	if err != nil {
+		return nil, nil, err
+	}
+	tcConn, err = dialGroups(unix.NETLINK_ROUTE, "tc monitor", unix.RTNLGRP_TC, unix.RTNLGRP_LINK)
 	if err != nil {
 		nftConn.Close()
-		return err
+		return nil, nil, err
 	}
+	return nftConn, tcConn, nil
+}
+
+// start syncs every enabled device for the first time and tells the
+// service manager; it returns the devices.
+func (d *daemon) start() []string {
 	d.mu.Lock()
 	d.syncAll("start")
 	devs := d.devices
@@ -98,6 +117,11 @@ func Run(cfg Config) error {
 	if err := sdNotify(fmt.Sprintf("READY=1\nSTATUS=running on %d device(s)", len(devs))); err != nil {
 		d.log.Errorf("tell the service manager it is ready: %v", err)
 	}
+	return devs
+}
+
+// followMonitors follows the nftables and TC monitors until ctx ends.
+func (d *daemon) followMonitors(ctx context.Context, nftConn, tcConn *netlink.Conn) {
 	go follow(ctx, nftConn, d.log, "nftables monitor", &nftBatch{changed: func(k nft.Kinds, gen uint32, genKnown bool) {
 		d.mu.Lock()
 		defer d.mu.Unlock()
@@ -110,8 +134,13 @@ func Run(cfg Config) error {
 		d.syncNFTAll("nft")
 	}})
 	go follow(ctx, tcConn, d.log, "tc monitor", &tcBatch{d: d})
-	tick := time.NewTicker(time.Second)
-	defer tick.Stop()
+}
+
+// loop serves signals and ticks until ctx ends; devs are the enabled
+// devices as of the last full sync.
+func (d *daemon) loop(ctx context.Context, hup <-chan os.Signal, devs []string) {
+	ticker := time.NewTicker(time.Second)
+	defer ticker.Stop()
 	for {
 		select {
 		case <-ctx.Done():
@@ -120,7 +149,7 @@ func Run(cfg Config) error {
 			d.mu.Unlock()
 			_ = sdNotify("STOPPING=1")
 			d.log.Printf("stopping; offloaded rules stay installed")
-			return nil
+			return
 		case <-hup:
 			d.mu.Lock()
 			_ = sdNotify("RELOADING=1")
@@ -130,44 +159,68 @@ func Run(cfg Config) error {
 			devs = d.devices
 			d.mu.Unlock()
 			_ = sdNotify("READY=1")
-		case <-tick.C:
-			d.mu.Lock()
-			d.settle(false)
-			// Another process changed a table (`xdpflow filter add`
-			// mirrors TC itself, with the policy this daemon set): mirror
-			// it again, so the table is this daemon's mirror.
-			var foreign []string
-			for dev, o := range d.open {
-				if gen, err := o.table.Generation(); err == nil && gen != o.gen {
-					foreign = append(foreign, dev)
-				}
-			}
-			for _, dev := range foreign {
-				d.syncDevice(dev, "writer")
-			}
-			retry := d.retry
-			d.retry = nil
-			for dev := range retry {
-				if slices.Contains(d.devices, dev) && !slices.Contains(foreign, dev) {
-					d.syncDevice(dev, "retry")
-				}
-			}
-			d.mu.Unlock()
-			d.recheckForwards("recheck")
-			// Devices enabled or disabled since.
-			p, err := d.pathsOnce()
-			if err != nil {
-				continue
-			}
-			now, err := loader.List(p)
-			if err == nil && !slices.Equal(now, devs) {
-				d.mu.Lock()
-				d.syncAll("devices")
-				devs = d.devices
-				d.mu.Unlock()
-			}
+		case <-ticker.C:
+			devs = d.tick(devs)
 		}
 	}
+}
+
+// tick is the loop's work each second; it returns the enabled devices.
+func (d *daemon) tick(devs []string) []string {
+	d.mu.Lock()
+	d.settle(false)
+	foreign := d.syncForeignWrites()
+	d.syncRetries(foreign)
+	d.mu.Unlock()
+	d.recheckForwards("recheck")
+	return d.syncDeviceList(devs)
+}
+
+// syncForeignWrites mirrors again the tables another process changed
+// and returns their devices. The caller holds d.mu.
+func (d *daemon) syncForeignWrites() []string {
+	// Another process changed a table (`xdpflow filter add` mirrors TC
+	// itself, with the policy this daemon set): mirror it again, so the
+	// table is this daemon's mirror.
+	var foreign []string
+	for dev, o := range d.open {
+		if gen, err := o.table.Generation(); err == nil && gen != o.gen {
+			foreign = append(foreign, dev)
+		}
+	}
+	for _, dev := range foreign {
+		d.syncDevice(dev, "writer")
+	}
+	return foreign
+}
+
+// syncRetries syncs again the enabled devices whose last sync asked for a
+// retry, but for those just synced (done). The caller holds d.mu.
+func (d *daemon) syncRetries(done []string) {
+	retry := d.retry
+	d.retry = nil
+	for dev := range retry {
+		if slices.Contains(d.devices, dev) && !slices.Contains(done, dev) {
+			d.syncDevice(dev, "retry")
+		}
+	}
+}
+
+// syncDeviceList syncs everything again if devices were enabled or
+// disabled since devs; it returns the enabled devices.
+func (d *daemon) syncDeviceList(devs []string) []string {
+	p, err := d.pathsOnce()
+	if err != nil {
+		return devs
+	}
+	now, err := loader.List(p)
+	if err == nil && !slices.Equal(now, devs) {
+		d.mu.Lock()
+		d.syncAll("devices")
+		devs = d.devices
+		d.mu.Unlock()
+	}
+	return devs
 }
 
 // enableAtStart enables the daemon's --enable devices that are not enabled
