@@ -122,24 +122,31 @@ func sameRangedMatch(members, ins []*Installed) error {
 	return nil
 }
 
-// expandGroup expands the rules of one mask group, in insertion order.
+// expandGroup expands the rules of one mask group, given in insertion
+// order; a ranged group's in the order they take packets (rule.RangeOrder).
 func expandGroup(members []*Installed) map[RuleID][]rule.Entry {
 	out := make(map[RuleID][]rule.Entry, len(members))
 	ranged := false
 	for _, in := range members {
 		ranged = ranged || in.Rule.RangesOrdered()
 	}
-	var earlier []*rule.Rule
-	for _, in := range members {
-		if in.Rule.Opaque {
-			continue // entries as installed; never ranged-ordered
+	if !ranged {
+		for _, in := range members {
+			if !in.Rule.Opaque { // an opaque rule's entries are as installed
+				out[in.ID] = rule.Expand(in.Rule, nil)
+			}
 		}
-		if ranged {
-			out[in.ID] = rule.Expand(in.Rule, earlier)
-			earlier = append(earlier, in.Rule)
-		} else {
-			out[in.ID] = rule.Expand(in.Rule, nil)
-		}
+		return out
+	}
+	// Ranged rules are tc filters, never opaque.
+	byRule := make(map[*rule.Rule]RuleID, len(members))
+	rules := make([]*rule.Rule, len(members))
+	for i, in := range members {
+		byRule[in.Rule], rules[i] = in.ID, in.Rule
+	}
+	ordered := rule.RangeOrder(rules)
+	for i, r := range ordered {
+		out[byRule[r]] = rule.Expand(r, ordered[:i])
 	}
 	return out
 }

@@ -1,6 +1,9 @@
 package rule
 
-import "unsafe"
+import (
+	"sort"
+	"unsafe"
+)
 
 // Entry is one masked flow-table entry: packets whose key, under Mask,
 // equals Key.
@@ -117,17 +120,38 @@ func (r *Rule) HasRanges() bool {
 	return r.Match.SrcPortRange.Set() || r.Match.DstPortRange.Set()
 }
 
-// RangesOrdered reports whether the rule's entries depend on the rules
-// inserted before it in its group: ranged tc filters, which the kernel
-// tries in insertion order. nft rules of one level never overlap.
+// RangesOrdered reports whether the rule's entries depend on the other
+// rules of its group: ranged tc filters (see RangeOrder). nft rules of one
+// level never overlap.
 func (r *Rule) RangesOrdered() bool {
 	return r.Source != SourceNFT && r.HasRanges()
 }
 
+// RangeOrder orders the rules of one ranged mask group, given in insertion
+// order, by which takes a packet first. fl_lookup_range
+// (net/sched/cls_flower.c) walks the filters in insertion order and lends
+// the ranges of the first one that holds the packet's ports to a hash
+// lookup of the packet's other fields (__fl_lookup), which finds the
+// filter with those ranges and fields: of two filters with the same exact
+// fields, the one whose ranges a filter of any fields had first wins,
+// wherever it was inserted itself. Filters with the same fields and ranges
+// cannot both be there (fl_ht_insert_unique).
+func RangeOrder(rules []*Rule) []*Rule {
+	first := map[rect]int{}
+	for i, r := range rules {
+		if _, ok := first[r.rect()]; !ok {
+			first[r.rect()] = i
+		}
+	}
+	out := append([]*Rule(nil), rules...)
+	sort.SliceStable(out, func(i, j int) bool { return first[out[i].rect()] < first[out[j].rect()] })
+	return out
+}
+
 // Expand returns the entries that implement r. earlier are the rules that
-// precede r in its priority and mask group (insertion order): where one of
-// them matches the same exact fields, the ports it already covers are left
-// out, because the kernel takes the first filter whose range matches.
+// take a packet before r in its priority and mask group (RangeOrder):
+// where one of them matches the same exact fields, the ports it already
+// covers are left out.
 func Expand(r *Rule, earlier []*Rule) []Entry {
 	if r.Source == SourceNFT {
 		return expandAll(r)

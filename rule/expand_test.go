@@ -80,3 +80,35 @@ func TestExpandSubtractsEarlierRanges(t *testing.T) {
 		}
 	}
 }
+
+// RangeOrder: a filter whose ranges another filter had first (of other
+// fields) goes ahead of a filter inserted before it, as fl_lookup_range
+// finds it first.
+func TestRangeOrderByFirstRanges(t *testing.T) {
+	mk := func(src byte, lo, hi uint16) *Rule {
+		r := &Rule{Prio: 1}
+		r.Match.Key.SrcIp[0], r.Match.Mask.SrcIp[0] = src, 0xFF
+		r.Match.DstPortRange = PortRange{lo, hi}
+		return r
+	}
+	a, b, c := mk(9, 1, 50), mk(1, 1, 100), mk(1, 1, 50)
+	got := RangeOrder([]*Rule{a, b, c})
+	if got[0] != a || got[1] != c || got[2] != b {
+		t.Fatalf("order %v, want a, c, b", got)
+	}
+	entries := Expand(b, got[:2])
+	var k Key
+	k.SrcIp[0] = 1
+	for _, p := range []uint16{10, 60} {
+		k.DstPort = HostToBE16(p)
+		n := 0
+		for i := range entries {
+			if entries[i].Covers(&k) {
+				n++
+			}
+		}
+		if want := map[uint16]int{10: 0, 60: 1}[p]; n != want {
+			t.Fatalf("port %d: b covers it %d times, want %d", p, n, want)
+		}
+	}
+}
