@@ -219,8 +219,8 @@ func (h *harness) check(frames [][]byte) {
 		}
 		if ret != wantRet {
 			k, _, ok := refmodel.Parse(f, 1)
-			h.t.Fatalf("frame %s\nparsed=%v key=%+v\nprogram returned %d, model %s (rule %q)\nrules:\n%s",
-				hex.EncodeToString(f), ok, k, ret, m.Verdict, matched, dump(rules))
+			h.t.Fatalf("frame %s\nparsed=%v (punt: %q) key=%+v\nprogram returned %d, model %s (rule %q)\nrules:\n%s",
+				hex.EncodeToString(f), ok, refmodel.Punt(f), k, ret, m.Verdict, matched, dump(rules))
 		}
 		if m.Verdict != refmodel.Drop && !bytes.Equal(opts.DataOut, m.Frame) {
 			h.t.Fatalf("frame %s\nrule %q\nprogram out %s\nmodel out   %s", hex.EncodeToString(f), matched,

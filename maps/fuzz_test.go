@@ -23,8 +23,8 @@ func FuzzPacketParser(f *testing.F) {
 	mac, _ := net.ParseMAC("02:00:00:00:00:01")
 	f.Add(testutil.Eth(mac, mac, nil, 0x0800, testutil.IPv4(net.IPv4(10, 0, 0, 1), net.IPv4(10, 0, 0, 2), 6, testutil.IPv4Opts{}, testutil.TCP(1, 80, 2))))
 	// Found by this fuzzer: an IPv6 routing header whose length points past
-	// the frame is still keyed (ip_proto from its next header), as the
-	// dissector does.
+	// the frame. This one is the kernel's: its payload length points past
+	// the frame too, and nft's validation gives it no transport header.
 	odd, _ := hex.DecodeString("02000000000130303030303086dd6130303030302b303030303030303030303030303030303030303030303030303030303030303030303030")
 	f.Add(odd)
 	f.Fuzz(func(t *testing.T, frame []byte) {

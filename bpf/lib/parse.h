@@ -107,6 +107,12 @@ static __always_inline int parse_l4(void *l4, void *data_end, struct xf_key *key
 		put_ports(key, uh);
 		return PARSE_OK;
 	}
+	case IPPROTO_MPLS_:
+		/* __skb_flow_dissect goes on into MPLS (FLOW_DISSECTOR_F_STOP_BEFORE_ENCAP
+		 * does not stop it) and ends with n_proto ETH_P_MPLS_UC: flower's
+		 * protocol ip/ipv6 and vlan_ethtype ip/ipv6 do not match the
+		 * packet, nft's meta protocol does. One key cannot say both. */
+		return PARSE_UNSUPPORTED;
 	default:
 		if (key->ip_proto == icmp_proto) {
 			__u8 *ih = l4;
@@ -196,19 +202,20 @@ static __always_inline int parse_ipv6(void *l3, void *data_end, struct xf_key *k
 		__u8 *opt = cursor;
 
 		switch (nexthdr) {
-		case NEXTHDR_HOP:
 		case NEXTHDR_ROUTING:
+			/* nft's ipv6_find_hdr reads struct ipv6_rt_hdr (4 bytes)
+			 * and finds no protocol without it; the dissector reads
+			 * 2 and goes on. */
+			if ((void *)(opt + 4) > data_end)
+				return PARSE_UNSUPPORTED;
+			/* fall through */
+		case NEXTHDR_HOP:
 		case NEXTHDR_DEST:
 			if ((void *)(opt + 2) > data_end)
 				return PARSE_UNSUPPORTED;
 			nexthdr = opt[0];
 			cursor += ((__u32)opt[1] + 1) * 8;
 			continue;
-		case NEXTHDR_AUTH:
-			/* nft's l4proto (ipv6_find_hdr) skips AH, the flow
-			 * dissector does not: keys would disagree, so the
-			 * kernel decides. */
-			return PARSE_UNSUPPORTED;
 		case NEXTHDR_FRAGMENT: {
 			__u16 off;
 
@@ -217,7 +224,8 @@ static __always_inline int parse_ipv6(void *l3, void *data_end, struct xf_key *k
 			/* An extension header after the fragment header: the
 			 * dissector keys it as the protocol, nft's
 			 * ipv6_find_hdr walks past it (first fragment) or
-			 * finds no protocol (later ones). */
+			 * finds no protocol (later ones). (Only for AH after
+			 * a first fragment would the two agree.) */
 			switch (opt[0]) {
 			case NEXTHDR_HOP:
 			case NEXTHDR_ROUTING:
@@ -234,6 +242,15 @@ static __always_inline int parse_ipv6(void *l3, void *data_end, struct xf_key *k
 			/* no L4 keys for fragments (see parse_ipv4) */
 			return PARSE_OK;
 		}
+		case NEXTHDR_AUTH:
+			/* The last header for both: the dissector stops at AH,
+			 * and so does ipv6_find_hdr as nft asks it
+			 * (IP6_FH_F_AUTH), once it has read the header's first
+			 * 2 bytes. */
+			if ((void *)(opt + 2) > data_end)
+				return PARSE_UNSUPPORTED;
+			key->ip_proto = nexthdr;
+			return PARSE_OK;
 		default:
 			key->ip_proto = nexthdr;
 			return parse_l4(cursor, data_end, key, IPPROTO_ICMPV6_);
@@ -312,6 +329,14 @@ static __always_inline int parse(struct xdp_md *ctx, struct xf_key *key, __u32 *
 	 * nft's "meta protocol" match, while "ether type" reads the raw field.
 	 * One key cannot say both. (Every type before proto is a TPID.) */
 	if (bpf_ntohs(proto) < 0x0600)
+		return PARSE_UNSUPPORTED;
+
+	/* PPPoE session, batman-adv, HSR and PRP: __skb_flow_dissect goes on
+	 * into the payload and takes n_proto from it (IP under PPPoE, the inner
+	 * frame's ethertype), so flower's protocol, vlan_ethtype and
+	 * cvlan_ethtype do not see this ethertype, nft's meta protocol does. */
+	if (proto == ETH_P_PPP_SES_BE || proto == ETH_P_BATMAN_BE || proto == ETH_P_HSR_BE ||
+	    proto == ETH_P_PRP_BE)
 		return PARSE_UNSUPPORTED;
 
 	if (proto == ETH_P_IP_BE)

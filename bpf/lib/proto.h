@@ -16,6 +16,12 @@
 #define ETH_P_IPV6_BE bpf_htons(0x86DD)
 #define ETH_P_ARP_BE bpf_htons(0x0806)
 #define ETH_P_RARP_BE bpf_htons(0x8035)
+/* Ethertypes the flow dissector goes on into, replacing n_proto with the
+ * payload's protocol. */
+#define ETH_P_PPP_SES_BE bpf_htons(0x8864)
+#define ETH_P_BATMAN_BE bpf_htons(0x4305)
+#define ETH_P_HSR_BE bpf_htons(0x892F)
+#define ETH_P_PRP_BE bpf_htons(0x88FB)
 
 #define IPPROTO_ICMPV6_ 58
 #define NEXTHDR_HOP 0
@@ -23,6 +29,7 @@
 #define NEXTHDR_FRAGMENT 44
 #define NEXTHDR_DEST 60
 #define NEXTHDR_AUTH 51
+#define IPPROTO_MPLS_ 137
 
 #define IP_MF_ 0x2000
 #define IP_OFFSET_ 0x1FFF

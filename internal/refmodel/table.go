@@ -6,10 +6,15 @@ import (
 	"github.com/xdpflow/xdpflow/rule"
 )
 
-// Table keeps rules in TC flower's lookup order, written independently of
-// maps/: priority; within a priority, masks in creation order (a mask lives
-// while a filter uses it); within a mask, filters in insertion order, a
-// replaced filter keeping its place.
+// Table keeps rules in the kernel's lookup order, written independently of
+// maps/: tc's priorities, then nft's levels (rule.Order: the tc ingress hook
+// runs before netfilter's netdev ingress); within a priority, masks in
+// creation order (fl_create_new_mask appends to the list, fl_mask_put takes
+// a mask out with its last filter); within a mask, filters in insertion
+// order (fl_change: list_add_tail_rcu), a replaced filter keeping its place
+// (list_replace_rcu). The kernel refuses a replacement with another mask
+// (fl_check_assign_mask); xdpflow's table allows it, and the model moves
+// the filter to that mask with its place in time.
 type Table struct {
 	entries []*entry
 	seq     uint64
@@ -24,7 +29,7 @@ func (t *Table) next() uint64 { t.seq++; return t.seq }
 
 func (t *Table) groupFor(r *rule.Rule, except *entry) (uint64, bool) {
 	for _, e := range t.entries {
-		if e != except && e.r.Prio == r.Prio && e.r.MaskGroup() == r.MaskGroup() {
+		if e != except && e.r.Order() == r.Order() && e.r.MaskGroup() == r.MaskGroup() {
 			return e.group, true
 		}
 	}
@@ -86,8 +91,8 @@ func (t *Table) Rules() []*rule.Rule {
 	es := append([]*entry(nil), t.entries...)
 	sort.SliceStable(es, func(i, j int) bool {
 		a, b := es[i], es[j]
-		if a.r.Prio != b.r.Prio {
-			return a.r.Prio < b.r.Prio
+		if a.r.Order() != b.r.Order() {
+			return a.r.Order() < b.r.Order()
 		}
 		if a.group != b.group {
 			return a.group < b.group
