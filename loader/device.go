@@ -39,9 +39,6 @@ type Options struct {
 var DefaultOptions = Options{Mode: ModeNative, MaxFlows: 65536, MaxRules: 16384, MaxSubtables: maps.MaxSubtables,
 	CacheEntries: maps.DefaultCacheEntries}
 
-// maxActionSets bounds the distinct action lists of one device.
-const maxActionSets = 65536
-
 const (
 	pinProg   = "prog"
 	pinLink   = "link"
@@ -238,16 +235,9 @@ func loadSized(spec *ebpf.CollectionSpec, opts Options) (*bpf.XdpflowObjects, er
 	if err := maps.SizeSpec(spec, opts.CacheEntries); err != nil {
 		return nil, err
 	}
-	// Flows of narrow and of wide subtables (maps/flowstore.go):
-	// either may hold them all.
-	spec.Maps[bpf.XdpflowMapFlows].MaxEntries = opts.MaxFlows
-	spec.Maps[bpf.XdpflowMapFlowsNarrow].MaxEntries = opts.MaxFlows
-	for _, name := range []string{bpf.XdpflowMapRuleStats, bpf.XdpflowMapRuleSpecs} {
-		spec.Maps[name].MaxEntries = opts.MaxRules
+	if err := maps.SizeTables(spec, opts.MaxFlows, opts.MaxRules); err != nil {
+		return nil, err
 	}
-	// Action lists are shared by content: far fewer than rules. The
-	// array is preallocated, so it is not sized by the rule count.
-	spec.Maps[bpf.XdpflowMapActionSets].MaxEntries = min(opts.MaxRules, maxActionSets)
 	var objs bpf.XdpflowObjects
 	if err := spec.LoadAndAssign(&objs, nil); err != nil {
 		var ve *ebpf.VerifierError
@@ -386,9 +376,8 @@ func Open(p Paths, dev string) (*Device, error) {
 		d.Close()
 		return nil, fmt.Errorf("%s: open pinned mirror policy: %w", dev, err)
 	}
-	var meta bpf.XdpflowXfMeta
-	if err := d.Maps.Meta.Lookup(uint32(0), &meta); err == nil {
-		d.Ifindex = int(meta.Ifindex)
+	if a, err := maps.ReadAttachment(d.Maps.Meta); err == nil {
+		d.Ifindex = a.Ifindex
 	}
 	return d, nil
 }
@@ -444,9 +433,8 @@ func (d *Device) attachedTo() int {
 // Attached reports whether the program is attached to the device it was
 // enabled on, and the mode.
 func (d *Device) Attached() (bool, Mode) {
-	var meta bpf.XdpflowXfMeta
 	mode := ModeNative
-	if err := d.Maps.Meta.Lookup(uint32(0), &meta); err == nil && link.XDPAttachFlags(meta.AttachFlags)&link.XDPGenericMode != 0 {
+	if a, err := maps.ReadAttachment(d.Maps.Meta); err == nil && link.XDPAttachFlags(a.AttachFlags)&link.XDPGenericMode != 0 {
 		mode = ModeGeneric
 	}
 	return d.Ifindex != 0 && d.attachedTo() == d.Ifindex, mode

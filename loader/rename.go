@@ -11,7 +11,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/vishvananda/netlink"
 
-	"github.com/xdpflow/xdpflow/bpf"
+	"github.com/xdpflow/xdpflow/maps"
 )
 
 // renamePrefix names a pin directory between its two moves (FollowRenames):
@@ -157,14 +157,14 @@ func (m renameMove) finish(p Paths) error {
 // pinnedIfindex is the ifindex recorded in the meta pin of a device
 // directory at enable (0 if it cannot be read).
 func pinnedIfindex(dir string) int {
-	m, err := ebpf.LoadPinnedMap(filepath.Join(dir, bpf.XdpflowMapMeta), &ebpf.LoadPinOptions{ReadOnly: true})
+	m, err := ebpf.LoadPinnedMap(filepath.Join(dir, maps.MetaMapName), &ebpf.LoadPinOptions{ReadOnly: true})
 	if err != nil {
 		return 0
 	}
 	defer m.Close()
-	var meta bpf.XdpflowXfMeta
-	if err := m.Lookup(uint32(0), &meta); err != nil {
+	a, err := maps.ReadAttachment(m)
+	if err != nil {
 		return 0
 	}
-	return int(meta.Ifindex)
+	return a.Ifindex
 }

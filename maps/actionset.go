@@ -8,7 +8,6 @@ import (
 
 	"github.com/cilium/ebpf"
 
-	"github.com/xdpflow/xdpflow/bpf"
 	"github.com/xdpflow/xdpflow/rule"
 )
 
@@ -30,33 +29,33 @@ func actionSetFor(r *rule.Rule) (actionSet, error) {
 		x := &set.Actions[i]
 		switch a.Kind {
 		case rule.ActDrop:
-			x.Op = uint8(bpf.XdpflowXfActionOpXF_ACT_DROP)
+			x.Op = opDrop
 		case rule.ActPass:
-			x.Op = uint8(bpf.XdpflowXfActionOpXF_ACT_PASS)
+			x.Op = opPass
 		case rule.ActRedirect:
 			if a.Ifindex <= 0 {
 				return set, fmt.Errorf("redirect to %q: device not resolved", a.Dev)
 			}
-			x.Op, x.Ifindex = uint8(bpf.XdpflowXfActionOpXF_ACT_REDIRECT), uint32(a.Ifindex)
+			x.Op, x.Ifindex = opRedirect, uint32(a.Ifindex)
 			if a.Dev == r.Dev {
 				// back out of the device it came in on
-				x.Op, x.Ifindex = uint8(bpf.XdpflowXfActionOpXF_ACT_TX), 0
+				x.Op, x.Ifindex = opTX, 0
 			}
 		case rule.ActVlanPush, rule.ActVlanModify:
-			x.Op = uint8(bpf.XdpflowXfActionOpXF_ACT_VLAN_PUSH)
+			x.Op = opVlanPush
 			if a.Kind == rule.ActVlanModify {
-				x.Op = uint8(bpf.XdpflowXfActionOpXF_ACT_VLAN_MODIFY)
+				x.Op = opVlanModify
 			}
 			x.VlanProto, x.VlanId, x.VlanPrio = rule.HostToBE16(a.VlanProto), a.VlanID, a.VlanPrio
 			if a.HasPrio {
-				x.Flags |= uint8(bpf.XdpflowXfVlanFlagsXF_VLAN_SET_PRIO)
+				x.Flags |= flagVlanPrio
 			}
 		case rule.ActVlanPop:
-			x.Op = uint8(bpf.XdpflowXfActionOpXF_ACT_VLAN_POP)
+			x.Op = opVlanPop
 		case rule.ActSetEthSrc, rule.ActSetEthDst:
-			x.Op = uint8(bpf.XdpflowXfActionOpXF_ACT_SET_ETH_SRC)
+			x.Op = opSetEthSrc
 			if a.Kind == rule.ActSetEthDst {
-				x.Op = uint8(bpf.XdpflowXfActionOpXF_ACT_SET_ETH_DST)
+				x.Op = opSetEthDst
 			}
 			copy(x.Mac[:], a.MAC)
 		default:
@@ -80,7 +79,7 @@ func contentKey(set *actionSet) string {
 func redirectTargets(set *actionSet) iter.Seq[uint32] {
 	return func(yield func(uint32) bool) {
 		for _, a := range set.Actions[:min(int(set.Count), len(set.Actions))] {
-			if a.Op == uint8(bpf.XdpflowXfActionOpXF_ACT_REDIRECT) && !yield(a.Ifindex) {
+			if a.Op == opRedirect && !yield(a.Ifindex) {
 				return
 			}
 		}

@@ -5,16 +5,13 @@ import (
 	"math/bits"
 
 	"github.com/cilium/ebpf"
-
-	"github.com/xdpflow/xdpflow/bpf"
 )
 
 // The flow cache's size per CPU, in entries of a narrow key (two per set).
 const (
-	cacheWays           = int(bpf.XdpflowXfLimitsXF_CACHE_WAYS)
-	DefaultCacheEntries = cacheWays << bpf.XdpflowXfLimitsXF_CACHE_SET_BITS
-	MinCacheEntries     = cacheWays << bpf.XdpflowXfLimitsXF_CACHE_SET_BITS_MIN
-	MaxCacheEntries     = cacheWays << bpf.XdpflowXfLimitsXF_CACHE_SET_BITS_MAX
+	DefaultCacheEntries = cacheWays << cacheSetBits
+	MinCacheEntries     = cacheWays << cacheSetMin
+	MaxCacheEntries     = cacheWays << cacheSetMax
 )
 
 // SizeSpec sizes the maps of spec that depend on the machine rather than
@@ -32,9 +29,9 @@ func SizeSpec(spec *ebpf.CollectionSpec, cacheEntries int) error {
 	if err != nil {
 		return fmt.Errorf("size flow cache: %w", err)
 	}
-	m, ok := spec.Maps[bpf.XdpflowMapFlowCache]
+	m, ok := spec.Maps[mapFlowCache]
 	if !ok {
-		return fmt.Errorf("size flow cache: no map %s in the program", bpf.XdpflowMapFlowCache)
+		return fmt.Errorf("size flow cache: no map %s in the program", mapFlowCache)
 	}
 	v, ok := spec.Variables["xf_cache_set_bits"]
 	if !ok {

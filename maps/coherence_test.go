@@ -11,7 +11,7 @@ import (
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
 
-	"github.com/xdpflow/xdpflow/bpf"
+	"github.com/xdpflow/xdpflow/maps"
 )
 
 // TestCacheCoherentUnderChurn flips the action of the rule that matches a
@@ -129,11 +129,11 @@ func testCacheCoherent(t *testing.T, deferred bool) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("%d runs (%d checked, %d wrong) during %d changes; the cache answered %d", runs.Load(), checked.Load(), wrong.Load(), changes, c[bpf.XdpflowXfCounterXF_CNT_CACHE_HIT])
+	t.Logf("%d runs (%d checked, %d wrong) during %d changes; the cache answered %d", runs.Load(), checked.Load(), wrong.Load(), changes, c[maps.CounterCacheHit])
 	if checked.Load() < 1000 {
 		t.Fatalf("only %d checked runs: the test saw too little traffic", checked.Load())
 	}
-	if c[bpf.XdpflowXfCounterXF_CNT_CACHE_HIT] == 0 {
+	if c[maps.CounterCacheHit] == 0 {
 		t.Fatal("the cache answered nothing: the test did not exercise it")
 	}
 	if wrong.Load() != 0 {

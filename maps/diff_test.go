@@ -62,10 +62,8 @@ func newHarnessCache(t testing.TB, seed int64, maxFlows uint32, cache bool) *har
 	if err := maps.SizeSpec(spec, maps.DefaultCacheEntries); err != nil {
 		t.Fatal(err)
 	}
-	spec.Maps[bpf.XdpflowMapFlows].MaxEntries = maxFlows
-	spec.Maps[bpf.XdpflowMapFlowsNarrow].MaxEntries = maxFlows
-	for _, n := range []string{bpf.XdpflowMapRuleStats, bpf.XdpflowMapRuleSpecs, bpf.XdpflowMapActionSets} {
-		spec.Maps[n].MaxEntries = 4096
+	if err := maps.SizeTables(spec, maxFlows, 4096); err != nil {
+		t.Fatal(err)
 	}
 	objs := &bpf.XdpflowObjects{}
 	if err := spec.LoadAndAssign(objs, nil); err != nil {
@@ -181,7 +179,7 @@ func (h *harness) cacheHits() int {
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	return int(cnt[bpf.XdpflowXfCounterXF_CNT_CACHE_HIT])
+	return int(cnt[maps.CounterCacheHit])
 }
 
 // check runs frames through the program and the model and compares verdict,

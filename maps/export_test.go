@@ -2,8 +2,6 @@ package maps
 
 import (
 	"fmt"
-
-	"github.com/xdpflow/xdpflow/bpf"
 )
 
 // HeldViolations lists slots in use that are still held: a slot reused, or
@@ -44,7 +42,7 @@ func (t *Table) HeldViolations() []string {
 // CacheKeyWords is how many key words the live list's flow cache key
 // holds: 1..6 for a narrow key (two-way sets), 0 for the whole key.
 func (t *Table) CacheKeyWords() (int, error) {
-	var l bpf.XdpflowXfSubtableList
+	var l subtableList
 	if err := t.m.SubtableLists.Lookup(t.meta.ActiveList%listBuffers, &l); err != nil {
 		return 0, err
 	}

@@ -6,7 +6,6 @@ import (
 
 	"github.com/cilium/ebpf"
 
-	"github.com/xdpflow/xdpflow/bpf"
 	"github.com/xdpflow/xdpflow/rule"
 )
 
@@ -16,10 +15,6 @@ import (
 // flows_narrow; wider ones use flows with the whole masked key. In memory
 // every flow is a flowKey (the whole key); only reads and writes of the
 // maps convert.
-
-type narrowKey = bpf.XdpflowXfNarrowFlowKey
-
-const narrowWords = int(bpf.XdpflowXfLimitsXF_NARROW_WORDS)
 
 // layout is where a subtable's flows are stored: n key words (idx, in
 // ascending order) in flows_narrow, or the whole key in flows (n == 0).

@@ -8,7 +8,7 @@ import (
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
 
-	"github.com/xdpflow/xdpflow/bpf"
+	"github.com/xdpflow/xdpflow/maps"
 )
 
 // TestKeepaliveSendsOnePacketPerIntervalToTheKernel: a rule with a
@@ -67,7 +67,7 @@ func TestKeepaliveSendsOnePacketPerIntervalToTheKernel(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return c[bpf.XdpflowXfCounterXF_CNT_KEEPALIVE]
+		return c[maps.CounterKeepalive]
 	}
 
 	start := time.Now()

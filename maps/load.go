@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"slices"
 
-	"github.com/xdpflow/xdpflow/bpf"
 	"github.com/xdpflow/xdpflow/rule"
 )
 
@@ -52,7 +51,7 @@ func (t *Table) load(parse ParseFunc) error {
 
 // loadSubtables reads the live subtable list.
 func (t *Table) loadSubtables() error {
-	var list bpf.XdpflowXfSubtableList
+	var list subtableList
 	if err := t.m.SubtableLists.Lookup(t.meta.ActiveList%listBuffers, &list); err != nil {
 		return fmt.Errorf("read subtable list: %w", err)
 	}
@@ -111,7 +110,7 @@ func (t *Table) loadActionSets() error {
 		for i := range in.Rule.Actions {
 			if i < int(set.Count) && in.Rule.Actions[i].Kind == rule.ActRedirect {
 				in.Rule.Actions[i].Ifindex = int(set.Actions[i].Ifindex)
-				if set.Actions[i].Op == uint8(bpf.XdpflowXfActionOpXF_ACT_TX) {
+				if set.Actions[i].Op == opTX {
 					in.Rule.Actions[i].Ifindex = int(t.meta.Ifindex)
 				}
 			}

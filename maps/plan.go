@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"slices"
 
-	"github.com/xdpflow/xdpflow/bpf"
 	"github.com/xdpflow/xdpflow/rule"
 )
 
@@ -121,8 +120,8 @@ func (t *Table) planInserts(p *plan, ch Change) error {
 
 // fitsDatapath refuses a rule the datapath's records cannot hold.
 func fitsDatapath(r *rule.Rule) error {
-	if len(r.Actions) > int(bpf.XdpflowXfLimitsXF_MAX_ACTIONS) {
-		return fmt.Errorf("pref %d: %d actions, at most %d", r.Prio, len(r.Actions), bpf.XdpflowXfLimitsXF_MAX_ACTIONS)
+	if len(r.Actions) > maxActions {
+		return fmt.Errorf("pref %d: %d actions, at most %d", r.Prio, len(r.Actions), maxActions)
 	}
 	if len(r.Text) > len(ruleSpec{}.Text) {
 		return fmt.Errorf("pref %d: rule text is %d bytes, at most %d", r.Prio, len(r.Text), len(ruleSpec{}.Text))

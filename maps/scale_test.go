@@ -31,11 +31,9 @@ func scaleTable(b *testing.B, flows, rules uint32, parse maps.ParseFunc) (*bpf.X
 	if err := maps.SizeSpec(spec, maps.DefaultCacheEntries); err != nil {
 		b.Fatal(err)
 	}
-	spec.Maps[bpf.XdpflowMapFlows].MaxEntries = flows
-	spec.Maps[bpf.XdpflowMapFlowsNarrow].MaxEntries = flows
-	spec.Maps[bpf.XdpflowMapRuleStats].MaxEntries = rules
-	spec.Maps[bpf.XdpflowMapRuleSpecs].MaxEntries = rules
-	spec.Maps[bpf.XdpflowMapActionSets].MaxEntries = min(rules, 65536)
+	if err := maps.SizeTables(spec, flows, rules); err != nil {
+		b.Fatal(err)
+	}
 	objs := &bpf.XdpflowObjects{}
 	if err := spec.LoadAndAssign(objs, nil); err != nil {
 		b.Fatalf("load: %v", err)

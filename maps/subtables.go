@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"slices"
 
-	"github.com/xdpflow/xdpflow/bpf"
 	"github.com/xdpflow/xdpflow/rule"
 )
 
@@ -59,21 +58,18 @@ func (t *Table) sortedSubtables(add map[uint32]*subtable) []*subtable {
 	return out
 }
 
-// listBuffers is the size of the ring of subtable list buffers.
-const listBuffers = uint32(bpf.XdpflowXfLimitsXF_LIST_BUFFERS)
-
 // publish makes list the program's subtable list: it fills the next buffer
 // of the ring and points meta.active_list at it. Runs that read the old
 // list finish with it; that buffer is held until they have.
 func (t *Table) publish(list []*subtable) error {
-	var l bpf.XdpflowXfSubtableList
+	var l subtableList
 	if len(list) > MaxSubtables {
 		return fmt.Errorf("%d subtables: %w", len(list), ErrTableFull)
 	}
 	l.Count = uint32(len(list))
 	for i, s := range list {
 		lay := layoutOf(&s.mask)
-		l.Subtables[i] = bpf.XdpflowXfSubtable{Id: s.id, Prio: s.prio, GroupSeq: s.group, Mask: s.mask,
+		l.Subtables[i] = subtableEntry{Id: s.id, Prio: s.prio, GroupSeq: s.group, Mask: s.mask,
 			NarrowWords: lay.n, WordIdx: lay.idx}
 		l.UnionMask = rule.UnionKey(&l.UnionMask, &s.mask)
 	}

@@ -24,6 +24,8 @@ import (
 	"fmt"
 	"sort"
 
+	"github.com/cilium/ebpf"
+
 	"github.com/xdpflow/xdpflow/bpf"
 	"github.com/xdpflow/xdpflow/rule"
 )
@@ -31,17 +33,8 @@ import (
 // RuleID names an installed rule: its rule_stats slot.
 type RuleID = uint32
 
-type (
-	flowKey    = bpf.XdpflowXfFlowKey
-	flowValue  = bpf.XdpflowXfFlow
-	actionSet  = bpf.XdpflowXfActionSet
-	ruleSpec   = bpf.XdpflowXfRuleSpec
-	ruleStats  = bpf.XdpflowXfRuleStats
-	metaRecord = bpf.XdpflowXfMeta
-)
-
 // MaxSubtables is the program's compile-time bound.
-const MaxSubtables = len(bpf.XdpflowXfSubtableList{}.Subtables)
+const MaxSubtables = len(subtableList{}.Subtables)
 
 // ErrTableFull is returned when a change needs more room than the maps have.
 var ErrTableFull = errors.New("flow table full")
@@ -98,11 +91,6 @@ type Table struct {
 	foreignHeld bool // another process left slots held: wait before writing
 }
 
-const (
-	dirtyWriting = bpf.XdpflowXfDirtyXF_DIRTY_WRITING
-	dirtyGrace   = bpf.XdpflowXfDirtyXF_DIRTY_GRACE
-)
-
 // Init writes the initial state of freshly created maps.
 func Init(m *bpf.XdpflowMaps, maxSubtables int, ifindex, attachFlags uint32) error {
 	if maxSubtables < 1 || maxSubtables > MaxSubtables {
@@ -118,6 +106,22 @@ func Init(m *bpf.XdpflowMaps, maxSubtables int, ifindex, attachFlags uint32) err
 		return fmt.Errorf("init cache generation: %w", err)
 	}
 	return nil
+}
+
+// Attachment is what Init recorded of the device the maps were made for.
+type Attachment struct {
+	Ifindex     int
+	AttachFlags uint32 // link.XDPAttachFlags
+}
+
+// ReadAttachment reads it from the program's meta map (a device's, or
+// its pin, MetaMapName).
+func ReadAttachment(meta *ebpf.Map) (Attachment, error) {
+	var rec metaRecord
+	if err := meta.Lookup(uint32(0), &rec); err != nil {
+		return Attachment{}, fmt.Errorf("read meta: %w", err)
+	}
+	return Attachment{Ifindex: int(rec.Ifindex), AttachFlags: rec.AttachFlags}, nil
 }
 
 // Open reads the table state from its maps. parse turns persisted rule
@@ -224,26 +228,8 @@ func (t *Table) Stats(id RuleID) (packets, bytes, lastUsedNs uint64, err error) 
 	return packets, bytes, lastUsedNs, nil
 }
 
-// Counters sums the program's per-CPU counters.
-func (t *Table) Counters() ([bpf.XdpflowXfCounterXF_CNT_MAX]uint64, error) {
-	var out [bpf.XdpflowXfCounterXF_CNT_MAX]uint64
-	var per []bpf.XdpflowXfCounters
-	if err := t.m.Counters.Lookup(uint32(0), &per); err != nil {
-		return out, fmt.Errorf("read counters: %w", err)
-	}
-	for _, c := range per {
-		for i, v := range c.N {
-			out[i] += v
-		}
-	}
-	// The program counts how each packet ended, not that it came or hit.
-	hit := out[bpf.XdpflowXfCounterXF_CNT_DROP] + out[bpf.XdpflowXfCounterXF_CNT_PASS] +
-		out[bpf.XdpflowXfCounterXF_CNT_TX] + out[bpf.XdpflowXfCounterXF_CNT_REDIRECT] +
-		out[bpf.XdpflowXfCounterXF_CNT_ACTION_ERROR] + out[bpf.XdpflowXfCounterXF_CNT_KEEPALIVE]
-	out[bpf.XdpflowXfCounterXF_CNT_HIT] = hit
-	out[bpf.XdpflowXfCounterXF_CNT_RX] = hit + out[bpf.XdpflowXfCounterXF_CNT_MISS] + out[bpf.XdpflowXfCounterXF_CNT_UNPARSED]
-	return out, nil
-}
+// Counters sums the program's per-CPU counters (ReadCounters).
+func (t *Table) Counters() ([NumCounters]uint64, error) { return ReadCounters(t.m.Counters) }
 
 func (t *Table) putMeta() error {
 	if err := t.m.Meta.Put(uint32(0), &t.meta); err != nil {
@@ -251,8 +237,6 @@ func (t *Table) putMeta() error {
 	}
 	return nil
 }
-
-const metaMagic = uint32(bpf.XdpflowXfLimitsXF_META_MAGIC)
 
 // Room returns what is left for rules of source src if every rule of that
 // source were removed: the budget a source recompiling all of its rules

@@ -13,8 +13,8 @@ import (
 	"github.com/google/nftables/expr"
 	"golang.org/x/sys/unix"
 
-	"github.com/xdpflow/xdpflow/bpf"
 	"github.com/xdpflow/xdpflow/internal/testutil"
+	"github.com/xdpflow/xdpflow/maps"
 )
 
 // TestNftRuleToXDPLatency measures how long after the kernel accepts an
@@ -138,15 +138,11 @@ func TestNftRuleToFirstPacketInXDP(t *testing.T) {
 	}
 	defer counters.Close()
 	drops := func() uint64 {
-		var per []bpf.XdpflowXfCounters
-		if err := counters.Lookup(uint32(0), &per); err != nil {
-			panic(fmt.Sprintf("read counters: %v", err))
+		c, err := maps.ReadCounters(counters)
+		if err != nil {
+			panic(err.Error())
 		}
-		var n uint64
-		for _, c := range per {
-			n += c.N[bpf.XdpflowXfCounterXF_CNT_DROP]
-		}
-		return n
+		return c[maps.CounterDrop]
 	}
 
 	// Steady traffic: one frame from 198.18.3.3 every few µs, from a

@@ -26,10 +26,8 @@ func BenchmarkMirrorChange10K(b *testing.B) {
 	if err := maps.SizeSpec(spec, maps.DefaultCacheEntries); err != nil {
 		b.Fatal(err)
 	}
-	spec.Maps[bpf.XdpflowMapFlows].MaxEntries = 1 << 16
-	spec.Maps[bpf.XdpflowMapFlowsNarrow].MaxEntries = 1 << 16
-	for _, n := range []string{bpf.XdpflowMapRuleStats, bpf.XdpflowMapRuleSpecs, bpf.XdpflowMapActionSets} {
-		spec.Maps[n].MaxEntries = 1 << 15
+	if err := maps.SizeTables(spec, 1<<16, 1<<15); err != nil {
+		b.Fatal(err)
 	}
 	var objs bpf.XdpflowObjects
 	if err := spec.LoadAndAssign(&objs, nil); err != nil {
