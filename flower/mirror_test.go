@@ -189,38 +189,20 @@ func TestMirrorSetAsMirror(t *testing.T) {
 	for seed := int64(1); seed <= 60; seed++ {
 		rng := rand.New(rand.NewSource(seed))
 		live := map[filterID]*KernelFilter{}
-		newFilter := func() *KernelFilter {
-			prio, handle := uint16(1+rng.Intn(3)), uint32(1+rng.Intn(25))
-			switch rng.Intn(12) {
-			case 0:
-				f := randomFilter(t, rng, prio, handle)
-				f.Chain = 1
-				return f
-			case 1:
-				punt := &rule.Rule{Source: rule.SourceTC, Dev: "b0", Prio: prio, Handle: 0xFFFFFFFF, Protocol: rule.EthPAll,
-					Actions: []rule.Action{{Kind: rule.ActPass}}}
-				punt.Text = ruletext.Format(punt)
-				return &KernelFilter{Prio: prio, Handle: handle, Kind: "u32", Err: fmt.Errorf("u32: not flower"), Punt: punt}
-			}
-			return randomFilter(t, rng, prio, handle)
-		}
 		var initial []*KernelFilter
 		for i := 0; i < rng.Intn(20); i++ {
-			f := newFilter()
+			f := randomMirrorFilter(t, rng)
 			if live[idOf(f)] == nil {
 				live[idOf(f)] = f
 				initial = append(initial, f)
 			}
 		}
 		s := NewMirrorSet(initial, opt)
-		installed := map[string]bool{}
-		for _, r := range s.Rules() {
-			installed[r.Text] = true
-		}
+		installed := ruleTexts(s.Rules())
 		for step := 0; step < 80; step++ {
 			// One to three notifications, then a flush.
 			for n := 1 + rng.Intn(3); n > 0; n-- {
-				f := newFilter()
+				f := randomMirrorFilter(t, rng)
 				if old := live[idOf(f)]; old != nil && rng.Intn(2) == 0 {
 					delete(live, idOf(f))
 					s.Change(old, true)
@@ -230,34 +212,17 @@ func TestMirrorSetAsMirror(t *testing.T) {
 				s.Change(f, false)
 			}
 			add, remove := s.Flush()
-			for _, text := range remove {
-				if !installed[text] {
-					t.Fatalf("seed %d step %d: Flush removes %q, which it never added", seed, step, text)
-				}
-				delete(installed, text)
-			}
-			for _, r := range add {
-				if installed[r.Text] {
-					t.Fatalf("seed %d step %d: Flush adds %q twice", seed, step, r.Text)
-				}
-				installed[r.Text] = true
-			}
+			applyFlush(t, seed, step, installed, add, remove)
 			var all []*KernelFilter
 			for _, f := range live {
 				all = append(all, f)
 			}
 			rules, statuses := Mirror("b0", all, opt)
-			want := map[string]bool{}
-			for _, r := range rules {
-				want[r.Text] = true
-			}
+			want := ruleTexts(rules)
 			if !maps.Equal(installed, want) {
 				t.Fatalf("seed %d step %d: Flushes add up to\n%v\nMirror gives\n%v", seed, step, installed, want)
 			}
-			got := map[string]bool{}
-			for _, r := range s.Rules() {
-				got[r.Text] = true
-			}
+			got := ruleTexts(s.Rules())
 			if !maps.Equal(got, want) {
 				t.Fatalf("seed %d step %d: Rules\n%v\nMirror gives\n%v", seed, step, got, want)
 			}
@@ -285,6 +250,52 @@ func TestMirrorSetAsMirror(t *testing.T) {
 	// Overlaps that come and go make other filters change status.
 	if flips < 50 {
 		t.Fatalf("only %d status changes over all seeds: the generator no longer moves filters between offloaded and punted", flips)
+	}
+}
+
+// randomMirrorFilter is randomFilter's filter at a random pref and handle,
+// now and then in chain 1 or a u32 filter (punted, with a punt of its own).
+func randomMirrorFilter(t *testing.T, rng *rand.Rand) *KernelFilter {
+	prio, handle := uint16(1+rng.Intn(3)), uint32(1+rng.Intn(25))
+	switch rng.Intn(12) {
+	case 0:
+		f := randomFilter(t, rng, prio, handle)
+		f.Chain = 1
+		return f
+	case 1:
+		punt := &rule.Rule{Source: rule.SourceTC, Dev: "b0", Prio: prio, Handle: 0xFFFFFFFF, Protocol: rule.EthPAll,
+			Actions: []rule.Action{{Kind: rule.ActPass}}}
+		punt.Text = ruletext.Format(punt)
+		return &KernelFilter{Prio: prio, Handle: handle, Kind: "u32", Err: fmt.Errorf("u32: not flower"), Punt: punt}
+	}
+	return randomFilter(t, rng, prio, handle)
+}
+
+// ruleTexts is the set of the rules' texts.
+func ruleTexts(rules []*rule.Rule) map[string]bool {
+	set := map[string]bool{}
+	for _, r := range rules {
+		set[r.Text] = true
+	}
+	return set
+}
+
+// applyFlush applies what a Flush said came and went to installed, the
+// texts of the rules the Flushes added so far. A removed text never
+// added, or a text added twice, fails the test.
+func applyFlush(t *testing.T, seed int64, step int, installed map[string]bool, add []*rule.Rule, remove []string) {
+	t.Helper()
+	for _, text := range remove {
+		if !installed[text] {
+			t.Fatalf("seed %d step %d: Flush removes %q, which it never added", seed, step, text)
+		}
+		delete(installed, text)
+	}
+	for _, r := range add {
+		if installed[r.Text] {
+			t.Fatalf("seed %d step %d: Flush adds %q twice", seed, step, r.Text)
+		}
+		installed[r.Text] = true
 	}
 }
 

@@ -28,6 +28,7 @@ func TestCacheCoherentUnderChurn(t *testing.T) {
 	}
 }
 
+// One scenario, step by step: the traffic and the changes share want and seq.
 func testCacheCoherent(t *testing.T, deferred bool) {
 	h := newHarness(t, 1, 1<<16)
 	h.deferred = deferred

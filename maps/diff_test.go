@@ -320,59 +320,7 @@ func TestDifferentialRandom(t *testing.T) {
 // that failed to compare any one word would answer for another key.
 func TestCacheKeyComparesEveryWord(t *testing.T) {
 	ns := testutil.NewNetns(t)
-	mac := func(s string) net.HardwareAddr { m, _ := net.ParseMAC(s); return m }
-	frame := func(dst net.HardwareAddr, dstIP net.IP) []byte {
-		return testutil.Eth(dst, mac("02:00:00:00:00:01"), nil, 0x0800,
-			testutil.IPv4(net.IPv4(198, 18, 0, 1), dstIP, 17, testutil.IPv4Opts{}, testutil.UDP(1024, 9, make([]byte, 18))))
-	}
-	// Varying the destination address: 198.18.0.0/20 is dropped, the
-	// rest of the /19 passed; a never-matching /32 makes the cache key
-	// hold the whole address.
-	byAddr := make([][]byte, 8192)
-	for i := range byAddr {
-		byAddr[i] = frame(mac("02:00:00:00:00:02"), net.IPv4(198, 18, byte(i>>8), byte(i)))
-	}
-	addrRules := []string{
-		"protocol ip flower dst_ip 198.18.0.0/20 action drop",
-		"protocol ip flower dst_ip 10.1.1.1 action drop",
-	}
-	// Never-matching rules (the frames are UDP from 198.18.0.1 to
-	// 02:00:00:00:00:02) that put words below the address's into the
-	// union, one at a time, so the address moves to the next slot.
-	lower := []string{
-		"protocol ip flower ip_proto tcp action drop",
-		"protocol ip flower src_ip 10.2.2.2 action drop",
-		"protocol ip flower src_mac 0e:0e:0e:0e:0e:0e action drop",
-		"protocol ip flower dst_mac 0e:0e:0e:0e:0e:0e action drop",
-		"protocol ip flower ip_proto udp dst_port 7 action drop",
-	}
-	type config struct {
-		name   string
-		rules  []string
-		frames [][]byte
-		words  int // the cache key's words, 0: the whole key
-	}
-	configs := []config{}
-	for n := 0; n <= len(lower); n++ {
-		words := 2 + n
-		if words > 6 {
-			words = 0
-		}
-		configs = append(configs, config{fmt.Sprintf("address_after_%d_words", 1+n),
-			append(append([]string{}, addrRules...), lower[:n]...), byAddr, words})
-	}
-	// Varying the destination MAC's bytes 2 and 3, the key's first word:
-	// 02:00:00:00:00:00/20 is dropped.
-	byMAC := make([][]byte, 8192)
-	for i := range byMAC {
-		byMAC[i] = frame(net.HardwareAddr{2, 0, byte(i >> 8), byte(i), 0, 2}, net.IPv4(198, 19, 0, 1))
-	}
-	configs = append(configs, config{"mac_first_word", []string{
-		"protocol ip flower dst_mac 02:00:00:00:00:00/20 action drop",
-		"protocol ip flower dst_mac 0e:0e:0e:0e:0e:0e action drop",
-	}, byMAC, 3})
-
-	for _, c := range configs {
+	for _, c := range cacheKeyConfigs() {
 		t.Run(c.name, func(t *testing.T) {
 			ns.Run(t, func() {
 				h := newHarness(t, 1, 1<<16)
@@ -407,4 +355,66 @@ func TestCacheKeyComparesEveryWord(t *testing.T) {
 			})
 		})
 	}
+}
+
+// cacheKeyConfig is rules, and frames whose keys differ in one word, that
+// put that word in one place of the cache key.
+type cacheKeyConfig struct {
+	name   string
+	rules  []string
+	frames [][]byte
+	words  int // the cache key's words, 0: the whole key
+}
+
+// cacheKeyConfigs are TestCacheKeyComparesEveryWord's rules and frames:
+// the address in each slot of a narrow key and in the whole key, and the
+// MAC in the first word.
+func cacheKeyConfigs() []cacheKeyConfig {
+	mac := func(s string) net.HardwareAddr { m, _ := net.ParseMAC(s); return m }
+	frame := func(dst net.HardwareAddr, dstIP net.IP) []byte {
+		return testutil.Eth(dst, mac("02:00:00:00:00:01"), nil, 0x0800,
+			testutil.IPv4(net.IPv4(198, 18, 0, 1), dstIP, 17, testutil.IPv4Opts{}, testutil.UDP(1024, 9, make([]byte, 18))))
+	}
+	// Varying the destination address: 198.18.0.0/20 is dropped, the
+	// rest of the /19 passed; a never-matching /32 makes the cache key
+	// hold the whole address.
+	byAddr := make([][]byte, 8192)
+	for i := range byAddr {
+		byAddr[i] = frame(mac("02:00:00:00:00:02"), net.IPv4(198, 18, byte(i>>8), byte(i)))
+	}
+	addrRules := []string{
+		"protocol ip flower dst_ip 198.18.0.0/20 action drop",
+		"protocol ip flower dst_ip 10.1.1.1 action drop",
+	}
+	// Never-matching rules (the frames are UDP from 198.18.0.1 to
+	// 02:00:00:00:00:02) that put words below the address's into the
+	// union, one at a time, so the address moves to the next slot.
+	lower := []string{
+		"protocol ip flower ip_proto tcp action drop",
+		"protocol ip flower src_ip 10.2.2.2 action drop",
+		"protocol ip flower src_mac 0e:0e:0e:0e:0e:0e action drop",
+		"protocol ip flower dst_mac 0e:0e:0e:0e:0e:0e action drop",
+		"protocol ip flower ip_proto udp dst_port 7 action drop",
+	}
+	configs := []cacheKeyConfig{}
+	for n := 0; n <= len(lower); n++ {
+		words := 2 + n
+		if words > 6 {
+			words = 0
+		}
+		configs = append(configs, cacheKeyConfig{fmt.Sprintf("address_after_%d_words", 1+n),
+			append(append([]string{}, addrRules...), lower[:n]...), byAddr, words})
+	}
+	// Varying the destination MAC's bytes 2 and 3, the key's first word:
+	// 02:00:00:00:00:00/20 is dropped.
+	byMAC := make([][]byte, 8192)
+	for i := range byMAC {
+		byMAC[i] = frame(net.HardwareAddr{2, 0, byte(i >> 8), byte(i), 0, 2}, net.IPv4(198, 19, 0, 1))
+	}
+	configs = append(configs, cacheKeyConfig{"mac_first_word", []string{
+		"protocol ip flower dst_mac 02:00:00:00:00:00/20 action drop",
+		"protocol ip flower dst_mac 0e:0e:0e:0e:0e:0e action drop",
+	}, byMAC, 3})
+
+	return configs
 }

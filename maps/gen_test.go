@@ -47,96 +47,130 @@ func (g *gen) rule(prio uint16, _ []*rule.Rule) string {
 	l3 := proto
 	switch proto {
 	case "802.1Q":
-		if g.chance(0.7) {
-			add("vlan_id", fmt.Sprint(10*(1+g.rng.Intn(2))))
-		}
-		if g.chance(0.2) {
-			add("vlan_prio", fmt.Sprint(g.rng.Intn(2)))
-		}
-		switch g.rng.Intn(3) {
-		case 0:
-			add("vlan_ethtype", "ip")
-			l3 = "ip"
-		case 1:
-			add("vlan_ethtype", "802.1Q")
-			if g.chance(0.6) {
-				add("cvlan_id", fmt.Sprint(20+g.rng.Intn(2)))
-			}
-			if g.chance(0.5) {
-				add("cvlan_ethtype", "ip")
-				l3 = "ip"
-			}
-		}
+		var vlan []string
+		vlan, l3 = g.vlanKeys()
+		add(vlan...)
 	}
 	switch l3 {
 	case "ip", "ipv6":
-		v4 := l3 == "ip"
-		if g.chance(0.4) {
-			if v4 {
-				add("src_ip", g.pick(v4Prefixes))
-			} else {
-				add("src_ip", g.pick(v6Prefixes))
-			}
-		}
-		if g.chance(0.4) {
-			if v4 {
-				add("dst_ip", g.pick(v4Prefixes))
-			} else {
-				add("dst_ip", g.pick(v6Prefixes))
-			}
-		}
-		if g.chance(0.15) {
-			add("ip_tos", "0x10/0xf0")
-		}
-		if g.chance(0.1) {
-			add("ip_ttl", "64")
-		}
-		if g.chance(0.1) {
-			add("ip_flags", g.pick([]string{"frag", "nofrag", "frag/firstfrag", "frag/nofirstfrag"}))
-		}
-		if g.chance(0.7) {
-			icmp := "icmp"
-			if !v4 {
-				icmp = "icmpv6"
-			}
-			p := g.pick([]string{"tcp", "udp", "sctp", icmp})
-			add("ip_proto", p)
-			switch p {
-			case "tcp", "udp", "sctp":
-				if g.chance(0.6) {
-					add("dst_port", g.pick(portRules))
-				}
-				if g.chance(0.3) {
-					add("src_port", g.pick(portRules))
-				}
-				if p == "tcp" && g.chance(0.2) {
-					add("tcp_flags", "0x02/0x12")
-				}
-			default:
-				if g.chance(0.6) {
-					add("type", fmt.Sprint([]int{8, 0, 128, 129}[g.rng.Intn(4)]))
-				}
-				if g.chance(0.3) {
-					add("code", "0")
-				}
-			}
-		}
+		add(g.ipKeys(l3 == "ip")...)
 	case "arp":
-		if g.chance(0.5) {
-			add("arp_op", g.pick([]string{"request", "reply"}))
-		}
-		if g.chance(0.4) {
-			add("arp_tip", g.pick(v4Prefixes))
-		}
-		if g.chance(0.3) {
-			add("arp_sip", g.pick(v4Prefixes))
-		}
-		if g.chance(0.2) {
-			add("arp_sha", g.pick(macPool))
-		}
+		add(g.arpKeys()...)
 	}
 	add(g.actions()...)
 	return strings.Join(w, " ")
+}
+
+// vlanKeys: rule's keys of an 802.1Q filter, and the protocol the tags
+// carry ("ip", or "802.1Q" when no key says).
+func (g *gen) vlanKeys() (w []string, l3 string) {
+	add := func(s ...string) { w = append(w, s...) }
+	l3 = "802.1Q"
+	if g.chance(0.7) {
+		add("vlan_id", fmt.Sprint(10*(1+g.rng.Intn(2))))
+	}
+	if g.chance(0.2) {
+		add("vlan_prio", fmt.Sprint(g.rng.Intn(2)))
+	}
+	switch g.rng.Intn(3) {
+	case 0:
+		add("vlan_ethtype", "ip")
+		l3 = "ip"
+	case 1:
+		add("vlan_ethtype", "802.1Q")
+		if g.chance(0.6) {
+			add("cvlan_id", fmt.Sprint(20+g.rng.Intn(2)))
+		}
+		if g.chance(0.5) {
+			add("cvlan_ethtype", "ip")
+			l3 = "ip"
+		}
+	}
+	return w, l3
+}
+
+// ipKeys: rule's IPv4 (or IPv6) keys, and its transport keys.
+func (g *gen) ipKeys(v4 bool) []string {
+	var w []string
+	add := func(s ...string) { w = append(w, s...) }
+	if g.chance(0.4) {
+		if v4 {
+			add("src_ip", g.pick(v4Prefixes))
+		} else {
+			add("src_ip", g.pick(v6Prefixes))
+		}
+	}
+	if g.chance(0.4) {
+		if v4 {
+			add("dst_ip", g.pick(v4Prefixes))
+		} else {
+			add("dst_ip", g.pick(v6Prefixes))
+		}
+	}
+	if g.chance(0.15) {
+		add("ip_tos", "0x10/0xf0")
+	}
+	if g.chance(0.1) {
+		add("ip_ttl", "64")
+	}
+	if g.chance(0.1) {
+		add("ip_flags", g.pick([]string{"frag", "nofrag", "frag/firstfrag", "frag/nofirstfrag"}))
+	}
+	if g.chance(0.7) {
+		add(g.l4Keys(v4)...)
+	}
+	return w
+}
+
+// l4Keys: rule's ip_proto and the keys of the protocol it names.
+func (g *gen) l4Keys(v4 bool) []string {
+	var w []string
+	add := func(s ...string) { w = append(w, s...) }
+	icmp := "icmp"
+	if !v4 {
+		icmp = "icmpv6"
+	}
+	p := g.pick([]string{"tcp", "udp", "sctp", icmp})
+	add("ip_proto", p)
+	switch p {
+	case "tcp", "udp", "sctp":
+		if g.chance(0.6) {
+			add("dst_port", g.pick(portRules))
+		}
+		if g.chance(0.3) {
+			add("src_port", g.pick(portRules))
+		}
+		if p == "tcp" && g.chance(0.2) {
+			add("tcp_flags", "0x02/0x12")
+		}
+	default:
+		if g.chance(0.6) {
+			add("type", fmt.Sprint([]int{8, 0, 128, 129}[g.rng.Intn(4)]))
+		}
+		if g.chance(0.3) {
+			add("code", "0")
+		}
+	}
+	return w
+}
+
+// arpKeys: rule's ARP keys.
+func (g *gen) arpKeys() []string {
+	var w []string
+	add := func(s ...string) { w = append(w, s...) }
+	if g.chance(0.5) {
+		add("arp_op", g.pick([]string{"request", "reply"}))
+	}
+	if g.chance(0.4) {
+		add("arp_tip", g.pick(v4Prefixes))
+	}
+	if g.chance(0.3) {
+		add("arp_sip", g.pick(v4Prefixes))
+	}
+	if g.chance(0.2) {
+		add("arp_sha", g.pick(macPool))
+	}
+	return w
 }
 
 func (g *gen) actions() []string {

@@ -30,6 +30,7 @@ type kernelFrame struct {
 	punt  string // a part of refmodel.Punt's reason
 }
 
+// Long for its table: one kernelCase per kernel reading, then their loop.
 func TestKernelReadings(t *testing.T) {
 	mac, _ := net.ParseMAC("02:00:00:00:00:01")
 	src, dst := net.IPv4(10, 0, 0, 1), net.IPv4(10, 0, 0, 2)

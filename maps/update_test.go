@@ -27,75 +27,13 @@ func TestUpdateSourceAsSyncSource(t *testing.T) {
 		h.deferred = true // the daemon's mode: freed ids are held
 		h.reopen()
 		g := &gen{rng: h.rng}
-		newRule := func(prio uint16, handle uint32) *rule.Rule {
-			for {
-				text := fmt.Sprintf("pref %d handle 0x%x %s", prio, handle, g.rule(prio, nil))
-				r, err := ruletext.Parse(ingressDev, text)
-				if err != nil {
-					t.Fatalf("%s: %v", text, err)
-				}
-				if r.RangesOrdered() && handle%3 != 0 {
-					continue // ranged groups, but not all of them
-				}
-				for i := range r.Actions {
-					if r.Actions[i].Kind == rule.ActRedirect {
-						ifi, err := net.InterfaceByName(r.Actions[i].Dev)
-						if err != nil {
-							t.Fatal(err)
-						}
-						r.Actions[i].Ifindex = ifi.Index
-					}
-				}
-				r.Source = rule.SourceTC
-				r.Text = ruletext.Format(r)
-				return r
-			}
-		}
 		// The wanted rules by "pref/handle": 60 of them at most, over 3
 		// prefs with several masks each.
 		want := map[string]*rule.Rule{}
-		same := func(round int, what string) {
-			t.Helper()
-			var got, exp []string
-			for _, in := range h.table.Rules() {
-				if in.Rule.Source == rule.SourceTC {
-					got = append(got, in.Rule.Text)
-				}
-			}
-			for _, r := range want {
-				exp = append(exp, r.Text)
-			}
-			slices.Sort(got)
-			slices.Sort(exp)
-			if !slices.Equal(got, exp) {
-				t.Fatalf("round %d, %s: table holds\n%v\nwanted\n%v", round, what, got, exp)
-			}
-		}
 		clashes, changes := 0, 0
 		for round := 0; round < 300; round++ {
 			next := maps.Clone(want)
-			var add []*rule.Rule
-			var remove []string
-			var gone [][2]int
-			for i := 0; i < 1+h.rng.Intn(4); i++ {
-				prio, handle := uint16(1+h.rng.Intn(3)), uint32(1+h.rng.Intn(20))
-				k := fmt.Sprint(prio, "/", handle)
-				if slices.ContainsFunc(add, func(a *rule.Rule) bool { return a.Prio == prio && a.Handle == handle }) {
-					continue
-				}
-				old := next[k]
-				if old != nil {
-					remove = append(remove, old.Text)
-					gone = append(gone, [2]int{int(prio), int(handle)})
-					delete(next, k)
-					if h.rng.Intn(2) == 0 {
-						continue // deleted
-					}
-				}
-				r := newRule(prio, handle) // added, or replaced
-				next[k] = r
-				add = append(add, r)
-			}
+			add, remove, gone := randomTCDelta(t, h, g, next)
 			added, removed, err := h.table.UpdateSource(rule.SourceTC, add, remove)
 			h.checkHeld()
 			h.checkFlows()
@@ -106,7 +44,7 @@ func TestUpdateSourceAsSyncSource(t *testing.T) {
 					t.Fatalf("round %d: %v", round, err)
 				}
 				clashes++
-				same(round, "after a refused change")
+				sameTCRules(t, h, want, round, "after a refused change")
 				continue
 			}
 			changes++
@@ -122,7 +60,7 @@ func TestUpdateSourceAsSyncSource(t *testing.T) {
 			if added != len(add) || removed != len(remove) {
 				t.Fatalf("round %d: added %d removed %d, asked %d and %d", round, added, removed, len(add), len(remove))
 			}
-			same(round, "after UpdateSource")
+			sameTCRules(t, h, want, round, "after UpdateSource")
 			// The same set as a whole: SyncSource finds nothing to do.
 			all := make([]*rule.Rule, 0, len(want))
 			for _, r := range want {
@@ -147,6 +85,79 @@ func TestUpdateSourceAsSyncSource(t *testing.T) {
 			t.Errorf("only %d of 300 changes went in: the generator clashes too often to test much", changes)
 		}
 	})
+}
+
+// randomTCDelta draws a few changes to next, the wanted rules by
+// "pref/handle", and makes them in it: filters added, replaced (the old
+// text removed, the new added) or deleted; gone is the pref and handle
+// of each removed text.
+func randomTCDelta(t *testing.T, h *harness, g *gen, next map[string]*rule.Rule) (add []*rule.Rule, remove []string, gone [][2]int) {
+	for i := 0; i < 1+h.rng.Intn(4); i++ {
+		prio, handle := uint16(1+h.rng.Intn(3)), uint32(1+h.rng.Intn(20))
+		k := fmt.Sprint(prio, "/", handle)
+		if slices.ContainsFunc(add, func(a *rule.Rule) bool { return a.Prio == prio && a.Handle == handle }) {
+			continue
+		}
+		old := next[k]
+		if old != nil {
+			remove = append(remove, old.Text)
+			gone = append(gone, [2]int{int(prio), int(handle)})
+			delete(next, k)
+			if h.rng.Intn(2) == 0 {
+				continue // deleted
+			}
+		}
+		r := randomTCRule(t, g, prio, handle) // added, or replaced
+		next[k] = r
+		add = append(add, r)
+	}
+	return add, remove, gone
+}
+
+// randomTCRule is a random TC filter at prio and handle, as the daemon
+// reads one from the kernel.
+func randomTCRule(t *testing.T, g *gen, prio uint16, handle uint32) *rule.Rule {
+	for {
+		text := fmt.Sprintf("pref %d handle 0x%x %s", prio, handle, g.rule(prio, nil))
+		r, err := ruletext.Parse(ingressDev, text)
+		if err != nil {
+			t.Fatalf("%s: %v", text, err)
+		}
+		if r.RangesOrdered() && handle%3 != 0 {
+			continue // ranged groups, but not all of them
+		}
+		for i := range r.Actions {
+			if r.Actions[i].Kind == rule.ActRedirect {
+				ifi, err := net.InterfaceByName(r.Actions[i].Dev)
+				if err != nil {
+					t.Fatal(err)
+				}
+				r.Actions[i].Ifindex = ifi.Index
+			}
+		}
+		r.Source = rule.SourceTC
+		r.Text = ruletext.Format(r)
+		return r
+	}
+}
+
+// sameTCRules fails the test unless the table's TC rules are want's.
+func sameTCRules(t *testing.T, h *harness, want map[string]*rule.Rule, round int, what string) {
+	t.Helper()
+	var got, exp []string
+	for _, in := range h.table.Rules() {
+		if in.Rule.Source == rule.SourceTC {
+			got = append(got, in.Rule.Text)
+		}
+	}
+	for _, r := range want {
+		exp = append(exp, r.Text)
+	}
+	slices.Sort(got)
+	slices.Sort(exp)
+	if !slices.Equal(got, exp) {
+		t.Fatalf("round %d, %s: table holds\n%v\nwanted\n%v", round, what, got, exp)
+	}
 }
 
 // TestRedirectTargetBackInDevmap: the kernel drops a device's devmap

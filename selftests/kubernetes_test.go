@@ -237,56 +237,16 @@ var envRef = regexp.MustCompile(`\$\(([A-Za-z_][A-Za-z0-9_]*)\)`)
 // bpffs, and without the bpffs mount refuses to start, naming the fix.
 func TestContainerImage(t *testing.T) {
 	testutil.RequireRoot(t)
-	dir := t.TempDir()
-	archive := filepath.Join(dir, "image.tar")
-	out, err := exec.Command("make", "-C", "..", "image", "IMAGE=xdpflow:selftest", "IMAGEOUT="+archive,
-		"IMAGEBIN="+filepath.Join(dir, "xdpflow")).CombinedOutput()
-	if err != nil {
-		t.Fatalf("make image: %v\n%s", err, out)
-	}
-	tag, _ := name.NewTag("xdpflow:selftest")
-	img, err := tarball.ImageFromPath(archive, &tag)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cf, err := img.ConfigFile()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if cf.OS != "linux" || cf.Architecture != "amd64" || !slices.Equal(cf.Config.Entrypoint, []string{"/usr/sbin/xdpflow"}) {
-		t.Fatalf("image config: %s/%s entrypoint %q", cf.OS, cf.Architecture, cf.Config.Entrypoint)
-	}
-	root := filepath.Join(dir, "rootfs")
-	if err := extract(mutate.Extract(img), root); err != nil {
-		t.Fatal(err)
-	}
+	entrypoint, root := buildImage(t, t.TempDir())
 
 	tp := newDropTopo(t)
 	mustXdpflow(t, tp.b, "disable", "dev", "b0") // the container enables it
-	ds := readDaemonSet(t)
-	c := ds.Spec.Template.Spec.Containers[0]
-	env := map[string]string{"XDPFLOW_DEVICES": "b0"} // the node's own value
-	for _, e := range c.Env {
-		if _, set := env[e.Name]; !set {
-			env[e.Name] = e.Value
-		}
-	}
-	argv := slices.Clone(cf.Config.Entrypoint)
-	for _, a := range c.Args {
-		// As the kubelet expands $(VAR) in args.
-		argv = append(argv, envRef.ReplaceAllStringFunc(a, func(ref string) string { return env[ref[2:len(ref)-1]] }))
-	}
-	var envList []string
-	for k, v := range env {
-		envList = append(envList, k+"="+v)
-	}
-	sb := sandbox{Root: root, ReadOnly: c.SecurityContext.ReadOnlyRootFilesystem, Netns: "/run/netns/" + tp.b.Name,
-		Mounts: podMounts(t, ds), Caps: c.SecurityContext.Capabilities.Add, Argv: argv, Env: envList}
+	sb := daemonSetSandbox(t, entrypoint, root, "/run/netns/"+tp.b.Name)
 
 	// Without the host's bpffs: refused, naming the fix.
 	noBPFFS := sb
 	noBPFFS.Mounts = map[string]string{}
-	out, err = runSandbox(t, noBPFFS).CombinedOutput()
+	out, err := runSandbox(t, noBPFFS).CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "mount the host's bpffs into it") {
 		t.Errorf("without the host's bpffs: %v: %s; want a refusal naming the fix", err, out)
 	}
@@ -347,6 +307,61 @@ func TestContainerImage(t *testing.T) {
 	if nft := tp.b.MustExec(t, "nft", "list", "chain", "netdev", "xf", "in"); !strings.Contains(nft, "counter packets 0 bytes 0") {
 		t.Errorf("after the container stopped, nft's counter moved:\n%s", nft)
 	}
+}
+
+// buildImage builds the image (make image) in dir and unpacks its root
+// file system there: it returns the image's entrypoint and the root.
+func buildImage(t *testing.T, dir string) (entrypoint []string, root string) {
+	t.Helper()
+	archive := filepath.Join(dir, "image.tar")
+	out, err := exec.Command("make", "-C", "..", "image", "IMAGE=xdpflow:selftest", "IMAGEOUT="+archive,
+		"IMAGEBIN="+filepath.Join(dir, "xdpflow")).CombinedOutput()
+	if err != nil {
+		t.Fatalf("make image: %v\n%s", err, out)
+	}
+	tag, _ := name.NewTag("xdpflow:selftest")
+	img, err := tarball.ImageFromPath(archive, &tag)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cf, err := img.ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cf.OS != "linux" || cf.Architecture != "amd64" || !slices.Equal(cf.Config.Entrypoint, []string{"/usr/sbin/xdpflow"}) {
+		t.Fatalf("image config: %s/%s entrypoint %q", cf.OS, cf.Architecture, cf.Config.Entrypoint)
+	}
+	root = filepath.Join(dir, "rootfs")
+	if err := extract(mutate.Extract(img), root); err != nil {
+		t.Fatal(err)
+	}
+	return cf.Config.Entrypoint, root
+}
+
+// daemonSetSandbox is the container the DaemonSet makes of the image
+// (its entrypoint, unpacked in root) on a node whose XDPFLOW_DEVICES is
+// b0, in the network namespace at netns.
+func daemonSetSandbox(t *testing.T, entrypoint []string, root, netns string) sandbox {
+	t.Helper()
+	ds := readDaemonSet(t)
+	c := ds.Spec.Template.Spec.Containers[0]
+	env := map[string]string{"XDPFLOW_DEVICES": "b0"} // the node's own value
+	for _, e := range c.Env {
+		if _, set := env[e.Name]; !set {
+			env[e.Name] = e.Value
+		}
+	}
+	argv := slices.Clone(entrypoint)
+	for _, a := range c.Args {
+		// As the kubelet expands $(VAR) in args.
+		argv = append(argv, envRef.ReplaceAllStringFunc(a, func(ref string) string { return env[ref[2:len(ref)-1]] }))
+	}
+	var envList []string
+	for k, v := range env {
+		envList = append(envList, k+"="+v)
+	}
+	return sandbox{Root: root, ReadOnly: c.SecurityContext.ReadOnlyRootFilesystem, Netns: netns,
+		Mounts: podMounts(t, ds), Caps: c.SecurityContext.Capabilities.Add, Argv: argv, Env: envList}
 }
 
 // runSandbox is the command that runs sb's container: this test binary, as

@@ -6,6 +6,7 @@ import (
 	"testing"
 )
 
+// One scenario, step by step: the steps share the ruleset and the daemons.
 // TestNftDaemon follows nft changes at runtime, survives SIGKILL and
 // reconciles on restart.
 func TestNftDaemon(t *testing.T) {

@@ -117,6 +117,7 @@ func pinForTiming(cpu int) {
 	}
 }
 
+// One measurement, step by step: its rounds share the traffic and the daemon.
 // TestNftRuleToFirstPacketInXDP measures what a user sees: from the ACK of
 // an nft rule to the first packet that rule handles in XDP, under steady
 // traffic (a frame every few µs from a0). Each round adds `ip saddr

@@ -361,36 +361,7 @@ func TestNftDifferential(t *testing.T) {
 		if delivered == 0 || delivered == len(frames) {
 			t.Logf("seed %d: %d of %d frames delivered (no contrast)", seed, delivered, len(frames))
 		}
-		// Counting: a drop or fwd rule's packets are counted once, by XDP
-		// or by nft; every other rule's packets still reach nft.
-		for _, f := range fl {
-			if f.Source != "nft" || !strings.HasPrefix(f.Name, "netdev/xf/") || strings.HasSuffix(f.Name, "/policy") {
-				continue
-			}
-			key := strings.TrimPrefix(f.Name, "netdev/xf/")
-			nft1, nft2 := mid[key]-before[key], after[key]-mid[key]
-			if _, counted := mid[key]; !counted {
-				continue
-			}
-			xdp := uint64(0)
-			if f.Stats != nil {
-				xdp = f.Stats.Packets
-			}
-			single := len(f.Actions) == 1 && (f.Actions[0] == "drop" || strings.HasPrefix(f.Actions[0], "fwd"))
-			switch {
-			case f.Offloaded && single:
-				if xdp+nft2 != nft1 {
-					t.Errorf("seed %d rule %s (%v): nft alone counted %d; with xdpflow XDP %d + nft %d", seed, f.Name, f.Actions, nft1, xdp, nft2)
-				}
-				if xdp > 0 {
-					offloadedHits++
-				}
-			case !f.Offloaded:
-				if nft2 != nft1 {
-					t.Errorf("seed %d rule %s not offloaded (%s): nft counted %d alone, %d with xdpflow", seed, f.Name, f.Reason, nft1, nft2)
-				}
-			}
-		}
+		offloadedHits += checkNftCounts(t, seed, fl, before, mid, after)
 		if t.Failed() {
 			t.Logf("seed %d ruleset:\n%s\nflows: %+v", seed, ruleset, fl)
 			return
@@ -399,4 +370,42 @@ func TestNftDifferential(t *testing.T) {
 	if offloadedHits == 0 {
 		t.Fatal("no offloaded drop/fwd rule handled a packet in XDP: the test proved nothing")
 	}
+}
+
+// checkNftCounts: a drop or fwd rule's packets are counted once, by XDP
+// or by nft; every other rule's packets still reach nft. before and mid
+// are nft's counters around the frames sent with nft alone, after with
+// xdpflow. It returns how many offloaded drop or fwd rules counted packets
+// in XDP.
+func checkNftCounts(t *testing.T, seed int, fl []jsonFlow, before, mid, after map[string]uint64) (offloadedHits int) {
+	t.Helper()
+	for _, f := range fl {
+		if f.Source != "nft" || !strings.HasPrefix(f.Name, "netdev/xf/") || strings.HasSuffix(f.Name, "/policy") {
+			continue
+		}
+		key := strings.TrimPrefix(f.Name, "netdev/xf/")
+		nft1, nft2 := mid[key]-before[key], after[key]-mid[key]
+		if _, counted := mid[key]; !counted {
+			continue
+		}
+		xdp := uint64(0)
+		if f.Stats != nil {
+			xdp = f.Stats.Packets
+		}
+		single := len(f.Actions) == 1 && (f.Actions[0] == "drop" || strings.HasPrefix(f.Actions[0], "fwd"))
+		switch {
+		case f.Offloaded && single:
+			if xdp+nft2 != nft1 {
+				t.Errorf("seed %d rule %s (%v): nft alone counted %d; with xdpflow XDP %d + nft %d", seed, f.Name, f.Actions, nft1, xdp, nft2)
+			}
+			if xdp > 0 {
+				offloadedHits++
+			}
+		case !f.Offloaded:
+			if nft2 != nft1 {
+				t.Errorf("seed %d rule %s not offloaded (%s): nft counted %d alone, %d with xdpflow", seed, f.Name, f.Reason, nft1, nft2)
+			}
+		}
+	}
+	return offloadedHits
 }

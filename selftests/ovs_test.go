@@ -232,6 +232,7 @@ func ifindexIn(t *testing.T, ns *testutil.Netns, dev string) int {
 	return idx
 }
 
+// One scenario, step by step: the steps share the bridge and the daemon.
 // TestOVSBridgeSteadyTraffic: an Open vSwitch bridge with hw-offload on
 // joins two hosts; its flows land in TC flower and xdpflow's daemon runs
 // them in XDP. Steady traffic for 60 s: the flow runs in XDP (TC sees

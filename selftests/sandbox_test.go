@@ -39,70 +39,90 @@ var capNumbers = map[string]uintptr{"NET_ADMIN": unix.CAP_NET_ADMIN, "SYS_ADMIN"
 
 // sandboxMain is the container's first process: it never returns.
 func sandboxMain(spec string) {
-	fail := func(format string, a ...any) {
-		fmt.Fprintf(os.Stderr, "sandbox: "+format+"\n", a...)
-		os.Exit(125)
-	}
 	var sb sandbox
 	if err := json.Unmarshal([]byte(spec), &sb); err != nil {
-		fail("%v", err)
+		sandboxFail("%v", err)
 	}
 	// Namespaces and the exec belong to this thread.
 	runtime.LockOSThread()
 	fd, err := unix.Open(sb.Netns, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		fail("%v", err)
+		sandboxFail("%v", err)
 	}
 	if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
-		fail("setns: %v", err)
+		sandboxFail("setns: %v", err)
 	}
+	sandboxEnterRoot(sb)
+	sandboxLimitCaps(sb.Caps)
+	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
+		sandboxFail("no_new_privs: %v", err)
+	}
+	err = syscall.Exec(sb.Argv[0], sb.Argv, sb.Env)
+	sandboxFail("exec %s: %v", strings.Join(sb.Argv, " "), err)
+}
+
+// sandboxFail ends the container's first process, saying why.
+func sandboxFail(format string, a ...any) {
+	fmt.Fprintf(os.Stderr, "sandbox: "+format+"\n", a...)
+	os.Exit(125)
+}
+
+// sandboxEnterRoot mounts the container's file system, sb.Root with /proc,
+// /sys and the host paths in it (then read-only if asked), and makes it
+// this process's root and working directory.
+func sandboxEnterRoot(sb sandbox) {
 	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
-		fail("private /: %v", err)
+		sandboxFail("private /: %v", err)
 	}
 	r := sb.Root
 	if err := unix.Mount(r, r, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
-		fail("bind %s: %v", r, err)
+		sandboxFail("bind %s: %v", r, err)
 	}
 	mkdir := func(p string) {
 		if err := os.MkdirAll(filepath.Join(r, p), 0o755); err != nil {
-			fail("%v", err)
+			sandboxFail("%v", err)
 		}
 	}
 	for _, m := range []struct{ dst, fs string }{{"proc", "proc"}, {"sys", "sysfs"}} {
 		mkdir(m.dst)
 		if err := unix.Mount(m.fs, filepath.Join(r, m.dst), m.fs, unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
-			fail("mount %s: %v", m.fs, err)
+			sandboxFail("mount %s: %v", m.fs, err)
 		}
 	}
 	for dst, src := range sb.Mounts {
 		mkdir(dst)
 		if err := unix.Mount(src, filepath.Join(r, dst), "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
-			fail("bind %s on %s: %v", src, dst, err)
+			sandboxFail("bind %s on %s: %v", src, dst, err)
 		}
 	}
 	if sb.ReadOnly {
 		if err := unix.Mount("", r, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
-			fail("read-only root: %v", err)
+			sandboxFail("read-only root: %v", err)
 		}
 	}
 	if err := unix.Chroot(r); err != nil {
-		fail("chroot: %v", err)
+		sandboxFail("chroot: %v", err)
 	}
 	if err := unix.Chdir("/"); err != nil {
-		fail("%v", err)
+		sandboxFail("%v", err)
 	}
+}
+
+// sandboxLimitCaps leaves this process only the capabilities caps (CAP_
+// names without the prefix), in its bounding, permitted and effective sets.
+func sandboxLimitCaps(caps []string) {
 	var keep []uintptr
-	for _, c := range sb.Caps {
+	for _, c := range caps {
 		n, ok := capNumbers[c]
 		if !ok {
-			fail("capability %q: not one the sandbox knows", c)
+			sandboxFail("capability %q: not one the sandbox knows", c)
 		}
 		keep = append(keep, n)
 	}
 	for c := uintptr(0); c <= unix.CAP_LAST_CAP; c++ {
 		if !slices.Contains(keep, c) {
 			if err := unix.Prctl(unix.PR_CAPBSET_DROP, c, 0, 0, 0); err != nil {
-				fail("drop capability %d: %v", c, err)
+				sandboxFail("drop capability %d: %v", c, err)
 			}
 		}
 	}
@@ -112,11 +132,6 @@ func sandboxMain(spec string) {
 		data[c/32].Permitted |= 1 << (c % 32)
 	}
 	if err := unix.Capset(&unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}, &data[0]); err != nil {
-		fail("capset: %v", err)
+		sandboxFail("capset: %v", err)
 	}
-	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
-		fail("no_new_privs: %v", err)
-	}
-	err = syscall.Exec(sb.Argv[0], sb.Argv, sb.Env)
-	fail("exec %s: %v", strings.Join(sb.Argv, " "), err)
 }

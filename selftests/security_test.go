@@ -42,6 +42,7 @@ func asNobody(t *testing.T, args ...string) {
 	}
 }
 
+// One subtest per attack, kept together: they share the namespace and b0.
 // TestPinTreeAttacks: an unprivileged user who gets to a world-writable
 // bpffs first cannot have root use what they made, nor have root delete
 // files through a link; the tree xdpflow makes is root's alone.

@@ -134,15 +134,10 @@ func unitExecStart(t *testing.T) []string {
 	return nil
 }
 
-// TestSystemdUnit: the unit passes systemd-analyze verify, and the daemon
-// started as its ExecStart line starts it, with a NOTIFY_SOCKET of the
-// test's, says READY=1 once its first sync is in, RELOADING=1 and READY=1
-// again on SIGHUP (ExecReload), STOPPING=1 on SIGTERM, and exits 0.
-func TestSystemdUnit(t *testing.T) {
-	if _, err := exec.LookPath("systemd-analyze"); err != nil {
-		t.Skip("SKIPPED: no systemd-analyze to verify the unit with (apt-get install systemd)")
-	}
-	dir := t.TempDir()
+// verifyUnit: systemd-analyze verify passes the unit, copied into dir
+// with the xdpflow under test in place of make install's.
+func verifyUnit(t *testing.T, dir string) {
+	t.Helper()
 	unit, err := os.ReadFile("../packaging/xdpflow.service")
 	if err != nil {
 		t.Fatal(err)
@@ -158,6 +153,18 @@ func TestSystemdUnit(t *testing.T) {
 	if out, err := exec.Command("systemd-analyze", "verify", "--man=no", local).CombinedOutput(); err != nil || len(out) > 0 {
 		t.Fatalf("systemd-analyze verify: %v: %s", err, out)
 	}
+}
+
+// TestSystemdUnit: the unit passes systemd-analyze verify, and the daemon
+// started as its ExecStart line starts it, with a NOTIFY_SOCKET of the
+// test's, says READY=1 once its first sync is in, RELOADING=1 and READY=1
+// again on SIGHUP (ExecReload), STOPPING=1 on SIGTERM, and exits 0.
+func TestSystemdUnit(t *testing.T) {
+	if _, err := exec.LookPath("systemd-analyze"); err != nil {
+		t.Skip("SKIPPED: no systemd-analyze to verify the unit with (apt-get install systemd)")
+	}
+	dir := t.TempDir()
+	verifyUnit(t, dir)
 
 	tp := newNftTopo(t)
 	sockPath := filepath.Join(dir, "notify")

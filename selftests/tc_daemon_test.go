@@ -11,6 +11,7 @@ import (
 	"time"
 )
 
+// One scenario, step by step: the steps share b0's filters and the daemon.
 // TestTCDaemon: filters written by hand with tc are mirrored by a running
 // daemon and handled in XDP (TC's counter does not move), replaced and
 // deleted filters follow, a filter XDP cannot run keeps its packets for TC,
@@ -122,60 +123,14 @@ func TestTCDaemonFollowsNotifications(t *testing.T) {
 	tp := newNftTopo(t)
 	needFlower(t, tp.b, "b0")
 	once := regexp.MustCompile(`b0: tc \(once\): (\d+) filters, (\d+) offloaded; installed \+(\d+) -(\d+)`)
-	rng := rand.New(rand.NewSource(7))
-	type filter struct {
-		pref, handle int
-		proto        string
-	}
-	var live []filter
-	protoOf := map[int]string{}
-	nextHandle := 1
+	churn := &tcChurn{rng: rand.New(rand.NewSource(7)), protoOf: map[int]string{}, nextHandle: 1}
 	notified, filters := 0, 0
 	for round := 0; round < 6; round++ {
 		d := startDaemon(t, tp.b)
 		d.logOnFailure(t)
 		time.Sleep(time.Second) // its first reading is in
 		var b strings.Builder
-		for i := 0; i < 8+rng.Intn(12); i++ {
-			switch op := rng.Intn(10); {
-			case op < 5 || len(live) == 0:
-				pref := 1 + rng.Intn(5)
-				proto, ok := protoOf[pref]
-				if !ok {
-					proto = pick(rng, []string{"ip", "ip", "ipv6", "802.1q", "all"})
-					protoOf[pref] = proto
-				}
-				f := filter{pref, nextHandle, proto}
-				nextHandle++
-				live = append(live, f)
-				fmt.Fprintf(&b, "filter add dev b0 ingress pref %d handle %d protocol %s flower %s\n",
-					f.pref, f.handle, f.proto, randomFlowerFilter(rng, f.proto))
-			case op < 7:
-				f := pick(rng, live)
-				fmt.Fprintf(&b, "filter replace dev b0 ingress pref %d handle %d protocol %s flower %s\n",
-					f.pref, f.handle, f.proto, randomFlowerFilter(rng, f.proto))
-			case op < 9:
-				k := rng.Intn(len(live))
-				f := live[k]
-				live = append(live[:k], live[k+1:]...)
-				fmt.Fprintf(&b, "filter del dev b0 ingress pref %d handle %d protocol %s flower\n", f.pref, f.handle, f.proto)
-			default:
-				// A whole pref: one notification without a handle.
-				pref := pick(rng, live).pref
-				kept := live[:0]
-				for _, f := range live {
-					if f.pref != pref {
-						kept = append(kept, f)
-					}
-				}
-				live = kept
-				delete(protoOf, pref)
-				fmt.Fprintf(&b, "filter del dev b0 ingress pref %d\n", pref)
-			}
-			if rng.Intn(4) == 0 {
-				fmt.Fprintf(&b, "filter add dev b0 egress pref %d protocol ip flower ip_proto udp action pass\n", 1+rng.Intn(3))
-			}
-		}
+		churn.batch(&b)
 		// -force: tc refuses a filter with the key and mask of another of
 		// its pref (random prefixes collide); the rest stands.
 		_, _ = tp.b.ExecStdin(b.String(), "tc", "-force", "-b", "-")
@@ -200,6 +155,67 @@ func TestTCDaemonFollowsNotifications(t *testing.T) {
 		t.Fatalf("%d rounds synced from notifications, %d filters seen: the test proved nothing", notified, filters)
 	}
 	t.Logf("%d of 6 rounds synced from notifications; %d filters compared", notified, filters)
+}
+
+// tcChurn makes TestTCDaemonFollowsNotifications's batches of changes to
+// b0's filters, keeping track of the filters in the kernel (live) and of
+// each pref's protocol.
+type tcChurn struct {
+	rng        *rand.Rand
+	live       []tcChurnFilter
+	protoOf    map[int]string
+	nextHandle int
+}
+
+type tcChurnFilter struct {
+	pref, handle int
+	proto        string
+}
+
+// batch writes one round's `tc -b` lines to b: random adds, replaces,
+// deletions of one filter and of a whole pref, and egress filters.
+func (c *tcChurn) batch(b *strings.Builder) {
+	rng := c.rng
+	for i := 0; i < 8+rng.Intn(12); i++ {
+		switch op := rng.Intn(10); {
+		case op < 5 || len(c.live) == 0:
+			pref := 1 + rng.Intn(5)
+			proto, ok := c.protoOf[pref]
+			if !ok {
+				proto = pick(rng, []string{"ip", "ip", "ipv6", "802.1q", "all"})
+				c.protoOf[pref] = proto
+			}
+			f := tcChurnFilter{pref, c.nextHandle, proto}
+			c.nextHandle++
+			c.live = append(c.live, f)
+			fmt.Fprintf(b, "filter add dev b0 ingress pref %d handle %d protocol %s flower %s\n",
+				f.pref, f.handle, f.proto, randomFlowerFilter(rng, f.proto))
+		case op < 7:
+			f := pick(rng, c.live)
+			fmt.Fprintf(b, "filter replace dev b0 ingress pref %d handle %d protocol %s flower %s\n",
+				f.pref, f.handle, f.proto, randomFlowerFilter(rng, f.proto))
+		case op < 9:
+			k := rng.Intn(len(c.live))
+			f := c.live[k]
+			c.live = append(c.live[:k], c.live[k+1:]...)
+			fmt.Fprintf(b, "filter del dev b0 ingress pref %d handle %d protocol %s flower\n", f.pref, f.handle, f.proto)
+		default:
+			// A whole pref: one notification without a handle.
+			pref := pick(rng, c.live).pref
+			kept := c.live[:0]
+			for _, f := range c.live {
+				if f.pref != pref {
+					kept = append(kept, f)
+				}
+			}
+			c.live = kept
+			delete(c.protoOf, pref)
+			fmt.Fprintf(b, "filter del dev b0 ingress pref %d\n", pref)
+		}
+		if rng.Intn(4) == 0 {
+			fmt.Fprintf(b, "filter add dev b0 egress pref %d protocol ip flower ip_proto udp action pass\n", 1+rng.Intn(3))
+		}
+	}
 }
 
 // TestTCSharedBlock: filters of a shared block (tc qdisc add dev X

@@ -18,55 +18,11 @@ var (
 func randomFlowerFilter(rng *rand.Rand, proto string) string {
 	var keys []string
 	add := func(k ...string) { keys = append(keys, k...) }
-	ipKeys := func(v6 bool) {
-		if rng.Intn(2) == 0 {
-			if v6 {
-				add("src_ip", pick(rng, tcSrc6))
-			} else {
-				add("src_ip", pick(rng, tcSrcPrefixes))
-			}
-		}
-		if !v6 && rng.Intn(4) == 0 {
-			add("dst_ip", pick(rng, nftDstIPs))
-		}
-		if !v6 && rng.Intn(5) == 0 {
-			add("ip_ttl", fmt.Sprint(pick(rng, nftTTLs)))
-		}
-		if !v6 && rng.Intn(6) == 0 {
-			add("ip_flags", pick(rng, []string{"frag", "nofrag", "frag/nofirstfrag", "frag/firstfrag"}))
-		}
-		switch rng.Intn(5) {
-		case 0:
-			add("ip_proto", "tcp")
-			switch rng.Intn(3) {
-			case 0:
-				add("dst_port", fmt.Sprint(pick(rng, nftPorts)))
-			case 1:
-				lo := pick(rng, nftPorts)
-				add("dst_port", fmt.Sprintf("%d-%d", lo, lo+1+rng.Intn(600)))
-			default:
-				add("tcp_flags", "0x2/0x12")
-			}
-		case 1:
-			add("ip_proto", "udp")
-			if rng.Intn(2) == 0 {
-				add("src_port", fmt.Sprint(pick(rng, nftPorts)))
-			} else {
-				add("dst_port", fmt.Sprint(pick(rng, nftPorts)))
-			}
-		case 2:
-			if v6 {
-				add("ip_proto", "icmpv6")
-			} else {
-				add("ip_proto", "icmp", "type", "8")
-			}
-		}
-	}
 	switch proto {
 	case "ip":
-		ipKeys(false)
+		add(randomFlowerIPKeys(rng, false)...)
 	case "ipv6":
-		ipKeys(true)
+		add(randomFlowerIPKeys(rng, true)...)
 	case "arp":
 		add("arp_op", pick(rng, []string{"request", "reply"}))
 		if rng.Intn(2) == 0 {
@@ -76,7 +32,7 @@ func randomFlowerFilter(rng *rand.Rand, proto string) string {
 		add("vlan_id", fmt.Sprint(pick(rng, nftVLANs)))
 		if proto == "802.1q" && rng.Intn(2) == 0 {
 			add("vlan_ethtype", "ip")
-			ipKeys(false)
+			add(randomFlowerIPKeys(rng, false)...)
 		}
 	default: // all
 		if rng.Intn(2) == 0 {
@@ -85,28 +41,82 @@ func randomFlowerFilter(rng *rand.Rand, proto string) string {
 			add("dst_mac", fmt.Sprintf("02:ee:00:00:00:%02x/ff:ff:ff:ff:ff:f0", rng.Intn(200)))
 		}
 	}
-	var acts string
+	return strings.Join(keys, " ") + " " + randomFlowerActions(rng, proto)
+}
+
+// randomFlowerIPKeys: randomFlowerFilter's IPv4 (or IPv6) and transport
+// keys.
+func randomFlowerIPKeys(rng *rand.Rand, v6 bool) []string {
+	var keys []string
+	add := func(k ...string) { keys = append(keys, k...) }
+	if rng.Intn(2) == 0 {
+		if v6 {
+			add("src_ip", pick(rng, tcSrc6))
+		} else {
+			add("src_ip", pick(rng, tcSrcPrefixes))
+		}
+	}
+	if !v6 && rng.Intn(4) == 0 {
+		add("dst_ip", pick(rng, nftDstIPs))
+	}
+	if !v6 && rng.Intn(5) == 0 {
+		add("ip_ttl", fmt.Sprint(pick(rng, nftTTLs)))
+	}
+	if !v6 && rng.Intn(6) == 0 {
+		add("ip_flags", pick(rng, []string{"frag", "nofrag", "frag/nofirstfrag", "frag/firstfrag"}))
+	}
+	switch rng.Intn(5) {
+	case 0:
+		add("ip_proto", "tcp")
+		switch rng.Intn(3) {
+		case 0:
+			add("dst_port", fmt.Sprint(pick(rng, nftPorts)))
+		case 1:
+			lo := pick(rng, nftPorts)
+			add("dst_port", fmt.Sprintf("%d-%d", lo, lo+1+rng.Intn(600)))
+		default:
+			add("tcp_flags", "0x2/0x12")
+		}
+	case 1:
+		add("ip_proto", "udp")
+		if rng.Intn(2) == 0 {
+			add("src_port", fmt.Sprint(pick(rng, nftPorts)))
+		} else {
+			add("dst_port", fmt.Sprint(pick(rng, nftPorts)))
+		}
+	case 2:
+		if v6 {
+			add("ip_proto", "icmpv6")
+		} else {
+			add("ip_proto", "icmp", "type", "8")
+		}
+	}
+	return keys
+}
+
+// randomFlowerActions: randomFlowerFilter's actions, for a filter of
+// protocol proto.
+func randomFlowerActions(rng *rand.Rand, proto string) string {
 	switch r := rng.Intn(20); {
 	case r < 7:
-		acts = "action drop"
+		return "action drop"
 	case r < 8:
 		// What Open vSwitch installs for set_field of eth_dst: pedit
 		// keys xdpflow reads back as an address rewrite.
-		acts = fmt.Sprintf("action pedit ex munge eth dst set 02:0d:00:00:00:%02x pipe action mirred egress redirect dev b2", rng.Intn(3))
+		return fmt.Sprintf("action pedit ex munge eth dst set 02:0d:00:00:00:%02x pipe action mirred egress redirect dev b2", rng.Intn(3))
 	case r < 11:
-		acts = "action pass"
+		return "action pass"
 	case r < 15:
-		acts = "action mirred egress redirect dev b2"
+		return "action mirred egress redirect dev b2"
 	case r < 17:
-		acts = fmt.Sprintf("action vlan push id %d action mirred egress redirect dev b2", 30+rng.Intn(3))
+		return fmt.Sprintf("action vlan push id %d action mirred egress redirect dev b2", 30+rng.Intn(3))
 	case r < 18 && strings.HasPrefix(proto, "802.1"):
-		acts = "action vlan pop action mirred egress redirect dev b2"
+		return "action vlan pop action mirred egress redirect dev b2"
 	case r < 19:
-		acts = "action goto chain 1" // never offloaded: a punt
+		return "action goto chain 1" // never offloaded: a punt
 	default:
-		acts = "action skbedit mark 7 action drop" // never offloaded
+		return "action skbedit mark 7 action drop" // never offloaded
 	}
-	return strings.Join(keys, " ") + " " + acts
 }
 
 // randomFlowerBatch is a `tc -b` batch for b0's ingress: filters in a few
@@ -191,33 +201,8 @@ func TestTCDifferential(t *testing.T) {
 				t.Errorf("seed %d frame %d (%x): TC alone %q, with xdpflow %q", seed, i, frames[i], want[i], got[i])
 			}
 		}
-		for key, f := range shown {
-			if f.Source != "tc" || f.Chain != 0 {
-				continue
-			}
-			tc1, tc2 := mid[key]-before[key], after[key]-mid[key]
-			xdp := uint64(0)
-			if f.Stats != nil {
-				xdp = f.Stats.Packets
-			}
-			switch {
-			case f.Offloaded:
-				if xdp+tc2 != tc1 {
-					t.Errorf("seed %d filter %s (%v): TC alone counted %d; with xdpflow XDP %d + TC %d", seed, key, f.Actions, tc1, xdp, tc2)
-				}
-				if xdp > 0 {
-					offloadedHits++
-				}
-			default:
-				if !f.Punted {
-					t.Errorf("seed %d filter %s neither offloaded nor punted: %s", seed, key, f.Reason)
-				}
-				punts++
-				if tc2 != tc1 || xdp != 0 {
-					t.Errorf("seed %d filter %s not offloaded (%s): TC counted %d alone, %d with xdpflow (XDP %d)", seed, key, f.Reason, tc1, tc2, xdp)
-				}
-			}
-		}
+		hits, punted := checkTCCounts(t, seed, shown, before, mid, after)
+		offloadedHits, punts = offloadedHits+hits, punts+punted
 		if t.Failed() {
 			t.Logf("seed %d batch:\n%s\nshown: %+v", seed, batch, shown)
 			return
@@ -227,4 +212,41 @@ func TestTCDifferential(t *testing.T) {
 		t.Fatalf("offloaded filters with hits: %d, punted filters: %d: the test proved nothing", offloadedHits, punts)
 	}
 	t.Logf("%d offloaded filters handled packets in XDP; %d filters punted", offloadedHits, punts)
+}
+
+// checkTCCounts: each packet of a filter shown as offloaded was counted
+// once, by XDP or by TC, and a filter not offloaded is punted and counted
+// in TC what it counted alone. before and mid are TC's counters around the
+// frames sent with TC alone, after with xdpflow. It returns how many
+// offloaded filters counted packets in XDP, and how many were punted.
+func checkTCCounts(t *testing.T, seed int, shown map[string]tcShownFilter, before, mid, after map[string]uint64) (offloadedHits, punts int) {
+	t.Helper()
+	for key, f := range shown {
+		if f.Source != "tc" || f.Chain != 0 {
+			continue
+		}
+		tc1, tc2 := mid[key]-before[key], after[key]-mid[key]
+		xdp := uint64(0)
+		if f.Stats != nil {
+			xdp = f.Stats.Packets
+		}
+		switch {
+		case f.Offloaded:
+			if xdp+tc2 != tc1 {
+				t.Errorf("seed %d filter %s (%v): TC alone counted %d; with xdpflow XDP %d + TC %d", seed, key, f.Actions, tc1, xdp, tc2)
+			}
+			if xdp > 0 {
+				offloadedHits++
+			}
+		default:
+			if !f.Punted {
+				t.Errorf("seed %d filter %s neither offloaded nor punted: %s", seed, key, f.Reason)
+			}
+			punts++
+			if tc2 != tc1 || xdp != 0 {
+				t.Errorf("seed %d filter %s not offloaded (%s): TC counted %d alone, %d with xdpflow (XDP %d)", seed, key, f.Reason, tc1, tc2, xdp)
+			}
+		}
+	}
+	return offloadedHits, punts
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/xdpflow/xdpflow/internal/testutil"
 )
 
+// One scenario, step by step: the steps share b0, its prefs and its filters.
 // TestTCFilterAdd: `xdpflow filter add` on a kernel with cls_flower puts
 // the filter in TC as tc would, and runs it in XDP unless told not to:
 // neither flag (both; TC counts only keepalives), skip_hw (TC alone: a

@@ -18,138 +18,171 @@ import (
 func randomWideFlowerKeys(rng *rand.Rand, proto string) []string {
 	var keys []string
 	add := func(k ...string) { keys = append(keys, k...) }
-	maybe := func(n int) bool { return rng.Intn(n) == 0 }
-	if maybe(4) {
+	if oneIn(rng, 4) {
 		add("src_mac", pick(rng, []string{"02:00:00:00:00:01", "02:00:00:00:00:00/ff:ff:ff:ff:ff:fe", "00:00:00:00:00:00/01:00:00:00:00:00"}))
 	}
-	if maybe(5) {
+	if oneIn(rng, 5) {
 		add("dst_mac", pick(rng, []string{"02:ee:00:00:00:00/ff:ff:00:00:00:00", "02:ef:00:00:00:00/ff:ff:00:00:00:00", "01:00:00:00:00:00/01:00:00:00:00:00"}))
-	}
-	ip := func(v6 bool) {
-		if maybe(2) {
-			if v6 {
-				add("src_ip", pick(rng, []string{"2001:db8:1::/48", "2001:db8::/32", "fd00::9", "::/0"}))
-			} else {
-				add("src_ip", pick(rng, []string{"198.18.1.1", "198.18.1.5", "198.18.1.0/24", "198.18.0.0/15", "0.0.0.0/0"}))
-			}
-		}
-		if !v6 && maybe(4) {
-			add("dst_ip", pick(rng, nftDstIPs))
-		}
-		if maybe(6) {
-			add("ip_ttl", pick(rng, []string{"1", "5", "64", "0x40/0xc0"}))
-		}
-		if maybe(6) {
-			add("ip_tos", pick(rng, []string{"0", "0x10/0xf0", "0xfc/0xfc"}))
-		}
-		if maybe(5) {
-			add("ip_flags", pick(rng, []string{"frag", "nofrag", "frag/firstfrag", "frag/nofirstfrag", "nofrag/firstfrag"}))
-		}
-		switch rng.Intn(8) {
-		case 0, 1:
-			add("ip_proto", "tcp")
-			switch rng.Intn(5) {
-			case 0:
-				add("dst_port", fmt.Sprint(pick(rng, nftPorts)))
-			case 1:
-				lo := pick(rng, nftPorts)
-				add("src_port", fmt.Sprintf("%d-%d", lo, lo+1+rng.Intn(600)))
-			case 2:
-				add("tcp_flags", pick(rng, []string{"0x2/0x12", "0x10", "0x1/0x1", "0x4"}))
-			case 3:
-				add("dst_port", fmt.Sprint(pick(rng, nftPorts)), "tcp_flags", "0x2/0x2")
-			}
-		case 2, 3:
-			add("ip_proto", "udp")
-			if maybe(2) {
-				add("src_port", fmt.Sprint(pick(rng, nftPorts)))
-			}
-			if maybe(2) {
-				lo := pick(rng, nftPorts)
-				add("dst_port", fmt.Sprintf("%d-%d", lo, lo+1+rng.Intn(100)))
-			}
-		case 4:
-			if v6 {
-				add("ip_proto", "icmpv6")
-				if maybe(2) {
-					add("type", pick(rng, []string{"128", "129", "135"}))
-					if maybe(2) {
-						add("code", "0")
-					}
-				}
-			} else {
-				add("ip_proto", "icmp")
-				if maybe(2) {
-					add("type", pick(rng, []string{"0", "8", "3"}))
-					if maybe(2) {
-						add("code", pick(rng, []string{"0", "1"}))
-					}
-				}
-			}
-		case 5:
-			add("ip_proto", pick(rng, []string{"sctp", "47", "132", "22"}))
-			if keys[len(keys)-1] == "sctp" && maybe(2) {
-				add("dst_port", fmt.Sprint(pick(rng, nftPorts)))
-			}
-		}
 	}
 	switch proto {
 	case "ip":
-		ip(false)
+		add(wideFlowerIPKeys(rng, false)...)
 	case "ipv6":
-		ip(true)
+		add(wideFlowerIPKeys(rng, true)...)
 	case "arp", "rarp":
-		if maybe(2) {
-			add("arp_op", pick(rng, []string{"request", "reply", "1", "2"}))
-		}
-		if maybe(2) {
-			add("arp_sip", pick(rng, []string{"198.18.1.1", "198.18.1.0/24"}))
-		}
-		if maybe(3) {
-			add("arp_tip", "198.18.1.2")
-		}
-		if maybe(4) {
-			add("arp_sha", "02:00:00:00:00:01")
-		}
-		if maybe(5) {
-			add("arp_tha", "00:00:00:00:00:00")
-		}
+		add(wideFlowerARPKeys(rng)...)
 	case "802.1q", "802.1ad":
-		if maybe(3) {
-			add("vlan_id", fmt.Sprint(pick(rng, nftVLANs)))
-		}
-		if maybe(4) {
-			add("vlan_prio", fmt.Sprint(rng.Intn(8)))
-		}
-		switch rng.Intn(4) {
-		case 0:
-			add("vlan_ethtype", "ip")
-			ip(false)
-		case 1:
-			add("vlan_ethtype", "ipv6")
-			ip(true)
-		case 2:
-			add("vlan_ethtype", pick(rng, []string{"802.1q", "802.1ad"}))
-			if maybe(2) {
-				add("cvlan_id", fmt.Sprint(pick(rng, nftVLANs)))
-			}
-			if maybe(3) {
-				add("cvlan_prio", fmt.Sprint(rng.Intn(8)))
-			}
-			if maybe(2) {
-				add("cvlan_ethtype", "ip")
-				ip(false)
-			}
-		}
+		add(wideFlowerVLANKeys(rng)...)
 	case "mpls_uc":
 		add(pick(rng, []string{"mpls_label", "mpls_tc", "mpls_bos", "mpls_ttl"}), "1")
 	default: // all, and protocols xdpflow parses nothing of
 	}
-	if maybe(15) {
+	if oneIn(rng, 15) {
 		add("ct_state", "-trk")
 	}
-	if maybe(20) {
+	if oneIn(rng, 20) {
 		add("enc_key_id", "5")
+	}
+	return keys
+}
+
+// oneIn is true one time in n.
+func oneIn(rng *rand.Rand, n int) bool { return rng.Intn(n) == 0 }
+
+// wideFlowerIPKeys: randomWideFlowerKeys's IPv4 (or IPv6) and transport
+// keys.
+func wideFlowerIPKeys(rng *rand.Rand, v6 bool) []string {
+	var keys []string
+	add := func(k ...string) { keys = append(keys, k...) }
+	if oneIn(rng, 2) {
+		if v6 {
+			add("src_ip", pick(rng, []string{"2001:db8:1::/48", "2001:db8::/32", "fd00::9", "::/0"}))
+		} else {
+			add("src_ip", pick(rng, []string{"198.18.1.1", "198.18.1.5", "198.18.1.0/24", "198.18.0.0/15", "0.0.0.0/0"}))
+		}
+	}
+	if !v6 && oneIn(rng, 4) {
+		add("dst_ip", pick(rng, nftDstIPs))
+	}
+	if oneIn(rng, 6) {
+		add("ip_ttl", pick(rng, []string{"1", "5", "64", "0x40/0xc0"}))
+	}
+	if oneIn(rng, 6) {
+		add("ip_tos", pick(rng, []string{"0", "0x10/0xf0", "0xfc/0xfc"}))
+	}
+	if oneIn(rng, 5) {
+		add("ip_flags", pick(rng, []string{"frag", "nofrag", "frag/firstfrag", "frag/nofirstfrag", "nofrag/firstfrag"}))
+	}
+	return append(keys, wideFlowerL4Keys(rng, v6)...)
+}
+
+// wideFlowerL4Keys: randomWideFlowerKeys's ip_proto and the keys of the
+// protocol it names.
+func wideFlowerL4Keys(rng *rand.Rand, v6 bool) []string {
+	var keys []string
+	add := func(k ...string) { keys = append(keys, k...) }
+	switch rng.Intn(8) {
+	case 0, 1:
+		add("ip_proto", "tcp")
+		switch rng.Intn(5) {
+		case 0:
+			add("dst_port", fmt.Sprint(pick(rng, nftPorts)))
+		case 1:
+			lo := pick(rng, nftPorts)
+			add("src_port", fmt.Sprintf("%d-%d", lo, lo+1+rng.Intn(600)))
+		case 2:
+			add("tcp_flags", pick(rng, []string{"0x2/0x12", "0x10", "0x1/0x1", "0x4"}))
+		case 3:
+			add("dst_port", fmt.Sprint(pick(rng, nftPorts)), "tcp_flags", "0x2/0x2")
+		}
+	case 2, 3:
+		add("ip_proto", "udp")
+		if oneIn(rng, 2) {
+			add("src_port", fmt.Sprint(pick(rng, nftPorts)))
+		}
+		if oneIn(rng, 2) {
+			lo := pick(rng, nftPorts)
+			add("dst_port", fmt.Sprintf("%d-%d", lo, lo+1+rng.Intn(100)))
+		}
+	case 4:
+		if v6 {
+			add("ip_proto", "icmpv6")
+			if oneIn(rng, 2) {
+				add("type", pick(rng, []string{"128", "129", "135"}))
+				if oneIn(rng, 2) {
+					add("code", "0")
+				}
+			}
+		} else {
+			add("ip_proto", "icmp")
+			if oneIn(rng, 2) {
+				add("type", pick(rng, []string{"0", "8", "3"}))
+				if oneIn(rng, 2) {
+					add("code", pick(rng, []string{"0", "1"}))
+				}
+			}
+		}
+	case 5:
+		add("ip_proto", pick(rng, []string{"sctp", "47", "132", "22"}))
+		if keys[len(keys)-1] == "sctp" && oneIn(rng, 2) {
+			add("dst_port", fmt.Sprint(pick(rng, nftPorts)))
+		}
+	}
+	return keys
+}
+
+// wideFlowerARPKeys: randomWideFlowerKeys's ARP keys.
+func wideFlowerARPKeys(rng *rand.Rand) []string {
+	var keys []string
+	add := func(k ...string) { keys = append(keys, k...) }
+	if oneIn(rng, 2) {
+		add("arp_op", pick(rng, []string{"request", "reply", "1", "2"}))
+	}
+	if oneIn(rng, 2) {
+		add("arp_sip", pick(rng, []string{"198.18.1.1", "198.18.1.0/24"}))
+	}
+	if oneIn(rng, 3) {
+		add("arp_tip", "198.18.1.2")
+	}
+	if oneIn(rng, 4) {
+		add("arp_sha", "02:00:00:00:00:01")
+	}
+	if oneIn(rng, 5) {
+		add("arp_tha", "00:00:00:00:00:00")
+	}
+	return keys
+}
+
+// wideFlowerVLANKeys: randomWideFlowerKeys's VLAN keys, and those of what
+// the tag (or the inner tag) carries.
+func wideFlowerVLANKeys(rng *rand.Rand) []string {
+	var keys []string
+	add := func(k ...string) { keys = append(keys, k...) }
+	if oneIn(rng, 3) {
+		add("vlan_id", fmt.Sprint(pick(rng, nftVLANs)))
+	}
+	if oneIn(rng, 4) {
+		add("vlan_prio", fmt.Sprint(rng.Intn(8)))
+	}
+	switch rng.Intn(4) {
+	case 0:
+		add("vlan_ethtype", "ip")
+		add(wideFlowerIPKeys(rng, false)...)
+	case 1:
+		add("vlan_ethtype", "ipv6")
+		add(wideFlowerIPKeys(rng, true)...)
+	case 2:
+		add("vlan_ethtype", pick(rng, []string{"802.1q", "802.1ad"}))
+		if oneIn(rng, 2) {
+			add("cvlan_id", fmt.Sprint(pick(rng, nftVLANs)))
+		}
+		if oneIn(rng, 3) {
+			add("cvlan_prio", fmt.Sprint(rng.Intn(8)))
+		}
+		if oneIn(rng, 2) {
+			add("cvlan_ethtype", "ip")
+			add(wideFlowerIPKeys(rng, false)...)
+		}
 	}
 	return keys
 }

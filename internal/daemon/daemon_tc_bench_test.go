@@ -52,31 +52,9 @@ func BenchmarkTCNotification10K(b *testing.B) {
 					ifindex = i
 				}
 			}
-			msg := func(typ netlink.HeaderType, i int, action string) netlink.Message {
-				text := fmt.Sprintf("pref 2 handle 0x%x protocol ip flower dst_ip 198.18.%d.%d ip_proto udp dst_port %d action %s",
-					1+i, i>>8&0xff, i&0xff, 1000+i%7, action)
-				r, err := ruletext.Parse("b0", text)
-				if err != nil {
-					b.Fatal(err)
-				}
-				for j := range r.Actions {
-					if r.Actions[j].Kind == rule.ActRedirect {
-						ifi, err := net.InterfaceByName(r.Actions[j].Dev)
-						if err != nil {
-							b.Fatal(err)
-						}
-						r.Actions[j].Ifindex = ifi.Index
-					}
-				}
-				data, err := flower.FilterMessage(ifindex, r)
-				if err != nil {
-					b.Fatal(err)
-				}
-				return netlink.Message{Header: netlink.Header{Type: typ, Flags: netlink.Create}, Data: data}
-			}
 			var base []netlink.Message
 			for i := 0; i < 10000; i++ {
-				base = append(base, msg(unix.RTM_NEWTFILTER, i, "drop"))
+				base = append(base, tcFilterMsg(b, ifindex, unix.RTM_NEWTFILTER, i, "drop"))
 			}
 			batch := &tcBatch{d: d}
 			batch.add(base)
@@ -92,7 +70,8 @@ func BenchmarkTCNotification10K(b *testing.B) {
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
 				action := "mirred egress redirect dev b2"
-				add, del := msg(unix.RTM_NEWTFILTER, 10000+i, action), msg(unix.RTM_DELTFILTER, 10000+i, action)
+				add := tcFilterMsg(b, ifindex, unix.RTM_NEWTFILTER, 10000+i, action)
+				del := tcFilterMsg(b, ifindex, unix.RTM_DELTFILTER, 10000+i, action)
 				t0 := time.Now()
 				batch.add([]netlink.Message{add})
 				batch.flush()
@@ -124,6 +103,32 @@ func BenchmarkTCNotification10K(b *testing.B) {
 			}
 		})
 	})
+}
+
+// tcFilterMsg is the notification of type typ (RTM_NEWTFILTER or
+// RTM_DELTFILTER) the kernel sends for filter i of pref 2 on b0 (ifindex):
+// UDP to a destination of its own, then action.
+func tcFilterMsg(b *testing.B, ifindex int, typ netlink.HeaderType, i int, action string) netlink.Message {
+	text := fmt.Sprintf("pref 2 handle 0x%x protocol ip flower dst_ip 198.18.%d.%d ip_proto udp dst_port %d action %s",
+		1+i, i>>8&0xff, i&0xff, 1000+i%7, action)
+	r, err := ruletext.Parse("b0", text)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for j := range r.Actions {
+		if r.Actions[j].Kind == rule.ActRedirect {
+			ifi, err := net.InterfaceByName(r.Actions[j].Dev)
+			if err != nil {
+				b.Fatal(err)
+			}
+			r.Actions[j].Ifindex = ifi.Index
+		}
+	}
+	data, err := flower.FilterMessage(ifindex, r)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return netlink.Message{Header: netlink.Header{Type: typ, Flags: netlink.Create}, Data: data}
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
