@@ -188,7 +188,7 @@ func xdpOnlyShown(t *maps.Table, c xdpCounters) ([]flower.Shown, map[string]*map
 // mirrorStatuses reads the device's ingress filters and what the daemon
 // would do with them under the device's policy.
 func mirrorStatuses(s *session) ([]flower.MirrorStatus, error) {
-	filters, err := kernelFilters(s)
+	filters, err := offload.KernelFilters(s.dev.Name, s.dev.Ifindex)
 	if err != nil {
 		return nil, err
 	}
@@ -198,8 +198,7 @@ func mirrorStatuses(s *session) ([]flower.MirrorStatus, error) {
 	if err != nil {
 		return nil, err
 	}
-	_, statuses := flower.Mirror(s.dev.Name, filters, flower.MirrorOptions{SkipHW: pol.MirrorSkipHW,
-		CheckRedirect: offload.ForwardChecker(s.dev.Ifindex), Blocked: offload.CheckDevice(s.dev.Ifindex)})
+	_, statuses := flower.Mirror(s.dev.Name, filters, offload.MirrorOptions(s.dev.Ifindex, offload.NewChecks(), pol))
 	return statuses, nil
 }
 

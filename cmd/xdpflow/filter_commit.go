@@ -79,7 +79,7 @@ func (e *filterEdit) writeXDP() error {
 // mirrorTC mirrors the device's TC filters again, and takes the rules it
 // leaves as the edit's view of the TC ones.
 func (e *filterEdit) mirrorTC() error {
-	filters, err := kernelFilters(e.s)
+	filters, err := offload.KernelFilters(e.s.dev.Name, e.s.dev.Ifindex)
 	if err == nil {
 		err = offload.MirrorTC(e.s.table, e.s.dev.Name, e.s.dev.Ifindex, filters, e.fwd, e.policy)
 	}

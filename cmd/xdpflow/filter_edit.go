@@ -65,7 +65,7 @@ type editRule struct {
 }
 
 func newFilterEdit(s *session) (*filterEdit, error) {
-	kernel, err := kernelFilters(s)
+	kernel, err := offload.KernelFilters(s.dev.Name, s.dev.Ifindex)
 	if err != nil {
 		return nil, err
 	}

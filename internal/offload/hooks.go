@@ -6,7 +6,6 @@ import (
 	"slices"
 	"sort"
 
-	"github.com/xdpflow/xdpflow/flower"
 	"github.com/xdpflow/xdpflow/loader"
 	"github.com/xdpflow/xdpflow/maps"
 	"github.com/xdpflow/xdpflow/nft"
@@ -85,7 +84,7 @@ func (h *hookList) ingressHooks(ingress int) {
 // tcFilters lists the device's TC ingress filters and notes the devices
 // they redirect to.
 func (h *hookList) tcFilters(dev string, ifindex int) {
-	filters, err := kernelFilters(dev, ifindex)
+	filters, err := KernelFilters(dev, ifindex)
 	if err != nil {
 		h.failed("ingress", fmt.Errorf("tc filters: %w", err))
 	}
@@ -173,15 +172,4 @@ func (h *hookList) targetEgress() {
 			h.add(where, "nothing that decides a packet's fate", "redirects to "+name+" run in XDP")
 		}
 	}
-}
-
-// kernelFilters reads a device's ingress filters (none without an ingress
-// qdisc).
-func kernelFilters(dev string, ifindex int) ([]*flower.KernelFilter, error) {
-	rd, err := flower.NewReader()
-	if err != nil {
-		return nil, err
-	}
-	defer rd.Close()
-	return rd.Filters(dev, ifindex)
 }

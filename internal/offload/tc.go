@@ -43,14 +43,32 @@ func PuntAllFrom(dev string, filters []*flower.KernelFilter) []*rule.Rule {
 	return []*rule.Rule{r}
 }
 
-// MirrorTC mirrors a device's TC filters into its table as the daemon
-// does, with the device's policy, asking checks what may run in XDP.
-func MirrorTC(t *maps.Table, dev string, ifindex int, filters []*flower.KernelFilter, checks *Checks, pol maps.Policy) error {
-	want, _ := flower.Mirror(dev, filters, flower.MirrorOptions{SkipHW: pol.MirrorSkipHW,
+// MirrorOptions are the options a device's TC filters are mirrored with
+// by a process other than the daemon: the device's policy, and checks
+// asked what may run in XDP.
+func MirrorOptions(ifindex int, checks *Checks, pol maps.Policy) flower.MirrorOptions {
+	return flower.MirrorOptions{SkipHW: pol.MirrorSkipHW, Keepalive: pol.Keepalive,
 		CheckRedirect: func(target int) error { return checks.Forward(ifindex, target) },
-		Keepalive:     pol.Keepalive, Blocked: checks.Device(ifindex)})
+		Blocked:       checks.Device(ifindex)}
+}
+
+// MirrorTC mirrors a device's TC filters into its table as the daemon
+// does, with MirrorOptions.
+func MirrorTC(t *maps.Table, dev string, ifindex int, filters []*flower.KernelFilter, checks *Checks, pol maps.Policy) error {
+	want, _ := flower.Mirror(dev, filters, MirrorOptions(ifindex, checks, pol))
 	_, _, err := InstallTC(t, dev, want, filters)
 	return err
+}
+
+// KernelFilters reads a device's ingress filters (none without an ingress
+// qdisc).
+func KernelFilters(dev string, ifindex int) ([]*flower.KernelFilter, error) {
+	rd, err := flower.NewReader()
+	if err != nil {
+		return nil, err
+	}
+	defer rd.Close()
+	return rd.Filters(dev, ifindex)
 }
 
 // InstallTC makes the table's TC rules want, what filters mirror to. If
