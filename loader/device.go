@@ -389,18 +389,24 @@ func (d *Device) Policy() (maps.Policy, error) { return maps.ReadPolicy(d.policy
 // policy's map first if the device has none yet. The caller holds the
 // namespace's lock.
 func (d *Device) SetPolicy(p maps.Policy) error {
-	if d.policy == nil {
-		m, err := ebpf.NewMap(maps.PolicyMapSpec())
-		if err != nil {
-			return fmt.Errorf("%s: mirror policy: %w", d.Name, err)
-		}
-		if err := m.Pin(filepath.Join(d.Dir, pinPolicy)); err != nil {
-			m.Close()
-			return fmt.Errorf("%s: pin mirror policy: %w", d.Name, err)
-		}
-		d.policy = m
+	if d.policy != nil {
+		return maps.WritePolicy(d.policy, p)
 	}
-	return maps.WritePolicy(d.policy, p)
+	m, err := ebpf.NewMap(maps.PolicyMapSpec())
+	if err != nil {
+		return fmt.Errorf("%s: mirror policy: %w", d.Name, err)
+	}
+	// Written before it is pinned: no process reads a policy never set.
+	if err := maps.WritePolicy(m, p); err != nil {
+		m.Close()
+		return err
+	}
+	if err := m.Pin(filepath.Join(d.Dir, pinPolicy)); err != nil {
+		m.Close()
+		return fmt.Errorf("%s: pin mirror policy: %w", d.Name, err)
+	}
+	d.policy = m
+	return nil
 }
 
 // attachedTo returns the ifindex the program is attached to now, or 0.

@@ -42,6 +42,7 @@ func PolicyMapSpec() *ebpf.MapSpec {
 }
 
 // ReadPolicy reads a policy map; a device without one has DefaultPolicy.
+// The map is written before it is pinned, so what it holds was written.
 func ReadPolicy(m *ebpf.Map) (Policy, error) {
 	if m == nil {
 		return DefaultPolicy, nil
@@ -49,9 +50,6 @@ func ReadPolicy(m *ebpf.Map) (Policy, error) {
 	var r policyRecord
 	if err := m.Lookup(uint32(0), &r); err != nil {
 		return DefaultPolicy, fmt.Errorf("read mirror policy: %w", err)
-	}
-	if r == (policyRecord{}) {
-		return DefaultPolicy, nil // created, never written
 	}
 	return Policy{Keepalive: time.Duration(r.KeepaliveNs), MirrorSkipHW: r.Flags&policySkipHW != 0}, nil
 }
@@ -64,9 +62,7 @@ func WritePolicy(m *ebpf.Map, p Policy) error {
 	if p.Keepalive < 0 {
 		return fmt.Errorf("write mirror policy: keepalive %v", p.Keepalive)
 	}
-	// A record of zeros reads as DefaultPolicy: "off" is written as
-	// flags set and no interval, which is never all zeros.
-	r := policyRecord{KeepaliveNs: uint64(p.Keepalive), Flags: 1 << 31}
+	r := policyRecord{KeepaliveNs: uint64(p.Keepalive)}
 	if p.MirrorSkipHW {
 		r.Flags |= policySkipHW
 	}
