@@ -41,10 +41,11 @@ func newDaemon(cfg Config) *daemon {
 // Once mirrors the kernel's rules into every enabled device's table once:
 // for scripts and tests.
 func Once(cfg Config) error {
-	if err := enableAtStart(cfg.BPFFS, cfg.Enable, cfg.Log); err != nil {
+	d := newDaemon(cfg)
+	if err := d.enableAtStart(cfg.Enable); err != nil {
 		return err
 	}
-	return newDaemon(cfg).syncAll("once")
+	return d.syncAll("once")
 }
 
 // Run mirrors the kernel's rules into XDP on every enabled device of this
@@ -63,7 +64,8 @@ func Run(cfg Config) error {
 		return err
 	}
 	defer inst.close()
-	if err := enableAtStart(cfg.BPFFS, cfg.Enable, cfg.Log); err != nil {
+	d := newDaemon(cfg)
+	if err := d.enableAtStart(cfg.Enable); err != nil {
 		return err
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
@@ -73,7 +75,6 @@ func Run(cfg Config) error {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
-	d := newDaemon(cfg)
 	d.warm = true
 	d.inst = inst
 	if cfg.MetricsAddr != "" {
@@ -227,11 +228,11 @@ func (d *daemon) syncDeviceList(devs []string) []string {
 // yet, with the default sizes: a service's declaration of where it runs
 // (a DaemonSet's, a unit's), where `xdpflow enable` would be a step done by
 // hand on each host.
-func enableAtStart(bpffs string, devs []string, lg *Log) error {
+func (d *daemon) enableAtStart(devs []string) error {
 	if len(devs) == 0 {
 		return nil
 	}
-	p, err := loader.NewPaths(bpffs)
+	p, err := d.pathsOnce()
 	if err != nil {
 		return err
 	}
@@ -246,7 +247,7 @@ func enableAtStart(bpffs string, devs []string, lg *Log) error {
 			return fmt.Errorf("daemon --enable: %w", err)
 		}
 		if enabled {
-			lg.Printf("enabled %s", dev)
+			d.log.Printf("enabled %s", dev)
 		}
 	}
 	return nil
