@@ -5,7 +5,7 @@
 //	xdpflow -K DEV flow-offload-xdp on|off     (ethtool spelling of enable/disable)
 //	xdpflow -k DEV                             (show it)
 //	xdpflow [-s] [-j] filter add|replace|change|del|show dev DEV ingress ...
-//	xdpflow [-force] -b FILE                   (filter commands, one per line, as one change)
+//	xdpflow [-force] -b FILE                   (filter commands, one per line, in one process, as tc -b)
 //	xdpflow [-s] [-j] flow show dev DEV       (every rule, whatever its source)
 //	xdpflow daemon [--once] [--enable DEV[,DEV...]] [--mirror-skip-hw] [--keepalive INTERVAL|off]
 //	                                           (mirror TC ingress filters and nftables netdev ingress)
@@ -49,7 +49,7 @@ type globals struct {
 	json   bool
 	pretty bool // -p: JSON indented, as bpftool's
 	bpffs  string
-	batch  string // -b FILE: the filter commands of FILE, as one change
+	batch  string // -b FILE: the filter commands of FILE, in one process
 	force  bool   // -force: a batch goes on past a command that fails
 }
 
