@@ -198,7 +198,7 @@ func TestMirrorSetAsMirror(t *testing.T) {
 			}
 		}
 		s := NewMirrorSet(initial, opt)
-		installed := ruleTexts(s.Rules())
+		installed := ruleIdentities(s.Rules())
 		for step := 0; step < 80; step++ {
 			// One to three notifications, then a flush.
 			for n := 1 + rng.Intn(3); n > 0; n-- {
@@ -219,8 +219,8 @@ func TestMirrorSetAsMirror(t *testing.T) {
 			}
 			rules, statuses := Mirror("b0", all, opt)
 			want := ruleTexts(rules)
-			if !maps.Equal(installed, want) {
-				t.Fatalf("seed %d step %d: Flushes add up to\n%v\nMirror gives\n%v", seed, step, installed, want)
+			if wantIDs := ruleIdentities(rules); !maps.Equal(installed, wantIDs) {
+				t.Fatalf("seed %d step %d: Flushes add up to %d rules, Mirror gives %d:\n%v", seed, step, len(installed), len(wantIDs), want)
 			}
 			got := ruleTexts(s.Rules())
 			if !maps.Equal(got, want) {
@@ -280,22 +280,31 @@ func ruleTexts(rules []*rule.Rule) map[string]bool {
 	return set
 }
 
+// ruleIdentities is the set of the rules' identities.
+func ruleIdentities(rules []*rule.Rule) map[rule.Identity]bool {
+	set := map[rule.Identity]bool{}
+	for _, r := range rules {
+		set[r.Identity()] = true
+	}
+	return set
+}
+
 // applyFlush applies what a Flush said came and went to installed, the
-// texts of the rules the Flushes added so far. A removed text never
-// added, or a text added twice, fails the test.
-func applyFlush(t *testing.T, seed int64, step int, installed map[string]bool, add []*rule.Rule, remove []string) {
+// identities of the rules the Flushes added so far. Removing one never
+// added, or adding one twice, fails the test.
+func applyFlush(t *testing.T, seed int64, step int, installed map[rule.Identity]bool, add []*rule.Rule, remove []rule.Identity) {
 	t.Helper()
-	for _, text := range remove {
-		if !installed[text] {
-			t.Fatalf("seed %d step %d: Flush removes %q, which it never added", seed, step, text)
+	for _, id := range remove {
+		if !installed[id] {
+			t.Fatalf("seed %d step %d: Flush removes pref %d handle %d, which it never added", seed, step, id.Prio, id.Handle)
 		}
-		delete(installed, text)
+		delete(installed, id)
 	}
 	for _, r := range add {
-		if installed[r.Text] {
+		if installed[r.Identity()] {
 			t.Fatalf("seed %d step %d: Flush adds %q twice", seed, step, r.Text)
 		}
-		installed[r.Text] = true
+		installed[r.Identity()] = true
 	}
 }
 

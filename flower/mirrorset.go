@@ -31,12 +31,12 @@ type MirrorSet struct {
 	opt     MirrorOptions
 	filters map[filterID]*mirrorEntry
 	prefs   map[uint16]*prefIndex // chain 0's prefs
-	// rules: what the filters contribute, by text, and how many filters
-	// contribute each text (punts of one pref's non-flower entries share
-	// one). before: whether a text was installed at the last Flush, for
-	// the texts changed since.
-	rules   map[string]*ruleRef
-	before  map[string]bool
+	// rules: what the filters contribute, by identity, and how many
+	// filters contribute each (punts of one pref's non-flower entries
+	// share one). before: whether an identity was installed at the last
+	// Flush, for those changed since.
+	rules   map[rule.Identity]*ruleRef
+	before  map[rule.Identity]bool
 	offload int // chain-0 filters offloaded
 }
 
@@ -84,7 +84,7 @@ type maskIndex struct {
 // again only for filters that change.
 func NewMirrorSet(filters []*KernelFilter, opt MirrorOptions) *MirrorSet {
 	s := &MirrorSet{opt: opt, filters: map[filterID]*mirrorEntry{}, prefs: map[uint16]*prefIndex{},
-		rules: map[string]*ruleRef{}, before: map[string]bool{}}
+		rules: map[rule.Identity]*ruleRef{}, before: map[rule.Identity]bool{}}
 	for _, f := range filters {
 		s.Change(f, false)
 	}
@@ -189,29 +189,30 @@ func (s *MirrorSet) contribute(r *rule.Rule, n int) {
 	if r == nil {
 		return
 	}
-	ref := s.rules[r.Text]
+	id := r.Identity()
+	ref := s.rules[id]
 	if ref == nil {
 		ref = &ruleRef{rule: r}
-		s.rules[r.Text] = ref
+		s.rules[id] = ref
 	}
-	if _, ok := s.before[r.Text]; !ok {
-		s.before[r.Text] = ref.n > 0
+	if _, ok := s.before[id]; !ok {
+		s.before[id] = ref.n > 0
 	}
 	if ref.n += n; ref.n == 0 {
-		delete(s.rules, r.Text)
+		delete(s.rules, id)
 	}
 }
 
-// Flush returns the rules that came and the texts that went since the
-// last Flush (or NewMirrorSet).
-func (s *MirrorSet) Flush() (add []*rule.Rule, remove []string) {
-	for text, was := range s.before {
-		ref, now := s.rules[text]
+// Flush returns the rules that came and the identities of those that
+// went since the last Flush (or NewMirrorSet).
+func (s *MirrorSet) Flush() (add []*rule.Rule, remove []rule.Identity) {
+	for id, was := range s.before {
+		ref, now := s.rules[id]
 		switch {
 		case now && !was:
 			add = append(add, ref.rule)
 		case was && !now:
-			remove = append(remove, text)
+			remove = append(remove, id)
 		}
 	}
 	clear(s.before)

@@ -170,7 +170,8 @@ func (h *harness) installNFT(prio uint16, m rule.Match) {
 	h.t.Helper()
 	r := &rule.Rule{Source: rule.SourceNFT, Dev: ingressDev, Prio: prio, Protocol: rule.EthPAll,
 		Match: m, Actions: []rule.Action{{Kind: rule.ActDrop}}, Name: "netdev/t/in/1#0"}
-	r.Text = nft.FormatSpec(r, "test")
+	r.Digest = "test"
+	r.Text = nft.FormatSpec(r)
 	if _, err := h.table.Apply(maps.Change{Insert: []maps.Insert{{Rule: r}}}); err != nil {
 		h.t.Fatalf("install nft rule: %v", err)
 	}

@@ -138,7 +138,7 @@ func (t *Table) loadOpaqueFlows() error {
 // dropLoaded forgets a rule read from the specs (before flows are built).
 func (t *Table) dropLoaded(in *Installed) {
 	delete(t.rules, in.ID)
-	t.byText, t.idHint = nil, 1
+	t.byIdentity, t.idHint = nil, 1
 	gk := in.group()
 	t.setGroup(gk, slices.DeleteFunc(t.groups[gk], func(x *Installed) bool { return x == in }))
 	t.unrefActionSet(in.ActionSet)

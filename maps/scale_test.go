@@ -172,7 +172,8 @@ func Benchmark1MFlows(b *testing.B) {
 	}
 	r := &rule.Rule{Source: rule.SourceNFT, Dev: ingressDev, Prio: 1, Protocol: rule.EthPAll,
 		Match: ms[0], More: ms[1:], Actions: []rule.Action{{Kind: rule.ActDrop}}, Name: "netdev/xf/in/1#0"}
-	r.Text = nft.FormatSpec(r, "bench")
+	r.Digest = "bench"
+	r.Text = nft.FormatSpec(r)
 	for it := 0; it < b.N; it++ {
 		objs, t := scaleTable(b, n, 1024, parse)
 		emptyMap := mapMemlock(b, objs.Flows.FD()) + mapMemlock(b, objs.FlowsNarrow.FD())

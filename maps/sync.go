@@ -6,32 +6,33 @@ import (
 	"github.com/xdpflow/xdpflow/rule"
 )
 
-// textKey names a rule by what SyncSource and UpdateSource know it by.
-type textKey struct {
-	src  rule.Source
-	text string
+// identity is the rule's identity, made once.
+func (in *Installed) identity() rule.Identity {
+	if in.ident == nil {
+		id := in.Rule.Identity()
+		in.ident = &id
+	}
+	return *in.ident
 }
 
-func (in *Installed) key() textKey { return textKey{in.Rule.Source, in.Rule.Text} }
-
 // SyncSource makes the table's rules of one source equal to want in one
-// transaction: rules whose text is installed stay (and keep their
+// transaction: rules whose identity is installed stay (and keep their
 // counters), others are added and the rest removed; new entries are put
 // before stale ones go.
 func (t *Table) SyncSource(src rule.Source, want []*rule.Rule) (added, removed int, err error) {
-	// By text, in a map: no sort of the table's rules each call. A rule
-	// wanted again is marked kept with id 0 (never a rule's); the rest
-	// goes.
-	have := make(map[string]RuleID, len(t.rules))
+	// In a map: no sort of the table's rules each call. A rule wanted
+	// again is marked kept with id 0 (never a rule's); the rest goes.
+	have := make(map[rule.Identity]RuleID, len(t.rules))
 	for _, in := range t.rules {
 		if in.Rule.Source == src {
-			have[in.Rule.Text] = in.ID
+			have[in.identity()] = in.ID
 		}
 	}
 	var ch Change
 	for _, r := range want {
-		if _, ok := have[r.Text]; ok {
-			have[r.Text] = 0
+		id := r.Identity()
+		if _, ok := have[id]; ok {
+			have[id] = 0
 			continue
 		}
 		ch.Insert = append(ch.Insert, Insert{Rule: r})
@@ -45,39 +46,41 @@ func (t *Table) SyncSource(src rule.Source, want []*rule.Rule) (added, removed i
 }
 
 // UpdateSource changes the table's rules of one source by a known
-// difference, in one transaction: the rules whose text is in remove go,
-// those of add whose text is not installed come (a text installed
-// already stays, with its counters; one in both add and remove stays as
-// well). What SyncSource does given the whole set, at the cost of the
-// change rather than of the table's size.
-func (t *Table) UpdateSource(src rule.Source, add []*rule.Rule, remove []string) (added, removed int, err error) {
-	if t.byText == nil {
-		t.byText = make(map[textKey]RuleID, len(t.rules))
+// difference, in one transaction: the rules of identities in remove go,
+// those of add not installed come (one installed already stays, with its
+// counters; one in both add and remove stays as well). What SyncSource
+// does given the whole set, at the cost of the change rather than of the
+// table's size.
+func (t *Table) UpdateSource(src rule.Source, add []*rule.Rule, remove []rule.Identity) (added, removed int, err error) {
+	if t.byIdentity == nil {
+		t.byIdentity = make(map[rule.Identity]RuleID, len(t.rules))
 		for _, in := range t.rules {
-			t.byText[in.key()] = in.ID
+			t.byIdentity[in.identity()] = in.ID
 		}
 	}
-	adding := make(map[string]bool, len(add))
-	for _, r := range add {
-		adding[r.Text] = true
+	ids := make([]rule.Identity, len(add))
+	adding := make(map[rule.Identity]bool, len(add))
+	for i, r := range add {
+		ids[i] = r.Identity()
+		adding[ids[i]] = true
 	}
 	var ch Change
-	seen := map[string]bool{} // each text once, however often listed
-	for _, text := range remove {
-		if seen[text] || adding[text] {
+	seen := map[rule.Identity]bool{} // each once, however often listed
+	for _, id := range remove {
+		if seen[id] || adding[id] || id.Source != src {
 			continue
 		}
-		seen[text] = true
-		if id, ok := t.byText[textKey{src, text}]; ok {
-			ch.Delete = append(ch.Delete, id)
+		seen[id] = true
+		if rid, ok := t.byIdentity[id]; ok {
+			ch.Delete = append(ch.Delete, rid)
 		}
 	}
-	for _, r := range add {
-		if seen[r.Text] {
+	for i, r := range add {
+		if seen[ids[i]] {
 			continue
 		}
-		seen[r.Text] = true
-		if _, ok := t.byText[textKey{src, r.Text}]; !ok {
+		seen[ids[i]] = true
+		if _, ok := t.byIdentity[ids[i]]; !ok {
 			ch.Insert = append(ch.Insert, Insert{Rule: r})
 		}
 	}

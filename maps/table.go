@@ -51,6 +51,7 @@ type Installed struct {
 	ActionSet uint32
 	Entries   int // flow entries it owns
 	flows     []flowKey
+	ident     *rule.Identity // identity(), once made
 }
 
 // ParseFunc turns persisted rule text back into a rule.
@@ -78,10 +79,10 @@ type Table struct {
 	actionSetBySlot map[uint32]actionSet   // slot -> content
 	txPorts         map[uint32]bool        // redirect ifindexes put in the devmap (the kernel drops a gone device's)
 	txRefs          map[uint32]int         // redirect ifindex -> rules using it
-	// byText finds a rule by source and text (UpdateSource); built on
+	// byIdentity finds a rule by its identity (UpdateSource); built on
 	// first use, kept by write, dropped (nil) by anything else that
 	// changes rules.
-	byText map[textKey]RuleID
+	byIdentity map[rule.Identity]RuleID
 	// idHint: no rule id below it is free or held, so allocation starts
 	// there and not at 1.
 	idHint RuleID

@@ -91,7 +91,7 @@ func TestUpdateSourceAsSyncSource(t *testing.T) {
 // "pref/handle", and makes them in it: filters added, replaced (the old
 // text removed, the new added) or deleted; gone is the pref and handle
 // of each removed text.
-func randomTCDelta(t *testing.T, h *harness, g *gen, next map[string]*rule.Rule) (add []*rule.Rule, remove []string, gone [][2]int) {
+func randomTCDelta(t *testing.T, h *harness, g *gen, next map[string]*rule.Rule) (add []*rule.Rule, remove []rule.Identity, gone [][2]int) {
 	for i := 0; i < 1+h.rng.Intn(4); i++ {
 		prio, handle := uint16(1+h.rng.Intn(3)), uint32(1+h.rng.Intn(20))
 		k := fmt.Sprint(prio, "/", handle)
@@ -100,7 +100,7 @@ func randomTCDelta(t *testing.T, h *harness, g *gen, next map[string]*rule.Rule)
 		}
 		old := next[k]
 		if old != nil {
-			remove = append(remove, old.Text)
+			remove = append(remove, old.Identity())
 			gone = append(gone, [2]int{int(prio), int(handle)})
 			delete(next, k)
 			if h.rng.Intn(2) == 0 {

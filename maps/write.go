@@ -154,18 +154,18 @@ func (p *plan) deletedIDs() []RuleID {
 	return ids
 }
 
-// commitRules makes the table's rules (and byText, if built) the new set.
+// commitRules makes the table's rules (and byIdentity, if built) the new set.
 func (t *Table) commitRules(p *plan) {
 	for id, in := range p.deleted {
 		delete(t.rules, id)
-		if t.byText != nil && t.byText[in.key()] == id {
-			delete(t.byText, in.key())
+		if t.byIdentity != nil && t.byIdentity[in.identity()] == id {
+			delete(t.byIdentity, in.identity())
 		}
 	}
 	for _, in := range p.inserted {
 		t.rules[in.ID] = in
-		if t.byText != nil {
-			t.byText[in.key()] = in.ID
+		if t.byIdentity != nil {
+			t.byIdentity[in.identity()] = in.ID
 		}
 	}
 	t.idHint = p.idHint

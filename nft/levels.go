@@ -247,6 +247,7 @@ func part(rs *Ruleset, name string, n, level int, ms []rule.Match, acts []rule.A
 	if len(ms) > 1 {
 		r.Keys = append(r.Keys, rule.KeyValue{Name: "entries", Value: uint64(len(ms))})
 	}
-	r.Text = FormatSpec(r, digest(ms, ruletext.FormatActions(acts)))
+	r.Digest = digest(ms, ruletext.FormatActions(acts))
+	r.Text = FormatSpec(r)
 	return r
 }

@@ -20,8 +20,8 @@ const SpecPrefix = "nft "
 // "nft netdev/t/c/5#0 pref 3 digest 0123abcd action drop". The entries
 // themselves are pinned in the flows map; the digest names them, so the
 // daemon recognises an unchanged part after a restart.
-func FormatSpec(r *rule.Rule, digest string) string {
-	return fmt.Sprintf("%s%s pref %d digest %s%s", SpecPrefix, r.Name, r.Prio, digest, ruletext.FormatActions(r.Actions))
+func FormatSpec(r *rule.Rule) string {
+	return fmt.Sprintf("%s%s pref %d digest %s%s", SpecPrefix, r.Name, r.Prio, r.Digest, ruletext.FormatActions(r.Actions))
 }
 
 // ParseSpec reads FormatSpec's text back into an opaque rule.
@@ -39,7 +39,7 @@ func ParseSpec(dev, text string) (*rule.Rule, error) {
 		return nil, fmt.Errorf("nft rule spec %q: %w", text, err)
 	}
 	return &rule.Rule{Source: rule.SourceNFT, Dev: dev, Name: w[0], Prio: uint16(prio), Protocol: rule.EthPAll,
-		Opaque: true, Actions: acts}, nil
+		Opaque: true, Digest: w[4], Actions: acts}, nil
 }
 
 // RuleName is the nft rule a part belongs to ("netdev/t/c/5").

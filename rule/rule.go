@@ -142,6 +142,9 @@ type Rule struct {
 	// Name identifies a rule that is one part of a rule of another source:
 	// "netdev/filter/ingress/7#0" is part 0 of nft rule handle 7.
 	Name string
+	// Digest: what an nft rule is known by in place of its match (a
+	// hash of its matches and actions, kept in its spec), "" for others.
+	Digest string
 	// Text is the canonical tc text of the rule (ruletext.Format), which is
 	// what gets persisted.
 	Text string

@@ -89,15 +89,12 @@ func filterShow(g globals, s *session, c *flower.Command) error {
 	return nil
 }
 
-// mirrorKey identifies a mirrored rule by its text without the keepalive
-// the daemon adds.
-func mirrorKey(r *rule.Rule) string {
-	if r.Keepalive == 0 {
-		return r.Text
-	}
+// mirrorKey identifies a mirrored rule by its identity without the
+// keepalive the daemon adds.
+func mirrorKey(r *rule.Rule) rule.Identity {
 	k := *r
 	k.Keepalive = 0
-	return ruletext.Format(&k)
+	return k.Identity()
 }
 
 // tcShown lists the filters in tc's namespace of prefs on the device:
@@ -165,11 +162,11 @@ func (c xdpCounters) of(id maps.RuleID) (flower.Stats, error) {
 
 // xdpOnlyShown lists the rules only XDP holds, and returns the mirrored
 // ones by mirrorKey.
-func xdpOnlyShown(t *maps.Table, c xdpCounters) ([]flower.Shown, map[string]*maps.Installed, error) {
+func xdpOnlyShown(t *maps.Table, c xdpCounters) ([]flower.Shown, map[rule.Identity]*maps.Installed, error) {
 	var out []flower.Shown
-	// Mirrored rules by their text without the daemon's keepalive, which
-	// the kernel's filter does not carry.
-	mirrored := map[string]*maps.Installed{}
+	// Mirrored rules without the daemon's keepalive, which the kernel's
+	// filter does not carry.
+	mirrored := map[rule.Identity]*maps.Installed{}
 	for _, in := range tcRules(t) {
 		if in.Rule.Source == rule.SourceTC {
 			mirrored[mirrorKey(in.Rule)] = in
@@ -204,7 +201,7 @@ func mirrorStatuses(s *session) ([]flower.MirrorStatus, error) {
 
 // kernelShown is one kernel filter as shown: what became of it in XDP,
 // found among the mirrored rules (noting it in seen).
-func kernelShown(st flower.MirrorStatus, mirrored map[string]*maps.Installed, seen map[*maps.Installed]bool,
+func kernelShown(st flower.MirrorStatus, mirrored map[rule.Identity]*maps.Installed, seen map[*maps.Installed]bool,
 	c xdpCounters) (flower.Shown, error) {
 	f := st.Filter
 	sh := flower.Shown{Rule: f.Rule, Reason: st.Reason}
@@ -250,7 +247,7 @@ func kernelShown(st flower.MirrorStatus, mirrored map[string]*maps.Installed, se
 }
 
 // unseenMirrored lists the mirrored rules no kernel filter accounts for.
-func unseenMirrored(mirrored map[string]*maps.Installed, seen map[*maps.Installed]bool) []flower.Shown {
+func unseenMirrored(mirrored map[rule.Identity]*maps.Installed, seen map[*maps.Installed]bool) []flower.Shown {
 	var out []flower.Shown
 	for _, in := range mirrored {
 		switch {

@@ -61,10 +61,10 @@ func cmdFlow(g globals, args []string) error {
 // nftFlows lists the nft rules: what nft holds now, compiled the way the
 // daemon does, joined with what is installed.
 func nftFlows(s *session, dev string, now uint64, withStats bool) ([]flower.JSONFilter, error) {
-	installed := map[string]*maps.Installed{}
+	installed := map[rule.Identity]*maps.Installed{}
 	for _, in := range s.table.Rules() {
 		if in.Rule.Source == rule.SourceNFT {
-			installed[in.Rule.Text] = in
+			installed[in.Rule.Identity()] = in
 		}
 	}
 	rs, err := nft.Read(dev, s.dev.Ifindex)
@@ -76,7 +76,7 @@ func nftFlows(s *session, dev string, now uint64, withStats bool) ([]flower.JSON
 	sub, flows, rules := s.table.Room(rule.SourceNFT)
 	_, statuses := nft.Compile(rs, nft.Limits{Subtables: sub, Flows: flows, Rules: rules})
 	var out []flower.JSONFilter
-	seen := map[string]bool{}
+	seen := map[rule.Identity]bool{}
 	for _, st := range statuses {
 		j, ids := nftFlow(dev, st, installed, seen)
 		if withStats {
@@ -90,8 +90,8 @@ func nftFlows(s *session, dev string, now uint64, withStats bool) ([]flower.JSON
 	}
 	// Installed parts nft no longer has: the daemon has not caught up.
 	var stale []string
-	for text, in := range installed {
-		if !seen[text] {
+	for id, in := range installed {
+		if !seen[id] {
 			stale = append(stale, in.Rule.Name)
 		}
 	}
@@ -106,7 +106,7 @@ func nftFlows(s *session, dev string, now uint64, withStats bool) ([]flower.JSON
 
 // nftFlow is one compiled nft rule as shown, joined with its installed
 // parts (noted in seen), whose ids it returns.
-func nftFlow(dev string, st *nft.Status, installed map[string]*maps.Installed, seen map[string]bool) (flower.JSONFilter, []maps.RuleID) {
+func nftFlow(dev string, st *nft.Status, installed map[rule.Identity]*maps.Installed, seen map[rule.Identity]bool) (flower.JSONFilter, []maps.RuleID) {
 	j := flower.JSONFilter{Dev: dev, Kind: "nft", Protocol: "all", Source: "nft", Name: st.Name,
 		Keys: map[string]any{}, Actions: []string{}, Offloaded: st.Offloaded, Reason: st.Reason}
 	if st.Verdict != "" {
@@ -118,12 +118,12 @@ func nftFlow(dev string, st *nft.Status, installed map[string]*maps.Installed, s
 	var ids []maps.RuleID
 	missing := false
 	for k, p := range st.Parts {
-		in := installed[p.Text]
+		in := installed[p.Identity()]
 		if in == nil {
 			missing = true
 			continue
 		}
-		seen[p.Text] = true
+		seen[p.Identity()] = true
 		ids = append(ids, in.ID)
 		if k == 0 {
 			j.Pref = p.Prio
@@ -134,10 +134,10 @@ func nftFlow(dev string, st *nft.Status, installed map[string]*maps.Installed, s
 		}
 	}
 	for _, p := range st.Companions {
-		if installed[p.Text] == nil {
+		if installed[p.Identity()] == nil {
 			missing = true
 		}
-		seen[p.Text] = true
+		seen[p.Identity()] = true
 	}
 	if missing {
 		j.Offloaded = false
