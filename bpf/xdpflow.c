@@ -5,7 +5,7 @@
  * xdpflow: one prebuilt XDP program that runs TC-flower-like rules.
  *
  *   parse the packet into struct xf_key
- *   search the subtables in order: key & mask -> flows hash map, first hit wins
+ *   search the subtables: key & mask -> flows hash map, the best-ranked hit wins
  *   run the hit's action set, count it
  *
  * Anything the parser does not understand, and every miss, is XDP_PASS: the
@@ -47,7 +47,7 @@ int xdpflow(struct xdp_md *ctx)
 	struct xf_counters *cnt;
 	struct xf_action_set *set;
 	struct xf_rule_stats *st;
-	struct xf_flow flow;
+	struct xf_answer flow;
 	__u32 set_idx, stats_idx, zero = 0;
 	/* The key, in a buffer of 16 words: see lookup. */
 	union {

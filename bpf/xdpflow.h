@@ -19,7 +19,7 @@ enum xf_limits {
 	XF_MAX_VLAN_TAGS = 2,
 	XF_MAX_IPV6_EXT_HDRS = 8,
 	XF_RULE_TEXT_MAX = 464,
-	XF_META_MAGIC = 0x78646638,    /* "xdf8": layout version of pinned state */
+	XF_META_MAGIC = 0x78646639,    /* "xdf9": layout version of pinned state */
 	XF_NARROW_WORDS = 6,	       /* key words of a narrow subtable's flows */
 	XF_CACHE_SET_BITS = 11,	       /* default log2(sets per CPU): 4096 entries */
 	XF_CACHE_SET_BITS_MIN = 7,     /* 256 entries per CPU */
@@ -71,7 +71,11 @@ struct xf_key {
 
 #define XF_KEY_WORDS (sizeof(struct xf_key) / 8)
 
-/* One subtable: every flow in it was installed with this priority and mask.
+/* One subtable: every flow in it was installed with this mask, by rules of
+ * any priority. Each flow carries the rank of the rule it answers for;
+ * bound is at most the rank of every flow in the subtable, and the list is
+ * sorted by it, so a search stops at the first subtable whose bound cannot
+ * beat the best rank found.
  *
  * A mask with at most XF_NARROW_WORDS nonzero key words makes a narrow
  * subtable: its flows live in flows_narrow under just those words
@@ -79,17 +83,17 @@ struct xf_key {
  * anyway), so each lookup hashes and compares 56 bytes instead of 96.
  * Wider masks (narrow_words 0) use flows with the whole masked key. */
 struct xf_subtable {
-	__u32 id;	 /* part of the flows map key */
-	__u32 prio;	 /* not read by the program: the list is in order */
-	__u64 group_seq; /* not read by the program: the mask group's order */
+	__u32 id; /* part of the flows map key */
+	__u32 pad0;
+	__u64 bound; /* no flow of the subtable has a lower rank */
 	struct xf_key mask;
 	__u8 narrow_words; /* 0: wide */
 	__u8 word_idx[XF_NARROW_WORDS];
 	__u8 pad;
 };
 
-/* The ordered list of subtables the program searches, first hit wins.
- * Replaced whole (a ring of buffers, see subtable_lists), never edited
+/* The list of subtables the program searches, in order of their bounds;
+ * the hit of the lowest rank wins. Replaced whole (a ring of buffers, see subtable_lists), never edited
  * while packets can see it.
  *
  * union_mask is the OR of every subtable's mask. No search result depends
@@ -131,10 +135,19 @@ struct xf_narrow_flow_key {
 	__u64 words[XF_NARROW_WORDS];
 };
 
-/* Value of the flows hash maps. */
-struct xf_flow {
+/* What a lookup answers: the rule's action set and counter slot. */
+struct xf_answer {
 	__u32 action_set; /* index into action_sets */
 	__u32 stats;	  /* index into rule_stats; one per rule */
+};
+
+/* Value of the flows hash maps: the answer (as in struct xf_answer), and
+ * the rank of its rule in the lookup order (lower wins: TC's before nft's,
+ * then by priority, then by the creation of the rule's mask group). */
+struct xf_flow {
+	__u32 action_set;
+	__u32 stats;
+	__u64 rank;
 };
 
 enum xf_action_op {
@@ -211,18 +224,18 @@ struct xf_rule_stats {
  * another while a change is under way. Zeroed memory (tag 0) never
  * matches: cache_gen starts at 1.
  *
- * flow is the answer: a flow, or action_set XF_CACHE_NO_FLOW for a miss.
+ * flow is the answer: a rule's, or action_set XF_CACHE_NO_FLOW for a miss.
  */
 struct xf_cache_way {
 	__u64 words[XF_CACHE_WORDS];
 	__u64 tag;
-	struct xf_flow flow;
+	struct xf_answer flow;
 };
 
 struct xf_cache_wide {
 	__u64 words[XF_KEY_WORDS];
 	__u64 tag;
-	struct xf_flow flow;
+	struct xf_answer flow;
 	__u64 pad[3];
 };
 

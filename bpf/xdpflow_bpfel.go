@@ -54,7 +54,11 @@ type XdpflowXfCacheSet struct {
 		_     structs.HostLayout
 		Words [6]uint64
 		Tag   uint64
-		Flow  XdpflowXfFlow
+		Flow  struct {
+			_         structs.HostLayout
+			ActionSet uint32
+			Stats     uint32
+		}
 	}
 }
 
@@ -94,6 +98,7 @@ type XdpflowXfFlow struct {
 	_         structs.HostLayout
 	ActionSet uint32
 	Stats     uint32
+	Rank      uint64
 }
 
 type XdpflowXfFlowKey struct {
@@ -141,7 +146,7 @@ const (
 	XdpflowXfLimitsXF_MAX_VLAN_TAGS      XdpflowXfLimits = 2
 	XdpflowXfLimitsXF_MAX_IPV6EXT_HDRS   XdpflowXfLimits = 8
 	XdpflowXfLimitsXF_RULE_TEXT_MAX      XdpflowXfLimits = 464
-	XdpflowXfLimitsXF_META_MAGIC         XdpflowXfLimits = 2019845688
+	XdpflowXfLimitsXF_META_MAGIC         XdpflowXfLimits = 2019845689
 	XdpflowXfLimitsXF_NARROW_WORDS       XdpflowXfLimits = 6
 	XdpflowXfLimitsXF_CACHE_SET_BITS     XdpflowXfLimits = 11
 	XdpflowXfLimitsXF_CACHE_SET_BITS_MIN XdpflowXfLimits = 7
@@ -192,8 +197,8 @@ type XdpflowXfRuleStats struct {
 type XdpflowXfSubtable struct {
 	_           structs.HostLayout
 	Id          uint32
-	Prio        uint32
-	GroupSeq    uint64
+	Pad0        uint32
+	Bound       uint64
 	Mask        XdpflowXfKey
 	NarrowWords uint8
 	WordIdx     [6]uint8

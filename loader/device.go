@@ -31,7 +31,7 @@ type Options struct {
 	Mode         Mode
 	MaxFlows     uint32 // flow entries (after range expansion)
 	MaxRules     uint32 // rules (and per-rule counters)
-	MaxSubtables int    // distinct (priority, mask) pairs, at most maps.MaxSubtables
+	MaxSubtables int    // distinct masks, at most maps.MaxSubtables
 	CacheEntries int    // flow cache entries per CPU (maps.SizeSpec)
 }
 

@@ -10,8 +10,9 @@ import (
 )
 
 // TestChangesAreAtomicUnderTraffic replaces the rule that drops a flow again
-// and again — new masks, new subtables, new action sets — and inserts and
-// removes an earlier rule (subtable list swaps), while another goroutine
+// and again — new masks, new subtables, new action sets, subtables of later
+// rules whose bounds it lowers and raises — and inserts and removes an
+// earlier rule (subtable list swaps), while another goroutine
 // runs the program on a matching packet. Every run must be dropped: a
 // packet meeting a half-written rule, or a moment with neither the old nor
 // the new rule, would pass.
@@ -34,6 +35,15 @@ func testAtomicUnderTraffic(t *testing.T, deferred bool) {
 		"protocol ip flower dst_ip 198.18.0.2 action pedit ex munge eth dst set 02:00:00:00:00:09 action drop",
 	}
 	h.install(10, 1, variants[0])
+	// Later filters that pass the packet: one matches it (a moment
+	// without the drop rule would pass it), the others share the masks of
+	// variants, so those subtables' bounds are theirs until a variant
+	// lowers them (a search that stopped at a bound not yet lowered would
+	// pass it too), and one has the very match of a variant (which then
+	// shadows it).
+	h.install(15, 1, "protocol ip flower dst_ip 198.18.0.2 action pass")
+	h.install(20, 1, "protocol ip flower ip_proto udp dst_port 2000 action pass")
+	h.install(20, 2, "protocol ip flower ip_proto udp src_ip 198.18.0.0/15 dst_port 2000 action pass")
 	frame := benchFrame(1000)
 
 	var stop atomic.Bool

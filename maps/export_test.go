@@ -2,6 +2,7 @@ package maps
 
 import (
 	"fmt"
+	"slices"
 )
 
 // HeldViolations lists slots in use that are still held: a slot reused, or
@@ -66,35 +67,64 @@ func (t *Table) FlowViolations() ([]string, error) {
 		return nil, err
 	}
 	perSubtable := map[uint32]int{}
+	lowest := map[uint32]uint64{}
 	for fk, owner := range t.flows {
 		perSubtable[fk.Subtable]++
+		in := t.rules[owner]
+		if in == nil {
+			out = append(out, fmt.Sprintf("flow owned by rule %d, which the table does not hold", owner))
+			continue
+		}
+		if r, ok := lowest[fk.Subtable]; !ok || rankOf(in) < r {
+			lowest[fk.Subtable] = rankOf(in)
+		}
 		val, ok := inMaps[fk]
 		switch {
 		case !ok:
 			out = append(out, fmt.Sprintf("flow of rule %d not in the maps", owner))
 		case val.Stats != owner:
 			out = append(out, fmt.Sprintf("flow of rule %d has counter slot %d in the maps", owner, val.Stats))
+		case val.Rank != rankOf(in):
+			out = append(out, fmt.Sprintf("flow of rule %d has rank %#x in the maps, the rule %#x", owner, val.Rank, rankOf(in)))
 		}
 		delete(inMaps, fk)
+		claims := t.claimsOf(fk)
+		for i := 1; i < len(claims); i++ {
+			if a, b := t.rules[claims[i-1]], t.rules[claims[i]]; a == nil || b == nil || rankOf(a) >= rankOf(b) {
+				out = append(out, fmt.Sprintf("claims %v of a flow not in rank order", claims))
+			}
+		}
+	}
+	for fk := range t.shadowed {
+		if _, ok := t.flows[fk]; !ok {
+			out = append(out, "shadowed claims of a flow without an owner")
+		}
 	}
 	for _, val := range inMaps {
 		out = append(out, fmt.Sprintf("flow in the maps for rule %d that the table does not know", val.Stats))
 	}
-	owned := 0
+	claimed := 0
 	for id, in := range t.rules {
 		for _, fk := range in.flows {
-			if t.flows[fk] != id {
-				out = append(out, fmt.Sprintf("rule %d lists a flow owned by %d", id, t.flows[fk]))
+			if !slices.Contains(t.claimsOf(fk), id) {
+				out = append(out, fmt.Sprintf("rule %d lists a flow it has no claim on (owner %d)", id, t.flows[fk]))
 			}
 		}
-		owned += len(in.flows)
+		claimed += len(in.flows)
 	}
-	if owned != len(t.flows) {
-		out = append(out, fmt.Sprintf("rules list %d flows, the flow map holds %d", owned, len(t.flows)))
+	shadowed := 0
+	for _, ids := range t.shadowed {
+		shadowed += len(ids)
+	}
+	if claimed != len(t.flows)+shadowed {
+		out = append(out, fmt.Sprintf("rules list %d flows, the table holds %d owned and %d shadowed", claimed, len(t.flows), shadowed))
 	}
 	for id, st := range t.subtablesByID {
 		if st.flows != perSubtable[id] {
 			out = append(out, fmt.Sprintf("subtable %d counts %d flows, holds %d", id, st.flows, perSubtable[id]))
+		}
+		if r, ok := lowest[id]; ok && (st.bound != r || st.listed > r) {
+			out = append(out, fmt.Sprintf("subtable %d: bound %#x, listed %#x, its lowest rank %#x", id, st.bound, st.listed, r))
 		}
 	}
 	return out, nil

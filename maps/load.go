@@ -1,6 +1,7 @@
 package maps
 
 import (
+	"cmp"
 	"fmt"
 	"slices"
 
@@ -58,7 +59,7 @@ func (t *Table) loadSubtables() error {
 	t.listGen = list.Generation
 	for i := 0; i < int(list.Count) && i < MaxSubtables; i++ {
 		s := list.Subtables[i]
-		st := &subtable{subtableKey: subtableKey{s.Prio, s.GroupSeq, s.Mask}, id: s.Id}
+		st := &subtable{subtableKey: subtableKey{s.Mask}, id: s.Id, bound: noRank, listed: s.Bound}
 		t.subtables[st.subtableKey] = st
 		t.subtablesByID[st.id] = st
 	}
@@ -144,12 +145,12 @@ func (t *Table) dropLoaded(in *Installed) {
 	t.unrefActionSet(in.ActionSet)
 }
 
-// rebuildFlows recomputes every flow from the rules, reusing the live
-// subtables. It reports whether the live list differs from what the rules
-// need.
+// rebuildFlows recomputes every flow and its claims from the rules, reusing
+// the live subtables. It reports whether the live list differs from what
+// the rules need.
 func (t *Table) rebuildFlows() (differs bool) {
 	live := t.subtables
-	t.subtables, t.flows = map[subtableKey]*subtable{}, map[flowKey]RuleID{}
+	t.subtables, t.flows, t.shadowed = map[subtableKey]*subtable{}, map[flowKey]RuleID{}, map[flowKey][]RuleID{}
 	used := map[uint32]bool{}
 	for _, st := range live {
 		used[st.id] = true
@@ -157,11 +158,14 @@ func (t *Table) rebuildFlows() (differs bool) {
 	next := uint32(1)
 	liveByID := t.subtablesByID
 	t.subtablesByID = map[uint32]*subtable{}
-	for gk, members := range t.groups {
+	claims := map[flowKey][]RuleID{}
+	for _, members := range t.groups {
 		entries := expandGroup(members)
 		for _, in := range members {
 			if in.Rule.Opaque {
 				// Entries as installed: (subtable mask, masked key).
+				// Those another rule shadowed are not in the maps, and
+				// are lost: their packets go to the kernel when it goes.
 				for _, fk := range in.flows {
 					if st := liveByID[fk.Subtable]; st != nil {
 						entries[in.ID] = append(entries[in.ID], rule.Entry{Key: fk.Key, Mask: st.mask})
@@ -170,7 +174,7 @@ func (t *Table) rebuildFlows() (differs bool) {
 			}
 			in.flows = in.flows[:0]
 			for _, e := range entries[in.ID] {
-				k := subtableKey{gk.prio, gk.group, e.Mask}
+				k := subtableKey{e.Mask}
 				st := t.subtables[k]
 				if st == nil {
 					if st = live[k]; st == nil {
@@ -179,21 +183,35 @@ func (t *Table) rebuildFlows() (differs bool) {
 						for used[next] {
 							next++
 						}
-						st = &subtable{subtableKey: k, id: next}
+						st = &subtable{subtableKey: k, id: next, listed: noRank}
 						used[next] = true
 						differs = true
 					}
-					st.flows = 0
+					st.flows, st.ranks, st.bound = 0, map[uint64]int{}, noRank
 					t.subtables[k] = st
 					t.subtablesByID[st.id] = st
 				}
 				fk := flowKey{Subtable: st.id, Key: e.Key}
-				t.flows[fk] = in.ID
+				claims[fk] = append(claims[fk], in.ID)
 				in.flows = append(in.flows, fk)
-				st.flows++
 			}
 			in.Entries = len(in.flows)
 		}
+	}
+	rank := func(id RuleID) uint64 { return rankOf(t.rules[id]) }
+	for fk, ids := range claims {
+		slices.SortFunc(ids, func(a, b RuleID) int { return cmp.Or(cmp.Compare(rank(a), rank(b)), cmp.Compare(a, b)) })
+		t.flows[fk] = ids[0]
+		if len(ids) > 1 {
+			t.shadowed[fk] = ids[1:]
+		}
+		st := t.subtablesByID[fk.Subtable]
+		st.flows++
+		st.ranks[rank(ids[0])]++
+		st.bound = min(st.bound, rank(ids[0]))
+	}
+	for _, st := range t.subtables {
+		differs = differs || st.listed != st.bound
 	}
 	return differs || len(t.subtables) != len(live)
 }

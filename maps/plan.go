@@ -1,6 +1,7 @@
 package maps
 
 import (
+	"cmp"
 	"fmt"
 	"slices"
 
@@ -22,16 +23,21 @@ type plan struct {
 	// touches.
 	ruleFlows map[RuleID][]flowKey
 
-	// The flow map after the change, as a change of t.flows, which is
-	// large where a change touches few flows: it loses flowsBefore, the
-	// flows of deleted and recomputed rules, and gains flowsAfter, the
-	// recomputed rules' flows with their owners.
-	flowsBefore   map[flowKey]bool
-	flowsAfter    map[flowKey]RuleID
-	flowsToWrite  []flowKey      // all of flowsAfter's
-	flowsToDelete []flowKey      // flowsBefore's not in flowsAfter
-	flowCount     int            // flows after the change
-	subtableFlows map[uint32]int // flow count per subtable id after the change, none zero
+	// The flows after the change, as a change of the table's, which are
+	// many where a change touches few: the flow keys whose claims change
+	// (those of deleted and recomputed rules, and the recomputed rules'
+	// new ones) with their claimants after it, in rank order (none: the
+	// flow goes). The first claimant is the flow's owner; the others are
+	// shadowed, there to take over when it goes.
+	claimsAfter   map[flowKey][]RuleID
+	flowsToWrite  []flowKey // whose owner changes
+	flowsToDelete []flowKey // left without claimants
+	flowCount     int       // flows after the change
+	// Per subtable id after the change: flow counts (none zero), the
+	// change of its flows' ranks, its bound.
+	subtableFlows  map[uint32]int
+	rankDelta      map[uint32]map[uint64]int
+	subtableBounds map[uint32]uint64
 
 	idHint  RuleID // Table.idHint after the change
 	nextSeq uint64 // meta.NextSeq after the change
@@ -40,15 +46,16 @@ type plan struct {
 // plan works out ch against the table, checking that it can be made.
 func (t *Table) plan(ch Change) (*plan, error) {
 	p := &plan{
-		deleted:       map[RuleID]*Installed{},
-		insertedByID:  map[RuleID]*Installed{},
-		groupEdits:    map[groupKey]groupEdit{},
-		rangedGroups:  map[groupKey][]*Installed{},
-		ruleFlows:     map[RuleID][]flowKey{},
-		newSubtables:  map[uint32]*subtable{},
-		flowsBefore:   map[flowKey]bool{},
-		flowsAfter:    map[flowKey]RuleID{},
-		subtableFlows: map[uint32]int{},
+		deleted:        map[RuleID]*Installed{},
+		insertedByID:   map[RuleID]*Installed{},
+		groupEdits:     map[groupKey]groupEdit{},
+		rangedGroups:   map[groupKey][]*Installed{},
+		ruleFlows:      map[RuleID][]flowKey{},
+		newSubtables:   map[uint32]*subtable{},
+		claimsAfter:    map[flowKey][]RuleID{},
+		subtableFlows:  map[uint32]int{},
+		rankDelta:      map[uint32]map[uint64]int{},
+		subtableBounds: map[uint32]uint64{},
 	}
 	if err := t.planDeletes(p, ch); err != nil {
 		return nil, err
@@ -236,7 +243,7 @@ func (t *Table) planEntries(p *plan) {
 		for id, es := range p.entriesOf(gk, e) {
 			keys := make([]flowKey, 0, len(es))
 			for _, entry := range es {
-				st := subs.get(subtableKey{gk.prio, gk.group, entry.Mask})
+				st := subs.get(subtableKey{entry.Mask})
 				keys = append(keys, flowKey{Subtable: st.id, Key: entry.Key})
 			}
 			p.ruleFlows[id] = keys
@@ -258,7 +265,7 @@ func (p *plan) entriesOf(gk groupKey, e groupEdit) map[RuleID][]rule.Entry {
 	return entries
 }
 
-// subtableAlloc finds the subtable of a (priority, group, mask), making a new
+// subtableAlloc finds the subtable of a mask, making a new
 // one, with an id no subtable has and no running program may still use,
 // for a mask the table has none of.
 type subtableAlloc struct {
@@ -279,74 +286,132 @@ func (s *subtableAlloc) get(k subtableKey) *subtable {
 	for s.t.subtablesByID[s.next] != nil || s.p.newSubtables[s.next] != nil || s.held[s.next] {
 		s.next++
 	}
-	st := &subtable{subtableKey: k, id: s.next}
+	st := &subtable{subtableKey: k, id: s.next, bound: noRank, listed: noRank}
 	s.byKey[k] = st
 	s.p.newSubtables[st.id] = st
 	return st
 }
 
-// planFlows works out the flows the change takes out of the flow map and
-// puts in, refusing a flow another rule holds.
+// planFlows works out the claims the change takes away and adds, and the
+// flows that come, change owner and go. Two claims of one rank on one flow
+// are refused: the rules' matches are the same (flower's EEXIST); of two
+// ranks the lower owns it.
 func (t *Table) planFlows(p *plan) error {
+	gone := map[flowKey]map[RuleID]bool{}
+	dropClaims := func(in *Installed) {
+		for _, fk := range in.flows {
+			if gone[fk] == nil {
+				gone[fk] = map[RuleID]bool{}
+			}
+			gone[fk][in.ID] = true
+		}
+	}
 	for id := range p.ruleFlows {
 		if in := t.rules[id]; in != nil {
-			t.addFlowsBefore(p, in)
+			dropClaims(in)
 		}
 	}
 	for _, in := range p.deleted {
-		t.addFlowsBefore(p, in)
+		dropClaims(in)
+	}
+	for fk, ids := range gone {
+		p.claimsAfter[fk] = slices.DeleteFunc(t.claimsOf(fk), func(id RuleID) bool { return ids[id] })
 	}
 	for id, keys := range p.ruleFlows {
 		for _, fk := range keys {
-			other, taken := p.flowsAfter[fk]
-			if !taken {
-				other, taken = t.flows[fk]
-				taken = taken && !p.flowsBefore[fk]
+			claims, ok := p.claimsAfter[fk]
+			if !ok {
+				claims = t.claimsOf(fk)
 			}
-			if taken {
-				return fmt.Errorf("%w (%s)", ErrExists, t.describe(other, p))
-			}
-			p.flowsAfter[fk] = id
+			p.claimsAfter[fk] = append(claims, id)
 		}
 	}
-	for fk := range p.flowsAfter {
-		p.flowsToWrite = append(p.flowsToWrite, fk)
-	}
-	for fk := range p.flowsBefore {
-		if _, ok := p.flowsAfter[fk]; !ok {
+	for fk, claims := range p.claimsAfter {
+		if err := t.rankClaims(p, claims); err != nil {
+			return err
+		}
+		before, had := t.flows[fk]
+		switch {
+		case len(claims) == 0 && had:
 			p.flowsToDelete = append(p.flowsToDelete, fk)
+		case len(claims) > 0 && (!had || claims[0] != before):
+			p.flowsToWrite = append(p.flowsToWrite, fk)
 		}
 	}
-	p.flowCount = len(t.flows) - len(p.flowsBefore) + len(p.flowsAfter)
+	p.flowCount = len(t.flows) + len(p.flowsToWrite) - len(p.flowsToDelete)
+	for _, fk := range p.flowsToWrite {
+		if _, had := t.flows[fk]; had {
+			p.flowCount-- // a new owner, not a new flow
+		}
+	}
 	return nil
 }
 
-// addFlowsBefore adds the flows in owns to flowsBefore.
-func (t *Table) addFlowsBefore(p *plan, in *Installed) {
-	for _, fk := range in.flows {
-		if t.flows[fk] == in.ID { // the flow map is the truth
-			p.flowsBefore[fk] = true
-		}
+// claimsOf is a copy of fk's claimants in rank order: its owner, then the
+// rules it shadows.
+func (t *Table) claimsOf(fk flowKey) []RuleID {
+	owner, ok := t.flows[fk]
+	if !ok {
+		return nil
 	}
+	return append([]RuleID{owner}, t.shadowed[fk]...)
 }
 
-// countSubtableFlows counts each subtable's flows after the change.
+// rankClaims sorts claims by rank, refusing two of one rank.
+func (t *Table) rankClaims(p *plan, claims []RuleID) error {
+	if len(claims) < 2 {
+		return nil
+	}
+	rank := func(id RuleID) uint64 { return rankOf(t.owner(id, p)) }
+	slices.SortFunc(claims, func(a, b RuleID) int { return cmp.Compare(rank(a), rank(b)) })
+	for i := 1; i < len(claims); i++ {
+		if rank(claims[i]) == rank(claims[i-1]) {
+			other := claims[i-1]
+			if p.insertedByID[other] != nil {
+				other = claims[i] // name the one installed, if one is
+			}
+			return fmt.Errorf("%w (%s)", ErrExists, t.describe(other, p))
+		}
+	}
+	return nil
+}
+
+// countSubtableFlows counts each subtable's flows after the change, with
+// the change of their ranks and the bounds that follow.
 func (t *Table) countSubtableFlows(p *plan) {
 	for id, st := range t.subtablesByID {
 		if st.flows > 0 {
 			p.subtableFlows[id] = st.flows
 		}
 	}
-	for fk := range p.flowsBefore {
-		p.subtableFlows[fk.Subtable]--
+	shift := func(fk flowKey, id RuleID, by int) {
+		d := p.rankDelta[fk.Subtable]
+		if d == nil {
+			d = map[uint64]int{}
+			p.rankDelta[fk.Subtable] = d
+		}
+		d[rankOf(t.owner(id, p))] += by
+		p.subtableFlows[fk.Subtable] += by
 	}
-	for fk := range p.flowsAfter {
-		p.subtableFlows[fk.Subtable]++
+	for fk, claims := range p.claimsAfter {
+		if before, had := t.flows[fk]; had {
+			shift(fk, before, -1)
+		}
+		if len(claims) > 0 {
+			shift(fk, claims[0], 1)
+		}
 	}
 	for id, n := range p.subtableFlows {
 		if n == 0 {
 			delete(p.subtableFlows, id)
 		}
+	}
+	for id, d := range p.rankDelta {
+		st := t.subtablesByID[id]
+		if st == nil {
+			st = p.newSubtables[id]
+		}
+		p.subtableBounds[id] = st.boundAfter(d)
 	}
 }
 
@@ -358,7 +423,7 @@ func (t *Table) checkRoom(p *plan) error {
 	}
 	nsubs := len(p.subtableFlows)
 	if nsubs > int(t.meta.MaxSubtables) || len(t.subtables)+len(p.newSubtables) > MaxSubtables {
-		return fmt.Errorf("%w: the change needs %d subtables (distinct priority and mask pairs), the device allows %d",
+		return fmt.Errorf("%w: the change needs %d subtables (distinct masks), the device allows %d",
 			ErrTableFull, max(nsubs, len(t.subtables)+len(p.newSubtables)), t.meta.MaxSubtables)
 	}
 	return nil

@@ -10,7 +10,7 @@ func (t *Table) repair(bad []uint32) error {
 	}
 	t.removeStaleSpecs(bad)
 	// Publish every subtable a flow needs, fix the flows, then drop the rest.
-	if err := t.publish(t.sortedSubtables(nil)); err != nil {
+	if err := t.publish(t.sortedSubtables(nil, exactBound)); err != nil {
 		return err
 	}
 	if err := t.repairFlows(); err != nil {
@@ -64,7 +64,7 @@ func (t *Table) repairFlows() error {
 			extra = append(extra, fk)
 			return
 		}
-		if in := t.rules[owner]; in == nil || val.Stats != owner || val.ActionSet != in.ActionSet {
+		if in := t.rules[owner]; in == nil || val.Stats != owner || val.ActionSet != in.ActionSet || val.Rank != rankOf(in) {
 			extra = append(extra, fk) // rewritten below
 		}
 	})
@@ -78,7 +78,7 @@ func (t *Table) repairFlows() error {
 	vals := make([]flowValue, 0, len(t.flows))
 	for fk, owner := range t.flows {
 		keys = append(keys, fk)
-		vals = append(vals, flowValue{ActionSet: t.rules[owner].ActionSet, Stats: owner})
+		vals = append(vals, flowValue{ActionSet: t.rules[owner].ActionSet, Stats: owner, Rank: rankOf(t.rules[owner])})
 	}
 	if err := t.putFlows(keys, vals, nil); err != nil {
 		return fmt.Errorf("restore flows: %w", err)

@@ -9,41 +9,92 @@ import (
 	"github.com/xdpflow/xdpflow/rule"
 )
 
-// A subtable holds the flows of one (priority, mask group, mask); the
-// program looks them up in the order of the live subtable list.
+// A subtable holds the flows of one mask, of rules of any priority. Each
+// flow carries its rule's rank; the program searches the subtables in
+// order of their bounds (no flow of a subtable has a lower rank) and stops
+// at the first whose bound cannot beat the best hit.
 
 type subtableKey struct {
-	prio  uint32 // rule.Rule.Order
-	group uint64
-	mask  rule.Key
+	mask rule.Key
 }
 
 type subtable struct {
 	subtableKey
 	id    uint32
 	flows int
+	// ranks counts the subtable's flows by rank; bound is the lowest, as
+	// the table holds it, and listed the bound the live list carries
+	// (never above the lowest rank of a flow in the maps).
+	ranks  map[uint64]int
+	bound  uint64
+	listed uint64
 }
 
-// SubtableOrder returns the live list's (prio, flows) in lookup order.
-func (t *Table) SubtableOrder() []struct {
+// noRank is the bound of a subtable without flows.
+const noRank = ^uint64(0)
+
+// rankOf is in's place in the lookup order as the program compares it:
+// its Order (source stage and priority), then its mask group's creation.
+// GroupSeq comes from a sequence that gains one per inserted rule, so it
+// stays below 2^47.
+func rankOf(in *Installed) uint64 {
+	return uint64(in.Rule.Order())<<47 | in.GroupSeq&(1<<47-1)
+}
+
+// boundAfter is the subtable's bound once delta (flows by rank) is applied.
+func (st *subtable) boundAfter(delta map[uint64]int) uint64 {
+	b := noRank
+	for r, d := range delta {
+		if d > 0 && st.ranks[r]+d > 0 && r < b {
+			b = r
+		}
+	}
+	if st.bound != noRank && st.ranks[st.bound]+delta[st.bound] > 0 {
+		return min(b, st.bound)
+	}
+	for r, n := range st.ranks {
+		if n+delta[r] > 0 && r < b {
+			b = r
+		}
+	}
+	return b
+}
+
+// applyRanks applies delta to the subtable's counts and bound.
+func (st *subtable) applyRanks(delta map[uint64]int) {
+	st.bound = st.boundAfter(delta)
+	if st.ranks == nil {
+		st.ranks = map[uint64]int{}
+	}
+	for r, d := range delta {
+		if st.ranks[r] += d; st.ranks[r] <= 0 {
+			delete(st.ranks, r)
+		}
+	}
+}
+
+// SubtableBounds returns the live list's (id, bound, flows) in lookup order.
+func (t *Table) SubtableBounds() []struct {
 	ID    uint32
-	Prio  uint32
+	Bound uint64
 	Flows int
 } {
-	sts := t.sortedSubtables(nil)
+	sts := t.sortedSubtables(nil, nil)
 	out := make([]struct {
 		ID    uint32
-		Prio  uint32
+		Bound uint64
 		Flows int
 	}, len(sts))
 	for i, s := range sts {
-		out[i].ID, out[i].Prio, out[i].Flows = s.id, s.prio, s.flows
+		out[i].ID, out[i].Bound, out[i].Flows = s.id, s.listed, s.flows
 	}
 	return out
 }
 
-// sortedSubtables returns the table's subtables and add in lookup order.
-func (t *Table) sortedSubtables(add map[uint32]*subtable) []*subtable {
+// sortedSubtables returns the table's subtables and add in lookup order,
+// each with the bound it is to be listed with: bounds(st), or its listed
+// bound when bounds is nil.
+func (t *Table) sortedSubtables(add map[uint32]*subtable, bounds func(*subtable) uint64) []*subtable {
 	out := make([]*subtable, 0, len(t.subtables)+len(add))
 	for _, s := range t.subtables {
 		out = append(out, s)
@@ -51,9 +102,13 @@ func (t *Table) sortedSubtables(add map[uint32]*subtable) []*subtable {
 	for _, s := range add {
 		out = append(out, s)
 	}
+	if bounds != nil {
+		for _, s := range out {
+			s.listed = bounds(s)
+		}
+	}
 	slices.SortFunc(out, func(a, b *subtable) int {
-		return cmp.Or(cmp.Compare(a.prio, b.prio), cmp.Compare(a.group, b.group),
-			bytes.Compare(rule.KeyBytes(&a.mask), rule.KeyBytes(&b.mask)))
+		return cmp.Or(cmp.Compare(a.listed, b.listed), bytes.Compare(rule.KeyBytes(&a.mask), rule.KeyBytes(&b.mask)))
 	})
 	return out
 }
@@ -69,7 +124,7 @@ func (t *Table) publish(list []*subtable) error {
 	l.Count = uint32(len(list))
 	for i, s := range list {
 		lay := layoutOf(&s.mask)
-		l.Subtables[i] = subtableEntry{Id: s.id, Prio: s.prio, GroupSeq: s.group, Mask: s.mask,
+		l.Subtables[i] = subtableEntry{Id: s.id, Bound: s.listed, Mask: s.mask,
 			NarrowWords: lay.n, WordIdx: lay.idx}
 		l.UnionMask = rule.UnionKey(&l.UnionMask, &s.mask)
 	}

@@ -73,7 +73,8 @@ type Table struct {
 	groups          map[groupKey][]*Installed // sorted by Seq
 	subtables       map[subtableKey]*subtable
 	subtablesByID   map[uint32]*subtable
-	flows           map[flowKey]RuleID
+	flows           map[flowKey]RuleID     // each flow's owner: its claimant of the lowest rank
+	shadowed        map[flowKey][]RuleID   // a contested flow's other claimants, in rank order
 	actionSets      map[string]*actionSlot // by content
 	actionKeyBySlot map[uint32]string      // slot -> content key
 	actionSetBySlot map[uint32]actionSet   // slot -> content
@@ -138,6 +139,7 @@ func Open(m *bpf.XdpflowMaps, parse ParseFunc) (*Table, error) {
 		subtables:       map[subtableKey]*subtable{},
 		subtablesByID:   map[uint32]*subtable{},
 		flows:           map[flowKey]RuleID{},
+		shadowed:        map[flowKey][]RuleID{},
 		actionSets:      map[string]*actionSlot{},
 		actionKeyBySlot: map[uint32]string{},
 		actionSetBySlot: map[uint32]actionSet{},
@@ -239,10 +241,18 @@ func (t *Table) putMeta() error {
 	return nil
 }
 
-// Room returns what is left for rules of source src if every rule of that
-// source were removed: the budget a source recompiling all of its rules
-// may use. Rule slot 0 is never used.
-func (t *Table) Room(src rule.Source) (subtables, flows, rules int) {
+// Room is what a table has left for the rules of one source if every
+// rule of that source were removed: the budget a source recompiling all of
+// its rules may use. Masks are those of the other sources' subtables,
+// which a rule of any priority may share without taking a subtable.
+type Room struct {
+	Subtables, Flows, Rules int
+	Masks                   map[rule.Key]bool
+}
+
+// Room returns the room left for rules of source src. Rule slot 0 is
+// never used.
+func (t *Table) Room(src rule.Source) Room {
 	used := map[uint32]bool{}
 	nflows, nrules := 0, 0
 	for _, in := range t.rules {
@@ -255,5 +265,10 @@ func (t *Table) Room(src rule.Source) (subtables, flows, rules int) {
 			used[fk.Subtable] = true
 		}
 	}
-	return int(t.meta.MaxSubtables) - len(used), t.maxFlows - nflows, t.maxRules - 1 - nrules
+	masks := make(map[rule.Key]bool, len(used))
+	for id := range used {
+		masks[t.subtablesByID[id].mask] = true
+	}
+	return Room{Subtables: int(t.meta.MaxSubtables) - len(used), Flows: t.maxFlows - nflows,
+		Rules: t.maxRules - 1 - nrules, Masks: masks}
 }

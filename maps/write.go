@@ -16,7 +16,7 @@ func (t *Table) write(p *plan) error {
 	if err := t.writeRuleSpecs(p.inserted); err != nil {
 		return err
 	}
-	// 2. New subtables, empty.
+	// 2. New subtables, empty, and lowered bounds.
 	if err := t.publishNewSubtables(p); err != nil {
 		return err
 	}
@@ -110,12 +110,25 @@ func (t *Table) writeRuleSpecs(inserted []*Installed) error {
 	return nil
 }
 
-// publishNewSubtables adds the change's new subtables to the live list.
+// publishNewSubtables adds the change's new subtables to the live list,
+// and lowers the bounds of those that gain flows of lower ranks, before
+// any flow goes in: a listed bound must never be above a flow's rank.
 func (t *Table) publishNewSubtables(p *plan) error {
-	if len(p.newSubtables) == 0 {
+	lowered := false
+	for id, b := range p.subtableBounds {
+		if st := t.subtablesByID[id]; st != nil && b < st.listed {
+			lowered = true
+		}
+	}
+	if len(p.newSubtables) == 0 && !lowered {
 		return nil
 	}
-	return t.publish(t.sortedSubtables(p.newSubtables))
+	return t.publish(t.sortedSubtables(p.newSubtables, func(st *subtable) uint64 {
+		if b, ok := p.subtableBounds[st.id]; ok {
+			return min(st.listed, b)
+		}
+		return st.listed
+	}))
 }
 
 // writeFlows puts the flows of the recomputed rules, new or not.
@@ -125,8 +138,8 @@ func (t *Table) writeFlows(p *plan) error {
 	}
 	vals := make([]flowValue, len(p.flowsToWrite))
 	for i, fk := range p.flowsToWrite {
-		owner := p.flowsAfter[fk]
-		vals[i] = flowValue{ActionSet: t.owner(owner, p).ActionSet, Stats: owner}
+		owner := t.owner(p.claimsAfter[fk][0], p)
+		vals[i] = flowValue{ActionSet: owner.ActionSet, Stats: owner.ID, Rank: rankOf(owner)}
 	}
 	if err := t.putFlows(p.flowsToWrite, vals, p.newSubtables); err != nil {
 		return fmt.Errorf("install flows: %w", err)
@@ -179,14 +192,21 @@ func (t *Table) commitGroups(p *plan) {
 	}
 }
 
-// commitFlows makes the flow map and the recomputed rules' flow lists the
-// new ones. The rules must be committed.
+// commitFlows makes the flows, their claims and the recomputed rules'
+// flow lists the new ones. The rules must be committed.
 func (t *Table) commitFlows(p *plan) {
-	for fk := range p.flowsBefore {
-		delete(t.flows, fk)
-	}
-	for fk, owner := range p.flowsAfter {
-		t.flows[fk] = owner
+	for fk, claims := range p.claimsAfter {
+		switch {
+		case len(claims) == 0:
+			delete(t.flows, fk)
+			delete(t.shadowed, fk)
+		case len(claims) == 1:
+			t.flows[fk] = claims[0]
+			delete(t.shadowed, fk)
+		default:
+			t.flows[fk] = claims[0]
+			t.shadowed[fk] = claims[1:]
+		}
 	}
 	for id, keys := range p.ruleFlows {
 		in := t.rules[id]
@@ -204,6 +224,9 @@ func (t *Table) commitSubtables(p *plan) (emptied []uint32) {
 	}
 	for id, st := range t.subtablesByID {
 		st.flows = p.subtableFlows[id]
+		if d := p.rankDelta[id]; d != nil {
+			st.applyRanks(d)
+		}
 		if st.flows == 0 {
 			emptied = append(emptied, id)
 		}
@@ -212,9 +235,14 @@ func (t *Table) commitSubtables(p *plan) (emptied []uint32) {
 }
 
 // unpublishSubtables takes the emptied subtables out of the table and the
-// live list; their ids join freed.
+// live list, and lists every subtable with its bound (raised where the
+// change took the flows of the lowest ranks); their ids join freed.
 func (t *Table) unpublishSubtables(emptied []uint32, freed *heldSlots) error {
-	if len(emptied) == 0 {
+	raised := false
+	for _, st := range t.subtablesByID {
+		raised = raised || (st.flows > 0 && st.bound != st.listed)
+	}
+	if len(emptied) == 0 && !raised {
 		return nil
 	}
 	for _, id := range emptied {
@@ -223,8 +251,11 @@ func (t *Table) unpublishSubtables(emptied []uint32, freed *heldSlots) error {
 		delete(t.subtablesByID, id)
 		freed.subtables = append(freed.subtables, id)
 	}
-	return runStep("publish", func() error { return t.publish(t.sortedSubtables(nil)) })
+	return runStep("publish", func() error { return t.publish(t.sortedSubtables(nil, exactBound)) })
 }
+
+// exactBound lists a subtable with the lowest rank of its flows.
+func exactBound(st *subtable) uint64 { return st.bound }
 
 // deleteRuleSpecs removes the deleted rules' specs.
 func (t *Table) deleteRuleSpecs(ids []RuleID) error {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 
+	"github.com/xdpflow/xdpflow/maps"
 	"github.com/xdpflow/xdpflow/rule"
 )
 
@@ -22,9 +23,17 @@ type Status struct {
 }
 
 // Limits bound what the compile may use: the room the device's table has
-// left for nft rules.
+// left for nft rules (maps.Room). A subtable is a mask, whatever the
+// levels of its rules; those of SharedMasks exist for other rules already
+// and cost nothing.
 type Limits struct {
 	Subtables, Flows, Rules int
+	SharedMasks             map[rule.Key]bool
+}
+
+// LimitsOf is the compile's limits in room.
+func LimitsOf(room maps.Room) Limits {
+	return Limits{Subtables: room.Subtables, Flows: room.Flows, Rules: room.Rules, SharedMasks: room.Masks}
 }
 
 // flatRule is one rule after jumps are flattened: a conjunction of

@@ -77,7 +77,7 @@ const maxLevel = 65533
 // them, stay in nft behind one catch-all punt.
 func assemble(flat []flatRule, rs *Ruleset, lim Limits) ([]*rule.Rule, []*Status) {
 	a := &assembler{rs: rs, lim: lim, byName: map[string]*Status{}, parts: map[string]int{},
-		ix: newLevelIndex(), subs: map[[2]any]bool{}, top: -1}
+		ix: newLevelIndex(), subs: map[rule.Key]bool{}, top: -1}
 	for i := range flat {
 		a.place(&flat[i])
 	}
@@ -92,9 +92,9 @@ type assembler struct {
 	out      []*rule.Rule
 	statuses []*Status
 	byName   map[string]*Status
-	parts    map[string]int  // parts so far, by nft rule
-	ix       *levelIndex     // entries placed, by level
-	subs     map[[2]any]bool // subtables used: (level, mask)
+	parts    map[string]int    // parts so far, by nft rule
+	ix       *levelIndex       // entries placed, by level
+	subs     map[rule.Key]bool // subtables used: their masks
 	nflows   int
 	top      int    // highest level used
 	overflow string // set once a rule did not fit: why every later one stays in nft
@@ -214,11 +214,11 @@ func noteVerdict(st *Status, fr *flatRule, pass bool) []rule.Action {
 // keeping one of each for the catch-all punt; false, taking nothing, when
 // they do not fit.
 func (a *assembler) reserve(level int, main, frag []rule.Match) bool {
-	newSubs := map[[2]any]bool{}
+	newSubs := map[rule.Key]bool{}
 	for _, ms := range [][]rule.Match{main, frag} {
 		for k := range ms {
-			if key := [2]any{level, ms[k].Mask}; !a.subs[key] {
-				newSubs[key] = true
+			if m := ms[k].Mask; !a.subs[m] && !a.lim.SharedMasks[m] {
+				newSubs[m] = true
 			}
 		}
 	}

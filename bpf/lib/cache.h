@@ -72,7 +72,8 @@ static __always_inline __u64 wide_differs(const struct xf_cache_wide *e, const _
 volatile const __u32 xf_cache_disabled = 0;
 
 /* The answer of a search, for the cache. */
-static __always_inline void cache_answer(struct xf_flow *dst, int found, const struct xf_flow *out)
+static __always_inline void cache_answer(struct xf_answer *dst, int found,
+					 const struct xf_answer *out)
 {
 	dst->action_set = found ? out->action_set : XF_CACHE_NO_FLOW;
 	dst->stats = found ? out->stats : 0;
@@ -80,12 +81,12 @@ static __always_inline void cache_answer(struct xf_flow *dst, int found, const s
 
 /* lookup answers from the cache, or searches and fills it. Returns 1 with
  * *out set for a flow, 0 for a miss. padded is key as 16 words. */
-static __always_inline int lookup(struct xf_key *key, const __u64 *padded, struct xf_flow *out,
+static __always_inline int lookup(struct xf_key *key, const __u64 *padded, struct xf_answer *out,
 				  struct xf_counters *cnt)
 {
 	struct xf_subtable_list *list, *searched;
 	struct xf_cache_set *set;
-	struct xf_flow *hit;
+	struct xf_answer *hit;
 	__u64 ck[XF_KEY_WORDS]; /* the cache key: 6 words or 11 */
 	__u64 *k = (__u64 *)key, tag;
 	__u32 zero = 0, idx, gen;

@@ -27,8 +27,10 @@ static __always_inline struct xf_subtable_list *live_list(void)
 }
 
 /*
- * Search the subtables in order; the first one holding the masked key wins:
- * 1 with *out set, or 0.
+ * Search the subtables in order of their bounds for the hit of the lowest
+ * rank: 1 with *out set to its answer, or 0. The search stops at the first
+ * subtable whose bound is not below the best rank found, since no flow of
+ * it or of any subtable after it can beat that.
  *
  * A global function, so that the verifier checks it once, on its own,
  * rather than once for each of the four places that call it (a 256-step
@@ -38,11 +40,13 @@ static __always_inline struct xf_subtable_list *live_list(void)
  * flow rather than a pointer to the map value.
  */
 __attribute__((noinline)) int search(struct xf_subtable_list *list, struct xf_key *key,
-				     struct xf_counters *cnt, struct xf_flow *out)
+				     struct xf_counters *cnt, struct xf_answer *out)
 {
 	struct xf_narrow_flow_key nk;
 	struct xf_flow_key fk;
+	__u64 best = ~0ULL;
 	__u32 n, i;
+	int found = 0;
 
 	if (!list || !key || !out)
 		return 0;
@@ -63,6 +67,8 @@ __attribute__((noinline)) int search(struct xf_subtable_list *list, struct xf_ke
 		if (i >= n)
 			break;
 		st = &list->subtables[i];
+		if (st->bound >= best)
+			break;
 		m = (__u64 *)&st->mask;
 		if (st->narrow_words) {
 #pragma unroll
@@ -89,14 +95,15 @@ __attribute__((noinline)) int search(struct xf_subtable_list *list, struct xf_ke
 			fk.subtable = st->id;
 			flow = bpf_map_lookup_elem(&flows, &fk);
 		}
-		if (flow) {
-			count_n(cnt, XF_CNT_SUBTABLE_LOOKUPS, i + 1);
-			*out = *flow;
-			return 1;
+		if (flow && flow->rank < best) {
+			best = flow->rank;
+			out->action_set = flow->action_set;
+			out->stats = flow->stats;
+			found = 1;
 		}
 	}
 	count_n(cnt, XF_CNT_SUBTABLE_LOOKUPS, i);
-	return 0;
+	return found;
 }
 
 /*
@@ -111,7 +118,7 @@ __attribute__((noinline)) int search(struct xf_subtable_list *list, struct xf_ke
  * the answer; 1 with *out set for a flow, 0 for a miss.
  */
 static __always_inline int search_live(struct xf_subtable_list *list, struct xf_key *key,
-				       struct xf_counters *cnt, struct xf_flow *out,
+				       struct xf_counters *cnt, struct xf_answer *out,
 				       struct xf_subtable_list **searched)
 {
 	struct xf_subtable_list *now;

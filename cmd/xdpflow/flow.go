@@ -73,8 +73,7 @@ func nftFlows(s *session, dev string, now uint64, withStats bool) ([]flower.JSON
 	}
 	// The daemon's checks, so the compile (and its reasons) is the same.
 	rs.CheckFwd, rs.Blocked = offload.ForwardChecker(s.dev.Ifindex), offload.CheckDevice(s.dev.Ifindex)
-	sub, flows, rules := s.table.Room(rule.SourceNFT)
-	_, statuses := nft.Compile(rs, nft.Limits{Subtables: sub, Flows: flows, Rules: rules})
+	_, statuses := nft.Compile(rs, nft.LimitsOf(s.table.Room(rule.SourceNFT)))
 	var out []flower.JSONFilter
 	seen := map[rule.Identity]bool{}
 	for _, st := range statuses {

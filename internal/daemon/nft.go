@@ -61,8 +61,7 @@ func (d *daemon) syncNFT(dev, why string) error {
 		}
 		opt := d.mirrorOptions(o.dev.Ifindex)
 		rs.CheckFwd, rs.Blocked = opt.CheckRedirect, opt.Blocked
-		sub, flows, rules := o.table.Room(rule.SourceNFT)
-		want, statuses := nft.Compile(rs, nft.Limits{Subtables: sub, Flows: flows, Rules: rules})
+		want, statuses := nft.Compile(rs, nft.LimitsOf(o.table.Room(rule.SourceNFT)))
 		added, removed, err := nft.Sync(o.table, want)
 		if err != nil {
 			// XDP must not keep running rules nft no longer has: take every nft
