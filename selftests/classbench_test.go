@@ -1,0 +1,180 @@
+package selftests
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/xdpflow/xdpflow/internal/classbench"
+	"github.com/xdpflow/xdpflow/internal/testutil"
+)
+
+// ClassBench sets in nft and flower. The rules' addresses are ClassBench's
+// (all over IPv4); their frames only ever cross the veths of the test's
+// own namespaces.
+
+// classbenchSet is a generated set and a trace over it.
+func classbenchSet(t testing.TB, seed string, n, headers int) ([]classbench.Rule, []classbench.Header) {
+	t.Helper()
+	s, err := classbench.LoadSeed(seed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rules := classbench.Generate(s, n, 1, classbench.DefaultOptions)
+	return rules, classbench.Trace(rules, headers, 1, classbench.DefaultParetoA, classbench.DefaultParetoB)
+}
+
+// classbenchVerdict gives rule i a verdict: most drop, some accept, so
+// that an accept ahead of a drop decides the packets both match.
+func classbenchVerdict(i int) string {
+	if i*7919%3 == 0 {
+		return "accept"
+	}
+	return "drop"
+}
+
+// nftMatch is r as nft match expressions ("" for the rule matching all).
+func nftMatch(r classbench.Rule) string {
+	var w []string
+	prefix := func(field string, p netip.Prefix) {
+		if p.Bits() > 0 {
+			w = append(w, field, p.Masked().String())
+		}
+	}
+	prefix("ip saddr", r.Src)
+	prefix("ip daddr", r.Dst)
+	if r.ProtoMask != 0 {
+		w = append(w, "ip protocol", fmt.Sprint(r.Proto))
+	}
+	proto := map[uint8]string{6: "tcp", 17: "udp"}[r.Proto]
+	ports := func(field string, pr classbench.PortRange) {
+		switch {
+		case pr.Lo == 0 && pr.Hi == 65535:
+		case pr.Lo == pr.Hi:
+			w = append(w, proto, field, fmt.Sprint(pr.Lo))
+		default:
+			w = append(w, proto, field, fmt.Sprintf("%d-%d", pr.Lo, pr.Hi))
+		}
+	}
+	if proto != "" && r.ProtoMask == 0xff {
+		ports("sport", r.SrcPort)
+		ports("dport", r.DstPort)
+	}
+	return strings.Join(w, " ")
+}
+
+// classbenchNft is the set as one netdev ingress chain on b0, in priority
+// order, each rule with a counter and verdict(i).
+func classbenchNft(rules []classbench.Rule, verdict func(int) string) string {
+	var sb strings.Builder
+	sb.WriteString("table netdev xf {\n  chain in {\n    type filter hook ingress device b0 priority 0; policy accept;\n")
+	for i, r := range rules {
+		fmt.Fprintf(&sb, "    %s counter %s\n", nftMatch(r), verdict(i))
+	}
+	sb.WriteString("  }\n}\n")
+	return sb.String()
+}
+
+// classbenchFrame is h as an Ethernet frame from src to a unicast MAC
+// holding index in bytes 2-5 (frameFates tells frames apart by it): TCP or
+// UDP with h's ports, ICMP, or 8 bytes of another protocol.
+func classbenchFrame(h classbench.Header, src net.HardwareAddr, index int) []byte {
+	var l4 []byte
+	switch h.Proto {
+	case 6:
+		l4 = testutil.TCP(h.SrcPort, h.DstPort, 0x10)
+	case 17:
+		l4 = testutil.UDP(h.SrcPort, h.DstPort, make([]byte, 8))
+	case 1:
+		l4 = testutil.ICMP(8, 0)
+	default:
+		l4 = binary.BigEndian.AppendUint16(binary.BigEndian.AppendUint16(nil, h.SrcPort), h.DstPort)
+		l4 = append(l4, 0, 0, 0, 0)
+	}
+	ip := func(v uint32) net.IP { return binary.BigEndian.AppendUint32(nil, v) }
+	dst := net.HardwareAddr{2, 0, 0, 0, 0, 0}
+	binary.BigEndian.PutUint32(dst[2:], uint32(index))
+	return testutil.Eth(dst, src, nil, 0x0800, testutil.IPv4(ip(h.Src), ip(h.Dst), h.Proto, testutil.IPv4Opts{}, l4))
+}
+
+// xdpflowCounters is b0's counters from `xdpflow -j status`.
+func xdpflowCounters(t testing.TB, ns *testutil.Netns) map[string]uint64 {
+	t.Helper()
+	out, err := xdpflow(ns, "-j", "status")
+	if err != nil {
+		t.Fatalf("xdpflow status: %v: %s", err, out)
+	}
+	var st []struct {
+		Counters map[string]uint64 `json:"counters"`
+	}
+	if err := json.Unmarshal([]byte(out), &st); err != nil || len(st) != 1 {
+		t.Fatalf("xdpflow status: %v: %s", err, out)
+	}
+	return st[0].Counters
+}
+
+// TestClassBenchNft: ClassBench's acl1, fw1 and ipc1 sets of 1,000 rules
+// as one nft chain (most rules drop, some accept), and 3,000 headers of a
+// ClassBench trace over each: every frame meets the fate a brute-force
+// first match over the set gives, with nft alone and again with the set
+// mirrored into XDP.
+func TestClassBenchNft(t *testing.T) {
+	for _, seed := range classbench.Seeds {
+		t.Run(seed, func(t *testing.T) {
+			rules, trace := classbenchSet(t, seed, 1000, 3000)
+			tp := newNftTopo(t)
+			if _, err := tp.b.ExecStdin(classbenchNft(rules, classbenchVerdict), "nft", "-f", "-"); err != nil {
+				t.Fatalf("nft -f: %v", err)
+			}
+			frames := make([][]byte, len(trace))
+			want := make([]string, len(trace))
+			for i, h := range trace {
+				frames[i] = classbenchFrame(h, tp.a0MAC, i)
+				want[i] = "c0" // no rule: the chain's policy
+				if m := classbench.FirstMatch(rules, h); m >= 0 && classbenchVerdict(m) == "drop" {
+					want[i] = "drop"
+				}
+			}
+			sameFates(t, "nft alone", tp.frameFates(t, frames), want, trace)
+
+			mustXdpflow(t, tp.b, "daemon", "--once")
+			offloaded, reasons := 0, map[string]int{}
+			for _, f := range flows(t, tp.b, "b0") {
+				if f.Source != "nft" {
+					continue
+				}
+				if f.Offloaded {
+					offloaded++
+				} else {
+					reasons[f.Reason]++
+				}
+			}
+			c0 := xdpflowCounters(t, tp.b)
+			sameFates(t, "mirrored into XDP", tp.frameFates(t, frames), want, trace)
+			c1 := xdpflowCounters(t, tp.b)
+			t.Logf("%s: %d rules, %d offloaded; not: %v; of %d frames %d decided in XDP, %d missed, %d unparsed",
+				seed, len(rules), offloaded, reasons, len(frames), c1["hits"]-c0["hits"], c1["misses"]-c0["misses"],
+				c1["unparsed"]-c0["unparsed"])
+		})
+	}
+}
+
+// sameFates fails the test on the first frames whose fate is not want's.
+func sameFates(t *testing.T, what string, got, want []string, trace []classbench.Header) {
+	t.Helper()
+	bad := 0
+	for i := range want {
+		if got[i] != want[i] {
+			if bad++; bad <= 5 {
+				t.Errorf("%s: frame %d %+v: %s, the first match says %s", what, i, trace[i], got[i], want[i])
+			}
+		}
+	}
+	if bad > 0 {
+		t.Fatalf("%s: %d of %d frames met another fate", what, bad, len(want))
+	}
+}
