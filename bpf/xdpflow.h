@@ -19,7 +19,7 @@ enum xf_limits {
 	XF_MAX_VLAN_TAGS = 2,
 	XF_MAX_IPV6_EXT_HDRS = 8,
 	XF_RULE_TEXT_MAX = 464,
-	XF_META_MAGIC = 0x78646639,    /* "xdf9": layout version of pinned state */
+	XF_META_MAGIC = 0x7864663b,    /* "xdf;": layout version of pinned state */
 	XF_NARROW_WORDS = 6,	       /* key words of a narrow subtable's flows */
 	XF_CACHE_SET_BITS = 11,	       /* default log2(sets per CPU): 4096 entries */
 	XF_CACHE_SET_BITS_MIN = 7,     /* 256 entries per CPU */
@@ -66,7 +66,12 @@ struct xf_key {
 	__u8 icmp_code;
 	__u8 arp_sha[6];
 	__u8 arp_tha[6];
-	__u8 pad[6];
+	/* The ethertype the hooks see: skb->protocol once the kernel has
+	 * taken the outer VLAN tag off (eth_type[1] when tagged, else
+	 * eth_type[0]), which nft's meta protocol and payload matches go
+	 * by. One nft rule, tagged or not, is then one entry. */
+	__be16 l3_proto;
+	__u8 pad[4];
 } __attribute__((aligned(8)));
 
 #define XF_KEY_WORDS (sizeof(struct xf_key) / 8)
@@ -89,7 +94,7 @@ struct xf_subtable {
 	struct xf_key mask;
 	__u8 narrow_words; /* 0: wide */
 	__u8 word_idx[XF_NARROW_WORDS];
-	__u8 pad;
+	__u8 ranged; /* not read by the program: its flows carry port ranges */
 };
 
 /* The list of subtables the program searches, in order of their bounds;
@@ -116,6 +121,12 @@ struct xf_subtable_list {
 	__u8 pad;
 	__u64 cache_mask[XF_CACHE_WORDS];
 	struct xf_key union_mask;
+	/* No rank: all ones, as user space writes it. The search starts from
+	 * it, read from here rather than written as a constant so that the
+	 * verifier holds it as an unknown value, like the ranks that replace
+	 * it: the search's states then agree whether or not a subtable hit,
+	 * and the verifier prunes them. */
+	__u64 no_rank;
 	struct xf_subtable subtables[XF_MAX_SUBTABLES];
 };
 
@@ -141,13 +152,20 @@ struct xf_answer {
 	__u32 stats;	  /* index into rule_stats; one per rule */
 };
 
-/* Value of the flows hash maps: the answer (as in struct xf_answer), and
- * the rank of its rule in the lookup order (lower wins: TC's before nft's,
- * then by priority, then by the creation of the rule's mask group). */
+/* Value of the flows hash maps: the answer (as in struct xf_answer), the
+ * rank of its rule in the lookup order (lower wins: TC's before nft's, then
+ * by priority, then by the creation of the rule's mask group), and the
+ * port ranges a packet's ports must be in as well (host order, inclusive;
+ * 0-65535 where the flow has none). A subtable whose flows have ranges
+ * leaves the ports out of its mask: one flow holds a whole range. */
 struct xf_flow {
 	__u32 action_set;
 	__u32 stats;
 	__u64 rank;
+	__u16 sport_lo;
+	__u16 sport_hi;
+	__u16 dport_lo;
+	__u16 dport_hi;
 };
 
 enum xf_action_op {

@@ -99,6 +99,10 @@ type XdpflowXfFlow struct {
 	ActionSet uint32
 	Stats     uint32
 	Rank      uint64
+	SportLo   uint16
+	SportHi   uint16
+	DportLo   uint16
+	DportHi   uint16
 }
 
 type XdpflowXfFlowKey struct {
@@ -135,7 +139,8 @@ type XdpflowXfKey struct {
 	IcmpCode uint8
 	ArpSha   [6]uint8
 	ArpTha   [6]uint8
-	Pad      [6]uint8
+	L3Proto  uint16
+	Pad      [4]uint8
 }
 
 type XdpflowXfLimits uint32
@@ -146,7 +151,7 @@ const (
 	XdpflowXfLimitsXF_MAX_VLAN_TAGS      XdpflowXfLimits = 2
 	XdpflowXfLimitsXF_MAX_IPV6EXT_HDRS   XdpflowXfLimits = 8
 	XdpflowXfLimitsXF_RULE_TEXT_MAX      XdpflowXfLimits = 464
-	XdpflowXfLimitsXF_META_MAGIC         XdpflowXfLimits = 2019845689
+	XdpflowXfLimitsXF_META_MAGIC         XdpflowXfLimits = 2019845691
 	XdpflowXfLimitsXF_NARROW_WORDS       XdpflowXfLimits = 6
 	XdpflowXfLimitsXF_CACHE_SET_BITS     XdpflowXfLimits = 11
 	XdpflowXfLimitsXF_CACHE_SET_BITS_MIN XdpflowXfLimits = 7
@@ -202,7 +207,7 @@ type XdpflowXfSubtable struct {
 	Mask        XdpflowXfKey
 	NarrowWords uint8
 	WordIdx     [6]uint8
-	Pad         uint8
+	Ranged      uint8
 }
 
 type XdpflowXfSubtableList struct {
@@ -214,6 +219,7 @@ type XdpflowXfSubtableList struct {
 	Pad          uint8
 	CacheMask    [6]uint64
 	UnionMask    XdpflowXfKey
+	NoRank       uint64
 	Subtables    [256]XdpflowXfSubtable
 }
 

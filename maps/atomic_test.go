@@ -35,15 +35,7 @@ func testAtomicUnderTraffic(t *testing.T, deferred bool) {
 		"protocol ip flower dst_ip 198.18.0.2 action pedit ex munge eth dst set 02:00:00:00:00:09 action drop",
 	}
 	h.install(10, 1, variants[0])
-	// Later filters that pass the packet: one matches it (a moment
-	// without the drop rule would pass it), the others share the masks of
-	// variants, so those subtables' bounds are theirs until a variant
-	// lowers them (a search that stopped at a bound not yet lowered would
-	// pass it too), and one has the very match of a variant (which then
-	// shadows it).
-	h.install(15, 1, "protocol ip flower dst_ip 198.18.0.2 action pass")
-	h.install(20, 1, "protocol ip flower ip_proto udp dst_port 2000 action pass")
-	h.install(20, 2, "protocol ip flower ip_proto udp src_ip 198.18.0.0/15 dst_port 2000 action pass")
+	installPassingNeighbours(h)
 	frame := benchFrame(1000)
 
 	var stop atomic.Bool
@@ -109,4 +101,16 @@ func testAtomicUnderTraffic(t *testing.T, deferred bool) {
 	if wrong.Load() != 0 {
 		t.Fatalf("%d of %d packets not dropped (first verdict %d)", wrong.Load(), runs.Load(), firstWrong.Load())
 	}
+}
+
+// installPassingNeighbours adds later filters that pass the atomicity
+// test's packet: one matches it (a moment without the drop rule would pass
+// it), the others share the masks of its variants, so those subtables'
+// bounds are theirs until a variant lowers them (a search that stopped at
+// a bound not yet lowered would pass it too), and one has the very match
+// of a variant (which then shadows it).
+func installPassingNeighbours(h *harness) {
+	h.install(15, 1, "protocol ip flower dst_ip 198.18.0.2 action pass")
+	h.install(20, 1, "protocol ip flower ip_proto udp dst_port 2000 action pass")
+	h.install(20, 2, "protocol ip flower ip_proto udp src_ip 198.18.0.0/15 dst_port 2000 action pass")
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/xdpflow/xdpflow/internal/refmodel"
 	"github.com/xdpflow/xdpflow/internal/testutil"
 	"github.com/xdpflow/xdpflow/maps"
+	"github.com/xdpflow/xdpflow/nft"
 	"github.com/xdpflow/xdpflow/rule"
 	"github.com/xdpflow/xdpflow/rule/ruletext"
 )
@@ -78,7 +79,14 @@ func newHarnessCache(t testing.TB, seed int64, maxFlows uint32, cache bool) *har
 	return h
 }
 
-func parseStored(text string) (*rule.Rule, error) { return ruletext.Parse(ingressDev, text) }
+// parseStored reads persisted rule text back as the daemon does
+// (offload.RuleParser): nft specs as opaque rules, the rest as tc text.
+func parseStored(text string) (*rule.Rule, error) {
+	if strings.HasPrefix(text, nft.SpecPrefix) {
+		return nft.ParseSpec(ingressDev, text)
+	}
+	return ruletext.Parse(ingressDev, text)
+}
 
 // reopen rebuilds the table from the maps alone, as a new process would.
 func (h *harness) reopen() {

@@ -86,6 +86,11 @@ func (t *Table) FlowViolations() ([]string, error) {
 			out = append(out, fmt.Sprintf("flow of rule %d has counter slot %d in the maps", owner, val.Stats))
 		case val.Rank != rankOf(in):
 			out = append(out, fmt.Sprintf("flow of rule %d has rank %#x in the maps, the rule %#x", owner, val.Rank, rankOf(in)))
+		case val != flowValueOf(in, t.flowRanges[fk]):
+			out = append(out, fmt.Sprintf("flow of rule %d has ranges %+v in the maps, the table %+v", owner, rangesOf(&val), t.flowRanges[fk]))
+		}
+		if st := t.subtablesByID[fk.Subtable]; st != nil && st.ranged != (t.flowRanges[fk] != portRanges{}) {
+			out = append(out, fmt.Sprintf("flow of rule %d: ranges %+v in a subtable ranged=%v", owner, t.flowRanges[fk], st.ranged))
 		}
 		delete(inMaps, fk)
 		claims := t.claimsOf(fk)

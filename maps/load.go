@@ -59,7 +59,7 @@ func (t *Table) loadSubtables() error {
 	t.listGen = list.Generation
 	for i := 0; i < int(list.Count) && i < MaxSubtables; i++ {
 		s := list.Subtables[i]
-		st := &subtable{subtableKey: subtableKey{s.Mask}, id: s.Id, bound: noRank, listed: s.Bound}
+		st := &subtable{subtableKey: subtableKey{s.Mask, s.Ranged != 0}, id: s.Id, bound: noRank, listed: s.Bound}
 		t.subtables[st.subtableKey] = st
 		t.subtablesByID[st.id] = st
 	}
@@ -132,6 +132,9 @@ func (t *Table) loadOpaqueFlows() error {
 	return t.readFlows(func(fk flowKey, val flowValue, _ *narrowKey, known bool) {
 		if in := t.rules[val.Stats]; known && in != nil && in.Rule.Opaque {
 			in.flows = append(in.flows, fk)
+			if r := rangesOf(&val); r.src.Set() || r.dst.Set() {
+				t.flowRanges[fk] = r
+			}
 		}
 	})
 }
@@ -151,6 +154,8 @@ func (t *Table) dropLoaded(in *Installed) {
 func (t *Table) rebuildFlows() (differs bool) {
 	live := t.subtables
 	t.subtables, t.flows, t.shadowed = map[subtableKey]*subtable{}, map[flowKey]RuleID{}, map[flowKey][]RuleID{}
+	installedRanges := t.flowRanges
+	t.flowRanges = map[flowKey]portRanges{}
 	used := map[uint32]bool{}
 	for _, st := range live {
 		used[st.id] = true
@@ -168,13 +173,14 @@ func (t *Table) rebuildFlows() (differs bool) {
 				// are lost: their packets go to the kernel when it goes.
 				for _, fk := range in.flows {
 					if st := liveByID[fk.Subtable]; st != nil {
-						entries[in.ID] = append(entries[in.ID], rule.Entry{Key: fk.Key, Mask: st.mask})
+						r := installedRanges[fk]
+						entries[in.ID] = append(entries[in.ID], rule.Entry{Key: fk.Key, Mask: st.mask, SrcPorts: r.src, DstPorts: r.dst})
 					}
 				}
 			}
 			in.flows = in.flows[:0]
 			for _, e := range entries[in.ID] {
-				k := subtableKey{e.Mask}
+				k := subtableKey{e.Mask, e.Ranged()}
 				st := t.subtables[k]
 				if st == nil {
 					if st = live[k]; st == nil {
@@ -193,6 +199,9 @@ func (t *Table) rebuildFlows() (differs bool) {
 				}
 				fk := flowKey{Subtable: st.id, Key: e.Key}
 				claims[fk] = append(claims[fk], in.ID)
+				if e.Ranged() {
+					t.flowRanges[fk] = portRanges{e.SrcPorts, e.DstPorts}
+				}
 				in.flows = append(in.flows, fk)
 			}
 			in.Entries = len(in.flows)

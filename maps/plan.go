@@ -30,9 +30,10 @@ type plan struct {
 	// flow goes). The first claimant is the flow's owner; the others are
 	// shadowed, there to take over when it goes.
 	claimsAfter   map[flowKey][]RuleID
-	flowsToWrite  []flowKey // whose owner changes
-	flowsToDelete []flowKey // left without claimants
-	flowCount     int       // flows after the change
+	rangesAfter   map[flowKey]portRanges // of the ranged flows the change puts
+	flowsToWrite  []flowKey              // whose owner changes
+	flowsToDelete []flowKey              // left without claimants
+	flowCount     int                    // flows after the change
 	// Per subtable id after the change: flow counts (none zero), the
 	// change of its flows' ranks, its bound.
 	subtableFlows  map[uint32]int
@@ -53,6 +54,7 @@ func (t *Table) plan(ch Change) (*plan, error) {
 		ruleFlows:      map[RuleID][]flowKey{},
 		newSubtables:   map[uint32]*subtable{},
 		claimsAfter:    map[flowKey][]RuleID{},
+		rangesAfter:    map[flowKey]portRanges{},
 		subtableFlows:  map[uint32]int{},
 		rankDelta:      map[uint32]map[uint64]int{},
 		subtableBounds: map[uint32]uint64{},
@@ -243,8 +245,12 @@ func (t *Table) planEntries(p *plan) {
 		for id, es := range p.entriesOf(gk, e) {
 			keys := make([]flowKey, 0, len(es))
 			for _, entry := range es {
-				st := subs.get(subtableKey{entry.Mask})
-				keys = append(keys, flowKey{Subtable: st.id, Key: entry.Key})
+				st := subs.get(subtableKey{entry.Mask, entry.Ranged()})
+				fk := flowKey{Subtable: st.id, Key: entry.Key}
+				keys = append(keys, fk)
+				if entry.Ranged() {
+					p.rangesAfter[fk] = portRanges{entry.SrcPorts, entry.DstPorts}
+				}
 			}
 			p.ruleFlows[id] = keys
 		}
@@ -327,6 +333,11 @@ func (t *Table) planFlows(p *plan) error {
 		}
 	}
 	for fk, claims := range p.claimsAfter {
+		if _, ranged := p.rangesAfter[fk]; ranged && len(claims) > 1 {
+			// One range per flow: a second entry of the key would
+			// never be reached when the first's range does not hold.
+			return fmt.Errorf("%w: two ranged entries of one flow (%s)", ErrExists, t.describe(claims[0], p))
+		}
 		if err := t.rankClaims(p, claims); err != nil {
 			return err
 		}

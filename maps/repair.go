@@ -64,7 +64,7 @@ func (t *Table) repairFlows() error {
 			extra = append(extra, fk)
 			return
 		}
-		if in := t.rules[owner]; in == nil || val.Stats != owner || val.ActionSet != in.ActionSet || val.Rank != rankOf(in) {
+		if in := t.rules[owner]; in == nil || val != flowValueOf(in, t.flowRanges[fk]) {
 			extra = append(extra, fk) // rewritten below
 		}
 	})
@@ -78,7 +78,7 @@ func (t *Table) repairFlows() error {
 	vals := make([]flowValue, 0, len(t.flows))
 	for fk, owner := range t.flows {
 		keys = append(keys, fk)
-		vals = append(vals, flowValue{ActionSet: t.rules[owner].ActionSet, Stats: owner, Rank: rankOf(t.rules[owner])})
+		vals = append(vals, flowValueOf(t.rules[owner], t.flowRanges[fk]))
 	}
 	if err := t.putFlows(keys, vals, nil); err != nil {
 		return fmt.Errorf("restore flows: %w", err)

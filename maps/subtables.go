@@ -16,6 +16,37 @@ import (
 
 type subtableKey struct {
 	mask rule.Key
+	// ranged: its flows carry port ranges, and each is the only entry
+	// of its key (a flow holds one range); no other flow shares it.
+	ranged bool
+}
+
+// portRanges are a flow's port ranges (unset: any port).
+type portRanges struct{ src, dst rule.PortRange }
+
+// flowValueOf is the value of a flow of owner with ranges.
+func flowValueOf(owner *Installed, r portRanges) flowValue {
+	v := flowValue{ActionSet: owner.ActionSet, Stats: owner.ID, Rank: rankOf(owner),
+		SportLo: 0, SportHi: 0xffff, DportLo: 0, DportHi: 0xffff}
+	if r.src.Set() {
+		v.SportLo, v.SportHi = r.src.Min, r.src.Max
+	}
+	if r.dst.Set() {
+		v.DportLo, v.DportHi = r.dst.Min, r.dst.Max
+	}
+	return v
+}
+
+// rangesOf is the ranges a flow value carries.
+func rangesOf(v *flowValue) portRanges {
+	var r portRanges
+	if v.SportLo != 0 || v.SportHi != 0xffff {
+		r.src = rule.PortRange{Min: v.SportLo, Max: v.SportHi}
+	}
+	if v.DportLo != 0 || v.DportHi != 0xffff {
+		r.dst = rule.PortRange{Min: v.DportLo, Max: v.DportHi}
+	}
+	return r
 }
 
 type subtable struct {
@@ -122,11 +153,17 @@ func (t *Table) publish(list []*subtable) error {
 		return fmt.Errorf("%d subtables: %w", len(list), ErrTableFull)
 	}
 	l.Count = uint32(len(list))
+	l.NoRank = noRank
 	for i, s := range list {
 		lay := layoutOf(&s.mask)
 		l.Subtables[i] = subtableEntry{Id: s.id, Bound: s.listed, Mask: s.mask,
 			NarrowWords: lay.n, WordIdx: lay.idx}
-		l.UnionMask = rule.UnionKey(&l.UnionMask, &s.mask)
+		answers := s.mask // what the answers of its flows depend on
+		if s.ranged {
+			l.Subtables[i].Ranged = 1
+			answers.SrcPort, answers.DstPort = 0xffff, 0xffff
+		}
+		l.UnionMask = rule.UnionKey(&l.UnionMask, &answers)
 	}
 	// The flow cache's key: the union's words, when few enough (a
 	// narrow layout, as a subtable's), else the whole masked key.

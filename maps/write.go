@@ -138,8 +138,7 @@ func (t *Table) writeFlows(p *plan) error {
 	}
 	vals := make([]flowValue, len(p.flowsToWrite))
 	for i, fk := range p.flowsToWrite {
-		owner := t.owner(p.claimsAfter[fk][0], p)
-		vals[i] = flowValue{ActionSet: owner.ActionSet, Stats: owner.ID, Rank: rankOf(owner)}
+		vals[i] = flowValueOf(t.owner(p.claimsAfter[fk][0], p), p.rangesAfter[fk])
 	}
 	if err := t.putFlows(p.flowsToWrite, vals, p.newSubtables); err != nil {
 		return fmt.Errorf("install flows: %w", err)
@@ -200,12 +199,18 @@ func (t *Table) commitFlows(p *plan) {
 		case len(claims) == 0:
 			delete(t.flows, fk)
 			delete(t.shadowed, fk)
+			delete(t.flowRanges, fk)
 		case len(claims) == 1:
 			t.flows[fk] = claims[0]
 			delete(t.shadowed, fk)
 		default:
 			t.flows[fk] = claims[0]
 			t.shadowed[fk] = claims[1:]
+		}
+	}
+	for fk, r := range p.rangesAfter {
+		if len(p.claimsAfter[fk]) > 0 {
+			t.flowRanges[fk] = r
 		}
 	}
 	for id, keys := range p.ruleFlows {

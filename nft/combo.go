@@ -63,6 +63,9 @@ func (cb *combo) build(noTH bool) ([]rule.Match, error) {
 		}
 		return []rule.Match{k.match()}, nil
 	}
+	if !usesTag && !cb.readsTypeBytes() {
+		return cb.byProtocol(base, th, noTH)
+	}
 	var out []rule.Match
 	for _, tpid := range []uint16{0, rule.EthP8021Q, rule.EthP8021AD} {
 		k, eOff, ok := cb.frame(base, tpid, usesTag)
@@ -89,6 +92,53 @@ func (cb *combo) build(noTH bool) ([]rule.Match, error) {
 			if ok {
 				out = append(out, kk.match())
 			}
+		}
+	}
+	return out, nil
+}
+
+// readsTypeBytes reports whether the combination reads the link-layer
+// bytes past the MACs (ether type, a tag's bytes), which differ between a
+// frame with an outer tag and one without.
+func (cb *combo) readsTypeBytes() bool {
+	for off, b := range cb.ll {
+		if off >= 12 && b[1] != 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// byProtocol keys a combination that reads nothing of the link layer past
+// the MACs by the ethertype the hooks see (Key.L3Proto, skb->protocol
+// once the kernel has taken an outer tag off): one match for frames with
+// and without an outer tag, where keying the frame would take one for
+// each (see frame).
+func (cb *combo) byProtocol(base keyBuf, th hdrBytes, noTH bool) ([]rule.Match, error) {
+	k := base
+	if !k.put(offL3Proto, cb.proto[0][0], cb.proto[0][1]) || !k.put(offL3Proto+1, cb.proto[1][0], cb.proto[1][1]) {
+		return nil, nil
+	}
+	es, err := cb.ethertypes(&k, offL3Proto, 0, th)
+	if err != nil {
+		return nil, err
+	}
+	var out []rule.Match
+	for _, e := range es {
+		if (e == rule.EthP8021Q || e == rule.EthP8021AD) && (len(cb.nh) > 0 || len(th) > 0) {
+			// skb->protocol is a TPID only for a frame with a second tag.
+			return nil, cb.unsupported("proto", 0, "network header of a double-tagged frame")
+		}
+		kk := k
+		if !kk.put(offL3Proto, byte(e>>8), 0xff) || !kk.put(offL3Proto+1, byte(e), 0xff) {
+			continue
+		}
+		ok, err := cb.network(&kk, e, th, noTH)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			out = append(out, kk.match())
 		}
 	}
 	return out, nil

@@ -1,6 +1,8 @@
 package nft
 
 import (
+	"fmt"
+
 	"github.com/xdpflow/xdpflow/rule"
 	"github.com/xdpflow/xdpflow/rule/ruletext"
 )
@@ -34,6 +36,9 @@ func describe(m *rule.Match) []rule.KeyValue {
 			add(names[i], hex16(k.EthType[i], mk.EthType[i]))
 		}
 	}
+	if mk.L3Proto != 0 {
+		add("protocol", hex16(k.L3Proto, mk.L3Proto))
+	}
 	tci := [2]string{"vlan_tci", "cvlan_tci"}
 	for i := range mk.VlanTci {
 		if mk.VlanTci[i] != 0 {
@@ -65,6 +70,13 @@ func describe(m *rule.Match) []rule.KeyValue {
 	}
 	port("src_port", k.SrcPort, mk.SrcPort)
 	port("dst_port", k.DstPort, mk.DstPort)
+	portRange := func(name string, r rule.PortRange) {
+		if r.Set() {
+			add(name, fmt.Sprintf("%d-%d", r.Min, r.Max))
+		}
+	}
+	portRange("src_port", m.SrcPortRange)
+	portRange("dst_port", m.DstPortRange)
 	u8("type", k.IcmpType, mk.IcmpType)
 	u8("code", k.IcmpCode, mk.IcmpCode)
 	return out

@@ -22,6 +22,7 @@ var (
 	offSrcPort  = int(unsafe.Offsetof(rule.Key{}.SrcPort))
 	offICMPType = int(unsafe.Offsetof(rule.Key{}.IcmpType))
 	offICMPCode = int(unsafe.Offsetof(rule.Key{}.IcmpCode))
+	offL3Proto  = int(unsafe.Offsetof(rule.Key{}.L3Proto))
 )
 
 const keySize = int(unsafe.Sizeof(rule.Key{}))

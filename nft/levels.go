@@ -77,7 +77,7 @@ const maxLevel = 65533
 // them, stay in nft behind one catch-all punt.
 func assemble(flat []flatRule, rs *Ruleset, lim Limits) ([]*rule.Rule, []*Status) {
 	a := &assembler{rs: rs, lim: lim, byName: map[string]*Status{}, parts: map[string]int{},
-		ix: newLevelIndex(), subs: map[rule.Key]bool{}, top: -1}
+		ix: newLevelIndex(), subs: map[tableKey]bool{}, ranged: map[rule.Entry]bool{}, top: -1}
 	for i := range flat {
 		a.place(&flat[i])
 	}
@@ -94,7 +94,10 @@ type assembler struct {
 	byName   map[string]*Status
 	parts    map[string]int    // parts so far, by nft rule
 	ix       *levelIndex       // entries placed, by level
-	subs     map[rule.Key]bool // subtables used: their masks
+	subs     map[tableKey]bool // subtables used
+	// ranged: the flows of ranged matches placed, each the only one of
+	// its key (a flow holds one range).
+	ranged   map[rule.Entry]bool
 	nflows   int
 	top      int    // highest level used
 	overflow string // set once a rule did not fit: why every later one stays in nft
@@ -132,6 +135,7 @@ func (a *assembler) place(fr *flatRule) {
 		return
 	}
 	main, frag, dropped := entriesOf(fr)
+	main = a.rangesOrBlocks(coalescePorts(main))
 	pass := fr.pass
 	reason := fr.reason
 	if len(dropped) > 0 {
@@ -214,11 +218,12 @@ func noteVerdict(st *Status, fr *flatRule, pass bool) []rule.Action {
 // keeping one of each for the catch-all punt; false, taking nothing, when
 // they do not fit.
 func (a *assembler) reserve(level int, main, frag []rule.Match) bool {
-	newSubs := map[rule.Key]bool{}
+	newSubs := map[tableKey]bool{}
 	for _, ms := range [][]rule.Match{main, frag} {
 		for k := range ms {
-			if m := ms[k].Mask; !a.subs[m] && !a.lim.SharedMasks[m] {
-				newSubs[m] = true
+			tk := tableKeyOf(&ms[k])
+			if !a.subs[tk] && (tk.ranged || !a.lim.SharedMasks[tk.mask]) {
+				newSubs[tk] = true
 			}
 		}
 	}
@@ -250,4 +255,38 @@ func part(rs *Ruleset, name string, n, level int, ms []rule.Match, acts []rule.A
 	r.Digest = digest(ms, ruletext.FormatActions(acts))
 	r.Text = FormatSpec(r)
 	return r
+}
+
+// tableKey is the subtable a match's entry goes to (maps' subtableKey):
+// ranged entries have tables of their own.
+type tableKey struct {
+	mask   rule.Key
+	ranged bool
+}
+
+func tableKeyOf(m *rule.Match) tableKey {
+	return tableKey{m.Mask, m.SrcPortRange.Set() || m.DstPortRange.Set()}
+}
+
+// rangesOrBlocks keeps each ranged match whose flow no ranged match placed
+// before holds, and claims it; the others become prefix blocks.
+func (a *assembler) rangesOrBlocks(ms []rule.Match) []rule.Match {
+	out := ms[:0:0]
+	for _, m := range ms {
+		e := rule.Entry{Key: rule.MaskKey(&m.Key, &m.Mask), Mask: m.Mask, SrcPorts: m.SrcPortRange, DstPorts: m.DstPortRange}
+		if !e.Ranged() {
+			out = append(out, m)
+			continue
+		}
+		flow := rule.Entry{Key: e.Key, Mask: e.Mask}
+		if !a.ranged[flow] {
+			a.ranged[flow] = true
+			out = append(out, m)
+			continue
+		}
+		for _, b := range e.Blocks() {
+			out = append(out, rule.Match{Key: b.Key, Mask: b.Mask})
+		}
+	}
+	return out
 }

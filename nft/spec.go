@@ -61,7 +61,10 @@ func digest(ms []rule.Match, acts string) string {
 	h := sha256.New()
 	keys := make([]string, len(ms))
 	for i := range ms {
-		keys[i] = string(rule.KeyBytes(&ms[i].Key)) + string(rule.KeyBytes(&ms[i].Mask))
+		r := ms[i].SrcPortRange
+		q := ms[i].DstPortRange
+		keys[i] = string(rule.KeyBytes(&ms[i].Key)) + string(rule.KeyBytes(&ms[i].Mask)) +
+			fmt.Sprintf("%d-%d,%d-%d", r.Min, r.Max, q.Min, q.Max)
 	}
 	sort.Strings(keys)
 	for _, k := range keys {

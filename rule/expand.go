@@ -6,9 +6,47 @@ import (
 )
 
 // Entry is one masked flow-table entry: packets whose key, under Mask,
-// equals Key.
+// equals Key, and whose ports are in SrcPorts and DstPorts where those are
+// set (the mask then has no bits of that port).
 type Entry struct {
-	Key, Mask Key
+	Key, Mask          Key
+	SrcPorts, DstPorts PortRange
+}
+
+// Ranged reports whether the entry has port ranges.
+func (e *Entry) Ranged() bool { return e.SrcPorts.Set() || e.DstPorts.Set() }
+
+// Blocks is the entry without ranges: one entry per pair of prefix blocks
+// that cover its ranges, each with the ports in its mask.
+func (e *Entry) Blocks() []Entry {
+	src, dst := []portBlock{{0, 0}}, []portBlock{{0, 0}}
+	if e.SrcPorts.Set() {
+		src = prefixBlocks(e.SrcPorts.Min, e.SrcPorts.Max)
+	}
+	if e.DstPorts.Set() {
+		dst = prefixBlocks(e.DstPorts.Min, e.DstPorts.Max)
+	}
+	out := make([]Entry, 0, len(src)*len(dst))
+	for _, s := range src {
+		for _, d := range dst {
+			b := Entry{Key: e.Key, Mask: e.Mask}
+			if e.SrcPorts.Set() {
+				b.Key.SrcPort, b.Mask.SrcPort = HostToBE16(s.value), HostToBE16(s.mask)
+			}
+			if e.DstPorts.Set() {
+				b.Key.DstPort, b.Mask.DstPort = HostToBE16(d.value), HostToBE16(d.mask)
+			}
+			out = append(out, b)
+		}
+	}
+	return out
+}
+
+// inRange reports whether port (network order, as in a key) is in r, or r
+// is unset.
+func inRange(r PortRange, port uint16) bool {
+	p := BE16ToHost(port)
+	return !r.Set() || (p >= r.Min && p <= r.Max)
 }
 
 // KeyBytes returns the key's bytes in the datapath layout (a copy).
@@ -47,7 +85,7 @@ func UnionKey(a, b *Key) Key {
 
 // Covers reports whether packet key p falls under entry e.
 func (e *Entry) Covers(p *Key) bool {
-	return MaskKey(p, &e.Mask) == e.Key
+	return MaskKey(p, &e.Mask) == e.Key && inRange(e.SrcPorts, p.SrcPort) && inRange(e.DstPorts, p.DstPort)
 }
 
 // rect is the port part of a ranged match: [src] x [dst]. A dimension
@@ -151,7 +189,10 @@ func RangeOrder(rules []*Rule) []*Rule {
 // Expand returns the entries that implement r. earlier are the rules that
 // take a packet before r in its priority and mask group (RangeOrder):
 // where one of them matches the same exact fields, the ports it already
-// covers are left out.
+// covers are left out. An nft rule's port ranges stay ranges (one entry
+// each, see Entry), since nothing lends them: Blocks makes prefix blocks
+// of them where a table cannot hold the range itself. A tc filter's are
+// prefix blocks.
 func Expand(r *Rule, earlier []*Rule) []Entry {
 	if r.Source == SourceNFT {
 		return expandAll(r)
@@ -181,6 +222,9 @@ func expandOne(r *Rule, earlier []*Rule) []Entry {
 	base := MaskKey(&r.Match.Key, &r.Match.Mask)
 	if !r.HasRanges() {
 		return []Entry{{Key: base, Mask: r.Match.Mask}}
+	}
+	if r.Source == SourceNFT {
+		return []Entry{{Key: base, Mask: r.Match.Mask, SrcPorts: r.Match.SrcPortRange, DstPorts: r.Match.DstPortRange}}
 	}
 	rects := []rect{r.rect()}
 	group := r.MaskGroup()

@@ -18,6 +18,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/xdpflow/xdpflow/internal/classbench"
 	"github.com/xdpflow/xdpflow/internal/testutil"
 	"github.com/xdpflow/xdpflow/internal/trafficgen"
 )
@@ -51,20 +52,6 @@ func newRateRig(b *testing.B) *rateRig {
 // bareDrop is the baseline program: return XDP_DROP.
 var bareDrop = asm.Instructions{asm.Mov.Imm(asm.R0, 1), asm.Return()}
 
-// readingDrop reads the packet (the IPv4 protocol byte, after a bounds
-// check) before XDP_DROP: what any program that looks at the packet pays
-// for bringing it into the CPU's cache, which bare XDP_DROP never does.
-var readingDrop = asm.Instructions{
-	asm.LoadMem(asm.R2, asm.R1, 0, asm.Word), // data
-	asm.LoadMem(asm.R3, asm.R1, 4, asm.Word), // data_end
-	asm.Mov.Reg(asm.R4, asm.R2),
-	asm.Add.Imm(asm.R4, 14+20),
-	asm.JGT.Reg(asm.R4, asm.R3, "drop"),
-	asm.LoadMem(asm.R0, asm.R2, 14+9, asm.Byte),
-	asm.Mov.Imm(asm.R0, 1).WithSymbol("drop"), // XDP_DROP
-	asm.Return(),
-}
-
 // rateFrame: a 64-byte UDP/IPv4 frame 198.18.0.1 -> 198.19.0.0, port 9.
 // Every address in the benchmarks is in 198.18.0.0/15.
 func rateFrame() []byte {
@@ -88,7 +75,7 @@ type sample struct{ rate, bare float64 }
 // paired with a round of the bare baseline on a1 -> b1. Frames are sent
 // from one CPU (b0's and b1's NAPI run on that CPU too); count is the
 // case's receiver-side counter.
-func (r *rateRig) rate(b *testing.B, d time.Duration, rounds int, s trafficgen.Spread, count func() uint64) []sample {
+func (r *rateRig) rate(b *testing.B, d time.Duration, rounds int, c rateCase, count func() uint64) []sample {
 	var out []sample
 	r.a.Run(b, func() {
 		var set unix.CPUSet
@@ -96,10 +83,17 @@ func (r *rateRig) rate(b *testing.B, d time.Duration, rounds int, s trafficgen.S
 		if err := unix.SchedSetaffinity(0, &set); err != nil {
 			panic(err)
 		}
-		gen := func(dev string) (*trafficgen.Generator, []byte) {
+		gen := func(dev string, s trafficgen.Spread, trace []trafficgen.TraceHeader) (*trafficgen.Generator, []byte) {
 			ifi, err := net.InterfaceByName(dev)
 			if err != nil {
 				panic(err)
+			}
+			if trace != nil {
+				g, err := trafficgen.NewTrace(ifi.Index, trace)
+				if err != nil {
+					panic(err)
+				}
+				return g, traceFrame()
 			}
 			g, err := trafficgen.New(ifi.Index, s)
 			if err != nil {
@@ -111,9 +105,9 @@ func (r *rateRig) rate(b *testing.B, d time.Duration, rounds int, s trafficgen.S
 			}
 			return g, frame
 		}
-		gCase, fCase := gen("a0")
+		gCase, fCase := gen("a0", c.spread, c.trace)
 		defer gCase.Close()
-		gBare, fBare := gen("a1")
+		gBare, fBare := gen("a1", trafficgen.Spread{}, nil)
 		defer gBare.Close()
 		// One long call per measurement: every call sets up and tears
 		// down the kernel's frame pool (tens of ms), so short calls
@@ -285,34 +279,11 @@ func maskRule(i int) string {
 	return s + " action drop"
 }
 
-// lookupDrop looks the packet's IPv4 addresses and ports up in a 16-byte
-// key hash map (one BPF hash lookup: the least a table-driven classifier
-// does), then drops: a floor for any such program.
-func lookupDrop(m *ebpf.Map) asm.Instructions {
-	return asm.Instructions{
-		asm.LoadMem(asm.R2, asm.R1, 0, asm.Word), // data
-		asm.LoadMem(asm.R3, asm.R1, 4, asm.Word), // data_end
-		asm.Mov.Reg(asm.R4, asm.R2),
-		asm.Add.Imm(asm.R4, 14+24),
-		asm.JGT.Reg(asm.R4, asm.R3, "drop"),
-		asm.LoadMem(asm.R5, asm.R2, 14+12, asm.DWord), // saddr, daddr
-		asm.StoreMem(asm.RFP, -16, asm.R5, asm.DWord),
-		asm.LoadMem(asm.R5, asm.R2, 14+20, asm.Word), // ports
-		asm.StoreMem(asm.RFP, -8, asm.R5, asm.Word),
-		asm.StoreImm(asm.RFP, -4, 0, asm.Word),
-		asm.LoadMapPtr(asm.R1, m.FD()),
-		asm.Mov.Reg(asm.R2, asm.RFP),
-		asm.Add.Imm(asm.R2, -16),
-		asm.FnMapLookupElem.Call(),
-		asm.Mov.Imm(asm.R0, 1).WithSymbol("drop"), // XDP_DROP
-		asm.Return(),
-	}
-}
-
 // rateCase is one row of the table.
 type rateCase struct {
 	name   string
 	spread trafficgen.Spread
+	trace  []trafficgen.TraceHeader // headers to send instead, at random
 	// setup installs the case on b0 and returns the receiver's counter
 	// and the teardown.
 	setup func(b *testing.B, r *rateRig) (count func() uint64, teardown func())
@@ -401,7 +372,7 @@ func rateCases() []rateCase {
 	manyMasksManyFlows := append(masks(32),
 		"prio 33 protocol ip flower dst_ip 198.19.255.255 action pass",
 		"prio 34 protocol ip flower action drop")
-	return []rateCase{
+	cases := []rateCase{
 		{name: "bare XDP_DROP (on b0: the pairing's own check)", setup: func(b *testing.B, r *rateRig) (func() uint64, func()) {
 			detach := r.attachXDP(b, "b0", bareDrop)
 			return func() uint64 { return r.vethXDPDrops(b, "b0") }, detach
@@ -451,6 +422,12 @@ func rateCases() []rateCase {
 		xdpflowCase("xdpflow, the same, cache of 131,072 entries", allDst, manyMasksManyFlows, "cache", "131072"),
 		nftCase("xdpflow, the nft 1,000 rules mirrored", 1000, true),
 	}
+	for _, seed := range classbench.Seeds {
+		for _, n := range []int{1000, 10000} {
+			cases = append(cases, classbenchCase(seed, n, false), classbenchCase(seed, n, true))
+		}
+	}
+	return cases
 }
 
 // BenchmarkRate: packets per second received and dropped on b0 for each
@@ -470,7 +447,7 @@ func BenchmarkRate(b *testing.B) {
 	for _, c := range rateCases() {
 		b.Run(c.name, func(b *testing.B) {
 			count, teardown := c.setup(b, r)
-			ss := r.rate(b, d, rounds, c.spread, count)
+			ss := r.rate(b, d, rounds, c, count)
 			teardown()
 			rate, bare, ratio := medians(ss)
 			if rate == 0 || bare == 0 {

@@ -323,6 +323,7 @@ static __always_inline int parse(struct xdp_md *ctx, struct xf_key *key, __u32 *
 	/* A third tag: the dissector would skip it, we leave it to the kernel. */
 	if (proto == ETH_P_8021Q_BE || proto == ETH_P_8021AD_BE)
 		return PARSE_UNSUPPORTED;
+	key->l3_proto = i > 0 ? key->eth_type[1] : key->eth_type[0];
 	/* An 802.3 length where an ethertype goes: the kernel makes the
 	 * protocol ETH_P_802_3 or ETH_P_802_2 from the bytes that follow
 	 * (eth_type_trans, vlan_set_encap_proto), which tc's "protocol" and

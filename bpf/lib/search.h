@@ -8,6 +8,7 @@
 
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
 
 #include "xdpflow.h"
 #include "maps.h"
@@ -26,6 +27,13 @@ static __always_inline struct xf_subtable_list *live_list(void)
 	return bpf_map_lookup_elem(&subtable_lists, &active);
 }
 
+/* Whether the ports are in the flow's ranges (always, for a flow without). */
+static __always_inline int in_ranges(const struct xf_flow *flow, __u16 sport, __u16 dport)
+{
+	return sport >= flow->sport_lo && sport <= flow->sport_hi && dport >= flow->dport_lo &&
+	       dport <= flow->dport_hi;
+}
+
 /*
  * Search the subtables in order of their bounds for the hit of the lowest
  * rank: 1 with *out set to its answer, or 0. The search stops at the first
@@ -42,19 +50,26 @@ static __always_inline struct xf_subtable_list *live_list(void)
 __attribute__((noinline)) int search(struct xf_subtable_list *list, struct xf_key *key,
 				     struct xf_counters *cnt, struct xf_answer *out)
 {
-	struct xf_narrow_flow_key nk;
+	/* One key for both maps: a narrow key is the first 56 bytes of a
+	 * wide one (the subtable, then the words), which keeps the stack of
+	 * this function and its caller within 512 bytes on 6.1. */
 	struct xf_flow_key fk;
-	__u64 best = ~0ULL;
+	__u16 sport, dport;
 	__u32 n, i;
-	int found = 0;
+	__u64 best;
 
 	if (!list || !key || !out)
 		return 0;
 	n = list->count;
-	/* Both keys whole from the start: the two kinds of subtable then
-	 * leave the stack in states the verifier can prune. */
+	best = list->no_rank;
+	sport = bpf_ntohs(key->src_port);
+	dport = bpf_ntohs(key->dst_port);
+	_Static_assert(__builtin_offsetof(struct xf_narrow_flow_key, words) ==
+			       __builtin_offsetof(struct xf_flow_key, key),
+		       "a narrow key is a prefix of a wide one");
+	/* The key whole from the start: the two kinds of subtable then leave
+	 * the stack in states the verifier can prune. */
 	__builtin_memset(&fk, 0, sizeof(fk));
-	__builtin_memset(&nk, 0, sizeof(nk));
 
 	/* Bounded loop: the verifier walks at most XF_MAX_SUBTABLES
 	 * iterations; user space never sets count higher. */
@@ -84,10 +99,10 @@ __attribute__((noinline)) int search(struct xf_subtable_list *list, struct xf_ke
 
 				if (idx >= XF_KEY_WORDS)
 					idx = 0;
-				nk.words[w] = k[idx] & m[idx];
+				o[w] = k[idx] & m[idx];
 			}
-			nk.subtable = st->id;
-			flow = bpf_map_lookup_elem(&flows_narrow, &nk);
+			fk.subtable = st->id;
+			flow = bpf_map_lookup_elem(&flows_narrow, &fk);
 		} else {
 #pragma unroll
 			for (w = 0; w < XF_KEY_WORDS; w++)
@@ -95,15 +110,14 @@ __attribute__((noinline)) int search(struct xf_subtable_list *list, struct xf_ke
 			fk.subtable = st->id;
 			flow = bpf_map_lookup_elem(&flows, &fk);
 		}
-		if (flow && flow->rank < best) {
+		if (flow && flow->rank < best && in_ranges(flow, sport, dport)) {
 			best = flow->rank;
 			out->action_set = flow->action_set;
 			out->stats = flow->stats;
-			found = 1;
 		}
 	}
 	count_n(cnt, XF_CNT_SUBTABLE_LOOKUPS, i);
-	return found;
+	return best != list->no_rank;
 }
 
 /*

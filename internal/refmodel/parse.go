@@ -126,6 +126,7 @@ func keyOf(s *skb, fk *flowerKey, ifindex uint32) rule.Key {
 	copy(k.EthDst[:], s.frame[0:6])
 	copy(k.EthSrc[:], s.frame[6:12])
 	k.EthType[0] = be(s.skbProtocol())
+	k.L3Proto = be(s.protocol)
 	for i := 0; i < fk.tags; i++ {
 		k.VlanTci[i] = be(fk.vlan[i].tci)
 		k.EthType[i+1] = be(fk.vlan[i].ethType)
