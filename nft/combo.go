@@ -80,18 +80,27 @@ func (cb *combo) build(noTH bool) ([]rule.Match, error) {
 		if err != nil {
 			return nil, err
 		}
-		for _, e := range es {
-			kk := k
-			if !kk.put(eOff, byte(e>>8), 0xff) || !kk.put(eOff+1, byte(e), 0xff) {
-				continue
-			}
-			ok, err := cb.network(&kk, e, th, noTH)
-			if err != nil {
-				return nil, err
-			}
-			if ok {
-				out = append(out, kk.match())
-			}
+		if out, err = cb.perEthertype(out, k, eOff, es, th, noTH); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// perEthertype appends k keyed for each ethertype of es at key offset eOff,
+// with the network and transport conditions of that ethertype.
+func (cb *combo) perEthertype(out []rule.Match, k keyBuf, eOff int, es []uint16, th hdrBytes, noTH bool) ([]rule.Match, error) {
+	for _, e := range es {
+		kk := k
+		if !kk.put(eOff, byte(e>>8), 0xff) || !kk.put(eOff+1, byte(e), 0xff) {
+			continue
+		}
+		ok, err := cb.network(&kk, e, th, noTH)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			out = append(out, kk.match())
 		}
 	}
 	return out, nil
@@ -123,25 +132,13 @@ func (cb *combo) byProtocol(base keyBuf, th hdrBytes, noTH bool) ([]rule.Match, 
 	if err != nil {
 		return nil, err
 	}
-	var out []rule.Match
 	for _, e := range es {
 		if (e == rule.EthP8021Q || e == rule.EthP8021AD) && (len(cb.nh) > 0 || len(th) > 0) {
 			// skb->protocol is a TPID only for a frame with a second tag.
 			return nil, cb.unsupported("proto", 0, "network header of a double-tagged frame")
 		}
-		kk := k
-		if !kk.put(offL3Proto, byte(e>>8), 0xff) || !kk.put(offL3Proto+1, byte(e), 0xff) {
-			continue
-		}
-		ok, err := cb.network(&kk, e, th, noTH)
-		if err != nil {
-			return nil, err
-		}
-		if ok {
-			out = append(out, kk.match())
-		}
 	}
-	return out, nil
+	return cb.perEthertype(nil, k, offL3Proto, es, th, noTH)
 }
 
 // llPut ANDs the condition on link-layer byte off into key byte keyOff.

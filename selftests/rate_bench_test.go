@@ -293,17 +293,7 @@ type rateCase struct {
 // packets the flow cache answered, and the subtable lookups the
 // rest cost.
 func (r *rateRig) xdpflowNotes(b *testing.B) string {
-	out, err := xdpflow(r.b, "-j", "status")
-	if err != nil {
-		b.Fatalf("xdpflow status: %v: %s", err, out)
-	}
-	var st []struct {
-		Counters map[string]uint64 `json:"counters"`
-	}
-	if err := json.Unmarshal([]byte(out), &st); err != nil || len(st) != 1 {
-		b.Fatalf("xdpflow status: %v: %s", err, out)
-	}
-	c := st[0].Counters
+	c := xdpflowCounters(b, r.b)
 	searched := c["rx"] - c["cache_hits"] - c["unparsed"]
 	note := fmt.Sprintf("cache answered %.1f%%", 100*float64(c["cache_hits"])/float64(max(c["rx"], 1)))
 	if searched > 0 {
