@@ -103,6 +103,51 @@ func testAtomicUnderTraffic(t *testing.T, deferred bool) {
 	}
 }
 
+// TestEveryStepKeepsVerdict replaces the drop rule of the atomicity test
+// by each of its variants in turn and runs its packet before every named
+// step of each change, with the flow cache stale so that the run searches
+// the flows: a step order that lets a moment without either rule through
+// (a flow passed to a later rule before the new rule's is in) shows here
+// deterministically, where traffic meets it only by chance.
+func TestEveryStepKeepsVerdict(t *testing.T) {
+	h := newHarness(t, 1, 1<<16)
+	variants := []string{
+		"protocol ip flower ip_proto udp dst_port 1000 action drop",
+		"protocol ip flower ip_proto udp dst_port 990-1010 action drop",
+		"protocol ip flower ip_proto udp src_ip 198.18.0.0/15 dst_port 1000 action vlan push id 5 action drop",
+		"protocol ip flower dst_ip 198.18.0.2 action pedit ex munge eth dst set 02:00:00:00:00:09 action drop",
+	}
+	h.install(10, 1, variants[0])
+	installPassingNeighbours(h)
+	frame := benchFrame(1000)
+	var from, to int
+	steps := map[string]bool{}
+	h.table.BeforeEveryStep(t, func(step string) {
+		steps[step] = true
+		ret, err := h.objs.Xdpflow.Run(&ebpf.RunOptions{Data: frame, DataOut: make([]byte, len(frame)+64)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ret != 1 { // XDP_DROP
+			t.Errorf("variant %d to %d, before step %q: verdict %d, want a drop", from, to, step, ret)
+		}
+	})
+	for from = range variants {
+		for to = range variants {
+			if from == to {
+				continue
+			}
+			h.install(10, 1, variants[from])
+			h.install(10, 1, variants[to])
+		}
+	}
+	for _, step := range []string{"flows", "demote", "invalidate", "publish"} {
+		if !steps[step] {
+			t.Errorf("no change reached step %q", step)
+		}
+	}
+}
+
 // installPassingNeighbours adds later filters that pass the atomicity
 // test's packet: one matches it (a moment without the drop rule would pass
 // it), the others share the masks of its variants, so those subtables'

@@ -145,3 +145,19 @@ func FailStep(t interface{ Cleanup(func()) }, name string, err error) {
 	}
 	t.Cleanup(func() { failStep = nil })
 }
+
+// BeforeEveryStep calls fn before each named write step of t's changes
+// until the test ends, with the flow cache made stale first: runs that fn
+// makes search the flows as the change has left them so far.
+func (t *Table) BeforeEveryStep(tb interface {
+	Cleanup(func())
+}, fn func(step string)) {
+	failStep = func(step string) error {
+		if err := t.invalidateCache(); err != nil {
+			return err
+		}
+		fn(step)
+		return nil
+	}
+	tb.Cleanup(func() { failStep = nil })
+}

@@ -29,11 +29,15 @@ type plan struct {
 	// new ones) with their claimants after it, in rank order (none: the
 	// flow goes). The first claimant is the flow's owner; the others are
 	// shadowed, there to take over when it goes.
-	claimsAfter   map[flowKey][]RuleID
-	rangesAfter   map[flowKey]portRanges // of the ranged flows the change puts
-	flowsToWrite  []flowKey              // whose owner changes
-	flowsToDelete []flowKey              // left without claimants
-	flowCount     int                    // flows after the change
+	claimsAfter map[flowKey][]RuleID
+	rangesAfter map[flowKey]portRanges // of the ranged flows the change puts
+	// The flows whose owner changes: to one of a rank as low or lower
+	// (new flows among them), written before any other flow changes,
+	// and to one of a higher rank, written after.
+	flowsToWrite  []flowKey
+	flowsToDemote []flowKey
+	flowsToDelete []flowKey // left without claimants
+	flowCount     int       // flows after the change
 	// Per subtable id after the change: flow counts (none zero), the
 	// change of its flows' ranks, its bound.
 	subtableFlows  map[uint32]int
@@ -345,7 +349,10 @@ func (t *Table) planFlows(p *plan) error {
 		switch {
 		case len(claims) == 0 && had:
 			p.flowsToDelete = append(p.flowsToDelete, fk)
-		case len(claims) > 0 && (!had || claims[0] != before):
+		case len(claims) == 0 || (had && claims[0] == before):
+		case had && rankOf(t.owner(claims[0], p)) > rankOf(t.rules[before]):
+			p.flowsToDemote = append(p.flowsToDemote, fk)
+		default:
 			p.flowsToWrite = append(p.flowsToWrite, fk)
 		}
 	}

@@ -8,8 +8,10 @@
 //
 //  1. new action sets, counters and rule specs are written (unreferenced);
 //  2. new subtables are published, still empty (list swap);
-//  3. flows are put: new keys appear, changed keys are replaced in place;
-//  4. stale flows are deleted;
+//  3. flows are put: new keys appear, and keys that pass to an owner of
+//     a lower (earlier) rank are replaced in place;
+//  4. keys that pass to an owner of a higher rank are replaced, and stale
+//     flows are deleted: a packet's new rule is in before its old one goes;
 //  5. the cache generation is bumped: the change is live;
 //  6. emptied subtables are unpublished (list swap);
 //  7. after an RCU grace period, freed slots become reusable (grace.go).

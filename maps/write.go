@@ -20,11 +20,16 @@ func (t *Table) write(p *plan) error {
 	if err := t.publishNewSubtables(p); err != nil {
 		return err
 	}
-	// 3. Flows in.
-	if err := t.writeFlows(p); err != nil {
+	// 3. Flows in, and flows to owners of lower ranks.
+	if err := runStep("flows", func() error { return t.writeFlows(p.flowsToWrite, p) }); err != nil {
 		return err
 	}
-	// 4. Stale flows out.
+	// 4. Flows to owners of higher ranks, and stale flows out: only now,
+	// or a packet would meet its old rule's flow gone or passed to a
+	// later rule before its new rule's flow is in.
+	if err := runStep("demote", func() error { return t.writeFlows(p.flowsToDemote, p) }); err != nil {
+		return err
+	}
 	if err := t.deleteStaleFlows(p); err != nil {
 		return err
 	}
@@ -131,16 +136,16 @@ func (t *Table) publishNewSubtables(p *plan) error {
 	}))
 }
 
-// writeFlows puts the flows of the recomputed rules, new or not.
-func (t *Table) writeFlows(p *plan) error {
-	if len(p.flowsToWrite) == 0 {
+// writeFlows puts flows with their owners after the change.
+func (t *Table) writeFlows(keys []flowKey, p *plan) error {
+	if len(keys) == 0 {
 		return nil
 	}
-	vals := make([]flowValue, len(p.flowsToWrite))
-	for i, fk := range p.flowsToWrite {
+	vals := make([]flowValue, len(keys))
+	for i, fk := range keys {
 		vals[i] = flowValueOf(t.owner(p.claimsAfter[fk][0], p), p.rangesAfter[fk])
 	}
-	if err := t.putFlows(p.flowsToWrite, vals, p.newSubtables); err != nil {
+	if err := t.putFlows(keys, vals, p.newSubtables); err != nil {
 		return fmt.Errorf("install flows: %w", err)
 	}
 	return nil
