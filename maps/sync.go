@@ -52,12 +52,7 @@ func (t *Table) SyncSource(src rule.Source, want []*rule.Rule) (added, removed i
 // does given the whole set, at the cost of the change rather than of the
 // table's size.
 func (t *Table) UpdateSource(src rule.Source, add []*rule.Rule, remove []rule.Identity) (added, removed int, err error) {
-	if t.byIdentity == nil {
-		t.byIdentity = make(map[rule.Identity]RuleID, len(t.rules))
-		for _, in := range t.rules {
-			t.byIdentity[in.identity()] = in.ID
-		}
-	}
+	byIdentity := t.identities()
 	ids := make([]rule.Identity, len(add))
 	adding := make(map[rule.Identity]bool, len(add))
 	for i, r := range add {
@@ -71,7 +66,7 @@ func (t *Table) UpdateSource(src rule.Source, add []*rule.Rule, remove []rule.Id
 			continue
 		}
 		seen[id] = true
-		if rid, ok := t.byIdentity[id]; ok {
+		if rid, ok := byIdentity[id]; ok {
 			ch.Delete = append(ch.Delete, rid)
 		}
 	}
@@ -80,7 +75,7 @@ func (t *Table) UpdateSource(src rule.Source, add []*rule.Rule, remove []rule.Id
 			continue
 		}
 		seen[ids[i]] = true
-		if _, ok := t.byIdentity[ids[i]]; !ok {
+		if _, ok := byIdentity[ids[i]]; !ok {
 			ch.Insert = append(ch.Insert, Insert{Rule: r})
 		}
 	}
@@ -101,4 +96,15 @@ func (t *Table) applyCounted(ch Change) (added, removed int, err error) {
 		return 0, 0, err
 	}
 	return len(ch.Insert), len(ch.Delete), nil
+}
+
+// identities is byIdentity, built if it is not.
+func (t *Table) identities() map[rule.Identity]RuleID {
+	if t.byIdentity == nil {
+		t.byIdentity = make(map[rule.Identity]RuleID, len(t.rules))
+		for _, in := range t.rules {
+			t.byIdentity[in.identity()] = in.ID
+		}
+	}
+	return t.byIdentity
 }

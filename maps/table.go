@@ -244,35 +244,3 @@ func (t *Table) putMeta() error {
 	}
 	return nil
 }
-
-// Room is what a table has left for the rules of one source if every
-// rule of that source were removed: the budget a source recompiling all of
-// its rules may use. Masks are those of the other sources' subtables,
-// which a rule of any priority may share without taking a subtable.
-type Room struct {
-	Subtables, Flows, Rules int
-	Masks                   map[rule.Key]bool
-}
-
-// Room returns the room left for rules of source src. Rule slot 0 is
-// never used.
-func (t *Table) Room(src rule.Source) Room {
-	used := map[uint32]bool{}
-	nflows, nrules := 0, 0
-	for _, in := range t.rules {
-		if in.Rule.Source == src {
-			continue
-		}
-		nrules++
-		nflows += len(in.flows)
-		for _, fk := range in.flows {
-			used[fk.Subtable] = true
-		}
-	}
-	masks := make(map[rule.Key]bool, len(used))
-	for id := range used {
-		masks[t.subtablesByID[id].mask] = true
-	}
-	return Room{Subtables: int(t.meta.MaxSubtables) - len(used), Flows: t.maxFlows - nflows,
-		Rules: t.maxRules - 1 - nrules, Masks: masks}
-}

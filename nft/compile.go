@@ -20,20 +20,40 @@ type Status struct {
 	// action: its fragments, which nft matches on transport bytes and the
 	// key cannot. Their packets are nft's to count.
 	Companions []*rule.Rule
+	// Cramped: not offloaded only for want of room next to the rules the
+	// result replaces; a compile once those are out places more.
+	Cramped bool
 }
 
 // Limits bound what the compile may use: the room the device's table has
-// left for nft rules (maps.Room). A subtable is a mask, whatever the
-// levels of its rules; those of SharedMasks exist for other rules already
-// and cost nothing.
+// for nft rules (maps.Room). A subtable is a mask, whatever the levels of
+// its rules; those of SharedMasks exist for other rules already and cost
+// nothing.
+//
+// The result is written next to what it replaces before that goes, so
+// what it needs that is not InPlace must also fit in the New counts. With
+// no InPlace, the way there is not bounded. Prios are the installed nft
+// parts' priorities by name: a part keeps its level where nft's order
+// allows, so a change does not move the rules around it.
 type Limits struct {
-	Subtables, Flows, Rules int
-	SharedMasks             map[rule.Key]bool
+	Subtables, Flows, Rules          int
+	SharedMasks                      map[rule.Key]bool
+	Prios                            map[string]uint16
+	NewSubtables, NewFlows, NewRules int
+	InPlace                          InPlace
+}
+
+// InPlace says what a device's table holds already (maps.Room).
+type InPlace interface {
+	HasSubtable(mask rule.Key, ranged bool) bool
+	HasFlow(e rule.Entry) bool
+	HasRule(id rule.Identity) bool
 }
 
 // LimitsOf is the compile's limits in room.
 func LimitsOf(room maps.Room) Limits {
-	return Limits{Subtables: room.Subtables, Flows: room.Flows, Rules: room.Rules, SharedMasks: room.Masks}
+	return Limits{Subtables: room.Subtables, Flows: room.Flows, Rules: room.Rules, SharedMasks: room.Masks, Prios: room.Prios,
+		NewSubtables: room.NewSubtables, NewFlows: room.NewFlows, NewRules: room.NewRules, InPlace: room}
 }
 
 // flatRule is one rule after jumps are flattened: a conjunction of

@@ -61,13 +61,30 @@ func (d *daemon) syncNFT(dev, why string) error {
 		}
 		opt := d.mirrorOptions(o.dev.Ifindex)
 		rs.CheckFwd, rs.Blocked = opt.CheckRedirect, opt.Blocked
-		want, statuses := nft.Compile(rs, nft.LimitsOf(o.table.Room(rule.SourceNFT)))
-		added, removed, err := nft.Sync(o.table, want)
-		if err != nil {
-			// XDP must not keep running rules nft no longer has: take every nft
-			// rule out, so nft handles all of their packets again.
-			_, _, rerr := nft.Sync(o.table, nil)
-			return errors.Join(fmt.Errorf("nft: install: %w (nft rules left to the kernel)", err), rerr)
+		var statuses []*nft.Status
+		added, removed := 0, 0
+		// A result cramped by the rules it replaces places the rest once
+		// they are out and their slots free: a second round, rarely a
+		// third.
+		for round := 0; round < 3; round++ {
+			var want []*rule.Rule
+			want, statuses = nft.Compile(rs, nft.LimitsOf(o.table.Room(rule.SourceNFT)))
+			a, r, err := nft.Sync(o.table, want)
+			if err != nil {
+				// XDP must not keep running rules nft no longer has: take
+				// every nft rule out, so nft handles all of their packets
+				// again.
+				_, _, rerr := nft.Sync(o.table, nil)
+				return errors.Join(fmt.Errorf("nft: install: %w (nft rules left to the kernel)", err), rerr)
+			}
+			added, removed = added+a, removed+r
+			if a+r == 0 || !slices.ContainsFunc(statuses, func(st *nft.Status) bool { return st.Cramped }) {
+				break
+			}
+			// What the round freed is held for a grace period first.
+			if err := o.table.Settle(); err != nil {
+				return fmt.Errorf("nft: install: %w", err)
+			}
 		}
 		if added+removed > 0 || why != "nft" {
 			off := countIf(statuses, func(st *nft.Status) bool { return st.Offloaded })

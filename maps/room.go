@@ -1,0 +1,88 @@
+package maps
+
+import "github.com/xdpflow/xdpflow/rule"
+
+// Room is what a table has for the rules of one source that recompiles
+// all of them: the budget of a SyncSource.
+//
+// Subtables, Flows and Rules bound the result: the table's limits less
+// what the other sources hold. Masks are the other sources' subtables,
+// which a rule of any priority may share without taking one. Prios are
+// the source's installed rules' priorities, by name, for a result that
+// keeps what it can in place.
+//
+// The New counts bound the way there. A change writes its new rules,
+// flows and subtables before it removes the old ones (every step keeps
+// each packet's verdict), so what a result has that is not in place
+// already must fit in what is free now: slots no rule holds and no
+// grace period keeps. HasSubtable, HasFlow and HasRule say what is in
+// place and costs nothing more.
+type Room struct {
+	Subtables, Flows, Rules          int
+	Masks                            map[rule.Key]bool
+	Prios                            map[string]uint16
+	NewSubtables, NewFlows, NewRules int
+
+	t *Table
+}
+
+// Room returns the room for the rules of source src. Rule slot 0 is never
+// used.
+func (t *Table) Room(src rule.Source) Room {
+	used := map[uint32]bool{}
+	nflows, nrules := 0, 0
+	prios := map[string]uint16{}
+	for _, in := range t.rules {
+		if in.Rule.Source == src {
+			prios[in.Rule.Name] = in.Rule.Prio
+			continue
+		}
+		nrules++
+		nflows += len(in.flows)
+		for _, fk := range in.flows {
+			used[fk.Subtable] = true
+		}
+	}
+	masks := make(map[rule.Key]bool, len(used))
+	for id := range used {
+		masks[t.subtablesByID[id].mask] = true
+	}
+	return Room{
+		Subtables: int(t.meta.MaxSubtables) - len(used), Flows: t.maxFlows - nflows,
+		Rules: t.maxRules - 1 - nrules, Masks: masks, Prios: prios,
+		NewSubtables: MaxSubtables - len(t.subtables) - len(t.heldSubtables()),
+		NewFlows:     t.maxFlows - len(t.flows),
+		NewRules:     t.maxRules - 1 - len(t.rules) - len(t.heldRules()),
+		t:            t,
+	}
+}
+
+// HasSubtable says whether a subtable of mask (with ranged flows or not)
+// is in place.
+func (r Room) HasSubtable(mask rule.Key, ranged bool) bool {
+	return r.t != nil && r.t.subtables[subtableKey{mask, ranged}] != nil
+}
+
+// HasFlow says whether the flow of entry e is in place, whichever rule
+// owns it: writing it again takes no new slot.
+func (r Room) HasFlow(e rule.Entry) bool {
+	if r.t == nil {
+		return false
+	}
+	st := r.t.subtables[subtableKey{e.Mask, e.Ranged()}]
+	if st == nil {
+		return false
+	}
+	_, ok := r.t.flows[flowKey{Subtable: st.id, Key: e.Key}]
+	return ok
+}
+
+// HasRule says whether a rule of identity id is installed: a result that
+// wants it again keeps it, in its slot.
+func (r Room) HasRule(id rule.Identity) bool {
+	if r.t == nil {
+		return false
+	}
+	_, ok := r.t.identities()[id]
+	return ok
+}
