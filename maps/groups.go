@@ -28,11 +28,15 @@ func groupIndex(prio uint32, r *rule.Rule) string {
 	return fmt.Sprintf("%d|%s", prio, r.MaskGroup())
 }
 
-// groupsLeft is the mask groups with a member that is not in deleted, by
-// groupIndex.
-func (t *Table) groupsLeft(deleted map[RuleID]*Installed) map[string]uint64 {
+// groupsLeft is the mask groups of priorities prios with a member that is
+// not in deleted, by groupIndex. (nft rules are a priority each: a change
+// names a few of thousands.)
+func (t *Table) groupsLeft(deleted map[RuleID]*Installed, prios map[uint32]bool) map[string]uint64 {
 	groupOf := map[string]uint64{}
 	for gk, members := range t.groups {
+		if !prios[gk.prio] {
+			continue
+		}
 		for _, in := range members {
 			if deleted[in.ID] == nil {
 				groupOf[groupIndex(gk.prio, in.Rule)] = gk.group

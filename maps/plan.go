@@ -108,7 +108,11 @@ func (t *Table) planDeletes(p *plan, ch Change) error {
 // planInserts gives each inserted rule an id and its place in the lookup
 // order: its Seq and its mask group's.
 func (t *Table) planInserts(p *plan, ch Change) error {
-	groupOf := t.groupsLeft(p.deleted)
+	prios := make(map[uint32]bool, len(ch.Insert))
+	for _, ins := range ch.Insert {
+		prios[ins.Rule.Order()] = true
+	}
+	groupOf := t.groupsLeft(p.deleted, prios)
 	ids := ruleIDAlloc{t: t, held: t.heldRules(), next: max(t.idHint, 1)}
 	p.nextSeq = t.meta.NextSeq
 	for _, ins := range ch.Insert {

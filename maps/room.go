@@ -7,9 +7,7 @@ import "github.com/xdpflow/xdpflow/rule"
 //
 // Subtables, Flows and Rules bound the result: the table's limits less
 // what the other sources hold. Masks are the other sources' subtables,
-// which a rule of any priority may share without taking one. Prios are
-// the source's installed rules' priorities, by name, for a result that
-// keeps what it can in place.
+// which a rule of any priority may share without taking one.
 //
 // The New counts bound the way there. A change writes its new rules,
 // flows and subtables before it removes the old ones (every step keeps
@@ -20,10 +18,10 @@ import "github.com/xdpflow/xdpflow/rule"
 type Room struct {
 	Subtables, Flows, Rules          int
 	Masks                            map[rule.Key]bool
-	Prios                            map[string]uint16
 	NewSubtables, NewFlows, NewRules int
 
-	t *Table
+	t   *Table
+	src rule.Source
 }
 
 // Room returns the room for the rules of source src. Rule slot 0 is never
@@ -31,10 +29,8 @@ type Room struct {
 func (t *Table) Room(src rule.Source) Room {
 	used := map[uint32]bool{}
 	nflows, nrules := 0, 0
-	prios := map[string]uint16{}
 	for _, in := range t.rules {
 		if in.Rule.Source == src {
-			prios[in.Rule.Name] = in.Rule.Prio
 			continue
 		}
 		nrules++
@@ -49,12 +45,28 @@ func (t *Table) Room(src rule.Source) Room {
 	}
 	return Room{
 		Subtables: int(t.meta.MaxSubtables) - len(used), Flows: t.maxFlows - nflows,
-		Rules: t.maxRules - 1 - nrules, Masks: masks, Prios: prios,
+		Rules: t.maxRules - 1 - nrules, Masks: masks,
 		NewSubtables: MaxSubtables - len(t.subtables) - len(t.heldSubtables()),
 		NewFlows:     t.maxFlows - len(t.flows),
 		NewRules:     t.maxRules - 1 - len(t.rules) - len(t.heldRules()),
 		t:            t,
+		src:          src,
 	}
+}
+
+// Prios are the source's installed rules' priorities, by name, for a
+// result that keeps what it can in place.
+func (r Room) Prios() map[string]uint16 {
+	prios := map[string]uint16{}
+	if r.t == nil {
+		return prios
+	}
+	for _, in := range r.t.rules {
+		if in.Rule.Source == r.src {
+			prios[in.Rule.Name] = in.Rule.Prio
+		}
+	}
+	return prios
 }
 
 // HasSubtable says whether a subtable of mask (with ranged flows or not)

@@ -32,13 +32,14 @@ type Status struct {
 //
 // The result is written next to what it replaces before that goes, so
 // what it needs that is not InPlace must also fit in the New counts. With
-// no InPlace, the way there is not bounded. Prios are the installed nft
-// parts' priorities by name: a part keeps its level where nft's order
-// allows, so a change does not move the rules around it.
+// no InPlace, the way there is not bounded. Prio is an installed nft
+// part's priority by name: a part keeps its level where nft's order
+// allows, so a change does not move the rules around it. With no Prio
+// the rules are placed afresh.
 type Limits struct {
 	Subtables, Flows, Rules          int
 	SharedMasks                      map[rule.Key]bool
-	Prios                            map[string]uint16
+	Prio                             func(name string) (uint16, bool)
 	NewSubtables, NewFlows, NewRules int
 	InPlace                          InPlace
 }
@@ -52,7 +53,15 @@ type InPlace interface {
 
 // LimitsOf is the compile's limits in room.
 func LimitsOf(room maps.Room) Limits {
-	return Limits{Subtables: room.Subtables, Flows: room.Flows, Rules: room.Rules, SharedMasks: room.Masks, Prios: room.Prios,
+	var prios map[string]uint16 // read from the table on first use
+	prio := func(name string) (uint16, bool) {
+		if prios == nil {
+			prios = room.Prios()
+		}
+		p, ok := prios[name]
+		return p, ok
+	}
+	return Limits{Subtables: room.Subtables, Flows: room.Flows, Rules: room.Rules, SharedMasks: room.Masks, Prio: prio,
 		NewSubtables: room.NewSubtables, NewFlows: room.NewFlows, NewRules: room.NewRules, InPlace: room}
 }
 
@@ -65,12 +74,44 @@ type flatRule struct {
 	pass    bool   // punt: hand the packet to the kernel
 	reason  string // why not offloaded (punts, notes)
 	skip    string // not installed at all, and why
+	// src and idx: the base chain rule whose own match this is (none for
+	// what a jump brought in), and which of its flat rules.
+	src *ruleInfo
+	idx int
 }
 
 // Compile turns the ruleset into rules for the device's table, in lookup
 // order, and a status per nft rule.
 func Compile(rs *Ruleset, lim Limits) ([]*rule.Rule, []*Status) {
+	return new(Compiler).Compile(rs, lim)
+}
+
+// A Compiler compiles one device's rulesets, one after another, keeping
+// what each base chain rule's match expands to while the rule (as the
+// Reader keeps it) and the sets stay the same: a change to a few rules
+// expands only those.
+//
+// Told that a result is installed (Installed), it knows which parts are
+// in place, checks only the others against the table, and gives the next
+// result as a difference (Delta).
+type Compiler struct {
+	flat      map[flatKey]*flatOf
+	prepared  map[preparedKey]*prepared
+	out       []*rule.Rule // the last result
+	installed []*rule.Rule // the result last installed
+}
+
+type preparedKey struct {
+	src     *ruleInfo
+	idx     int
+	setsGen uint64
+	ifindex int
+}
+
+// Compile is Compile, with what the compiler kept.
+func (cp *Compiler) Compile(rs *Ruleset, lim Limits) ([]*rule.Rule, []*Status) {
 	var flat []flatRule
+	used := make(map[flatKey]*flatOf, len(cp.flat))
 	for i, c := range rs.Base {
 		if tag, reason := rs.puntFrom(c); reason != "" {
 			// From here on every packet goes to the kernel, which runs
@@ -85,13 +126,73 @@ func Compile(rs *Ruleset, lim Limits) ([]*rule.Rule, []*Status) {
 		}
 		e := &env{dev: rs.Dev, ifindex: rs.Ifindex, sets: rs.sets[c.Table]}
 		last := i == len(rs.Base)-1
-		f := &flattener{rs: rs, env: e, base: c, lastBase: last}
+		f := &flattener{rs: rs, env: e, base: c, lastBase: last, kept: cp.flat, used: used}
 		flat = append(flat, f.chain(c, nil, 0)...)
 		if c.Policy == nfDrop {
 			flat = append(flat, flatRule{name: chainName(c) + "/policy", verdict: verdict{kind: vDrop}})
 		}
 	}
-	return assemble(flat, rs, lim)
+	cp.flat = used
+	kept := cp.prepared
+	cp.prepared = make(map[preparedKey]*prepared, len(kept))
+	prep := func(fr *flatRule) *prepared {
+		if fr.src == nil {
+			return prepare(fr)
+		}
+		key := preparedKey{fr.src, fr.idx, rs.setsGen, rs.Ifindex}
+		p := kept[key]
+		if p == nil {
+			p = prepare(fr)
+		}
+		p.built.placed = false // until this compile places it
+		cp.prepared[key] = p
+		return p
+	}
+	var statuses []*Status
+	cp.out, statuses = assemble(flat, rs, lim, prep, cp.installed != nil)
+	return cp.out, statuses
+}
+
+// Installed tells the compiler that its last result is the table's nft
+// parts now.
+func (cp *Compiler) Installed() {
+	for _, p := range cp.prepared {
+		p.built.inPlace = p.built.placed
+	}
+	cp.installed = cp.out
+}
+
+// Forget tells the compiler that the table's nft parts are no longer any
+// result of its (a failed change took them out).
+func (cp *Compiler) Forget() {
+	for _, p := range cp.prepared {
+		p.built.inPlace = false
+	}
+	cp.installed = nil
+}
+
+// Delta is the last result as a change to the result installed: the
+// parts to add and the identities to remove (maps.Table.UpdateSource).
+// ok is false when nothing of the compiler's is installed.
+func (cp *Compiler) Delta() (add []*rule.Rule, remove []rule.Identity, ok bool) {
+	if cp.installed == nil {
+		return nil, nil, false
+	}
+	was := make(map[*rule.Rule]bool, len(cp.installed))
+	for _, r := range cp.installed {
+		was[r] = true
+	}
+	for _, r := range cp.out {
+		if was[r] {
+			delete(was, r)
+		} else {
+			add = append(add, r)
+		}
+	}
+	for r := range was {
+		remove = append(remove, r.Identity())
+	}
+	return add, remove, true
 }
 
 // puntFrom says why base chain c and those after it cannot run in XDP

@@ -12,6 +12,25 @@ type flattener struct {
 	env      *env
 	base     *Chain
 	lastBase bool
+	// kept and used: a Compiler's flat rules of base chain rules, from the
+	// compile before and for the next.
+	kept, used map[flatKey]*flatOf
+}
+
+// flatKey is what a base chain rule's flat rules depend on.
+type flatKey struct {
+	r        *ruleInfo
+	lastBase bool
+	policy   uint32
+	setsGen  uint64
+	ifindex  int
+}
+
+// flatOf is one rule's flat rules, and why the rules after it are never
+// reached, if they are not.
+type flatOf struct {
+	flat        []flatRule
+	unreachable string
 }
 
 const maxJumpDepth = 16
@@ -21,40 +40,89 @@ func (f *flattener) chain(c *Chain, ctx []pred, depth int) []flatRule {
 	var out []flatRule
 	unreachable := ""
 	for _, r := range c.Rules {
-		name := fmt.Sprintf("%s/%d", chainName(c), r.Handle)
 		if unreachable != "" {
-			out = append(out, flatRule{name: name, skip: unreachable})
+			out = append(out, flatRule{name: fmt.Sprintf("%s/%d", chainName(c), r.Handle), skip: unreachable})
 			continue
 		}
-		tr := translate(r, f.env)
-		if tr.never != "" {
-			out = append(out, flatRule{name: name, skip: "never matches: " + tr.never})
-			continue
-		}
-		preds := append(append([]pred(nil), ctx...), tr.preds...)
-		if len(tr.punt) > 0 {
-			out = append(out, flatRule{name: name, preds: preds, pass: true,
-				reason: "punted (its match goes to the kernel): " + strings.Join(tr.punt, ", ")})
-			continue
-		}
-		if tr.verdict.kind == vReturn && len(tr.preds) == 0 && !c.Base {
-			// The end of a jumped-to chain: back to the caller.
-			unreachable = fmt.Sprintf("never reached: rule %d returns every packet first", r.Handle)
-			out = append(out, flatRule{name: name, skip: "return: nothing to install (the caller's next rule follows)"})
-			continue
-		}
-		groups := []flatRule{{name: name, preds: preds, verdict: tr.verdict}}
-		if tr.vmap {
-			groups = splitVmap(name, preds)
-		}
-		for _, g := range groups {
-			out = append(out, f.verdict(c, g, depth)...)
-		}
-		if len(tr.preds) == 0 && !tr.vmap && terminal(tr.verdict.kind) {
-			unreachable = fmt.Sprintf("never reached: rule %d before it takes every packet", r.Handle)
-		}
+		fo := f.rule(c, r, ctx, depth)
+		out = append(out, fo.flat...)
+		unreachable = fo.unreachable
 	}
 	return out
+}
+
+// rule flattens rule r of chain c, or takes what a Compiler kept of it.
+func (f *flattener) rule(c *Chain, r *ruleInfo, ctx []pred, depth int) *flatOf {
+	keep := depth == 0 && f.used != nil
+	var key flatKey
+	if keep {
+		key = flatKey{r, f.lastBase, f.base.Policy, f.rs.setsGen, f.rs.Ifindex}
+		if fo := f.kept[key]; fo != nil {
+			f.used[key] = fo
+			return fo
+		}
+	}
+	fo := f.flatten(c, r, ctx, depth)
+	if keep && keepable(fo.flat) {
+		f.used[key] = fo
+	}
+	return fo
+}
+
+// flatten flattens rule r of chain c under ctx.
+func (f *flattener) flatten(c *Chain, r *ruleInfo, ctx []pred, depth int) *flatOf {
+	name := fmt.Sprintf("%s/%d", chainName(c), r.Handle)
+	one := func(fr flatRule) *flatOf { return &flatOf{flat: []flatRule{fr}} }
+	tr := translate(r, f.env)
+	if tr.never != "" {
+		return one(flatRule{name: name, skip: "never matches: " + tr.never})
+	}
+	preds := append(append([]pred(nil), ctx...), tr.preds...)
+	// Flat rules made of r's own match alone are kept by a Compiler.
+	var src *ruleInfo
+	if depth == 0 {
+		src = r
+	}
+	if len(tr.punt) > 0 {
+		return one(flatRule{name: name, preds: preds, pass: true, src: src,
+			reason: "punted (its match goes to the kernel): " + strings.Join(tr.punt, ", ")})
+	}
+	if tr.verdict.kind == vReturn && len(tr.preds) == 0 && !c.Base {
+		// The end of a jumped-to chain: back to the caller.
+		fo := one(flatRule{name: name, skip: "return: nothing to install (the caller's next rule follows)"})
+		fo.unreachable = fmt.Sprintf("never reached: rule %d returns every packet first", r.Handle)
+		return fo
+	}
+	groups := []flatRule{{name: name, preds: preds, verdict: tr.verdict}}
+	if tr.vmap {
+		groups = splitVmap(name, preds)
+	}
+	fo := &flatOf{}
+	for i, g := range groups {
+		fl := f.verdict(c, g, depth)
+		if k := g.verdict.kind; src != nil && k != vJump && k != vGoto {
+			for j := range fl {
+				fl[j].src, fl[j].idx = src, len(groups)*j+i+1
+			}
+		}
+		fo.flat = append(fo.flat, fl...)
+	}
+	if len(tr.preds) == 0 && !tr.vmap && terminal(tr.verdict.kind) {
+		fo.unreachable = fmt.Sprintf("never reached: rule %d before it takes every packet", r.Handle)
+	}
+	return fo
+}
+
+// keepable says whether a base chain rule's flat rules are its own alone:
+// none came from a jumped-to chain or depends on a forward check, which
+// change without the rule.
+func keepable(fl []flatRule) bool {
+	for i := range fl {
+		if fl[i].skip == "" && fl[i].src == nil || fl[i].verdict.kind == vFwd {
+			return false
+		}
+	}
+	return true
 }
 
 func terminal(k verdictKind) bool {

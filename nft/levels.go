@@ -9,34 +9,54 @@ import (
 	"github.com/xdpflow/xdpflow/rule/ruletext"
 )
 
-// maxLevel keeps prefs (level+1) within a tc-sized priority.
+// maxLevel keeps prefs (level+1) within a tc-sized priority. Rules take
+// the levels below it; the catch-all punt takes it.
 const maxLevel = 65533
 
 // assemble places flat rules on levels, each above the rule before it:
 // the level is nft's order, which the table's rank-ordered search keeps.
 // Subtables are shared by mask whatever the levels, so levels cost
 // nothing. A part installed before keeps its level while that is above
-// the rule before it (Limits.Prios), so a change moves only the rules it
+// the rule before it (Limits.Prio), so a change moves only the rules it
 // must; a new rule goes halfway to the next level kept, or a spacing above
 // the last. When kept levels run out of room, the set is placed afresh.
 // Rules that do not fit the limits, and every rule after them, stay in
 // nft behind one catch-all punt.
-func assemble(flat []flatRule, rs *Ruleset, lim Limits) ([]*rule.Rule, []*Status) {
-	a := newAssembler(flat, rs, lim)
+//
+// installed says the prepared rules' built parts that are in place are all
+// the nft parts the table holds: their levels are the kept ones, and no
+// other part is installed.
+func assemble(flat []flatRule, rs *Ruleset, lim Limits, prep func(*flatRule) *prepared, installed bool) ([]*rule.Rule, []*Status) {
+	a := newAssembler(flat, rs, lim, prep, installed)
 	a.placeAll()
-	if a.outOfLevels && lim.Prios != nil {
-		lim.Prios = nil
-		a = newAssembler(flat, rs, lim)
+	if a.outOfLevels && (lim.Prio != nil || installed) {
+		lim.Prio = nil
+		a = newAssembler(flat, rs, lim, prep, false)
 		a.placeAll()
 	}
 	return a.out, a.statuses
 }
 
-func newAssembler(flat []flatRule, rs *Ruleset, lim Limits) *assembler {
-	return &assembler{rs: rs, lim: lim, flat: flat, prepared: make([]*prepared, len(flat)),
+func newAssembler(flat []flatRule, rs *Ruleset, lim Limits, prep func(*flatRule) *prepared, installed bool) *assembler {
+	a := &assembler{rs: rs, lim: lim, flat: flat, prep: prep, installed: installed, prepared: make([]*prepared, len(flat)),
 		byName: map[string]*Status{}, parts: map[string]int{}, subs: map[tableKey]bool{},
 		notInPlace: map[tableKey]bool{}, ranged: map[rule.Entry]bool{}, top: -1,
 		spacing: min(max(maxLevel/(2*len(flat)+2), 1), 16)}
+	// The catch-all's subtable, flow and part may be in place from a
+	// result before: then the room kept for each is free for rules.
+	a.keep.subtables, a.keep.flows, a.keep.rules = 1, 1, 1
+	if in := lim.InPlace; in != nil {
+		if in.HasSubtable(rule.Key{}, false) {
+			a.keep.subtables = 0
+		}
+		if in.HasFlow(rule.Entry{}) {
+			a.keep.flows = 0
+		}
+		if in.HasRule(overflowPart(rs).Identity()) {
+			a.keep.rules = 0
+		}
+	}
+	return a
 }
 
 func (a *assembler) placeAll() {
@@ -45,17 +65,51 @@ func (a *assembler) placeAll() {
 	}
 }
 
-// prepared is a flat rule's matches, before ranges or blocks are chosen.
+// prepared is a flat rule's matches, before ranges or blocks are chosen,
+// and what its parts' digests and keys were when last made.
 type prepared struct {
 	main, frag []rule.Match
 	dropped    []string
+	made       map[string]madePart // by actions and which part
+	tableKeys  []tableKey          // of main and frag, once each
+	ranged     bool                // a main match has port ranges
+	// The parts last built from it, for the level, part number and
+	// actions they were built for; inPlace once installed (Compiler).
+	built struct {
+		parts    []*rule.Rule
+		level, n int
+		acts     []rule.Action
+		placed   bool // in the last result
+		inPlace  bool
+	}
+}
+
+type madePart struct {
+	digest string
+	keys   []rule.KeyValue
+}
+
+func prepare(fr *flatRule) *prepared {
+	main, frag, dropped := entriesOf(fr)
+	p := &prepared{main: coalescePorts(main), frag: frag, dropped: dropped}
+	seen := map[tableKey]bool{}
+	for _, ms := range [][]rule.Match{p.main, p.frag} {
+		for k := range ms {
+			tk := tableKeyOf(&ms[k])
+			if !seen[tk] {
+				seen[tk] = true
+				p.tableKeys = append(p.tableKeys, tk)
+			}
+			p.ranged = p.ranged || tk.ranged
+		}
+	}
+	return p
 }
 
 // prepare expands flat rule i, once.
 func (a *assembler) prepare(i int) *prepared {
 	if a.prepared[i] == nil {
-		main, frag, dropped := entriesOf(&a.flat[i])
-		a.prepared[i] = &prepared{main: coalescePorts(main), frag: frag, dropped: dropped}
+		a.prepared[i] = a.prep(&a.flat[i])
 	}
 	return a.prepared[i]
 }
@@ -72,7 +126,17 @@ func (a *assembler) partsOf(i int) int {
 // keptLevel is the level the first part of flat rule i had, if installed:
 // n is the number of parts of its name before it.
 func (a *assembler) keptLevel(i, n int) (int, bool) {
-	prio, ok := a.lim.Prios[partName(a.flat[i].name, n)]
+	if a.installed {
+		if a.partsOf(i) == 0 {
+			return 0, false
+		}
+		b := &a.prepare(i).built
+		return b.level, b.inPlace && b.n == n
+	}
+	if a.lim.Prio == nil {
+		return 0, false
+	}
+	prio, ok := a.lim.Prio(partName(a.flat[i].name, n))
 	return int(prio) - 1, ok
 }
 
@@ -92,7 +156,7 @@ func (a *assembler) nextKept(i int) (int, bool) {
 
 // levelOf is the level for flat rule i.
 func (a *assembler) levelOf(i int) int {
-	if a.lim.Prios == nil {
+	if a.lim.Prio == nil && !a.installed {
 		return a.top + a.spacing
 	}
 	if l, ok := a.keptLevel(i, a.parts[a.flat[i].name]); ok && l > a.top {
@@ -111,11 +175,13 @@ func (a *assembler) levelOf(i int) int {
 // assembler is assemble's state: what is placed so far and the room it
 // takes.
 type assembler struct {
-	rs       *Ruleset
-	lim      Limits
-	flat     []flatRule
-	prepared []*prepared // by flat rule, once expanded
-	spacing  int         // between the levels of new rules at the end
+	rs        *Ruleset
+	lim       Limits
+	flat      []flatRule
+	prep      func(*flatRule) *prepared
+	prepared  []*prepared // by flat rule, once expanded
+	installed bool        // see assemble
+	spacing   int         // between the levels of new rules at the end
 	// outOfLevels: a rule found no level below maxLevel.
 	outOfLevels bool
 	out         []*rule.Rule
@@ -130,9 +196,11 @@ type assembler struct {
 	// What the result needs that is not in place (Limits.InPlace).
 	notInPlace         map[tableKey]bool
 	newFlows, newRules int
-	cramped            bool   // the overflow is for want of room next to what is in place
-	top                int    // highest level used
-	overflow           string // set once a rule did not fit: why every later one stays in nft
+	cramped            bool // the overflow is for want of room next to what is in place
+	// keep: the room kept for the catch-all punt that is not in place.
+	keep     struct{ subtables, flows, rules int }
+	top      int    // highest level used
+	overflow string // set once a rule did not fit: why every later one stays in nft
 }
 
 // status is the nft rule's status, made on first sight.
@@ -168,7 +236,10 @@ func (a *assembler) place(i int) {
 		return
 	}
 	p := a.prepare(i)
-	main, frag := a.rangesOrBlocks(p.main), p.frag
+	main, frag := p.main, p.frag
+	if p.ranged {
+		main = a.rangesOrBlocks(p.main)
+	}
 	pass := fr.pass
 	reason := fr.reason
 	if len(p.dropped) > 0 {
@@ -181,21 +252,20 @@ func (a *assembler) place(i int) {
 	}
 	acts := noteVerdict(st, fr, pass)
 	level := a.levelOf(i)
-	var parts []*rule.Rule
-	if len(main) > 0 {
-		parts = append(parts, part(a.rs, fr.name, a.parts[fr.name], level, main, acts))
+	b := &p.built
+	reused := level == b.level && a.parts[fr.name] == b.n && sameSlice(main, p.main) && actsEqual(acts, b.acts) && b.parts != nil
+	if !reused {
+		b.parts, b.level, b.n, b.acts, b.inPlace = a.build(fr, p, level, main, frag, acts), level, a.parts[fr.name], acts, false
 	}
-	if len(frag) > 0 {
-		parts = append(parts, part(a.rs, fr.name, a.parts[fr.name]+len(parts), level, frag, []rule.Action{{Kind: rule.ActPass}}))
-	}
-	if why := a.reserve(level, main, frag, parts); why != "" {
+	parts := b.parts
+	if why := a.reserve(level, main, frag, p, reused && b.inPlace); why != "" {
 		a.overflow = why
 		st.Cramped = a.cramped
 		notOffloaded(st, a.overflow)
-		catchAll := rule.Match{}
-		a.out = append(a.out, part(a.rs, "xdpflow/overflow", 0, a.top+1, []rule.Match{catchAll}, []rule.Action{{Kind: rule.ActPass}}))
+		a.out = append(a.out, overflowPart(a.rs))
 		return
 	}
+	b.placed = true
 	a.top = level
 	a.out = append(a.out, parts...)
 	a.parts[fr.name] += len(parts)
@@ -207,6 +277,34 @@ func (a *assembler) place(i int) {
 	if pass {
 		notOffloaded(st, reason)
 	}
+}
+
+// build makes flat rule fr's parts at level: its main matches (ranges or
+// blocks as chosen) with acts, and its fragments' punt.
+func (a *assembler) build(fr *flatRule, p *prepared, level int, main, frag []rule.Match, acts []rule.Action) []*rule.Rule {
+	var parts []*rule.Rule
+	if p.made == nil {
+		p.made = map[string]madePart{}
+	}
+	if len(main) > 0 {
+		made := p.made
+		if !sameSlice(main, p.main) {
+			made = nil // prefix blocks of this compile's own
+		}
+		parts = append(parts, partMade(a.rs, fr.name, a.parts[fr.name], level, main, acts, made, "main "))
+	}
+	if len(frag) > 0 {
+		parts = append(parts, partMade(a.rs, fr.name, a.parts[fr.name]+len(parts), level, frag,
+			[]rule.Action{{Kind: rule.ActPass}}, p.made, "frag "))
+	}
+	return parts
+}
+
+// actsEqual compares nft parts' actions (drop, pass, redirect).
+func actsEqual(a, b []rule.Action) bool {
+	return slices.EqualFunc(a, b, func(x, y rule.Action) bool {
+		return x.Kind == y.Kind && x.Ifindex == y.Ifindex && x.Dev == y.Dev
+	})
 }
 
 // noteVerdict adds the flat rule's verdict (pass for a punt) and fwd
@@ -239,37 +337,51 @@ func noteVerdict(st *Status, fr *flatRule, pass bool) []rule.Action {
 	return acts
 }
 
-// reserve takes the subtables, flows and rules the entries and parts need
-// at level, keeping one of each for the catch-all punt; when they do not
-// fit it takes nothing and says why.
-func (a *assembler) reserve(level int, main, frag []rule.Match, parts []*rule.Rule) string {
+// reserve takes the subtables, flows and rules the entries and parts of p
+// need at level, keeping one of each for the catch-all punt; when they do
+// not fit it takes nothing and says why. inPlace: p's parts are installed
+// as they are, so what they need is in place.
+func (a *assembler) reserve(level int, main, frag []rule.Match, p *prepared, inPlace bool) string {
 	in := a.lim.InPlace
-	newSubs, notInPlace := map[tableKey]bool{}, map[tableKey]bool{}
+	if inPlace {
+		in = nil
+	}
+	var newSubs, notInPlace []tableKey
 	newFlows, newRules := 0, 0
-	for _, ms := range [][]rule.Match{main, frag} {
-		for k := range ms {
-			m := &ms[k]
-			tk := tableKeyOf(m)
-			if !a.subs[tk] && (tk.ranged || !a.lim.SharedMasks[tk.mask]) {
-				newSubs[tk] = true
-			}
-			if in == nil {
-				continue
-			}
-			if !a.notInPlace[tk] && !in.HasSubtable(tk.mask, tk.ranged) {
-				notInPlace[tk] = true
-			}
-			e := rule.Entry{Key: rule.MaskKey(&m.Key, &m.Mask), Mask: m.Mask, SrcPorts: m.SrcPortRange, DstPorts: m.DstPortRange}
-			if !in.HasFlow(e) {
-				newFlows++
+	keys := p.tableKeys
+	if !sameSlice(main, p.main) {
+		keys = nil // prefix blocks: their own keys
+		for _, ms := range [][]rule.Match{main, frag} {
+			for k := range ms {
+				keys = append(keys, tableKeyOf(&ms[k]))
 			}
 		}
 	}
-	for _, p := range parts {
-		if in != nil && !in.HasRule(p.Identity()) {
-			newRules++
+	for _, tk := range keys {
+		if !a.subs[tk] && (tk.ranged || !a.lim.SharedMasks[tk.mask]) && !slices.Contains(newSubs, tk) {
+			newSubs = append(newSubs, tk)
+		}
+		if in != nil && !a.notInPlace[tk] && !in.HasSubtable(tk.mask, tk.ranged) && !slices.Contains(notInPlace, tk) {
+			notInPlace = append(notInPlace, tk)
 		}
 	}
+	if in != nil {
+		for _, ms := range [][]rule.Match{main, frag} {
+			for k := range ms {
+				m := &ms[k]
+				e := rule.Entry{Key: rule.MaskKey(&m.Key, &m.Mask), Mask: m.Mask, SrcPorts: m.SrcPortRange, DstPorts: m.DstPortRange}
+				if !in.HasFlow(e) {
+					newFlows++
+				}
+			}
+		}
+		for _, part := range p.built.parts {
+			if !in.HasRule(part.Identity()) {
+				newRules++
+			}
+		}
+	}
+	parts := p.built.parts
 	if level >= maxLevel {
 		a.outOfLevels = true
 	}
@@ -278,24 +390,15 @@ func (a *assembler) reserve(level int, main, frag []rule.Match, parts []*rule.Ru
 		return fmt.Sprintf("not offloaded: xdpflow's table is full here (%d subtables, %d flows, %d rules left), so this rule and every later one run in nft only",
 			a.lim.Subtables, a.lim.Flows, a.lim.Rules)
 	}
-	// The catch-all's subtable and flow may be in place from a cramped
-	// result before: then the room kept for it is free for rules.
-	keepSub, keepFlow := 1, 1
-	if in != nil && in.HasSubtable(rule.Key{}, false) {
-		keepSub = 0
-	}
-	if in != nil && in.HasFlow(rule.Entry{}) {
-		keepFlow = 0
-	}
-	if in != nil && (len(a.notInPlace)+len(notInPlace) > a.lim.NewSubtables-keepSub ||
-		a.newFlows+newFlows > a.lim.NewFlows-keepFlow || a.newRules+newRules > a.lim.NewRules-1) {
+	if in != nil && (len(a.notInPlace)+len(notInPlace) > a.lim.NewSubtables-a.keep.subtables ||
+		a.newFlows+newFlows > a.lim.NewFlows-a.keep.flows || a.newRules+newRules > a.lim.NewRules-a.keep.rules) {
 		a.cramped = true
 		return "not offloaded yet: xdpflow's table has no room for this rule next to the rules it replaces, so this rule and every later one run in nft only until those are out"
 	}
-	for key := range newSubs {
+	for _, key := range newSubs {
 		a.subs[key] = true
 	}
-	for key := range notInPlace {
+	for _, key := range notInPlace {
 		a.notInPlace[key] = true
 	}
 	a.nflows += len(main) + len(frag)
@@ -306,17 +409,40 @@ func (a *assembler) reserve(level int, main, frag []rule.Match, parts []*rule.Ru
 
 // part builds one installed rule: part n of the nft rule name.
 func part(rs *Ruleset, name string, n, level int, ms []rule.Match, acts []rule.Action) *rule.Rule {
+	return partMade(rs, name, n, level, ms, acts, nil, "")
+}
+
+// partMade is part, with the digest and keys made for these matches before
+// (in made under key), or made now and kept there. made is nil where the
+// matches are not a prepared rule's own.
+func partMade(rs *Ruleset, name string, n, level int, ms []rule.Match, acts []rule.Action, made map[string]madePart, key string) *rule.Rule {
 	r := &rule.Rule{
 		Source: rule.SourceNFT, Dev: rs.Dev, Prio: uint16(level + 1), Protocol: rule.EthPAll,
 		Match: ms[0], More: ms[1:], Actions: acts, Name: partName(name, n),
 	}
-	r.Keys = describe(&ms[0])
-	if len(ms) > 1 {
-		r.Keys = append(r.Keys, rule.KeyValue{Name: "entries", Value: uint64(len(ms))})
+	actText := ruletext.FormatActions(acts)
+	key += actText
+	mp, ok := made[key]
+	if !ok {
+		mp.keys = describe(&ms[0])
+		if len(ms) > 1 {
+			mp.keys = append(mp.keys, rule.KeyValue{Name: "entries", Value: uint64(len(ms))})
+		}
+		mp.digest = digest(ms, actText)
+		if made != nil {
+			made[key] = mp
+		}
 	}
-	r.Digest = digest(ms, ruletext.FormatActions(acts))
+	r.Keys, r.Digest = mp.keys, mp.digest
 	r.Text = FormatSpec(r)
 	return r
+}
+
+// overflowPart is the catch-all punt after the rules that fit. It is at
+// the one level no rule takes, after them all: the same part whatever
+// their levels, so it stays in place across compiles.
+func overflowPart(rs *Ruleset) *rule.Rule {
+	return part(rs, "xdpflow/overflow", 0, maxLevel, []rule.Match{{}}, []rule.Action{{Kind: rule.ActPass}})
 }
 
 // partName names part n of the nft rule name.
@@ -337,6 +463,7 @@ func tableKeyOf(m *rule.Match) tableKey {
 // before holds, and claims it; the others become prefix blocks.
 func (a *assembler) rangesOrBlocks(ms []rule.Match) []rule.Match {
 	out := ms[:0:0]
+	blocks := false
 	for _, m := range ms {
 		e := rule.Entry{Key: rule.MaskKey(&m.Key, &m.Mask), Mask: m.Mask, SrcPorts: m.SrcPortRange, DstPorts: m.DstPortRange}
 		if !e.Ranged() {
@@ -349,9 +476,18 @@ func (a *assembler) rangesOrBlocks(ms []rule.Match) []rule.Match {
 			out = append(out, m)
 			continue
 		}
+		blocks = true
 		for _, b := range e.Blocks() {
 			out = append(out, rule.Match{Key: b.Key, Mask: b.Mask})
 		}
 	}
+	if !blocks {
+		return ms
+	}
 	return out
+}
+
+// sameSlice says whether a and b are the same slice.
+func sameSlice(a, b []rule.Match) bool {
+	return len(a) == len(b) && (len(a) == 0 || &a[0] == &b[0])
 }

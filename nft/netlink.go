@@ -333,44 +333,55 @@ func readRules(c *netlink.Conn, family byte) ([]ruleInfo, error) {
 	}
 	out := make([]ruleInfo, 0, len(msgs))
 	for _, m := range msgs {
-		ad, err := decoder(m)
+		r, _, err := decodeRule(m, family)
 		if err != nil {
 			return nil, err
-		}
-		var r ruleInfo
-		for ad.Next() {
-			switch ad.Type() {
-			case unix.NFTA_RULE_TABLE:
-				r.Table = ad.String()
-			case unix.NFTA_RULE_CHAIN:
-				r.Chain = ad.String()
-			case unix.NFTA_RULE_HANDLE:
-				r.Handle = ad.Uint64()
-			case unix.NFTA_RULE_EXPRESSIONS:
-				ad.Nested(func(ld *netlink.AttributeDecoder) error {
-					for ld.Next() {
-						if ld.Type() != unix.NFTA_LIST_ELEM {
-							continue
-						}
-						ld.Nested(func(ed *netlink.AttributeDecoder) error {
-							e, err := decodeExpr(family, ed)
-							if err != nil {
-								return err
-							}
-							r.Exprs = append(r.Exprs, e)
-							return nil
-						})
-					}
-					return nil
-				})
-			}
-		}
-		if err := ad.Err(); err != nil {
-			return nil, fmt.Errorf("decode rule: %w", err)
 		}
 		out = append(out, r)
 	}
 	return out, nil
+}
+
+// decodeRule decodes a rule of a dump or a notification, and the handle of
+// the rule before it (NFTA_RULE_POSITION), 0 if none is given.
+func decodeRule(m netlink.Message, family byte) (r ruleInfo, prev uint64, err error) {
+	ad, err := decoder(m)
+	if err != nil {
+		return r, 0, err
+	}
+	for ad.Next() {
+		switch ad.Type() {
+		case unix.NFTA_RULE_TABLE:
+			r.Table = ad.String()
+		case unix.NFTA_RULE_CHAIN:
+			r.Chain = ad.String()
+		case unix.NFTA_RULE_HANDLE:
+			r.Handle = ad.Uint64()
+		case unix.NFTA_RULE_POSITION:
+			prev = ad.Uint64()
+		case unix.NFTA_RULE_EXPRESSIONS:
+			ad.Nested(func(ld *netlink.AttributeDecoder) error {
+				for ld.Next() {
+					if ld.Type() != unix.NFTA_LIST_ELEM {
+						continue
+					}
+					ld.Nested(func(ed *netlink.AttributeDecoder) error {
+						e, err := decodeExpr(family, ed)
+						if err != nil {
+							return err
+						}
+						r.Exprs = append(r.Exprs, e)
+						return nil
+					})
+				}
+				return nil
+			})
+		}
+	}
+	if err := ad.Err(); err != nil {
+		return r, 0, fmt.Errorf("decode rule: %w", err)
+	}
+	return r, prev, nil
 }
 
 // decodeExpr decodes the expressions the translator understands and keeps

@@ -18,6 +18,7 @@ type Ruleset struct {
 	Base    []*Chain
 	chains  map[string]*Chain // "table/chain", every chain of the tables involved
 	sets    map[string]map[string]*setInfo
+	setsGen uint64 // moves when the sets are read again (Compiler)
 	// CheckFwd, when set, says whether XDP can redirect into a device
 	// (loader.CheckXDPForward); a fwd it refuses is punted.
 	CheckFwd func(ifindex int) error
@@ -70,6 +71,14 @@ type Reader struct {
 	inetChains []chainInfo
 	flowtables []flowtableInfo
 	sets       map[string]map[string]*setInfo // by table
+	setsGen    uint64                         // counts the times sets were dropped
+	// rules: the netdev family's rules by "table/chain", in chain order,
+	// kept up to date by Follow. A list is never changed in place: a
+	// Ruleset read earlier keeps its own.
+	rules map[string][]*ruleInfo
+	// unfinished: notifications of a commit whose NEWGEN has not come.
+	unfinished []netlink.Message
+	ruleDumps  int // rule dumps since TakeRuleDumps
 }
 
 // Kinds is a set of nftables object kinds, as changes name them.
@@ -84,33 +93,26 @@ const (
 )
 
 // KindsOf says which kinds of objects an nftables notification changes.
-// Rules bring their anonymous sets along, whose names the kernel reuses,
-// so a rule change makes the sets stale too. Message types it does not
-// know make everything stale.
+// Rules are followed one by one (Follow); a table or chain change reads
+// the rules again too, since it can take rules along. Sets are read again
+// on any set or element change (a rule's anonymous set comes with its
+// own). Message types it does not know make everything stale.
 func KindsOf(msgType uint16) Kinds {
 	switch msgType {
 	case unix.NFT_MSG_NEWGEN:
 		return 0
 	case unix.NFT_MSG_NEWTABLE, unix.NFT_MSG_DELTABLE, nftMsgDestroyTable:
-		return KindTables
+		return KindTables | KindRules
 	case unix.NFT_MSG_NEWCHAIN, unix.NFT_MSG_DELCHAIN, nftMsgDestroyChain:
-		return KindChains
+		return KindChains | KindRules
 	case unix.NFT_MSG_NEWRULE, unix.NFT_MSG_DELRULE, nftMsgDestroyRule:
-		return KindRules | KindSets
+		return KindRules
 	case unix.NFT_MSG_NEWSET, unix.NFT_MSG_DELSET, nftMsgDestroySet,
 		unix.NFT_MSG_NEWSETELEM, unix.NFT_MSG_DELSETELEM, nftMsgDestroySetElem:
 		return KindSets
 	}
 	return KindAll
 }
-
-// Stale marks kinds of objects to be read again by the next Read.
-func (r *Reader) Stale(k Kinds) { r.stale |= k }
-
-// Seen tells the reader that every change up to generation gen (an
-// NFT_MSG_NEWGEN notification's) has been passed to Stale: what it kept
-// of other kinds is still that generation's.
-func (r *Reader) Seen(gen uint32) { r.gen, r.genKnown = gen, true }
 
 // NewReader opens the sockets, in the caller's network namespace.
 func NewReader() (*Reader, error) {
@@ -124,6 +126,14 @@ func NewReader() (*Reader, error) {
 		return nil, fmt.Errorf("nftables: %w", err)
 	}
 	return &Reader{nl: c, set: sc, stale: KindAll}, nil
+}
+
+// TakeRuleDumps says how many times the reader read every rule since it
+// was last asked: reads for changes Follow could not apply.
+func (r *Reader) TakeRuleDumps() int {
+	n := r.ruleDumps
+	r.ruleDumps = 0
+	return n
 }
 
 // Close closes the sockets.
@@ -177,61 +187,66 @@ func (r *Reader) Read(dev string, ifindex int) (*Ruleset, error) {
 	return nil, ErrMoving
 }
 
-// read reads what is stale and the rules, and builds dev's ruleset from
-// them.
+// read reads what is stale and builds dev's ruleset.
 func (r *Reader) read(dev string, ifindex int) (*Ruleset, error) {
-	rules, err := r.readStale()
-	if err != nil {
+	if err := r.readStale(); err != nil {
 		return nil, err
 	}
-	return r.ruleset(dev, ifindex, rules)
+	return r.ruleset(dev, ifindex)
 }
 
-// readStale reads again the kinds of objects Stale marked, and the rules
-// (always).
-func (r *Reader) readStale() ([]ruleInfo, error) {
+// readStale reads again the kinds of objects Stale marked.
+func (r *Reader) readStale() error {
 	c := r.nl
 	var err error
 	if r.stale&KindTables != 0 {
 		if r.tables, err = readTables(c, Family); err != nil {
-			return nil, err
+			return err
 		}
 		if r.inetTables, err = readTables(c, unix.NFPROTO_INET); err != nil {
-			return nil, err
+			return err
 		}
 		r.stale &^= KindTables
 	}
 	if r.stale&KindChains != 0 {
 		if r.chains, err = readChains(c, Family); err != nil {
-			return nil, err
+			return err
 		}
 		if r.inetChains, err = readChains(c, unix.NFPROTO_INET); err != nil {
-			return nil, err
+			return err
 		}
 		if r.flowtables, err = readFlowtables(c); err != nil {
-			return nil, err
+			return err
 		}
 		r.stale &^= KindChains
 	}
-	// Rules are read every time: they are what changes most, and a rule
-	// change needs them anyway.
-	rules, err := readRules(c, Family)
-	if err != nil {
-		return nil, err
+	if r.stale&KindRules != 0 || r.rules == nil {
+		rules, err := readRules(c, Family)
+		if err != nil {
+			return err
+		}
+		r.ruleDumps++
+		r.rules = map[string][]*ruleInfo{}
+		for i := range rules {
+			key := rules[i].Table + "/" + rules[i].Chain
+			r.rules[key] = append(r.rules[key], &rules[i])
+		}
+		r.stale &^= KindRules
 	}
-	r.stale &^= KindRules
 	if r.stale&KindSets != 0 || r.sets == nil {
 		r.sets = map[string]map[string]*setInfo{}
+		r.setsGen++
 		r.stale &^= KindSets
 	}
-	return rules, nil
+	return nil
 }
 
 // ruleset builds dev's ruleset from what the reader holds: its base
 // chains in hook order, with the rules and sets they reach.
-func (r *Reader) ruleset(dev string, ifindex int, rules []ruleInfo) (*Ruleset, error) {
+func (r *Reader) ruleset(dev string, ifindex int) (*Ruleset, error) {
 	tables, chains := r.tables, r.chains
-	rs := &Ruleset{Dev: dev, Ifindex: ifindex, chains: map[string]*Chain{}, sets: map[string]map[string]*setInfo{}}
+	rs := &Ruleset{Dev: dev, Ifindex: ifindex, chains: map[string]*Chain{}, sets: map[string]map[string]*setInfo{},
+		setsGen: r.setsGen}
 	active := map[string]uint64{}
 	for _, t := range tables {
 		if t.Flags&nftTableFlagDormant == 0 {
@@ -289,10 +304,9 @@ func (r *Reader) ruleset(dev string, ifindex int, rules []ruleInfo) (*Ruleset, e
 		}
 		return a.handle > b.handle
 	})
-	for i := range rules {
-		ru := &rules[i]
-		if c := rs.chains[ru.Table+"/"+ru.Chain]; c != nil && used[ru.Table] {
-			c.Rules = append(c.Rules, ru)
+	for key, c := range rs.chains {
+		if used[c.Table] {
+			c.Rules = r.rules[key]
 		}
 	}
 	for t := range used {

@@ -5,8 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
-	"net/netip"
-	"strings"
 	"testing"
 
 	"github.com/xdpflow/xdpflow/internal/classbench"
@@ -38,46 +36,9 @@ func classbenchVerdict(i int) string {
 	return "drop"
 }
 
-// nftMatch is r as nft match expressions ("" for the rule matching all).
-func nftMatch(r classbench.Rule) string {
-	var w []string
-	prefix := func(field string, p netip.Prefix) {
-		if p.Bits() > 0 {
-			w = append(w, field, p.Masked().String())
-		}
-	}
-	prefix("ip saddr", r.Src)
-	prefix("ip daddr", r.Dst)
-	if r.ProtoMask != 0 {
-		w = append(w, "ip protocol", fmt.Sprint(r.Proto))
-	}
-	proto := map[uint8]string{6: "tcp", 17: "udp"}[r.Proto]
-	ports := func(field string, pr classbench.PortRange) {
-		switch {
-		case pr.Lo == 0 && pr.Hi == 65535:
-		case pr.Lo == pr.Hi:
-			w = append(w, proto, field, fmt.Sprint(pr.Lo))
-		default:
-			w = append(w, proto, field, fmt.Sprintf("%d-%d", pr.Lo, pr.Hi))
-		}
-	}
-	if proto != "" && r.ProtoMask == 0xff {
-		ports("sport", r.SrcPort)
-		ports("dport", r.DstPort)
-	}
-	return strings.Join(w, " ")
-}
-
-// classbenchNft is the set as one netdev ingress chain on b0, in priority
-// order, each rule with a counter and verdict(i).
+// classbenchNft is the set as one netdev ingress chain on b0.
 func classbenchNft(rules []classbench.Rule, verdict func(int) string) string {
-	var sb strings.Builder
-	sb.WriteString("table netdev xf {\n  chain in {\n    type filter hook ingress device b0 priority 0; policy accept;\n")
-	for i, r := range rules {
-		fmt.Fprintf(&sb, "    %s counter %s\n", nftMatch(r), verdict(i))
-	}
-	sb.WriteString("  }\n}\n")
-	return sb.String()
+	return classbench.NftChain(rules, "b0", verdict)
 }
 
 // classbenchFrame is h as an Ethernet frame from src to a unicast MAC

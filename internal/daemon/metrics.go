@@ -21,6 +21,7 @@ type daemonMetrics struct {
 	syncSeconds *prometheus.HistogramVec
 	syncErrors  *prometheus.CounterVec
 	lastSync    prometheus.Gauge
+	nftDumps    prometheus.Counter
 }
 
 func newDaemonMetrics(reg prometheus.Registerer) *daemonMetrics {
@@ -35,8 +36,12 @@ func newDaemonMetrics(reg prometheus.Registerer) *daemonMetrics {
 		lastSync: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "xdpflow_last_sync_timestamp_seconds", Help: "When the daemon last finished a sync (Unix time).",
 		}),
+		nftDumps: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "xdpflow_nft_rule_dumps_total",
+			Help: "Times the daemon read every nft rule: at start, and for changes it could not follow one by one.",
+		}),
 	}
-	reg.MustRegister(m.syncSeconds, m.syncErrors, m.lastSync)
+	reg.MustRegister(m.syncSeconds, m.syncErrors, m.lastSync, m.nftDumps)
 	return m
 }
 
@@ -46,6 +51,12 @@ func (m *daemonMetrics) synced(dev, source string, took time.Duration) {
 	}
 	m.syncSeconds.WithLabelValues(dev, source).Observe(took.Seconds())
 	m.lastSync.SetToCurrentTime()
+}
+
+func (m *daemonMetrics) nftRuleDumps(n int) {
+	if m != nil && n > 0 {
+		m.nftDumps.Add(float64(n))
+	}
 }
 
 func (m *daemonMetrics) failed(dev string) {

@@ -49,6 +49,7 @@ func (d *daemon) syncNFT(dev, why string) error {
 				}
 			}
 			rs, err = d.reader.Read(dev, o.dev.Ifindex)
+			d.metrics.nftRuleDumps(d.reader.TakeRuleDumps())
 			return err
 		}, d.closeNFTReader)
 		if err != nil {
@@ -56,6 +57,7 @@ func (d *daemon) syncNFT(dev, why string) error {
 			// every nft rule out, so nft decides all of their packets,
 			// until a read succeeds (the daemon tries every second).
 			d.retryLater(dev)
+			o.nft.Forget()
 			_, _, rerr := nft.Sync(o.table, nil)
 			return errors.Join(fmt.Errorf("nft: read: %w (nft rules left to the kernel until a read succeeds)", err), rerr)
 		}
@@ -68,15 +70,23 @@ func (d *daemon) syncNFT(dev, why string) error {
 		// third.
 		for round := 0; round < 3; round++ {
 			var want []*rule.Rule
-			want, statuses = nft.Compile(rs, nft.LimitsOf(o.table.Room(rule.SourceNFT)))
-			a, r, err := nft.Sync(o.table, want)
+			want, statuses = o.nft.Compile(rs, nft.LimitsOf(o.table.Room(rule.SourceNFT)))
+			var a, r int
+			var err error
+			if add, remove, ok := o.nft.Delta(); ok {
+				a, r, err = o.table.UpdateSource(rule.SourceNFT, add, remove)
+			} else {
+				a, r, err = nft.Sync(o.table, want)
+			}
 			if err != nil {
 				// XDP must not keep running rules nft no longer has: take
 				// every nft rule out, so nft handles all of their packets
 				// again.
+				o.nft.Forget()
 				_, _, rerr := nft.Sync(o.table, nil)
 				return errors.Join(fmt.Errorf("nft: install: %w (nft rules left to the kernel)", err), rerr)
 			}
+			o.nft.Installed()
 			added, removed = added+a, removed+r
 			if a+r == 0 || !slices.ContainsFunc(statuses, func(st *nft.Status) bool { return st.Cramped }) {
 				break
@@ -94,15 +104,29 @@ func (d *daemon) syncNFT(dev, why string) error {
 	})
 }
 
+// nftChanged brings the devices' nft rules up to date after committed
+// nftables transactions (msgs, their notifications), or after some were
+// lost.
+func (d *daemon) nftChanged(msgs []netlink.Message, lost bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.reader != nil {
+		if lost {
+			d.reader.Lost()
+		}
+		d.reader.Follow(msgs)
+	}
+	d.syncNFTAll("nft")
+}
+
 // nftBatch follows nftables (NFNLGRP_NFTABLES): it acts after committed
-// transactions — the kernel ends each with NFT_MSG_NEWGEN — with the kinds
-// of objects they changed. A lost notification makes everything stale.
+// transactions — the kernel ends each with NFT_MSG_NEWGEN — passing on
+// their messages (nft.Reader.Follow), or that some were lost.
 type nftBatch struct {
-	kinds     nft.Kinds
+	msgs      []netlink.Message
+	overran   bool
 	committed bool
-	gen       uint32 // the last NEWGEN's generation id
-	genKnown  bool   // gen holds it, and nothing since was lost
-	changed   func(k nft.Kinds, gen uint32, genKnown bool)
+	changed   func(msgs []netlink.Message, lost bool)
 }
 
 func (b *nftBatch) add(msgs []netlink.Message) {
@@ -111,21 +135,17 @@ func (b *nftBatch) add(msgs []netlink.Message) {
 		if uint16(m.Header.Type)>>8 != unix.NFNL_SUBSYS_NFTABLES {
 			continue
 		}
-		b.kinds |= nft.KindsOf(uint16(m.Header.Type) & 0xff)
-		if m.Header.Type == newgen {
-			b.committed = true
-			b.gen, b.genKnown = nft.GenOf(m)
-		}
+		b.msgs = append(b.msgs, m)
+		b.committed = b.committed || m.Header.Type == newgen
 	}
 }
 
-func (b *nftBatch) lost() { b.kinds, b.committed, b.genKnown = nft.KindAll, true, false }
+func (b *nftBatch) lost() { b.msgs, b.overran, b.committed = b.msgs[:0], true, true }
 
 func (b *nftBatch) ready() bool { return b.committed }
 
 func (b *nftBatch) flush() {
-	k := b.kinds
-	b.kinds, b.committed = 0, false
-	b.changed(k, b.gen, b.genKnown)
-	b.genKnown = false
+	msgs, lost := b.msgs, b.overran
+	b.msgs, b.overran, b.committed = nil, false, false
+	b.changed(msgs, lost)
 }

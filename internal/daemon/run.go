@@ -20,7 +20,6 @@ import (
 
 	"github.com/xdpflow/xdpflow/loader"
 	"github.com/xdpflow/xdpflow/maps"
-	"github.com/xdpflow/xdpflow/nft"
 )
 
 // Config is how a daemon runs.
@@ -123,17 +122,7 @@ func (d *daemon) start() []string {
 
 // followMonitors follows the nftables and TC monitors until ctx ends.
 func (d *daemon) followMonitors(ctx context.Context, nftConn, tcConn *netlink.Conn) {
-	go follow(ctx, nftConn, d.log, "nftables monitor", &nftBatch{changed: func(k nft.Kinds, gen uint32, genKnown bool) {
-		d.mu.Lock()
-		defer d.mu.Unlock()
-		if d.reader != nil {
-			d.reader.Stale(k)
-			if genKnown {
-				d.reader.Seen(gen)
-			}
-		}
-		d.syncNFTAll("nft")
-	}})
+	go follow(ctx, nftConn, d.log, "nftables monitor", &nftBatch{changed: d.nftChanged})
 	go follow(ctx, tcConn, d.log, "tc monitor", &tcBatch{d: d})
 }
 

@@ -8,6 +8,7 @@ import (
 	"github.com/xdpflow/xdpflow/internal/offload"
 	"github.com/xdpflow/xdpflow/loader"
 	"github.com/xdpflow/xdpflow/maps"
+	"github.com/xdpflow/xdpflow/nft"
 )
 
 // openTable is a device's table kept open between syncs, so a change costs
@@ -18,6 +19,7 @@ type openTable struct {
 	table *maps.Table
 	ino   uint64
 	gen   uint32
+	nft   nft.Compiler // what the device's nft rules expand to, kept between syncs
 }
 
 func (o *openTable) close() { o.dev.Close() }

@@ -1,0 +1,169 @@
+package nft
+
+import (
+	"slices"
+
+	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// Follow takes nftables notifications (NFNLGRP_NFTABLES) in the order
+// they came. The kernel sends a commit's changes, then NFT_MSG_NEWGEN with
+// the generation the commit made. A commit of the generation after the
+// one the reader holds is applied to what it keeps: its rules are added
+// where their positions put them and deleted by handle, and every other
+// kind of object it changed is marked stale. A commit the reader has read
+// already is passed over, and one after a generation it has not seen
+// makes everything stale. Messages of a commit whose NEWGEN has not come
+// wait for it.
+func (r *Reader) Follow(msgs []netlink.Message) {
+	for _, m := range msgs {
+		if uint16(m.Header.Type)>>8 != unix.NFNL_SUBSYS_NFTABLES {
+			continue
+		}
+		if uint16(m.Header.Type)&0xff != unix.NFT_MSG_NEWGEN {
+			r.unfinished = append(r.unfinished, m)
+			continue
+		}
+		gen, ok := GenOf(m)
+		if !ok {
+			r.Lost()
+			continue
+		}
+		r.commit(r.unfinished, gen)
+		r.unfinished = r.unfinished[:0]
+	}
+}
+
+// Lost tells the reader that notifications were lost (the socket
+// overran): anything may have changed.
+func (r *Reader) Lost() {
+	r.stale, r.genKnown = KindAll, false
+	r.unfinished = r.unfinished[:0]
+}
+
+// commit applies one commit's messages, which made generation gen.
+func (r *Reader) commit(msgs []netlink.Message, gen uint32) {
+	switch {
+	case r.genKnown && int32(gen-r.gen) <= 0:
+		return // read already
+	case !r.genKnown || gen != r.gen+1:
+		r.Lost()
+		return
+	}
+	var rules []netlink.Message
+	for _, m := range msgs {
+		k := KindsOf(uint16(m.Header.Type) & 0xff)
+		if k != KindRules {
+			r.stale |= k
+			continue
+		}
+		if len(m.Data) > 0 && m.Data[0] == Family {
+			rules = append(rules, m)
+		}
+	}
+	if r.stale&KindRules == 0 && r.rules != nil && !r.applyRules(rules) {
+		r.stale |= KindRules
+	}
+	r.gen = gen
+}
+
+// applyRules applies one commit's rule notifications to the kept rules,
+// or says it cannot.
+//
+// A new rule's NFTA_RULE_POSITION is the handle of the rule before it, as
+// the chain's list stood when the commit notified it: a rule added later
+// in the commit may be that one, so such a rule waits for it. Without a
+// position the rule was first or last in the list (nf_tables_rule_notify);
+// NLM_F_APPEND tells which, except for a replace (a new rule in its old
+// one's place, with NLM_F_APPEND too), which deletes in the same chain:
+// there, the rules are read again.
+func (r *Reader) applyRules(msgs []netlink.Message) bool {
+	type waiting struct {
+		ru   *ruleInfo
+		prev uint64
+	}
+	lists := map[string][]*ruleInfo{} // the chains changed, copied
+	list := func(key string) []*ruleInfo {
+		l, ok := lists[key]
+		if !ok {
+			l = slices.Clone(r.rules[key])
+			lists[key] = l
+		}
+		return l
+	}
+	deletes := map[string]bool{}
+	for _, m := range msgs {
+		if uint16(m.Header.Type)&0xff != unix.NFT_MSG_NEWRULE {
+			ru, _, err := decodeRule(m, Family)
+			if err != nil {
+				return false
+			}
+			deletes[ru.Table+"/"+ru.Chain] = true
+		}
+	}
+	var wait []waiting
+	insertAfter := func(ru *ruleInfo, prev uint64) bool {
+		key := ru.Table + "/" + ru.Chain
+		l := list(key)
+		i := slices.IndexFunc(l, func(x *ruleInfo) bool { return x.Handle == prev })
+		if i < 0 {
+			return false
+		}
+		lists[key] = slices.Insert(l, i+1, ru)
+		return true
+	}
+	for _, m := range msgs {
+		ru, prev, err := decodeRule(m, Family)
+		if err != nil {
+			return false
+		}
+		key := ru.Table + "/" + ru.Chain
+		l := list(key)
+		if slices.ContainsFunc(l, func(x *ruleInfo) bool { return x.Handle == ru.Handle }) {
+			if uint16(m.Header.Type)&0xff == unix.NFT_MSG_NEWRULE {
+				return false // a handle the reader has already
+			}
+			lists[key] = slices.DeleteFunc(l, func(x *ruleInfo) bool { return x.Handle == ru.Handle })
+			continue
+		}
+		switch {
+		case uint16(m.Header.Type)&0xff != unix.NFT_MSG_NEWRULE:
+			return false // a deleted rule the reader does not have
+		case prev != 0:
+			if !insertAfter(&ru, prev) {
+				wait = append(wait, waiting{&ru, prev})
+				continue
+			}
+		case m.Header.Flags&netlink.Append != 0:
+			if deletes[key] {
+				return false
+			}
+			lists[key] = append(l, &ru)
+		default:
+			lists[key] = slices.Insert(l, 0, &ru)
+		}
+		// Rules waiting for this one (or for one placed by them) go in.
+		for placed := true; placed; {
+			placed = false
+			for i := 0; i < len(wait); i++ {
+				if insertAfter(wait[i].ru, wait[i].prev) {
+					wait = slices.Delete(wait, i, i+1)
+					placed = true
+					i--
+				}
+			}
+		}
+	}
+	if len(wait) > 0 {
+		return false
+	}
+	for key, l := range lists {
+		if len(l) == 0 {
+			delete(r.rules, key)
+		} else {
+			r.rules[key] = l
+		}
+	}
+	return true
+}
