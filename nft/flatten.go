@@ -31,6 +31,7 @@ type flatKey struct {
 type flatOf struct {
 	flat        []flatRule
 	unreachable string
+	jumps       bool // into a chain, whose rules change without r
 }
 
 const maxJumpDepth = 16
@@ -63,7 +64,7 @@ func (f *flattener) rule(c *Chain, r *ruleInfo, ctx []pred, depth int) *flatOf {
 		}
 	}
 	fo := f.flatten(c, r, ctx, depth)
-	if keep && keepable(fo.flat) {
+	if keep && !fo.jumps && keepable(fo.flat) {
 		f.used[key] = fo
 	}
 	return fo
@@ -100,7 +101,9 @@ func (f *flattener) flatten(c *Chain, r *ruleInfo, ctx []pred, depth int) *flatO
 	fo := &flatOf{}
 	for i, g := range groups {
 		fl := f.verdict(c, g, depth)
-		if k := g.verdict.kind; src != nil && k != vJump && k != vGoto {
+		if k := g.verdict.kind; k == vJump || k == vGoto {
+			fo.jumps = true
+		} else if src != nil {
 			for j := range fl {
 				fl[j].src, fl[j].idx = src, len(groups)*j+i+1
 			}

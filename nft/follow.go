@@ -35,6 +35,10 @@ func (r *Reader) Follow(msgs []netlink.Message) {
 	}
 }
 
+// Reread makes the next Read read everything again, keeping what Follow
+// knows of the notifications.
+func (r *Reader) Reread() { r.stale = KindAll }
+
 // Lost tells the reader that notifications were lost (the socket
 // overran): anything may have changed.
 func (r *Reader) Lost() {
@@ -45,12 +49,20 @@ func (r *Reader) Lost() {
 // commit applies one commit's messages, which made generation gen.
 func (r *Reader) commit(msgs []netlink.Message, gen uint32) {
 	switch {
+	case r.genKnown && gen == r.gen && r.genRead:
+		// Read may have seen this generation's id and the rules before
+		// it: nf_tables_commit publishes the id, then switches the rules.
+		for _, m := range msgs {
+			r.stale |= KindsOf(uint16(m.Header.Type) & 0xff)
+		}
+		return
 	case r.genKnown && int32(gen-r.gen) <= 0:
 		return // read already
 	case !r.genKnown || gen != r.gen+1:
 		r.Lost()
 		return
 	}
+	r.genRead = false
 	var rules []netlink.Message
 	for _, m := range msgs {
 		k := KindsOf(uint16(m.Header.Type) & 0xff)
@@ -74,10 +86,11 @@ func (r *Reader) commit(msgs []netlink.Message, gen uint32) {
 // A new rule's NFTA_RULE_POSITION is the handle of the rule before it, as
 // the chain's list stood when the commit notified it: a rule added later
 // in the commit may be that one, so such a rule waits for it. Without a
-// position the rule was first or last in the list (nf_tables_rule_notify);
-// NLM_F_APPEND tells which, except for a replace (a new rule in its old
-// one's place, with NLM_F_APPEND too), which deletes in the same chain:
-// there, the rules are read again.
+// position the rule was first or last in the list (nf_tables_rule_notify),
+// and NLM_F_APPEND, which says only how it was added, tells which unless
+// the commit deleted rules of the chain before: an insert before a rule
+// the same commit deletes can end last without NLM_F_APPEND, a replace
+// (NLM_F_APPEND too) first. There, the rules are read again.
 func (r *Reader) applyRules(msgs []netlink.Message) bool {
 	type waiting struct {
 		ru   *ruleInfo
@@ -135,10 +148,11 @@ func (r *Reader) applyRules(msgs []netlink.Message) bool {
 				wait = append(wait, waiting{&ru, prev})
 				continue
 			}
+		case deletes[key]:
+			// First or last as the list stood after the commit's
+			// earlier deletes: which, the reader cannot tell.
+			return false
 		case m.Header.Flags&netlink.Append != 0:
-			if deletes[key] {
-				return false
-			}
 			lists[key] = append(l, &ru)
 		default:
 			lists[key] = slices.Insert(l, 0, &ru)

@@ -62,6 +62,7 @@ type Reader struct {
 	// the last read's, or the last Seen.
 	gen      uint32
 	genKnown bool
+	genRead  bool // gen is a Read's, not a followed commit's
 	// Last read, valid while their kind is not stale.
 	tables []tableInfo
 	chains []chainInfo
@@ -179,7 +180,7 @@ func (r *Reader) Read(dev string, ifindex int) (*Ruleset, error) {
 			return nil, err
 		}
 		if before == after {
-			r.gen, r.genKnown = after, true
+			r.gen, r.genKnown, r.genRead = after, true, true
 			return rs, nil
 		}
 		r.stale = KindAll

@@ -13,7 +13,8 @@ import (
 // each of one to four rule changes drawn from a fixed seed: rules added at
 // the end, at the head, after and before a rule (two inserts at the head
 // in one transaction place the first after the second, which the
-// notifications name before it comes), deleted, replaced. The rules
+// notifications name before it comes), next to a rule the transaction
+// deletes, deleted, replaced. The rules
 // overlap, so their order decides fates. After each transaction the
 // daemon's parts are what a fresh read of the ruleset compiles to (flow
 // show: none waiting, none stale), and frames meet the fates of nft's own
@@ -62,7 +63,7 @@ func TestNftFollowsRuleChanges(t *testing.T) {
 		for n := 1 + rng.IntN(4); n > 0; n-- {
 			body := match(rng) + " counter " + verdict(rng)
 			h, ok := pick()
-			switch k := rng.IntN(6); {
+			switch k := rng.IntN(7); {
 			case k == 0 || !ok:
 				tx = append(tx, "add rule netdev xf in "+body)
 				unplacedAdds = true
@@ -75,6 +76,12 @@ func TestNftFollowsRuleChanges(t *testing.T) {
 			case k == 4 && len(handles)-len(deleted) > 4:
 				tx = append(tx, "delete rule netdev xf in handle "+h)
 				deleted[h], deletes = true, true
+			case k == 5 && len(handles)-len(deleted) > 4:
+				// The kernel places a rule next to one the same commit
+				// deletes, which may leave it last with no position.
+				where := []string{"insert", "add"}[rng.IntN(2)]
+				tx = append(tx, "delete rule netdev xf in handle "+h, where+" rule netdev xf in position "+h+" "+body)
+				deleted[h], deletes, unplacedAdds = true, true, true
 			default:
 				tx = append(tx, "replace rule netdev xf in handle "+h+" "+body)
 				deleted[h], deletes, unplacedAdds = true, true, true
@@ -165,4 +172,34 @@ func scrapeValue(t *testing.T, tp *nftTopo, name string) int {
 	}
 	t.Fatalf("no metric %s", name)
 	return 0
+}
+
+// TestNftFollowsJumpedToChain: a rule jumps to a chain that is empty,
+// then gets a rule: the daemon mirrors the new rule under the jump (the
+// jumping rule itself did not change).
+func TestNftFollowsJumpedToChain(t *testing.T) {
+	tp := newNftTopo(t)
+	const ruleset = `table netdev xf {
+	chain sub {
+	}
+	chain in { type filter hook ingress device "b0" priority 0; policy accept;
+		ip saddr 198.18.3.0/24 jump sub
+	}
+}`
+	if _, err := tp.b.ExecStdin(ruleset, "nft", "-f", "-"); err != nil {
+		t.Fatal(err)
+	}
+	d := startDaemon(t, tp.b)
+	d.logOnFailure(t)
+	d.waitRunning(t)
+	waitFlows(t, tp.b, "first sync", allInstalled)
+	tp.b.MustExec(t, "nft", "add", "rule", "netdev", "xf", "sub", "ip", "saddr", "198.18.3.5", "counter", "drop")
+	waitFlows(t, tp.b, "the jumped-to chain's new rule", func(fs []jsonFlow) bool {
+		return allInstalled(fs) && nftFlows(fs)["netdev/xf/sub/"+nftHandle(t, tp.b, "sub", "198.18.3.5")].Offloaded
+	})
+	c0 := xdpflowCounters(t, tp.b)
+	tp.expectFates(t, "jumped", map[string]string{"198.18.3.5": "drop", "198.18.3.6": "c0"})
+	if c1 := xdpflowCounters(t, tp.b); c1["drop"]-c0["drop"] != 1 {
+		t.Errorf("XDP dropped %d frames, want 1", c1["drop"]-c0["drop"])
+	}
 }

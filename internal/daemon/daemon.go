@@ -79,6 +79,12 @@ func (d *daemon) syncAll(why string) error {
 		return err
 	}
 	d.devices = devs
+	if d.reader != nil {
+		// nft rules can go without a notification (a netdev chain of a
+		// device that went, a table whose owner exited): a full sync
+		// reads them all.
+		d.reader.Reread()
+	}
 	if p, err := d.pathsOnce(); err == nil {
 		RemoveStaleNamespaces(p, d.log.Writer())
 	}

@@ -54,9 +54,8 @@ func Once(cfg Config) error {
 // state is the pinned tables, so it can be killed at any moment and a new
 // one reconciles. One runs per network namespace.
 func Run(cfg Config) error {
-	// A sync allocates a little, and a collection in the middle of one is
-	// the largest single delay between an nft change and XDP: collect less
-	// often (the heap stays a few MB).
+	// A sync allocates, and a collection in the middle of one is the
+	// largest single delay between a change and XDP: collect less often.
 	debug.SetGCPercent(400)
 	inst, err := claimInstance()
 	if err != nil {
