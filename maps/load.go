@@ -141,6 +141,7 @@ func (t *Table) loadOpaqueFlows() error {
 
 // dropLoaded forgets a rule read from the specs (before flows are built).
 func (t *Table) dropLoaded(in *Installed) {
+	t.changed(in.Rule.Source)
 	delete(t.rules, in.ID)
 	t.byIdentity, t.idHint = nil, 1
 	gk := in.group()
@@ -152,6 +153,7 @@ func (t *Table) dropLoaded(in *Installed) {
 // the live subtables. It reports whether the live list differs from what
 // the rules need.
 func (t *Table) rebuildFlows() (differs bool) {
+	t.othersUse = nil // every rule's flows are counted again
 	live := t.subtables
 	t.subtables, t.flows, t.shadowed = map[subtableKey]*subtable{}, map[flowKey]RuleID{}, map[flowKey][]RuleID{}
 	installedRanges := t.flowRanges

@@ -25,33 +25,69 @@ type Room struct {
 }
 
 // Room returns the room for the rules of source src. Rule slot 0 is never
-// used.
+// used. What the other sources hold is counted once per change of theirs.
 func (t *Table) Room(src rule.Source) Room {
-	used := map[uint32]bool{}
-	nflows, nrules := 0, 0
-	for _, in := range t.rules {
-		if in.Rule.Source == src {
-			continue
-		}
-		nrules++
-		nflows += len(in.flows)
-		for _, fk := range in.flows {
-			used[fk.Subtable] = true
+	stamp := uint64(0)
+	for s, n := range t.srcChanges {
+		if s != src {
+			stamp += n
 		}
 	}
-	masks := make(map[rule.Key]bool, len(used))
-	for id := range used {
-		masks[t.subtablesByID[id].mask] = true
+	others := t.othersUse[src]
+	if others == nil || others.stamp != stamp {
+		others = t.countOthers(src)
+		others.stamp = stamp
+		if t.othersUse == nil {
+			t.othersUse = map[rule.Source]*othersUse{}
+		}
+		t.othersUse[src] = others
 	}
 	return Room{
-		Subtables: int(t.meta.MaxSubtables) - len(used), Flows: t.maxFlows - nflows,
-		Rules: t.maxRules - 1 - nrules, Masks: masks,
+		Subtables: int(t.meta.MaxSubtables) - others.subtables, Flows: t.maxFlows - others.flows,
+		Rules: t.maxRules - 1 - others.rules, Masks: others.masks,
 		NewSubtables: MaxSubtables - len(t.subtables) - len(t.heldSubtables()),
 		NewFlows:     t.maxFlows - len(t.flows),
 		NewRules:     t.maxRules - 1 - len(t.rules) - len(t.heldRules()),
 		t:            t,
 		src:          src,
 	}
+}
+
+// othersUse is what the sources other than one hold, as of stamp (the sum
+// of their changes).
+type othersUse struct {
+	stamp                   uint64
+	subtables, flows, rules int
+	masks                   map[rule.Key]bool
+}
+
+func (t *Table) countOthers(src rule.Source) *othersUse {
+	used := map[uint32]bool{}
+	o := &othersUse{}
+	for _, in := range t.rules {
+		if in.Rule.Source == src {
+			continue
+		}
+		o.rules++
+		o.flows += len(in.flows)
+		for _, fk := range in.flows {
+			used[fk.Subtable] = true
+		}
+	}
+	o.subtables = len(used)
+	o.masks = make(map[rule.Key]bool, len(used))
+	for id := range used {
+		o.masks[t.subtablesByID[id].mask] = true
+	}
+	return o
+}
+
+// changed notes a change of a rule of source src (Room's counts).
+func (t *Table) changed(src rule.Source) {
+	if t.srcChanges == nil {
+		t.srcChanges = map[rule.Source]uint64{}
+	}
+	t.srcChanges[src]++
 }
 
 // Prios are the source's installed rules' priorities, by name, for a

@@ -87,6 +87,10 @@ type Table struct {
 	// first use, kept by write, dropped (nil) by anything else that
 	// changes rules.
 	byIdentity map[rule.Identity]RuleID
+	// srcChanges counts the changes of each source's rules, and
+	// othersUse is what the others held at a count (Room).
+	srcChanges map[rule.Source]uint64
+	othersUse  map[rule.Source]*othersUse
 	// idHint: no rule id below it is free or held, so allocation starts
 	// there and not at 1.
 	idHint RuleID

@@ -174,12 +174,14 @@ func (p *plan) deletedIDs() []RuleID {
 // commitRules makes the table's rules (and byIdentity, if built) the new set.
 func (t *Table) commitRules(p *plan) {
 	for id, in := range p.deleted {
+		t.changed(in.Rule.Source)
 		delete(t.rules, id)
 		if t.byIdentity != nil && t.byIdentity[in.identity()] == id {
 			delete(t.byIdentity, in.identity())
 		}
 	}
 	for _, in := range p.inserted {
+		t.changed(in.Rule.Source)
 		t.rules[in.ID] = in
 		if t.byIdentity != nil {
 			t.byIdentity[in.identity()] = in.ID
@@ -221,6 +223,7 @@ func (t *Table) commitFlows(p *plan) {
 	for id, keys := range p.ruleFlows {
 		in := t.rules[id]
 		in.flows, in.Entries = keys, len(keys)
+		t.changed(in.Rule.Source)
 	}
 }
 

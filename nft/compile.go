@@ -93,12 +93,26 @@ func Compile(rs *Ruleset, lim Limits) ([]*rule.Rule, []*Status) {
 //
 // Told that a result is installed (Installed), it knows which parts are
 // in place, checks only the others against the table, and gives the next
-// result as a difference (Delta).
+// result as a difference (Delta). Where the Reader's edits since then say
+// what changed and the result allows, the next result is that result
+// changed in place (incremental.go), at the cost of the edits.
 type Compiler struct {
 	flat      map[flatKey]*flatOf
 	prepared  map[preparedKey]*prepared
-	out       []*rule.Rule // the last result
-	installed []*rule.Rule // the result last installed
+	out       []*rule.Rule        // the last result, if made whole
+	installed map[*rule.Rule]bool // the parts last installed
+	fast      *fastState          // what changing the last result in place needs; nil: it cannot be
+	delta     *delta              // the last result as a change, if made in place
+	counts    struct{ rules, offloaded int }
+	compiles  struct{ whole, inPlace int } // since TakeCompiles
+}
+
+// TakeCompiles says how many results the compiler made whole and how many
+// it changed in place since it was last asked.
+func (cp *Compiler) TakeCompiles() (whole, inPlace int) {
+	whole, inPlace = cp.compiles.whole, cp.compiles.inPlace
+	cp.compiles.whole, cp.compiles.inPlace = 0, 0
+	return whole, inPlace
 }
 
 type preparedKey struct {
@@ -108,10 +122,18 @@ type preparedKey struct {
 	ifindex int
 }
 
-// Compile is Compile, with what the compiler kept.
+// Compile is Compile, with what the compiler kept. A result changed in
+// place comes as nil parts and statuses: Delta and Counts tell it.
 func (cp *Compiler) Compile(rs *Ruleset, lim Limits) ([]*rule.Rule, []*Status) {
+	if cp.update(rs, lim) {
+		cp.compiles.inPlace++
+		return nil, nil
+	}
+	cp.compiles.whole++
+	cp.delta, cp.fast = nil, nil
 	var flat []flatRule
 	used := make(map[flatKey]*flatOf, len(cp.flat))
+	unkept := false
 	for i, c := range rs.Base {
 		if tag, reason := rs.puntFrom(c); reason != "" {
 			// From here on every packet goes to the kernel, which runs
@@ -128,6 +150,7 @@ func (cp *Compiler) Compile(rs *Ruleset, lim Limits) ([]*rule.Rule, []*Status) {
 		last := i == len(rs.Base)-1
 		f := &flattener{rs: rs, env: e, base: c, lastBase: last, kept: cp.flat, used: used}
 		flat = append(flat, f.chain(c, nil, 0)...)
+		unkept = unkept || f.unkept
 		if c.Policy == nfDrop {
 			flat = append(flat, flatRule{name: chainName(c) + "/policy", verdict: verdict{kind: vDrop}})
 		}
@@ -148,18 +171,47 @@ func (cp *Compiler) Compile(rs *Ruleset, lim Limits) ([]*rule.Rule, []*Status) {
 		cp.prepared[key] = p
 		return p
 	}
-	var statuses []*Status
-	cp.out, statuses = assemble(flat, rs, lim, prep, cp.installed != nil)
-	return cp.out, statuses
+	a := assemble(flat, rs, lim, prep, cp.installed != nil)
+	cp.out = a.out
+	cp.counts.rules, cp.counts.offloaded = len(a.statuses), 0
+	for _, st := range a.statuses {
+		if st.Offloaded {
+			cp.counts.offloaded++
+		}
+	}
+	if !unkept {
+		cp.fast = newFastState(a, rs)
+	}
+	return a.out, a.statuses
 }
+
+// Counts is the number of nft rules (and chain policies) of the last
+// result, and of those in XDP.
+func (cp *Compiler) Counts() (rules, offloaded int) { return cp.counts.rules, cp.counts.offloaded }
 
 // Installed tells the compiler that its last result is the table's nft
 // parts now.
 func (cp *Compiler) Installed() {
+	if d := cp.delta; d != nil && cp.installed != nil {
+		for _, p := range d.prepared {
+			p.built.inPlace = true
+		}
+		for _, r := range d.add {
+			cp.installed[r] = true
+		}
+		for _, r := range d.removed {
+			delete(cp.installed, r)
+		}
+		cp.delta = nil
+		return
+	}
 	for _, p := range cp.prepared {
 		p.built.inPlace = p.built.placed
 	}
-	cp.installed = cp.out
+	cp.installed = make(map[*rule.Rule]bool, len(cp.out))
+	for _, r := range cp.out {
+		cp.installed[r] = true
+	}
 }
 
 // Forget tells the compiler that the table's nft parts are no longer any
@@ -168,7 +220,7 @@ func (cp *Compiler) Forget() {
 	for _, p := range cp.prepared {
 		p.built.inPlace = false
 	}
-	cp.installed = nil
+	cp.installed, cp.fast, cp.delta = nil, nil, nil
 }
 
 // Delta is the last result as a change to the result installed: the
@@ -178,19 +230,23 @@ func (cp *Compiler) Delta() (add []*rule.Rule, remove []rule.Identity, ok bool) 
 	if cp.installed == nil {
 		return nil, nil, false
 	}
-	was := make(map[*rule.Rule]bool, len(cp.installed))
-	for _, r := range cp.installed {
-		was[r] = true
+	if d := cp.delta; d != nil {
+		for _, r := range d.removed {
+			remove = append(remove, r.Identity())
+		}
+		return d.add, remove, true
 	}
+	kept := make(map[*rule.Rule]bool, len(cp.out))
 	for _, r := range cp.out {
-		if was[r] {
-			delete(was, r)
-		} else {
+		kept[r] = true
+		if !cp.installed[r] {
 			add = append(add, r)
 		}
 	}
-	for r := range was {
-		remove = append(remove, r.Identity())
+	for r := range cp.installed {
+		if !kept[r] {
+			remove = append(remove, r.Identity())
+		}
 	}
 	return add, remove, true
 }

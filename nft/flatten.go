@@ -13,8 +13,10 @@ type flattener struct {
 	base     *Chain
 	lastBase bool
 	// kept and used: a Compiler's flat rules of base chain rules, from the
-	// compile before and for the next.
+	// compile before and for the next; unkept: a base chain rule's could
+	// not be kept.
 	kept, used map[flatKey]*flatOf
+	unkept     bool
 }
 
 // flatKey is what a base chain rule's flat rules depend on.
@@ -48,6 +50,9 @@ func (f *flattener) chain(c *Chain, ctx []pred, depth int) []flatRule {
 		fo := f.rule(c, r, ctx, depth)
 		out = append(out, fo.flat...)
 		unreachable = fo.unreachable
+		// The rules after one that takes every packet are skipped,
+		// whatever they are: no result of them is changed in place.
+		f.unkept = f.unkept || unreachable != "" && depth == 0
 	}
 	return out
 }
@@ -66,6 +71,8 @@ func (f *flattener) rule(c *Chain, r *ruleInfo, ctx []pred, depth int) *flatOf {
 	fo := f.flatten(c, r, ctx, depth)
 	if keep && !fo.jumps && keepable(fo.flat) {
 		f.used[key] = fo
+	} else if keep {
+		f.unkept = true
 	}
 	return fo
 }

@@ -116,6 +116,7 @@ func (r *Reader) applyRules(msgs []netlink.Message) bool {
 		}
 	}
 	var wait []waiting
+	var edits []ruleEdit
 	insertAfter := func(ru *ruleInfo, prev uint64) bool {
 		key := ru.Table + "/" + ru.Chain
 		l := list(key)
@@ -137,13 +138,16 @@ func (r *Reader) applyRules(msgs []netlink.Message) bool {
 			if uint16(m.Header.Type)&0xff == unix.NFT_MSG_NEWRULE {
 				return false // a handle the reader has already
 			}
-			lists[key] = slices.DeleteFunc(l, func(x *ruleInfo) bool { return x.Handle == ru.Handle })
+			i := slices.IndexFunc(l, func(x *ruleInfo) bool { return x.Handle == ru.Handle })
+			edits = append(edits, ruleEdit{rule: l[i], chain: key})
+			lists[key] = slices.Delete(l, i, i+1)
 			continue
 		}
 		switch {
 		case uint16(m.Header.Type)&0xff != unix.NFT_MSG_NEWRULE:
 			return false // a deleted rule the reader does not have
 		case prev != 0:
+			edits = append(edits, ruleEdit{rule: &ru, chain: key, added: true})
 			if !insertAfter(&ru, prev) {
 				wait = append(wait, waiting{&ru, prev})
 				continue
@@ -154,8 +158,10 @@ func (r *Reader) applyRules(msgs []netlink.Message) bool {
 			return false
 		case m.Header.Flags&netlink.Append != 0:
 			lists[key] = append(l, &ru)
+			edits = append(edits, ruleEdit{rule: &ru, chain: key, added: true})
 		default:
 			lists[key] = slices.Insert(l, 0, &ru)
+			edits = append(edits, ruleEdit{rule: &ru, chain: key, added: true})
 		}
 		// Rules waiting for this one (or for one placed by them) go in.
 		for placed := true; placed; {
@@ -179,5 +185,22 @@ func (r *Reader) applyRules(msgs []netlink.Message) bool {
 			r.rules[key] = l
 		}
 	}
+	if len(r.edits)+len(edits) > maxEdits {
+		r.edits, r.editsEpoch = nil, editEpochs.Add(1) // compilers start afresh
+	} else {
+		r.edits = append(r.edits, edits...)
+	}
 	return true
 }
+
+// ruleEdit is a rule Follow added to or deleted from the rules the
+// reader keeps.
+type ruleEdit struct {
+	rule  *ruleInfo
+	chain string // "table/chain"
+	added bool
+}
+
+// maxEdits bounds the edits kept since the last rule dump: a compiler
+// further behind compiles afresh.
+const maxEdits = 1 << 16

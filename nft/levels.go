@@ -26,7 +26,7 @@ const maxLevel = 65533
 // installed says the prepared rules' built parts that are in place are all
 // the nft parts the table holds: their levels are the kept ones, and no
 // other part is installed.
-func assemble(flat []flatRule, rs *Ruleset, lim Limits, prep func(*flatRule) *prepared, installed bool) ([]*rule.Rule, []*Status) {
+func assemble(flat []flatRule, rs *Ruleset, lim Limits, prep func(*flatRule) *prepared, installed bool) *assembler {
 	a := newAssembler(flat, rs, lim, prep, installed)
 	a.placeAll()
 	if a.outOfLevels && (lim.Prio != nil || installed) {
@@ -34,13 +34,13 @@ func assemble(flat []flatRule, rs *Ruleset, lim Limits, prep func(*flatRule) *pr
 		a = newAssembler(flat, rs, lim, prep, false)
 		a.placeAll()
 	}
-	return a.out, a.statuses
+	return a
 }
 
 func newAssembler(flat []flatRule, rs *Ruleset, lim Limits, prep func(*flatRule) *prepared, installed bool) *assembler {
 	a := &assembler{rs: rs, lim: lim, flat: flat, prep: prep, installed: installed, prepared: make([]*prepared, len(flat)),
 		byName: map[string]*Status{}, parts: map[string]int{}, subs: map[tableKey]bool{},
-		notInPlace: map[tableKey]bool{}, ranged: map[rule.Entry]bool{}, top: -1,
+		notInPlace: map[tableKey]bool{}, ranged: map[rule.Entry]*prepared{}, top: -1,
 		spacing: min(max(maxLevel/(2*len(flat)+2), 1), 16)}
 	// The catch-all's subtable, flow and part may be in place from a
 	// result before: then the room kept for each is free for rules.
@@ -81,6 +81,8 @@ type prepared struct {
 		acts     []rule.Action
 		placed   bool // in the last result
 		inPlace  bool
+		keys     []tableKey // the subtables they take
+		nflows   int
 	}
 }
 
@@ -191,7 +193,7 @@ type assembler struct {
 	subs        map[tableKey]bool // subtables used
 	// ranged: the flows of ranged matches placed, each the only one of
 	// its key (a flow holds one range).
-	ranged map[rule.Entry]bool
+	ranged map[rule.Entry]*prepared // by flow, the prepared rule holding its range
 	nflows int
 	// What the result needs that is not in place (Limits.InPlace).
 	notInPlace         map[tableKey]bool
@@ -238,7 +240,7 @@ func (a *assembler) place(i int) {
 	p := a.prepare(i)
 	main, frag := p.main, p.frag
 	if p.ranged {
-		main = a.rangesOrBlocks(p.main)
+		main = a.rangesOrBlocks(p.main, p)
 	}
 	pass := fr.pass
 	reason := fr.reason
@@ -404,6 +406,7 @@ func (a *assembler) reserve(level int, main, frag []rule.Match, p *prepared, inP
 	a.nflows += len(main) + len(frag)
 	a.newFlows += newFlows
 	a.newRules += newRules
+	p.built.keys, p.built.nflows = keys, len(main)+len(frag)
 	return ""
 }
 
@@ -461,7 +464,7 @@ func tableKeyOf(m *rule.Match) tableKey {
 
 // rangesOrBlocks keeps each ranged match whose flow no ranged match placed
 // before holds, and claims it; the others become prefix blocks.
-func (a *assembler) rangesOrBlocks(ms []rule.Match) []rule.Match {
+func (a *assembler) rangesOrBlocks(ms []rule.Match, p *prepared) []rule.Match {
 	out := ms[:0:0]
 	blocks := false
 	for _, m := range ms {
@@ -471,8 +474,8 @@ func (a *assembler) rangesOrBlocks(ms []rule.Match) []rule.Match {
 			continue
 		}
 		flow := rule.Entry{Key: e.Key, Mask: e.Mask}
-		if !a.ranged[flow] {
-			a.ranged[flow] = true
+		if a.ranged[flow] == nil {
+			a.ranged[flow] = p
 			out = append(out, m)
 			continue
 		}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"sync/atomic"
 
 	"github.com/google/nftables"
 	"github.com/mdlayher/netlink"
@@ -19,6 +20,10 @@ type Ruleset struct {
 	chains  map[string]*Chain // "table/chain", every chain of the tables involved
 	sets    map[string]map[string]*setInfo
 	setsGen uint64 // moves when the sets are read again (Compiler)
+	// edits are the rule edits since the rules were last dumped, which
+	// began editsEpoch (Compiler).
+	edits      []ruleEdit
+	editsEpoch uint64
 	// CheckFwd, when set, says whether XDP can redirect into a device
 	// (loader.CheckXDPForward); a fwd it refuses is punted.
 	CheckFwd func(ifindex int) error
@@ -47,6 +52,10 @@ type Chain struct {
 	tableH   uint64
 	foreign  string // for a hook xdpflow does not mirror: what it is
 }
+
+// editEpochs numbers the epochs of every reader's edits, so a compiler
+// never takes one reader's edits for another's.
+var editEpochs atomic.Uint64
 
 // Family is the nft family xdpflow mirrors.
 const Family = unix.NFPROTO_NETDEV
@@ -80,6 +89,10 @@ type Reader struct {
 	// unfinished: notifications of a commit whose NEWGEN has not come.
 	unfinished []netlink.Message
 	ruleDumps  int // rule dumps since TakeRuleDumps
+	// edits: what Follow did to the rules since the last dump, which
+	// started epoch editsEpoch (Compiler).
+	edits      []ruleEdit
+	editsEpoch uint64
 }
 
 // Kinds is a set of nftables object kinds, as changes name them.
@@ -227,6 +240,7 @@ func (r *Reader) readStale() error {
 			return err
 		}
 		r.ruleDumps++
+		r.edits, r.editsEpoch = nil, editEpochs.Add(1)
 		r.rules = map[string][]*ruleInfo{}
 		for i := range rules {
 			key := rules[i].Table + "/" + rules[i].Chain
@@ -247,7 +261,7 @@ func (r *Reader) readStale() error {
 func (r *Reader) ruleset(dev string, ifindex int) (*Ruleset, error) {
 	tables, chains := r.tables, r.chains
 	rs := &Ruleset{Dev: dev, Ifindex: ifindex, chains: map[string]*Chain{}, sets: map[string]map[string]*setInfo{},
-		setsGen: r.setsGen}
+		setsGen: r.setsGen, edits: r.edits, editsEpoch: r.editsEpoch}
 	active := map[string]uint64{}
 	for _, t := range tables {
 		if t.Flags&nftTableFlagDormant == 0 {

@@ -20,7 +20,8 @@ import (
 // show: none waiting, none stale), and frames meet the fates of nft's own
 // first match. The daemon follows the changes without reading every rule
 // again, except where a transaction's notifications leave a rule's place
-// open (a delete in the chain and a rule added without a position).
+// open (a delete in the chain and a rule added without a position), and
+// changes some results in place rather than compiling every rule.
 func TestNftFollowsRuleChanges(t *testing.T) {
 	tp := newNftTopo(t)
 	tp.b.MustExec(t, "ip", "link", "set", "lo", "up")
@@ -99,9 +100,15 @@ func TestNftFollowsRuleChanges(t *testing.T) {
 		}
 	}
 	dumps := scrapeValue(t, tp, "xdpflow_nft_rule_dumps_total")
-	t.Logf("%d rule dumps: the first sync and %d of 60 transactions (%d left a place open)", dumps, dumps-1, openPlaces)
+	inPlace := scrapeValue(t, tp, `xdpflow_nft_compiles_total{how="in_place"}`)
+	whole := scrapeValue(t, tp, `xdpflow_nft_compiles_total{how="whole"}`)
+	t.Logf("%d rule dumps: the first sync and %d of 60 transactions (%d left a place open); results made whole %d times, changed in place %d times",
+		dumps, dumps-1, openPlaces, whole, inPlace)
 	if dumps-1 > openPlaces {
 		t.Errorf("the daemon read every rule %d times after its first sync; only %d transactions left a rule's place open", dumps-1, openPlaces)
+	}
+	if inPlace == 0 {
+		t.Errorf("no result was changed in place")
 	}
 }
 

@@ -213,17 +213,6 @@ func (d *daemon) syncDevice(dev, why string) []error {
 	return errs
 }
 
-// countIf counts the elements of s that f holds for.
-func countIf[T any](s []T, f func(T) bool) int {
-	n := 0
-	for _, x := range s {
-		if f(x) {
-			n++
-		}
-	}
-	return n
-}
-
 // logSync reports one sync of a device's rules from one source.
 func (d *daemon) logSync(dev, src, why, what string, n, offloaded, added, removed int, start time.Time) {
 	d.metrics.synced(dev, src, time.Since(start))

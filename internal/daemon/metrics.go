@@ -22,6 +22,7 @@ type daemonMetrics struct {
 	syncErrors  *prometheus.CounterVec
 	lastSync    prometheus.Gauge
 	nftDumps    prometheus.Counter
+	nftCompiles *prometheus.CounterVec
 }
 
 func newDaemonMetrics(reg prometheus.Registerer) *daemonMetrics {
@@ -41,7 +42,11 @@ func newDaemonMetrics(reg prometheus.Registerer) *daemonMetrics {
 			Help: "Times the daemon read every nft rule: at start, and for changes it could not follow one by one.",
 		}),
 	}
-	reg.MustRegister(m.syncSeconds, m.syncErrors, m.lastSync, m.nftDumps)
+	m.nftCompiles = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "xdpflow_nft_compiles_total",
+		Help: "nft results made: whole (every rule compiled) or in place (the last result changed by the rules that came and went).",
+	}, []string{"how"})
+	reg.MustRegister(m.syncSeconds, m.syncErrors, m.lastSync, m.nftDumps, m.nftCompiles)
 	return m
 }
 
@@ -56,6 +61,13 @@ func (m *daemonMetrics) synced(dev, source string, took time.Duration) {
 func (m *daemonMetrics) nftRuleDumps(n int) {
 	if m != nil && n > 0 {
 		m.nftDumps.Add(float64(n))
+	}
+}
+
+func (m *daemonMetrics) nftCompiled(whole, inPlace int) {
+	if m != nil {
+		m.nftCompiles.WithLabelValues("whole").Add(float64(whole))
+		m.nftCompiles.WithLabelValues("in_place").Add(float64(inPlace))
 	}
 }
 

@@ -96,9 +96,10 @@ func (d *daemon) syncNFT(dev, why string) error {
 				return fmt.Errorf("nft: install: %w", err)
 			}
 		}
+		d.metrics.nftCompiled(o.nft.TakeCompiles())
 		if added+removed > 0 || why != "nft" {
-			off := countIf(statuses, func(st *nft.Status) bool { return st.Offloaded })
-			d.logSync(dev, "nft", why, "rules", len(statuses), off, added, removed, start)
+			n, off := o.nft.Counts()
+			d.logSync(dev, "nft", why, "rules", n, off, added, removed, start)
 		}
 		return nil
 	})
