@@ -102,6 +102,15 @@ func (h *harness) reopen() {
 
 func key(prio uint16, handle uint32) string { return fmt.Sprintf("%d/%d", prio, handle) }
 
+// ruleKey tells the model's rules apart: tc's by pref and handle, nft's
+// parts by level.
+func ruleKey(r *rule.Rule) string {
+	if r.Source == rule.SourceNFT {
+		return fmt.Sprintf("nft %d", r.Level)
+	}
+	return key(r.Prio, r.Handle)
+}
+
 // install parses a tc command tail and installs it (replace when the
 // handle exists), keeping the model in step. It returns false when the
 // table refused it for an expected reason.
@@ -220,8 +229,8 @@ func (h *harness) check(frames [][]byte) {
 		if m.Rule >= 0 {
 			matched = rules[m.Rule].Text
 			r := rules[m.Rule]
-			c := want[key(r.Prio, r.Handle)]
-			want[key(r.Prio, r.Handle)] = [2]uint64{c[0] + 1, c[1] + uint64(m.Bytes)}
+			c := want[ruleKey(r)]
+			want[ruleKey(r)] = [2]uint64{c[0] + 1, c[1] + uint64(m.Bytes)}
 		}
 		if ret != wantRet {
 			k, _, ok := refmodel.Parse(f, 1)
@@ -239,7 +248,7 @@ func (h *harness) check(frames [][]byte) {
 			h.t.Fatal(err)
 		}
 		got := [2]uint64{p - before[in.ID][0], b - before[in.ID][1]}
-		if w := want[key(in.Rule.Prio, in.Rule.Handle)]; got != w {
+		if w := want[ruleKey(in.Rule)]; got != w {
 			h.t.Fatalf("rule %q: counted %d packets %d bytes, model %d packets %d bytes\nrules:\n%s",
 				in.Rule.Text, got[0], got[1], w[0], w[1], dump(rules))
 		}

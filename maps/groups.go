@@ -13,7 +13,7 @@ import (
 // creation order (GroupSeq).
 
 type groupKey struct {
-	prio  uint32 // rule.Rule.Order
+	prio  uint64 // rule.Rule.Order
 	group uint64
 }
 
@@ -24,14 +24,14 @@ type groupEdit struct{ deleted, inserted []*Installed }
 func (in *Installed) group() groupKey { return groupKey{in.Rule.Order(), in.GroupSeq} }
 
 // groupIndex names a mask group by priority and mask.
-func groupIndex(prio uint32, r *rule.Rule) string {
+func groupIndex(prio uint64, r *rule.Rule) string {
 	return fmt.Sprintf("%d|%s", prio, r.MaskGroup())
 }
 
 // groupsLeft is the mask groups of priorities prios with a member that is
 // not in deleted, by groupIndex. (nft rules are a priority each: a change
 // names a few of thousands.)
-func (t *Table) groupsLeft(deleted map[RuleID]*Installed, prios map[uint32]bool) map[string]uint64 {
+func (t *Table) groupsLeft(deleted map[RuleID]*Installed, prios map[uint64]bool) map[string]uint64 {
 	groupOf := map[string]uint64{}
 	for gk, members := range t.groups {
 		if !prios[gk.prio] {

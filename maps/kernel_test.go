@@ -146,7 +146,7 @@ func TestKernelReadings(t *testing.T) {
 					}
 				}
 				for i, m := range c.nft {
-					h.installNFT(uint16(i+1), m)
+					h.installNFT(uint32(i+1), m)
 				}
 				var frames [][]byte
 				for _, f := range c.frames {
@@ -164,11 +164,11 @@ func TestKernelReadings(t *testing.T) {
 	}
 }
 
-// installNFT installs a drop rule of nft's netdev ingress at level prio,
-// as nft.Compile makes one, and adds it to the model.
-func (h *harness) installNFT(prio uint16, m rule.Match) {
+// installNFT installs a drop rule of nft's netdev ingress at level, as
+// nft.Compile makes one, and adds it to the model.
+func (h *harness) installNFT(level uint32, m rule.Match) {
 	h.t.Helper()
-	r := &rule.Rule{Source: rule.SourceNFT, Dev: ingressDev, Prio: prio, Protocol: rule.EthPAll,
+	r := &rule.Rule{Source: rule.SourceNFT, Dev: ingressDev, Level: level, Protocol: rule.EthPAll,
 		Match: m, Actions: []rule.Action{{Kind: rule.ActDrop}}, Name: "netdev/t/in/1#0"}
 	r.Digest = "test"
 	r.Text = nft.FormatSpec(r)

@@ -108,7 +108,7 @@ func (t *Table) planDeletes(p *plan, ch Change) error {
 // planInserts gives each inserted rule an id and its place in the lookup
 // order: its Seq and its mask group's.
 func (t *Table) planInserts(p *plan, ch Change) error {
-	prios := make(map[uint32]bool, len(ch.Insert))
+	prios := make(map[uint64]bool, len(ch.Insert))
 	for _, ins := range ch.Insert {
 		prios[ins.Rule.Order()] = true
 	}

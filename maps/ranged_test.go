@@ -29,7 +29,7 @@ func TestRangedEntries(t *testing.T) {
 		dsts := []string{"198.18.0.1", "198.18.0.2", "198.18.1.7"}
 		type installed struct {
 			id   maps.RuleID
-			prio uint16
+			prio uint32
 		}
 		var ids []installed
 		refused := 0
@@ -39,7 +39,7 @@ func TestRangedEntries(t *testing.T) {
 			if level%3 == 0 {
 				act = rule.ActPass
 			}
-			r := &rule.Rule{Source: rule.SourceNFT, Dev: ingressDev, Prio: uint16(level), Protocol: rule.EthPAll,
+			r := &rule.Rule{Source: rule.SourceNFT, Dev: ingressDev, Level: uint32(level), Protocol: rule.EthPAll,
 				Match: m, Actions: []rule.Action{{Kind: act}}, Name: fmt.Sprintf("netdev/t/in/%d#0", level)}
 			r.Digest = fmt.Sprint(level)
 			r.Text = nft.FormatSpec(r)
@@ -53,7 +53,7 @@ func TestRangedEntries(t *testing.T) {
 			}
 			h.checkFlows()
 			h.model.Add(r)
-			ids = append(ids, installed{got[0], r.Prio})
+			ids = append(ids, installed{got[0], r.Level})
 		}
 		if refused == 0 || refused > 60 {
 			t.Fatalf("%d of 120 rules refused for a ranged flow another holds: the test no longer exercises that, or little else", refused)
@@ -74,7 +74,7 @@ func TestRangedEntries(t *testing.T) {
 			if _, err := h.table.Apply(maps.Change{Delete: []maps.RuleID{in.id}}); err != nil {
 				t.Fatal(err)
 			}
-			if !h.model.Delete(in.prio, 0) {
+			if !h.model.DeleteLevel(in.prio) {
 				t.Fatalf("the model has no rule of level %d", in.prio)
 			}
 		}

@@ -90,19 +90,19 @@ func (t *Table) changed(src rule.Source) {
 	t.srcChanges[src]++
 }
 
-// Prios are the source's installed rules' priorities, by name, for a
-// result that keeps what it can in place.
-func (r Room) Prios() map[string]uint16 {
-	prios := map[string]uint16{}
+// Levels are the source's installed rules' levels (rule.Rule.Level), by
+// name, for a result that keeps what it can in place.
+func (r Room) Levels() map[string]uint32 {
+	levels := map[string]uint32{}
 	if r.t == nil {
-		return prios
+		return levels
 	}
 	for _, in := range r.t.rules {
 		if in.Rule.Source == r.src {
-			prios[in.Rule.Name] = in.Rule.Prio
+			levels[in.Rule.Name] = in.Rule.Level
 		}
 	}
-	return prios
+	return levels
 }
 
 // HasSubtable says whether a subtable of mask (with ranged flows or not)

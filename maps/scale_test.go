@@ -170,7 +170,7 @@ func Benchmark1MFlows(b *testing.B) {
 		copy(m.Key.SrcIp[:4], net.IPv4(10, byte(i>>16), byte(i>>8), byte(i)).To4())
 		copy(m.Mask.SrcIp[:4], []byte{255, 255, 255, 255})
 	}
-	r := &rule.Rule{Source: rule.SourceNFT, Dev: ingressDev, Prio: 1, Protocol: rule.EthPAll,
+	r := &rule.Rule{Source: rule.SourceNFT, Dev: ingressDev, Level: 1, Protocol: rule.EthPAll,
 		Match: ms[0], More: ms[1:], Actions: []rule.Action{{Kind: rule.ActDrop}}, Name: "netdev/xf/in/1#0"}
 	r.Digest = "bench"
 	r.Text = nft.FormatSpec(r)

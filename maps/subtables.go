@@ -66,10 +66,15 @@ const noRank = ^uint64(0)
 
 // rankOf is in's place in the lookup order as the program compares it:
 // its Order (source stage and priority), then its mask group's creation.
-// GroupSeq comes from a sequence that gains one per inserted rule, so it
-// stays below 2^47.
+// TC's: the pref, then GroupSeq, which comes from a sequence that gains one
+// per inserted rule, so it stays below 2^47. nft's, all above TC's: the
+// level, then GroupSeq's low bits, since the parts of one level never
+// overlap and their order does not matter.
 func rankOf(in *Installed) uint64 {
-	return uint64(in.Rule.Order())<<47 | in.GroupSeq&(1<<47-1)
+	if o := in.Rule.Order(); o >= 1<<32 {
+		return 1<<63 | (o&(1<<32-1))<<16 | in.GroupSeq&(1<<16-1)
+	}
+	return in.Rule.Order()<<47 | in.GroupSeq&(1<<47-1)
 }
 
 // boundAfter is the subtable's bound once delta (flows by rank) is applied.

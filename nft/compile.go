@@ -32,14 +32,14 @@ type Status struct {
 //
 // The result is written next to what it replaces before that goes, so
 // what it needs that is not InPlace must also fit in the New counts. With
-// no InPlace, the way there is not bounded. Prio is an installed nft
-// part's priority by name: a part keeps its level where nft's order
-// allows, so a change does not move the rules around it. With no Prio
-// the rules are placed afresh.
+// no InPlace, the way there is not bounded. Level is an installed nft
+// part's level by name: a part keeps its level where nft's order allows,
+// so a change does not move the rules around it. With no Level the rules
+// are placed afresh.
 type Limits struct {
 	Subtables, Flows, Rules          int
 	SharedMasks                      map[rule.Key]bool
-	Prio                             func(name string) (uint16, bool)
+	Level                            func(name string) (uint32, bool)
 	NewSubtables, NewFlows, NewRules int
 	InPlace                          InPlace
 }
@@ -53,15 +53,15 @@ type InPlace interface {
 
 // LimitsOf is the compile's limits in room.
 func LimitsOf(room maps.Room) Limits {
-	var prios map[string]uint16 // read from the table on first use
-	prio := func(name string) (uint16, bool) {
-		if prios == nil {
-			prios = room.Prios()
+	var levels map[string]uint32 // read from the table on first use
+	level := func(name string) (uint32, bool) {
+		if levels == nil {
+			levels = room.Levels()
 		}
-		p, ok := prios[name]
-		return p, ok
+		l, ok := levels[name]
+		return l, ok
 	}
-	return Limits{Subtables: room.Subtables, Flows: room.Flows, Rules: room.Rules, SharedMasks: room.Masks, Prio: prio,
+	return Limits{Subtables: room.Subtables, Flows: room.Flows, Rules: room.Rules, SharedMasks: room.Masks, Level: level,
 		NewSubtables: room.NewSubtables, NewFlows: room.NewFlows, NewRules: room.NewRules, InPlace: room}
 }
 

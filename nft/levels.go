@@ -9,15 +9,20 @@ import (
 	"github.com/xdpflow/xdpflow/rule/ruletext"
 )
 
-// maxLevel keeps prefs (level+1) within a tc-sized priority. Rules take
-// the levels below it; the catch-all punt takes it.
-const maxLevel = 65533
+// maxLevel keeps a part's Level (level+1) within 32 bits. Rules take the
+// levels below it; the catch-all punt takes it.
+const maxLevel = 1<<32 - 2
+
+// maxSpacing is the room left between the levels of rules placed afresh
+// (at most: maxLevel over twice the rules), which rules later added among
+// them halve.
+const maxSpacing = 1 << 16
 
 // assemble places flat rules on levels, each above the rule before it:
 // the level is nft's order, which the table's rank-ordered search keeps.
 // Subtables are shared by mask whatever the levels, so levels cost
 // nothing. A part installed before keeps its level while that is above
-// the rule before it (Limits.Prio), so a change moves only the rules it
+// the rule before it (Limits.Level), so a change moves only the rules it
 // must; a new rule goes halfway to the next level kept, or a spacing above
 // the last. When kept levels run out of room, the set is placed afresh.
 // Rules that do not fit the limits, and every rule after them, stay in
@@ -29,8 +34,8 @@ const maxLevel = 65533
 func assemble(flat []flatRule, rs *Ruleset, lim Limits, prep func(*flatRule) *prepared, installed bool) *assembler {
 	a := newAssembler(flat, rs, lim, prep, installed)
 	a.placeAll()
-	if a.outOfLevels && (lim.Prio != nil || installed) {
-		lim.Prio = nil
+	if a.outOfLevels && (lim.Level != nil || installed) {
+		lim.Level = nil
 		a = newAssembler(flat, rs, lim, prep, false)
 		a.placeAll()
 	}
@@ -41,7 +46,7 @@ func newAssembler(flat []flatRule, rs *Ruleset, lim Limits, prep func(*flatRule)
 	a := &assembler{rs: rs, lim: lim, flat: flat, prep: prep, installed: installed, prepared: make([]*prepared, len(flat)),
 		byName: map[string]*Status{}, parts: map[string]int{}, subs: map[tableKey]bool{},
 		notInPlace: map[tableKey]bool{}, ranged: map[rule.Entry]*prepared{}, top: -1,
-		spacing: min(max(maxLevel/(2*len(flat)+2), 1), 16)}
+		spacing: min(max(maxLevel/(2*len(flat)+2), 1), maxSpacing)}
 	// The catch-all's subtable, flow and part may be in place from a
 	// result before: then the room kept for each is free for rules.
 	a.keep.subtables, a.keep.flows, a.keep.rules = 1, 1, 1
@@ -135,11 +140,11 @@ func (a *assembler) keptLevel(i, n int) (int, bool) {
 		b := &a.prepare(i).built
 		return b.level, b.inPlace && b.n == n
 	}
-	if a.lim.Prio == nil {
+	if a.lim.Level == nil {
 		return 0, false
 	}
-	prio, ok := a.lim.Prio(partName(a.flat[i].name, n))
-	return int(prio) - 1, ok
+	level, ok := a.lim.Level(partName(a.flat[i].name, n))
+	return int(level) - 1, ok
 }
 
 // nextKept is the kept level of the first of the few flat rules after i
@@ -158,7 +163,7 @@ func (a *assembler) nextKept(i int) (int, bool) {
 
 // levelOf is the level for flat rule i.
 func (a *assembler) levelOf(i int) int {
-	if a.lim.Prio == nil && !a.installed {
+	if a.lim.Level == nil && !a.installed {
 		return a.top + a.spacing
 	}
 	if l, ok := a.keptLevel(i, a.parts[a.flat[i].name]); ok && l > a.top {
@@ -420,7 +425,7 @@ func part(rs *Ruleset, name string, n, level int, ms []rule.Match, acts []rule.A
 // matches are not a prepared rule's own.
 func partMade(rs *Ruleset, name string, n, level int, ms []rule.Match, acts []rule.Action, made map[string]madePart, key string) *rule.Rule {
 	r := &rule.Rule{
-		Source: rule.SourceNFT, Dev: rs.Dev, Prio: uint16(level + 1), Protocol: rule.EthPAll,
+		Source: rule.SourceNFT, Dev: rs.Dev, Level: uint32(level + 1), Protocol: rule.EthPAll,
 		Match: ms[0], More: ms[1:], Actions: acts, Name: partName(name, n),
 	}
 	actText := ruletext.FormatActions(acts)

@@ -17,11 +17,12 @@ import (
 const SpecPrefix = "nft "
 
 // FormatSpec is the text pinned for one installed part:
-// "nft netdev/t/c/5#0 pref 3 digest 0123abcd action drop". The entries
+// "nft netdev/t/c/5#0 pref 3 digest 0123abcd action drop", pref being the
+// part's level. The entries
 // themselves are pinned in the flows map; the digest names them, so the
 // daemon recognises an unchanged part after a restart.
 func FormatSpec(r *rule.Rule) string {
-	return fmt.Sprintf("%s%s pref %d digest %s%s", SpecPrefix, r.Name, r.Prio, r.Digest, ruletext.FormatActions(r.Actions))
+	return fmt.Sprintf("%s%s pref %d digest %s%s", SpecPrefix, r.Name, r.Level, r.Digest, ruletext.FormatActions(r.Actions))
 }
 
 // ParseSpec reads FormatSpec's text back into an opaque rule.
@@ -30,7 +31,7 @@ func ParseSpec(dev, text string) (*rule.Rule, error) {
 	if !strings.HasPrefix(text, SpecPrefix) || len(w) < 5 || w[1] != "pref" || w[3] != "digest" {
 		return nil, fmt.Errorf("nft rule spec %q: malformed", text)
 	}
-	prio, err := strconv.ParseUint(w[2], 10, 16)
+	level, err := strconv.ParseUint(w[2], 10, 32)
 	if err != nil {
 		return nil, fmt.Errorf("nft rule spec %q: pref: %w", text, err)
 	}
@@ -38,7 +39,7 @@ func ParseSpec(dev, text string) (*rule.Rule, error) {
 	if err != nil {
 		return nil, fmt.Errorf("nft rule spec %q: %w", text, err)
 	}
-	return &rule.Rule{Source: rule.SourceNFT, Dev: dev, Name: w[0], Prio: uint16(prio), Protocol: rule.EthPAll,
+	return &rule.Rule{Source: rule.SourceNFT, Dev: dev, Name: w[0], Level: uint32(level), Protocol: rule.EthPAll,
 		Opaque: true, Digest: w[4], Actions: acts}, nil
 }
 

@@ -16,6 +16,7 @@ type Identity struct {
 	Source Source
 	Chain  uint32
 	Prio   uint16
+	Level  uint32
 	Handle uint32
 	Name   string
 	body   string
@@ -24,7 +25,7 @@ type Identity struct {
 // Identity is r's identity. A rule with a Digest (nft's, fresh or reopened from
 // its spec) is known by it; any other by its content.
 func (r *Rule) Identity() Identity {
-	id := Identity{Source: r.Source, Chain: r.Chain, Prio: r.Prio, Handle: r.Handle, Name: r.Name}
+	id := Identity{Source: r.Source, Chain: r.Chain, Prio: r.Prio, Level: r.Level, Handle: r.Handle, Name: r.Name}
 	if r.Digest != "" {
 		id.body = "digest " + r.Digest
 		return id

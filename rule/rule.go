@@ -115,10 +115,12 @@ func (a Action) Terminal() bool {
 
 // Rule is one classification rule on one device's ingress.
 type Rule struct {
-	Source   Source
-	Dev      string
-	Chain    uint32
-	Prio     uint16 // tc "pref"; lower runs first
+	Source Source
+	Dev    string
+	Chain  uint32
+	Prio   uint16 // tc "pref"; lower runs first
+	// Level orders an nft rule's part instead (nft.Compile); Prio is 0.
+	Level    uint32
 	Handle   uint32
 	Protocol uint16 // tc "protocol" ethertype, host order; EthPAll for all
 	Match    Match
@@ -151,15 +153,13 @@ type Rule struct {
 }
 
 // Order is the rule's place in the lookup: TC (and CLI) filters by pref,
-// then nftables rules, because the kernel runs the tc ingress hook before
-// netfilter's netdev ingress hook. For nft rules Prio is the rule's level
-// (see nft.Compile), not a pref.
-func (r *Rule) Order() uint32 {
-	stage := uint32(0)
+// then nftables rules by level, because the kernel runs the tc ingress hook
+// before netfilter's netdev ingress hook.
+func (r *Rule) Order() uint64 {
 	if r.Source == SourceNFT {
-		stage = 1
+		return 1<<32 | uint64(r.Level)
 	}
-	return stage<<16 | uint32(r.Prio)
+	return uint64(r.Prio)
 }
 
 // Describe names the rule in messages.

@@ -125,7 +125,6 @@ func nftFlow(dev string, st *nft.Status, installed map[rule.Identity]*maps.Insta
 		seen[p.Identity()] = true
 		ids = append(ids, in.ID)
 		if k == 0 {
-			j.Pref = p.Prio
 			for _, kv := range p.Keys {
 				j.Keys[kv.Name] = kv.Value
 				j.KeyOrder = append(j.KeyOrder, kv.Name)

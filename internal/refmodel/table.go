@@ -86,6 +86,17 @@ func (t *Table) Delete(prio uint16, handle uint32) bool {
 	return true
 }
 
+// DeleteLevel removes the nft part of level.
+func (t *Table) DeleteLevel(level uint32) bool {
+	for i, e := range t.entries {
+		if e.r.Source == rule.SourceNFT && e.r.Level == level {
+			t.entries = append(t.entries[:i], t.entries[i+1:]...)
+			return true
+		}
+	}
+	return false
+}
+
 // Rules returns the rules in lookup order.
 func (t *Table) Rules() []*rule.Rule {
 	es := append([]*entry(nil), t.entries...)
