@@ -92,103 +92,121 @@ func (r *Reader) commit(msgs []netlink.Message, gen uint32) {
 // the same commit deletes can end last without NLM_F_APPEND, a replace
 // (NLM_F_APPEND too) first. There, the rules are read again.
 func (r *Reader) applyRules(msgs []netlink.Message) bool {
-	type waiting struct {
-		ru   *ruleInfo
-		prev uint64
-	}
-	lists := map[string][]*ruleInfo{} // the chains changed, copied
-	list := func(key string) []*ruleInfo {
-		l, ok := lists[key]
-		if !ok {
-			l = slices.Clone(r.rules[key])
-			lists[key] = l
-		}
-		return l
-	}
-	deletes := map[string]bool{}
+	c := &ruleCommit{r: r, lists: map[string][]*ruleInfo{}, deletes: map[string]bool{}}
 	for _, m := range msgs {
 		if uint16(m.Header.Type)&0xff != unix.NFT_MSG_NEWRULE {
 			ru, _, err := decodeRule(m, Family)
 			if err != nil {
 				return false
 			}
-			deletes[ru.Table+"/"+ru.Chain] = true
+			c.deletes[ru.Table+"/"+ru.Chain] = true
 		}
-	}
-	var wait []waiting
-	var edits []ruleEdit
-	insertAfter := func(ru *ruleInfo, prev uint64) bool {
-		key := ru.Table + "/" + ru.Chain
-		l := list(key)
-		i := slices.IndexFunc(l, func(x *ruleInfo) bool { return x.Handle == prev })
-		if i < 0 {
-			return false
-		}
-		lists[key] = slices.Insert(l, i+1, ru)
-		return true
 	}
 	for _, m := range msgs {
-		ru, prev, err := decodeRule(m, Family)
-		if err != nil {
+		if !c.apply(m) {
 			return false
-		}
-		key := ru.Table + "/" + ru.Chain
-		l := list(key)
-		if slices.ContainsFunc(l, func(x *ruleInfo) bool { return x.Handle == ru.Handle }) {
-			if uint16(m.Header.Type)&0xff == unix.NFT_MSG_NEWRULE {
-				return false // a handle the reader has already
-			}
-			i := slices.IndexFunc(l, func(x *ruleInfo) bool { return x.Handle == ru.Handle })
-			edits = append(edits, ruleEdit{rule: l[i], chain: key})
-			lists[key] = slices.Delete(l, i, i+1)
-			continue
-		}
-		switch {
-		case uint16(m.Header.Type)&0xff != unix.NFT_MSG_NEWRULE:
-			return false // a deleted rule the reader does not have
-		case prev != 0:
-			edits = append(edits, ruleEdit{rule: &ru, chain: key, added: true})
-			if !insertAfter(&ru, prev) {
-				wait = append(wait, waiting{&ru, prev})
-				continue
-			}
-		case deletes[key]:
-			// First or last as the list stood after the commit's
-			// earlier deletes: which, the reader cannot tell.
-			return false
-		case m.Header.Flags&netlink.Append != 0:
-			lists[key] = append(l, &ru)
-			edits = append(edits, ruleEdit{rule: &ru, chain: key, added: true})
-		default:
-			lists[key] = slices.Insert(l, 0, &ru)
-			edits = append(edits, ruleEdit{rule: &ru, chain: key, added: true})
-		}
-		// Rules waiting for this one (or for one placed by them) go in.
-		for placed := true; placed; {
-			placed = false
-			for i := 0; i < len(wait); i++ {
-				if insertAfter(wait[i].ru, wait[i].prev) {
-					wait = slices.Delete(wait, i, i+1)
-					placed = true
-					i--
-				}
-			}
 		}
 	}
-	if len(wait) > 0 {
+	if len(c.waiting) > 0 {
 		return false
 	}
-	for key, l := range lists {
+	for key, l := range c.lists {
 		if len(l) == 0 {
 			delete(r.rules, key)
 		} else {
 			r.rules[key] = l
 		}
 	}
-	if len(r.edits)+len(edits) > maxEdits {
+	if len(r.edits)+len(c.edits) > maxEdits {
 		r.edits, r.editsEpoch = nil, editEpochs.Add(1) // compilers start afresh
 	} else {
-		r.edits = append(r.edits, edits...)
+		r.edits = append(r.edits, c.edits...)
+	}
+	return true
+}
+
+// ruleCommit is one commit's rule notifications being applied.
+type ruleCommit struct {
+	r       *Reader
+	lists   map[string][]*ruleInfo // the chains changed, copied
+	deletes map[string]bool        // chains the commit deletes from
+	waiting []waitingRule
+	edits   []ruleEdit
+}
+
+// waitingRule is a new rule whose rule before it has not come yet.
+type waitingRule struct {
+	ru   *ruleInfo
+	prev uint64
+}
+
+func (c *ruleCommit) list(key string) []*ruleInfo {
+	l, ok := c.lists[key]
+	if !ok {
+		l = slices.Clone(c.r.rules[key])
+		c.lists[key] = l
+	}
+	return l
+}
+
+func (c *ruleCommit) insertAfter(ru *ruleInfo, prev uint64) bool {
+	key := ru.Table + "/" + ru.Chain
+	l := c.list(key)
+	i := slices.IndexFunc(l, func(x *ruleInfo) bool { return x.Handle == prev })
+	if i < 0 {
+		return false
+	}
+	c.lists[key] = slices.Insert(l, i+1, ru)
+	return true
+}
+
+// apply applies one notification, or says it cannot.
+func (c *ruleCommit) apply(m netlink.Message) bool {
+	ru, prev, err := decodeRule(m, Family)
+	if err != nil {
+		return false
+	}
+	isNew := uint16(m.Header.Type)&0xff == unix.NFT_MSG_NEWRULE
+	key := ru.Table + "/" + ru.Chain
+	l := c.list(key)
+	if i := slices.IndexFunc(l, func(x *ruleInfo) bool { return x.Handle == ru.Handle }); i >= 0 {
+		if isNew {
+			return false // a handle the reader has already
+		}
+		c.edits = append(c.edits, ruleEdit{rule: l[i], chain: key})
+		c.lists[key] = slices.Delete(l, i, i+1)
+		return true
+	}
+	switch {
+	case !isNew:
+		return false // a deleted rule the reader does not have
+	case prev != 0:
+		c.edits = append(c.edits, ruleEdit{rule: &ru, chain: key, added: true})
+		if !c.insertAfter(&ru, prev) {
+			c.waiting = append(c.waiting, waitingRule{&ru, prev})
+			return true
+		}
+	case c.deletes[key]:
+		// First or last as the list stood after the commit's earlier
+		// deletes: which, the reader cannot tell.
+		return false
+	case m.Header.Flags&netlink.Append != 0:
+		c.lists[key] = append(l, &ru)
+		c.edits = append(c.edits, ruleEdit{rule: &ru, chain: key, added: true})
+	default:
+		c.lists[key] = slices.Insert(l, 0, &ru)
+		c.edits = append(c.edits, ruleEdit{rule: &ru, chain: key, added: true})
+	}
+	// Rules waiting for this one (or for one placed by them) go in.
+	for placed := true; placed; {
+		placed = false
+		for i := 0; i < len(c.waiting); i++ {
+			if c.insertAfter(c.waiting[i].ru, c.waiting[i].prev) {
+				c.waiting = slices.Delete(c.waiting, i, i+1)
+				placed = true
+				i--
+			}
+		}
 	}
 	return true
 }

@@ -14,7 +14,6 @@ import (
 	"github.com/xdpflow/xdpflow/flower"
 	"github.com/xdpflow/xdpflow/internal/testutil"
 	"github.com/xdpflow/xdpflow/loader"
-	"github.com/xdpflow/xdpflow/maps"
 	"github.com/xdpflow/xdpflow/rule"
 	"github.com/xdpflow/xdpflow/rule/ruletext"
 )
@@ -39,13 +38,7 @@ func BenchmarkTCNotification10K(b *testing.B) {
 	opts.MaxFlows, opts.MaxRules = 65536, 32768+1 // slot 0 is never a rule
 	ns.Run(b, func() {
 		enable(b, "b0", opts, func(loader.Paths) {
-			d := &daemon{log: discardLog(), policy: maps.DefaultPolicy}
-			d.mu.Lock()
-			err := d.syncAll("start")
-			d.mu.Unlock()
-			if err != nil {
-				b.Fatal(err)
-			}
+			d := syncedDaemon(b)
 			ifindex := 0
 			for i, dev := range d.ifindexes {
 				if dev == "b0" {

@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	"github.com/xdpflow/xdpflow/loader"
+	"github.com/xdpflow/xdpflow/maps"
 )
 
 // enable enables dev in the current network namespace for a test, with
@@ -23,4 +24,18 @@ func enable(t testing.TB, dev string, opts loader.Options, fn func(p loader.Path
 		}
 	}()
 	fn(p)
+}
+
+// syncedDaemon is a daemon of the caller's network namespace after its
+// first full sync.
+func syncedDaemon(tb testing.TB) *daemon {
+	tb.Helper()
+	d := &daemon{log: discardLog(), policy: maps.DefaultPolicy}
+	d.mu.Lock()
+	err := d.syncAll("start")
+	d.mu.Unlock()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return d
 }

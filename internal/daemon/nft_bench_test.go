@@ -15,7 +15,6 @@ import (
 	"github.com/xdpflow/xdpflow/internal/classbench"
 	"github.com/xdpflow/xdpflow/internal/testutil"
 	"github.com/xdpflow/xdpflow/loader"
-	"github.com/xdpflow/xdpflow/maps"
 )
 
 // BenchmarkNftChange10K: the daemon's part of one nft rule change in a
@@ -83,13 +82,7 @@ func benchNftChange(b *testing.B, chain, add string) {
 			b.Fatal(err)
 		}
 		enable(b, "b0", opts, func(loader.Paths) {
-			d := &daemon{log: discardLog(), policy: maps.DefaultPolicy}
-			d.mu.Lock()
-			err := d.syncAll("start")
-			d.mu.Unlock()
-			if err != nil {
-				b.Fatal(err)
-			}
+			d := syncedDaemon(b)
 			runtime.GC()
 			var mem runtime.MemStats
 			runtime.ReadMemStats(&mem)

@@ -1,0 +1,296 @@
+package nft
+
+// Planning a change in place (incremental.go): what goes, what comes and
+// where, and whether the table has room for it.
+
+import (
+	"slices"
+	"strings"
+
+	"github.com/xdpflow/xdpflow/rule"
+)
+
+// updater is one change in place, planned before anything is changed.
+type updater struct {
+	cp      *Compiler
+	rs      *Ruleset
+	lim     Limits
+	fs      *fastState
+	deleted map[*ruleInfo]bool
+	keys    map[tableKey]int
+	nflows  int
+	nparts  int
+	// What the change does.
+	removedKeys []flatKey
+	removedPrep []preparedKey
+	removed     []*rule.Rule
+	goneNames   []string
+	addedFlat   map[flatKey]*flatOf
+	addedPrep   map[preparedKey]*prepared
+	added       []*rule.Rule
+	claims      map[rule.Entry]*prepared
+	byName      map[string]*Status
+	levels      map[*ruleInfo]int // of the rules added
+	newFlows    int
+	newRules    int
+	newSubs     []tableKey
+}
+
+func (u *updater) flatKey(r *ruleInfo, chain string) flatKey {
+	cpl := u.fs.chains[chain]
+	return flatKey{r, cpl.last, cpl.policy, u.rs.setsGen, u.rs.Ifindex}
+}
+
+func (u *updater) prepKey(fr *flatRule) preparedKey {
+	return preparedKey{fr.src, fr.idx, u.rs.setsGen, u.rs.Ifindex}
+}
+
+// remove plans taking out rule r's parts.
+func (u *updater) remove(r *ruleInfo) bool {
+	chain := r.Table + "/" + r.Chain
+	key := u.flatKey(r, chain)
+	fo := u.cp.flat[key]
+	if fo == nil || fo.unreachable != "" {
+		return false
+	}
+	u.removedKeys = append(u.removedKeys, key)
+	for i := range fo.flat {
+		fr := &fo.flat[i]
+		u.goneNames = append(u.goneNames, fr.name)
+		if fr.skip != "" {
+			continue
+		}
+		pk := u.prepKey(fr)
+		p := u.cp.prepared[pk]
+		if p == nil {
+			continue // it made no parts
+		}
+		for _, claimer := range u.fs.claims {
+			if claimer == p {
+				return false // a later rule would take its ranges
+			}
+		}
+		if !p.built.placed {
+			continue
+		}
+		u.removedPrep = append(u.removedPrep, pk)
+		u.removed = append(u.removed, p.built.parts...)
+		for _, k := range p.built.keys {
+			u.keys[k]--
+		}
+		u.nflows -= p.built.nflows
+		u.nparts -= len(p.built.parts)
+	}
+	return true
+}
+
+// levelOf is the level of rule r's last placed part (of the last result
+// or of this change), if it has one that stays.
+func (u *updater) levelOf(r *ruleInfo, chain string) (int, bool) {
+	if u.deleted[r] {
+		return 0, false
+	}
+	if l, ok := u.levels[r]; ok {
+		return l, true
+	}
+	fo := u.cp.flat[u.flatKey(r, chain)]
+	if fo == nil {
+		return 0, false
+	}
+	level, ok := 0, false
+	for i := range fo.flat {
+		if p := u.cp.prepared[u.prepKey(&fo.flat[i])]; p != nil && p.built.placed {
+			level, ok = max(level, p.built.level), true
+		}
+	}
+	return level, ok
+}
+
+// neighbours are the levels of the placed rules around position i of the
+// chain (-1 and maxLevel at the ends of the device's rules), or false
+// when they are far or past a chain's end.
+func (u *updater) neighbours(chain string, i int) (prev, next int, ok bool) {
+	const far = 64
+	cpl := u.fs.chains[chain]
+	rules := u.rs.chains[chain].Rules
+	prev, next = -2, -2
+	for j := i - 1; j >= 0 && j >= i-far; j-- {
+		if l, ok := u.levelOf(rules[j], chain); ok {
+			prev = l
+			break
+		}
+	}
+	if prev == -2 && i-far <= 0 && cpl.first {
+		prev = -1
+	}
+	for j := i + 1; j < len(rules) && j <= i+far; j++ {
+		if l, ok := u.levelOf(rules[j], chain); ok {
+			next = l
+			break
+		}
+	}
+	if next == -2 && i+far >= len(rules)-1 && cpl.last && cpl.policy != nfDrop {
+		next = maxLevel
+	}
+	return prev, next, prev != -2 && next != -2
+}
+
+// place plans placing rule r, at position i of its chain.
+func (u *updater) place(r *ruleInfo, chain string, i int) bool {
+	cpl, c := u.fs.chains[chain], u.rs.chains[chain]
+	e := &env{dev: u.rs.Dev, ifindex: u.rs.Ifindex, sets: u.rs.sets[c.Table]}
+	used := map[flatKey]*flatOf{}
+	f := &flattener{rs: u.rs, env: e, base: c, lastBase: cpl.last, used: used}
+	fo := f.rule(c, r, nil, 0)
+	key := u.flatKey(r, chain)
+	if used[key] == nil || fo.unreachable != "" {
+		return false // not the rule's own, or it takes every packet
+	}
+	withParts := 0
+	for k := range fo.flat {
+		if fo.flat[k].skip == "" {
+			withParts++
+		}
+	}
+	if withParts > 1 {
+		return false
+	}
+	if u.addedFlat == nil {
+		u.addedFlat, u.addedPrep, u.claims = map[flatKey]*flatOf{}, map[preparedKey]*prepared{}, map[rule.Entry]*prepared{}
+	}
+	u.addedFlat[key] = fo
+	for k := range fo.flat {
+		fr := &fo.flat[k]
+		st := &Status{Name: fr.name, Offloaded: true}
+		u.byName[fr.name] = st
+		if fr.skip != "" {
+			notOffloaded(st, fr.skip)
+			continue
+		}
+		p := prepare(fr)
+		main, frag := p.main, p.frag
+		pass, reason := fr.pass, fr.reason
+		if len(p.dropped) > 0 {
+			pass, reason = true, "punted (its match goes to the kernel): "+strings.Join(p.dropped, ", ")
+		}
+		if len(main) == 0 && len(frag) == 0 {
+			notOffloaded(st, "matches no packet xdpflow keys")
+			continue
+		}
+		prev, next, ok := u.neighbours(chain, i)
+		if !ok || next-prev < 2 {
+			return false
+		}
+		level := prev + (next-prev)/2
+		if p.ranged {
+			if main, ok = u.rangesOrBlocks(p, level); !ok {
+				return false
+			}
+		}
+		acts := noteVerdict(st, fr, pass)
+		a := &assembler{rs: u.rs, parts: map[string]int{}}
+		b := &p.built
+		b.parts, b.level, b.n, b.acts = a.build(fr, p, level, main, frag, acts), level, 0, acts
+		b.placed, b.inPlace = true, false
+		b.keys, b.nflows = nil, len(main)+len(frag)
+		for _, ms := range [][]rule.Match{main, frag} {
+			for m := range ms {
+				if tk := tableKeyOf(&ms[m]); !slices.Contains(b.keys, tk) {
+					b.keys = append(b.keys, tk)
+				}
+			}
+		}
+		if !u.reserve(p, main, frag) {
+			return false
+		}
+		st.Parts = b.parts[:min(len(main), 1)]
+		st.Companions = b.parts[min(len(main), 1):]
+		if pass {
+			notOffloaded(st, reason)
+		}
+		u.levels[r] = level
+		u.addedPrep[u.prepKey(fr)] = p
+		u.added = append(u.added, b.parts...)
+	}
+	return true
+}
+
+// rangesOrBlocks is the assembler's, against the ranges rules hold: a
+// range another rule holds before level becomes prefix blocks; one a rule
+// holds after it cannot be taken in place.
+func (u *updater) rangesOrBlocks(p *prepared, level int) ([]rule.Match, bool) {
+	out := p.main[:0:0]
+	for _, m := range p.main {
+		e := rule.Entry{Key: rule.MaskKey(&m.Key, &m.Mask), Mask: m.Mask, SrcPorts: m.SrcPortRange, DstPorts: m.DstPortRange}
+		if !e.Ranged() {
+			out = append(out, m)
+			continue
+		}
+		flow := rule.Entry{Key: e.Key, Mask: e.Mask}
+		holder := u.claims[flow]
+		if holder == nil {
+			holder = u.fs.claims[flow]
+		}
+		switch {
+		case holder == nil:
+			u.claims[flow] = p
+			out = append(out, m)
+		case holder.built.level > level:
+			return nil, false
+		default:
+			for _, b := range e.Blocks() {
+				out = append(out, rule.Match{Key: b.Key, Mask: b.Mask})
+			}
+		}
+	}
+	return out, true
+}
+
+// reserve counts what prepared rule p's new parts take; false if the
+// table has no room for them next to what is in place.
+func (u *updater) reserve(p *prepared, main, frag []rule.Match) bool {
+	in := u.lim.InPlace
+	for _, k := range p.built.keys {
+		if u.keys[k] == 0 && in != nil && !in.HasSubtable(k.mask, k.ranged) && !slices.Contains(u.newSubs, k) {
+			u.newSubs = append(u.newSubs, k)
+		}
+		u.keys[k]++
+	}
+	u.nflows += len(main) + len(frag)
+	u.nparts += len(p.built.parts)
+	if in != nil {
+		for _, ms := range [][]rule.Match{main, frag} {
+			for k := range ms {
+				m := &ms[k]
+				if !in.HasFlow(rule.Entry{Key: rule.MaskKey(&m.Key, &m.Mask), Mask: m.Mask, SrcPorts: m.SrcPortRange, DstPorts: m.DstPortRange}) {
+					u.newFlows++
+				}
+			}
+		}
+		for _, r := range p.built.parts {
+			if !in.HasRule(r.Identity()) {
+				u.newRules++
+			}
+		}
+	}
+	return true
+}
+
+// fits says whether the changed result is within the limits, keeping the
+// room a whole compile keeps for the catch-all punt.
+func (u *updater) fits() bool {
+	subs := 0
+	for k, n := range u.keys {
+		if n > 0 && (k.ranged || !u.lim.SharedMasks[k.mask]) {
+			subs++
+		}
+	}
+	if subs > u.lim.Subtables-1 || u.nflows > u.lim.Flows-1 || u.nparts > u.lim.Rules-1 {
+		return false
+	}
+	if u.lim.InPlace != nil && (len(u.newSubs) > u.lim.NewSubtables-1 || u.newFlows > u.lim.NewFlows-1 ||
+		u.newRules > u.lim.NewRules-1) {
+		return false
+	}
+	return true
+}
