@@ -3,6 +3,7 @@ package nft
 import (
 	"fmt"
 	"net"
+	"strings"
 
 	"github.com/xdpflow/xdpflow/maps"
 	"github.com/xdpflow/xdpflow/rule"
@@ -118,6 +119,7 @@ func (cp *Compiler) TakeCompiles() (whole, inPlace int) {
 type preparedKey struct {
 	src     *ruleInfo
 	idx     int
+	policy  string // a chain's drop policy, which has no src
 	setsGen uint64
 	ifindex int
 }
@@ -159,10 +161,13 @@ func (cp *Compiler) Compile(rs *Ruleset, lim Limits) ([]*rule.Rule, []*Status) {
 	kept := cp.prepared
 	cp.prepared = make(map[preparedKey]*prepared, len(kept))
 	prep := func(fr *flatRule) *prepared {
+		key := preparedKey{src: fr.src, idx: fr.idx, setsGen: rs.setsGen, ifindex: rs.Ifindex}
 		if fr.src == nil {
-			return prepare(fr)
+			if !strings.HasSuffix(fr.name, "/policy") {
+				return prepare(fr)
+			}
+			key.policy = fr.name
 		}
-		key := preparedKey{fr.src, fr.idx, rs.setsGen, rs.Ifindex}
 		p := kept[key]
 		if p == nil {
 			p = prepare(fr)

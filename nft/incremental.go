@@ -29,6 +29,7 @@ type fastState struct {
 	claims  map[rule.Entry]*prepared // flows whose port ranges a rule holds
 	byName  map[string]*Status
 	limits  Limits
+	spacing int // a whole compile's, between the last rule and one appended
 }
 
 // chainPlace is a base chain's place among the device's base chains.
@@ -63,7 +64,7 @@ func newFastState(a *assembler, rs *Ruleset) *fastState {
 	}
 	fs := &fastState{epoch: rs.editsEpoch, nEdits: len(rs.edits), context: contextOf(rs),
 		chains: map[string]chainPlace{}, keys: map[tableKey]int{}, claims: map[rule.Entry]*prepared{},
-		byName: a.byName, limits: a.lim, nparts: len(a.out)}
+		byName: a.byName, limits: a.lim, nparts: len(a.out), spacing: a.spacing}
 	for i, c := range rs.Base {
 		fs.chains[c.Table+"/"+c.Name] = chainPlace{policy: c.Policy, first: i == 0, last: i == len(rs.Base)-1}
 	}

@@ -42,7 +42,7 @@ func (u *updater) flatKey(r *ruleInfo, chain string) flatKey {
 }
 
 func (u *updater) prepKey(fr *flatRule) preparedKey {
-	return preparedKey{fr.src, fr.idx, u.rs.setsGen, u.rs.Ifindex}
+	return preparedKey{src: fr.src, idx: fr.idx, setsGen: u.rs.setsGen, ifindex: u.rs.Ifindex}
 }
 
 // remove plans taking out rule r's parts.
@@ -63,17 +63,17 @@ func (u *updater) remove(r *ruleInfo) bool {
 		pk := u.prepKey(fr)
 		p := u.cp.prepared[pk]
 		if p == nil {
-			continue // it made no parts
+			continue // never prepared
 		}
 		for _, claimer := range u.fs.claims {
 			if claimer == p {
 				return false // a later rule would take its ranges
 			}
 		}
-		if !p.built.placed {
-			continue
-		}
 		u.removedPrep = append(u.removedPrep, pk)
+		if !p.built.placed {
+			continue // it made no parts
+		}
 		u.removed = append(u.removed, p.built.parts...)
 		for _, k := range p.built.keys {
 			u.keys[k]--
@@ -84,39 +84,43 @@ func (u *updater) remove(r *ruleInfo) bool {
 	return true
 }
 
-// levelOf is the level of rule r's last placed part (of the last result
-// or of this change), if it has one that stays.
-func (u *updater) levelOf(r *ruleInfo, chain string) (int, bool) {
+// levelRange is the range of levels of rule r's placed parts (of the last
+// result or of this change), if it has any that stay: a verdict map's
+// parts are on several.
+func (u *updater) levelRange(r *ruleInfo, chain string) (lo, hi int, ok bool) {
 	if u.deleted[r] {
-		return 0, false
+		return 0, 0, false
 	}
 	if l, ok := u.levels[r]; ok {
-		return l, true
+		return l, l, true
 	}
 	fo := u.cp.flat[u.flatKey(r, chain)]
 	if fo == nil {
-		return 0, false
+		return 0, 0, false
 	}
-	level, ok := 0, false
 	for i := range fo.flat {
 		if p := u.cp.prepared[u.prepKey(&fo.flat[i])]; p != nil && p.built.placed {
-			level, ok = max(level, p.built.level), true
+			if !ok {
+				lo, hi = p.built.level, p.built.level
+			}
+			lo, hi, ok = min(lo, p.built.level), max(hi, p.built.level), true
 		}
 	}
-	return level, ok
+	return lo, hi, ok
 }
 
-// neighbours are the levels of the placed rules around position i of the
-// chain (-1 and maxLevel at the ends of the device's rules), or false
-// when they are far or past a chain's end.
+// neighbours are the levels around position i of the chain: the highest
+// of the placed rule before it and the lowest of the one after (-1 at the
+// start of the device's rules, a whole compile's spacing past the last
+// one at the end), or false when they are far or past a chain's end.
 func (u *updater) neighbours(chain string, i int) (prev, next int, ok bool) {
 	const far = 64
 	cpl := u.fs.chains[chain]
 	rules := u.rs.chains[chain].Rules
 	prev, next = -2, -2
 	for j := i - 1; j >= 0 && j >= i-far; j-- {
-		if l, ok := u.levelOf(rules[j], chain); ok {
-			prev = l
+		if _, hi, ok := u.levelRange(rules[j], chain); ok {
+			prev = hi
 			break
 		}
 	}
@@ -124,13 +128,13 @@ func (u *updater) neighbours(chain string, i int) (prev, next int, ok bool) {
 		prev = -1
 	}
 	for j := i + 1; j < len(rules) && j <= i+far; j++ {
-		if l, ok := u.levelOf(rules[j], chain); ok {
-			next = l
+		if lo, _, ok := u.levelRange(rules[j], chain); ok {
+			next = lo
 			break
 		}
 	}
-	if next == -2 && i+far >= len(rules)-1 && cpl.last && cpl.policy != nfDrop {
-		next = maxLevel
+	if next == -2 && i+far >= len(rules)-1 && cpl.last && cpl.policy != nfDrop && prev != -2 {
+		next = min(prev+2*u.fs.spacing, maxLevel)
 	}
 	return prev, next, prev != -2 && next != -2
 }
@@ -161,8 +165,11 @@ func (u *updater) place(r *ruleInfo, chain string, i int) bool {
 	u.addedFlat[key] = fo
 	for k := range fo.flat {
 		fr := &fo.flat[k]
-		st := &Status{Name: fr.name, Offloaded: true}
-		u.byName[fr.name] = st
+		st := u.byName[fr.name] // one per nft rule, as the assembler's
+		if st == nil {
+			st = &Status{Name: fr.name, Offloaded: true}
+			u.byName[fr.name] = st
+		}
 		if fr.skip != "" {
 			notOffloaded(st, fr.skip)
 			continue
