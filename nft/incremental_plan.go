@@ -164,61 +164,69 @@ func (u *updater) place(r *ruleInfo, chain string, i int) bool {
 	}
 	u.addedFlat[key] = fo
 	for k := range fo.flat {
-		fr := &fo.flat[k]
-		st := u.byName[fr.name] // one per nft rule, as the assembler's
-		if st == nil {
-			st = &Status{Name: fr.name, Offloaded: true}
-			u.byName[fr.name] = st
-		}
-		if fr.skip != "" {
-			notOffloaded(st, fr.skip)
-			continue
-		}
-		p := prepare(fr)
-		main, frag := p.main, p.frag
-		pass, reason := fr.pass, fr.reason
-		if len(p.dropped) > 0 {
-			pass, reason = true, "punted (its match goes to the kernel): "+strings.Join(p.dropped, ", ")
-		}
-		if len(main) == 0 && len(frag) == 0 {
-			notOffloaded(st, "matches no packet xdpflow keys")
-			continue
-		}
-		prev, next, ok := u.neighbours(chain, i)
-		if !ok || next-prev < 2 {
+		if !u.placeFlat(r, &fo.flat[k], chain, i) {
 			return false
 		}
-		level := prev + (next-prev)/2
-		if p.ranged {
-			if main, ok = u.rangesOrBlocks(p, level); !ok {
-				return false
-			}
-		}
-		acts := noteVerdict(st, fr, pass)
-		a := &assembler{rs: u.rs, parts: map[string]int{}}
-		b := &p.built
-		b.parts, b.level, b.n, b.acts = a.build(fr, p, level, main, frag, acts), level, 0, acts
-		b.placed, b.inPlace = true, false
-		b.keys, b.nflows = nil, len(main)+len(frag)
-		for _, ms := range [][]rule.Match{main, frag} {
-			for m := range ms {
-				if tk := tableKeyOf(&ms[m]); !slices.Contains(b.keys, tk) {
-					b.keys = append(b.keys, tk)
-				}
-			}
-		}
-		if !u.reserve(p, main, frag) {
-			return false
-		}
-		st.Parts = b.parts[:min(len(main), 1)]
-		st.Companions = b.parts[min(len(main), 1):]
-		if pass {
-			notOffloaded(st, reason)
-		}
-		u.levels[r] = level
-		u.addedPrep[u.prepKey(fr)] = p
-		u.added = append(u.added, b.parts...)
 	}
+	return true
+}
+
+// placeFlat places flat rule fr of nft rule r, the chain's i'th, between
+// its neighbours' levels; false if it cannot be placed in place.
+func (u *updater) placeFlat(r *ruleInfo, fr *flatRule, chain string, i int) bool {
+	st := u.byName[fr.name] // one per nft rule, as the assembler's
+	if st == nil {
+		st = &Status{Name: fr.name, Offloaded: true}
+		u.byName[fr.name] = st
+	}
+	if fr.skip != "" {
+		notOffloaded(st, fr.skip)
+		return true
+	}
+	p := prepare(fr)
+	main, frag := p.main, p.frag
+	pass, reason := fr.pass, fr.reason
+	if len(p.dropped) > 0 {
+		pass, reason = true, "punted (its match goes to the kernel): "+strings.Join(p.dropped, ", ")
+	}
+	if len(main) == 0 && len(frag) == 0 {
+		notOffloaded(st, "matches no packet xdpflow keys")
+		return true
+	}
+	prev, next, ok := u.neighbours(chain, i)
+	if !ok || next-prev < 2 {
+		return false
+	}
+	level := prev + (next-prev)/2
+	if p.ranged {
+		if main, ok = u.rangesOrBlocks(p, level); !ok {
+			return false
+		}
+	}
+	acts := noteVerdict(st, fr, pass)
+	a := &assembler{rs: u.rs, parts: map[string]int{}}
+	b := &p.built
+	b.parts, b.level, b.n, b.acts = a.build(fr, p, level, main, frag, acts), level, 0, acts
+	b.placed, b.inPlace = true, false
+	b.keys, b.nflows = nil, len(main)+len(frag)
+	for _, ms := range [][]rule.Match{main, frag} {
+		for m := range ms {
+			if tk := tableKeyOf(&ms[m]); !slices.Contains(b.keys, tk) {
+				b.keys = append(b.keys, tk)
+			}
+		}
+	}
+	if !u.reserve(p, main, frag) {
+		return false
+	}
+	st.Parts = b.parts[:min(len(main), 1)]
+	st.Companions = b.parts[min(len(main), 1):]
+	if pass {
+		notOffloaded(st, reason)
+	}
+	u.levels[r] = level
+	u.addedPrep[u.prepKey(fr)] = p
+	u.added = append(u.added, b.parts...)
 	return true
 }
 

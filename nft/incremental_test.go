@@ -134,6 +134,7 @@ func sameAsWhole(t *testing.T, what string, cp *Compiler, rs *Ruleset) {
 	}
 }
 
+// Long for its table: one case per delicate change, then their loop.
 // TestChangeInPlace: results changed in place are a whole compile's, for
 // rules that vmaps, port ranges, drop policies and several base chains
 // make delicate; appends stay in place.

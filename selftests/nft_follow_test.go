@@ -9,6 +9,7 @@ import (
 	"testing"
 )
 
+// One scenario, step by step: the transactions share the chain and the daemon.
 // TestNftFollowsRuleChanges: 60 nft transactions against a running daemon,
 // each of one to four rule changes drawn from a fixed seed: rules added at
 // the end, at the head, after and before a rule (two inserts at the head

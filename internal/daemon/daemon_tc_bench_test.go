@@ -84,16 +84,8 @@ func BenchmarkTCNotification10K(b *testing.B) {
 			if off := d.tcMirror[ifindex].set.Offloaded(); off != 10000 {
 				b.Fatalf("%d of 10,000 filters offloaded", off)
 			}
-			for _, s := range []struct {
-				name string
-				d    []time.Duration
-			}{{"add", adds}, {"del", dels}} {
-				slices.Sort(s.d)
-				b.ReportMetric(ms(s.d[len(s.d)/2]), s.name+"-p50-ms")
-				b.ReportMetric(ms(s.d[len(s.d)*99/100]), s.name+"-p99-ms")
-				b.ReportMetric(ms(s.d[len(s.d)*9/10]), s.name+"-p90-ms")
-				b.ReportMetric(ms(s.d[len(s.d)-1]), s.name+"-max-ms")
-			}
+			reportLatencies(b, "add", adds)
+			reportLatencies(b, "del", dels)
 		})
 	})
 }
@@ -125,3 +117,13 @@ func tcFilterMsg(b *testing.B, ifindex int, typ netlink.HeaderType, i int, actio
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// reportLatencies reports the p50, p90, p99 and maximum of d (sorted in
+// place) as what's metrics.
+func reportLatencies(b *testing.B, what string, d []time.Duration) {
+	slices.Sort(d)
+	b.ReportMetric(ms(d[len(d)/2]), what+"-p50-ms")
+	b.ReportMetric(ms(d[len(d)*9/10]), what+"-p90-ms")
+	b.ReportMetric(ms(d[len(d)*99/100]), what+"-p99-ms")
+	b.ReportMetric(ms(d[len(d)-1]), what+"-max-ms")
+}

@@ -220,23 +220,16 @@ func (d *daemon) enableAtStart(devs []string) error {
 	if len(devs) == 0 {
 		return nil
 	}
-	p, err := d.pathsOnce()
-	if err != nil {
-		return err
-	}
-	unlock, err := p.Lock()
-	if err != nil {
-		return err
-	}
-	defer unlock()
-	for _, dev := range devs {
-		enabled, err := loader.Enable(p, dev, loader.DefaultOptions)
-		if err != nil {
-			return fmt.Errorf("daemon --enable: %w", err)
+	return d.locked(func(p loader.Paths) error {
+		for _, dev := range devs {
+			enabled, err := loader.Enable(p, dev, loader.DefaultOptions)
+			if err != nil {
+				return fmt.Errorf("daemon --enable: %w", err)
+			}
+			if enabled {
+				d.log.Printf("enabled %s", dev)
+			}
 		}
-		if enabled {
-			d.log.Printf("enabled %s", dev)
-		}
-	}
-	return nil
+		return nil
+	})
 }

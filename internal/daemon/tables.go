@@ -113,6 +113,23 @@ func (d *daemon) settle(wait bool) {
 
 // withTable runs fn on dev's open table under the namespace lock.
 func (d *daemon) withTable(dev string, fn func(o *openTable) error) error {
+	return d.locked(func(p loader.Paths) error {
+		o, err := d.table(p, dev)
+		if err != nil {
+			return err
+		}
+		defer func() {
+			// Whatever happened, remember the generation this process left.
+			if gen, err := o.table.Generation(); err == nil {
+				o.gen = gen
+			}
+		}()
+		return fn(o)
+	})
+}
+
+// locked runs fn with the daemon's paths under the namespace lock.
+func (d *daemon) locked(fn func(p loader.Paths) error) error {
 	p, err := d.pathsOnce()
 	if err != nil {
 		return err
@@ -122,15 +139,5 @@ func (d *daemon) withTable(dev string, fn func(o *openTable) error) error {
 		return err
 	}
 	defer unlock()
-	o, err := d.table(p, dev)
-	if err != nil {
-		return err
-	}
-	defer func() {
-		// Whatever happened, remember the generation this process left.
-		if gen, err := o.table.Generation(); err == nil {
-			o.gen = gen
-		}
-	}()
-	return fn(o)
+	return fn(p)
 }
