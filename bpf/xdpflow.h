@@ -19,7 +19,7 @@ enum xf_limits {
 	XF_MAX_VLAN_TAGS = 2,
 	XF_MAX_IPV6_EXT_HDRS = 8,
 	XF_RULE_TEXT_MAX = 464,
-	XF_META_MAGIC = 0x7864663b,    /* "xdf;": layout version of pinned state */
+	XF_META_MAGIC = 0x7864663c,    /* "xdf<": layout version of pinned state */
 	XF_NARROW_WORDS = 6,	       /* key words of a narrow subtable's flows */
 	XF_CACHE_SET_BITS = 11,	       /* default log2(sets per CPU): 4096 entries */
 	XF_CACHE_SET_BITS_MIN = 7,     /* 256 entries per CPU */
@@ -94,7 +94,9 @@ struct xf_subtable {
 	struct xf_key mask;
 	__u8 narrow_words; /* 0: wide */
 	__u8 word_idx[XF_NARROW_WORDS];
-	__u8 ranged; /* not read by the program: its flows carry port ranges */
+	/* Its flows carry ranges: narrow, in flows_ranged (port and IPv4
+	 * address ranges); wide, in flows (port ranges). */
+	__u8 ranged;
 };
 
 /* The list of subtables the program searches, in order of their bounds;
@@ -166,6 +168,19 @@ struct xf_flow {
 	__u16 sport_hi;
 	__u16 dport_lo;
 	__u16 dport_hi;
+};
+
+/* Value of flows_ranged: a flow, and the IPv4 address ranges a packet's
+ * addresses must be in as well (host order, inclusive; 0-0xffffffff where
+ * the flow has none). The subtable's mask then has fewer address bits
+ * than the rule: flows of rules with longer prefixes share the subtable
+ * of a shorter one, each the only flow of its masked key. */
+struct xf_ranged_flow {
+	struct xf_flow flow;
+	__u32 saddr_lo;
+	__u32 saddr_hi;
+	__u32 daddr_lo;
+	__u32 daddr_hi;
 };
 
 enum xf_action_op {

@@ -151,7 +151,7 @@ const (
 	XdpflowXfLimitsXF_MAX_VLAN_TAGS      XdpflowXfLimits = 2
 	XdpflowXfLimitsXF_MAX_IPV6EXT_HDRS   XdpflowXfLimits = 8
 	XdpflowXfLimitsXF_RULE_TEXT_MAX      XdpflowXfLimits = 464
-	XdpflowXfLimitsXF_META_MAGIC         XdpflowXfLimits = 2019845691
+	XdpflowXfLimitsXF_META_MAGIC         XdpflowXfLimits = 2019845692
 	XdpflowXfLimitsXF_NARROW_WORDS       XdpflowXfLimits = 6
 	XdpflowXfLimitsXF_CACHE_SET_BITS     XdpflowXfLimits = 11
 	XdpflowXfLimitsXF_CACHE_SET_BITS_MIN XdpflowXfLimits = 7
@@ -178,6 +178,15 @@ type XdpflowXfNarrowFlowKey struct {
 	Subtable uint32
 	Pad      uint32
 	Words    [6]uint64
+}
+
+type XdpflowXfRangedFlow struct {
+	_       structs.HostLayout
+	Flow    XdpflowXfFlow
+	SaddrLo uint32
+	SaddrHi uint32
+	DaddrLo uint32
+	DaddrHi uint32
 }
 
 type XdpflowXfRuleSpec struct {
@@ -239,6 +248,7 @@ const (
 	XdpflowMapFlowCache       = "flow_cache"
 	XdpflowMapFlows           = "flows"
 	XdpflowMapFlowsNarrow     = "flows_narrow"
+	XdpflowMapFlowsRanged     = "flows_ranged"
 	XdpflowMapMeta            = "meta"
 	XdpflowMapRuleSpecs       = "rule_specs"
 	XdpflowMapRuleStats       = "rule_stats"
@@ -310,6 +320,7 @@ type XdpflowMapSpecs struct {
 	FlowCache     *ebpf.MapSpec `ebpf:"flow_cache"`
 	Flows         *ebpf.MapSpec `ebpf:"flows"`
 	FlowsNarrow   *ebpf.MapSpec `ebpf:"flows_narrow"`
+	FlowsRanged   *ebpf.MapSpec `ebpf:"flows_ranged"`
 	Meta          *ebpf.MapSpec `ebpf:"meta"`
 	RuleSpecs     *ebpf.MapSpec `ebpf:"rule_specs"`
 	RuleStats     *ebpf.MapSpec `ebpf:"rule_stats"`
@@ -357,6 +368,7 @@ type XdpflowMaps struct {
 	FlowCache     *ebpf.Map `ebpf:"flow_cache"`
 	Flows         *ebpf.Map `ebpf:"flows"`
 	FlowsNarrow   *ebpf.Map `ebpf:"flows_narrow"`
+	FlowsRanged   *ebpf.Map `ebpf:"flows_ranged"`
 	Meta          *ebpf.Map `ebpf:"meta"`
 	RuleSpecs     *ebpf.Map `ebpf:"rule_specs"`
 	RuleStats     *ebpf.Map `ebpf:"rule_stats"`
@@ -372,6 +384,7 @@ func (m *XdpflowMaps) Close() error {
 		m.FlowCache,
 		m.Flows,
 		m.FlowsNarrow,
+		m.FlowsRanged,
 		m.Meta,
 		m.RuleSpecs,
 		m.RuleStats,

@@ -57,14 +57,12 @@ func (t *Table) CacheKeyWords() (int, error) {
 func (t *Table) FlowViolations() ([]string, error) {
 	var out []string
 	inMaps := map[flowKey]flowValue{}
-	if err := t.readFlows(func(fk flowKey, val flowValue, _ *narrowKey, known bool) {
-		if !known {
-			out = append(out, "a narrow flow of an unknown subtable")
-			return
-		}
-		inMaps[fk] = val
-	}); err != nil {
+	stray, err := t.readFlows(func(fk flowKey, val flowValue) { inMaps[fk] = val })
+	if err != nil {
 		return nil, err
+	}
+	if n := len(stray.narrow) + len(stray.ranged); n > 0 {
+		out = append(out, fmt.Sprintf("%d narrow flows of unknown subtables", n))
 	}
 	perSubtable := map[uint32]int{}
 	lowest := map[uint32]uint64{}
@@ -82,14 +80,14 @@ func (t *Table) FlowViolations() ([]string, error) {
 		switch {
 		case !ok:
 			out = append(out, fmt.Sprintf("flow of rule %d not in the maps", owner))
-		case val.Stats != owner:
-			out = append(out, fmt.Sprintf("flow of rule %d has counter slot %d in the maps", owner, val.Stats))
-		case val.Rank != rankOf(in):
-			out = append(out, fmt.Sprintf("flow of rule %d has rank %#x in the maps, the rule %#x", owner, val.Rank, rankOf(in)))
+		case val.Flow.Stats != owner:
+			out = append(out, fmt.Sprintf("flow of rule %d has counter slot %d in the maps", owner, val.Flow.Stats))
+		case val.Flow.Rank != rankOf(in):
+			out = append(out, fmt.Sprintf("flow of rule %d has rank %#x in the maps, the rule %#x", owner, val.Flow.Rank, rankOf(in)))
 		case val != flowValueOf(in, t.flowRanges[fk]):
 			out = append(out, fmt.Sprintf("flow of rule %d has ranges %+v in the maps, the table %+v", owner, rangesOf(&val), t.flowRanges[fk]))
 		}
-		if st := t.subtablesByID[fk.Subtable]; st != nil && st.ranged != (t.flowRanges[fk] != portRanges{}) {
+		if st := t.subtablesByID[fk.Subtable]; st != nil && st.ranged != (t.flowRanges[fk] != flowRanges{}) {
 			out = append(out, fmt.Sprintf("flow of rule %d: ranges %+v in a subtable ranged=%v", owner, t.flowRanges[fk], st.ranged))
 		}
 		delete(inMaps, fk)
@@ -106,7 +104,7 @@ func (t *Table) FlowViolations() ([]string, error) {
 		}
 	}
 	for _, val := range inMaps {
-		out = append(out, fmt.Sprintf("flow in the maps for rule %d that the table does not know", val.Stats))
+		out = append(out, fmt.Sprintf("flow in the maps for rule %d that the table does not know", val.Flow.Stats))
 	}
 	claimed := 0
 	for id, in := range t.rules {

@@ -9,18 +9,21 @@ import (
 	"github.com/xdpflow/xdpflow/rule"
 )
 
-// Flows live in one of two hash maps, by their subtable's mask (struct
+// Flows live in one of three hash maps, by their subtable (struct
 // xf_subtable): a mask that covers at most narrowWords key words makes a
-// narrow subtable, whose flows are keyed by just those words in
-// flows_narrow; wider ones use flows with the whole masked key. In memory
-// every flow is a flowKey (the whole key); only reads and writes of the
-// maps convert.
+// narrow subtable, whose flows are keyed by just those words, in
+// flows_ranged with their ranges when the subtable is ranged and in
+// flows_narrow when not; wider ones use flows with the whole masked key.
+// In memory every flow is a flowKey (the whole key) and a flowValue (with
+// address ranges); only reads and writes of the maps convert.
 
 // layout is where a subtable's flows are stored: n key words (idx, in
-// ascending order) in flows_narrow, or the whole key in flows (n == 0).
+// ascending order) in flows_narrow, or in flows_ranged when ranged, or
+// the whole key in flows (n == 0).
 type layout struct {
-	n   uint8
-	idx [narrowWords]uint8
+	n      uint8
+	idx    [narrowWords]uint8
+	ranged bool
 }
 
 // layoutOf is the storage layout of flows under mask. Slots past n name
@@ -48,7 +51,14 @@ func layoutOf(mask *rule.Key) layout {
 	return l
 }
 
-// narrow is fk's key in flows_narrow.
+// layoutOfSubtable is the storage layout of st's flows.
+func layoutOfSubtable(st *subtable) layout {
+	l := layoutOf(&st.mask)
+	l.ranged = st.ranged && l.n > 0
+	return l
+}
+
+// narrow is fk's key in flows_narrow or flows_ranged.
 func (l layout) narrow(fk *flowKey) narrowKey {
 	nk := narrowKey{Subtable: fk.Subtable}
 	kw := rule.KeyWords(&fk.Key)
@@ -58,7 +68,7 @@ func (l layout) narrow(fk *flowKey) narrowKey {
 	return nk
 }
 
-// wide is the whole key of a flows_narrow key.
+// wide is the whole key of a narrow key.
 func (l layout) wide(nk *narrowKey) flowKey {
 	fk := flowKey{Subtable: nk.Subtable}
 	kw := rule.KeyWords(&fk.Key)
@@ -78,85 +88,126 @@ func (t *Table) layoutFor(id uint32, extra map[uint32]*subtable) (layout, error)
 	if st == nil {
 		return layout{}, fmt.Errorf("flow of unknown subtable %d", id)
 	}
-	return layoutOf(&st.mask), nil
+	return layoutOfSubtable(st), nil
 }
 
-// splitFlows sorts flows into the two maps' keys; vals may be nil.
-func (t *Table) splitFlows(keys []flowKey, vals []flowValue, extra map[uint32]*subtable) (
-	wk []flowKey, wv []flowValue, nk []narrowKey, nv []flowValue, err error) {
+// flowBatches are flows sorted into the three maps' keys and values
+// (values nil when only keys are wanted).
+type flowBatches struct {
+	wideKeys   []flowKey
+	wideVals   []plainValue
+	narrowKeys []narrowKey
+	narrowVals []plainValue
+	rangedKeys []narrowKey
+	rangedVals []flowValue
+}
+
+// splitFlows sorts flows into the three maps' keys; vals may be nil.
+func (t *Table) splitFlows(keys []flowKey, vals []flowValue, extra map[uint32]*subtable) (*flowBatches, error) {
+	b := &flowBatches{}
 	for i := range keys {
 		l, err := t.layoutFor(keys[i].Subtable, extra)
 		if err != nil {
-			return nil, nil, nil, nil, err
+			return nil, err
 		}
-		if l.n == 0 {
-			wk = append(wk, keys[i])
-			if vals != nil {
-				wv = append(wv, vals[i])
-			}
+		switch {
+		case l.n == 0:
+			b.wideKeys = append(b.wideKeys, keys[i])
+		case l.ranged:
+			b.rangedKeys = append(b.rangedKeys, l.narrow(&keys[i]))
+		default:
+			b.narrowKeys = append(b.narrowKeys, l.narrow(&keys[i]))
+		}
+		if vals == nil {
 			continue
 		}
-		nk = append(nk, l.narrow(&keys[i]))
-		if vals != nil {
-			nv = append(nv, vals[i])
+		switch {
+		case l.ranged:
+			b.rangedVals = append(b.rangedVals, vals[i])
+		case rangesOf(&vals[i]).addrs():
+			return nil, fmt.Errorf("flow of subtable %d: address ranges need a narrow ranged subtable", keys[i].Subtable)
+		case l.n == 0:
+			b.wideVals = append(b.wideVals, vals[i].Flow)
+		default:
+			b.narrowVals = append(b.narrowVals, vals[i].Flow)
 		}
 	}
-	return wk, wv, nk, nv, nil
+	return b, nil
 }
 
 // putFlows writes flows to the map their subtable's layout names.
 func (t *Table) putFlows(keys []flowKey, vals []flowValue, extra map[uint32]*subtable) error {
-	wk, wv, nk, nv, err := t.splitFlows(keys, vals, extra)
+	b, err := t.splitFlows(keys, vals, extra)
 	if err != nil {
 		return err
 	}
-	if err := batchPut(t.m.Flows, wk, wv); err != nil {
+	if err := batchPut(t.m.Flows, b.wideKeys, b.wideVals); err != nil {
 		return err
 	}
-	return batchPut(t.m.FlowsNarrow, nk, nv)
+	if err := batchPut(t.m.FlowsNarrow, b.narrowKeys, b.narrowVals); err != nil {
+		return err
+	}
+	return batchPut(t.m.FlowsRanged, b.rangedKeys, b.rangedVals)
 }
 
 // deleteFlows removes flows, tolerating ones already gone.
 func (t *Table) deleteFlows(keys []flowKey) error {
-	wk, _, nk, _, err := t.splitFlows(keys, nil, nil)
+	b, err := t.splitFlows(keys, nil, nil)
 	if err != nil {
 		return err
 	}
-	if err := batchDelete(t.m.Flows, wk); err != nil {
+	if err := batchDelete(t.m.Flows, b.wideKeys); err != nil {
 		return err
 	}
-	return batchDelete(t.m.FlowsNarrow, nk)
+	if err := batchDelete(t.m.FlowsNarrow, b.narrowKeys); err != nil {
+		return err
+	}
+	return batchDelete(t.m.FlowsRanged, b.rangedKeys)
 }
 
-// readFlows calls fn for every flow in the maps, with its whole key.
-// raw is the flows_narrow key of a narrow flow (nil for a wide one);
-// known is false for a narrow flow whose subtable the table does not have
-// with a narrow layout (its key cannot be widened: fk is zero).
-func (t *Table) readFlows(fn func(fk flowKey, val flowValue, raw *narrowKey, known bool)) error {
+// strayFlows are flows of the narrow maps that no subtable of the table
+// explains: their keys cannot be widened.
+type strayFlows struct{ narrow, ranged []narrowKey }
+
+// readFlows calls fn for every flow in the maps that a subtable of the
+// table explains, with its whole key, and returns the others of the
+// narrow maps. A wide flow is always passed on.
+func (t *Table) readFlows(fn func(fk flowKey, val flowValue)) (strayFlows, error) {
 	var (
-		fk  flowKey
-		nk  narrowKey
-		val flowValue
+		stray strayFlows
+		fk    flowKey
+		nk    narrowKey
+		pv    plainValue
+		rv    flowValue
 	)
 	it := t.m.Flows.Iterate()
-	for it.Next(&fk, &val) {
-		fn(fk, val, nil, true)
+	for it.Next(&fk, &pv) {
+		fn(fk, valueOfPlain(pv))
 	}
 	if err := it.Err(); err != nil {
-		return fmt.Errorf("read flows: %w", err)
+		return stray, fmt.Errorf("read flows: %w", err)
+	}
+	narrow := func(nk *narrowKey, v flowValue, ranged bool, strays *[]narrowKey) {
+		l, err := t.layoutFor(nk.Subtable, nil)
+		if err != nil || l.n == 0 || l.ranged != ranged {
+			*strays = append(*strays, *nk)
+			return
+		}
+		fn(l.wide(nk), v)
 	}
 	nit := t.m.FlowsNarrow.Iterate()
-	for nit.Next(&nk, &val) {
-		raw := nk
-		l, err := t.layoutFor(nk.Subtable, nil)
-		if err != nil || l.n == 0 {
-			fn(flowKey{}, val, &raw, false)
-			continue
-		}
-		fn(l.wide(&nk), val, &raw, true)
+	for nit.Next(&nk, &pv) {
+		narrow(&nk, valueOfPlain(pv), false, &stray.narrow)
 	}
 	if err := nit.Err(); err != nil && !errors.Is(err, ebpf.ErrIterationAborted) {
-		return fmt.Errorf("read narrow flows: %w", err)
+		return stray, fmt.Errorf("read narrow flows: %w", err)
 	}
-	return nil
+	rit := t.m.FlowsRanged.Iterate()
+	for rit.Next(&nk, &rv) {
+		narrow(&nk, rv, true, &stray.ranged)
+	}
+	if err := rit.Err(); err != nil && !errors.Is(err, ebpf.ErrIterationAborted) {
+		return stray, fmt.Errorf("read ranged flows: %w", err)
+	}
+	return stray, nil
 }

@@ -12,7 +12,8 @@ type (
 	metaRecord     = bpf.XdpflowXfMeta          // meta's one value
 	flowKey        = bpf.XdpflowXfFlowKey       // a key of flows (the whole masked key)
 	narrowKey      = bpf.XdpflowXfNarrowFlowKey // a key of flows_narrow
-	flowValue      = bpf.XdpflowXfFlow          // a value of flows and flows_narrow
+	flowValue      = bpf.XdpflowXfRangedFlow    // a value of flows_ranged; flows and flows_narrow hold its Flow
+	plainValue     = bpf.XdpflowXfFlow          // a value of flows and flows_narrow
 	actionSet      = bpf.XdpflowXfActionSet     // a value of action_sets
 	ruleSpec       = bpf.XdpflowXfRuleSpec      // a value of rule_specs
 	ruleStats      = bpf.XdpflowXfRuleStats     // a value of rule_stats (per CPU)
@@ -25,6 +26,7 @@ type (
 const (
 	mapFlows       = bpf.XdpflowMapFlows
 	mapFlowsNarrow = bpf.XdpflowMapFlowsNarrow
+	mapFlowsRanged = bpf.XdpflowMapFlowsRanged
 	mapRuleStats   = bpf.XdpflowMapRuleStats
 	mapRuleSpecs   = bpf.XdpflowMapRuleSpecs
 	mapActionSets  = bpf.XdpflowMapActionSets

@@ -129,14 +129,15 @@ func (t *Table) loadOpaqueFlows() error {
 	if !opaque {
 		return nil
 	}
-	return t.readFlows(func(fk flowKey, val flowValue, _ *narrowKey, known bool) {
-		if in := t.rules[val.Stats]; known && in != nil && in.Rule.Opaque {
+	_, err := t.readFlows(func(fk flowKey, val flowValue) {
+		if in := t.rules[val.Flow.Stats]; in != nil && in.Rule.Opaque {
 			in.flows = append(in.flows, fk)
-			if r := rangesOf(&val); r.src.Set() || r.dst.Set() {
+			if r := rangesOf(&val); r != (flowRanges{}) {
 				t.flowRanges[fk] = r
 			}
 		}
 	})
+	return err
 }
 
 // dropLoaded forgets a rule read from the specs (before flows are built).
@@ -157,7 +158,7 @@ func (t *Table) rebuildFlows() (differs bool) {
 	live := t.subtables
 	t.subtables, t.flows, t.shadowed = map[subtableKey]*subtable{}, map[flowKey]RuleID{}, map[flowKey][]RuleID{}
 	installedRanges := t.flowRanges
-	t.flowRanges = map[flowKey]portRanges{}
+	t.flowRanges = map[flowKey]flowRanges{}
 	used := map[uint32]bool{}
 	for _, st := range live {
 		used[st.id] = true
@@ -175,8 +176,7 @@ func (t *Table) rebuildFlows() (differs bool) {
 				// are lost: their packets go to the kernel when it goes.
 				for _, fk := range in.flows {
 					if st := liveByID[fk.Subtable]; st != nil {
-						r := installedRanges[fk]
-						entries[in.ID] = append(entries[in.ID], rule.Entry{Key: fk.Key, Mask: st.mask, SrcPorts: r.src, DstPorts: r.dst})
+						entries[in.ID] = append(entries[in.ID], installedRanges[fk].entry(fk.Key, st.mask))
 					}
 				}
 			}
@@ -202,7 +202,7 @@ func (t *Table) rebuildFlows() (differs bool) {
 				fk := flowKey{Subtable: st.id, Key: e.Key}
 				claims[fk] = append(claims[fk], in.ID)
 				if e.Ranged() {
-					t.flowRanges[fk] = portRanges{e.SrcPorts, e.DstPorts}
+					t.flowRanges[fk] = rangesOfEntry(&e)
 				}
 				in.flows = append(in.flows, fk)
 			}

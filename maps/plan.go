@@ -30,7 +30,7 @@ type plan struct {
 	// flow goes). The first claimant is the flow's owner; the others are
 	// shadowed, there to take over when it goes.
 	claimsAfter map[flowKey][]RuleID
-	rangesAfter map[flowKey]portRanges // of the ranged flows the change puts
+	rangesAfter map[flowKey]flowRanges // of the ranged flows the change puts
 	// The flows whose owner changes: to one of a rank as low or lower
 	// (new flows among them), written before any other flow changes,
 	// and to one of a higher rank, written after.
@@ -58,7 +58,7 @@ func (t *Table) plan(ch Change) (*plan, error) {
 		ruleFlows:      map[RuleID][]flowKey{},
 		newSubtables:   map[uint32]*subtable{},
 		claimsAfter:    map[flowKey][]RuleID{},
-		rangesAfter:    map[flowKey]portRanges{},
+		rangesAfter:    map[flowKey]flowRanges{},
 		subtableFlows:  map[uint32]int{},
 		rankDelta:      map[uint32]map[uint64]int{},
 		subtableBounds: map[uint32]uint64{},
@@ -257,7 +257,7 @@ func (t *Table) planEntries(p *plan) {
 				fk := flowKey{Subtable: st.id, Key: entry.Key}
 				keys = append(keys, fk)
 				if entry.Ranged() {
-					p.rangesAfter[fk] = portRanges{entry.SrcPorts, entry.DstPorts}
+					p.rangesAfter[fk] = rangesOfEntry(&entry)
 				}
 			}
 			p.ruleFlows[id] = keys

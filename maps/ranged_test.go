@@ -1,6 +1,7 @@
 package maps_test
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"math/rand"
@@ -140,5 +141,107 @@ func randomRangedMatch(rng *rand.Rand, dsts []string) rule.Match {
 func rangedFrame(dst string, sport, dport uint16) []byte {
 	mac, _ := net.ParseMAC("02:00:00:00:00:01")
 	return testutil.Eth(mac, mac, nil, 0x0800, testutil.IPv4(net.IPv4(198, 18, 9, 9), net.ParseIP(dst), 17,
+		testutil.IPv4Opts{}, testutil.UDP(sport, dport, make([]byte, 18))))
+}
+
+// TestAddressRangedEntries: nft rules whose IPv4 prefixes are longer than
+// their subtable's mask keeps (the address checked in the program as a
+// range, as nft's compile places rules of many prefix lengths in a few
+// subtables), with port ranges or not, give every packet the rule the model
+// gives it: on install, after a reopen (the prefixes read back from the
+// maps' ranges), as rules go, and through the flow cache.
+func TestAddressRangedEntries(t *testing.T) {
+	ns := testutil.NewNetns(t)
+	testutil.Veth(t, ns, "r1", ns, "r2")
+	ns.Run(t, func() {
+		h := newHarnessCache(t, 1, 1<<16, true)
+		rng := rand.New(rand.NewSource(2))
+		var levels []uint32
+		var ids []maps.RuleID
+		refused := 0
+		for level := uint32(1); level <= 160; level++ {
+			r := &rule.Rule{Source: rule.SourceNFT, Dev: ingressDev, Level: level, Protocol: rule.EthPAll,
+				Match: randomAddressRangedMatch(rng), Actions: []rule.Action{{Kind: []rule.ActionKind{rule.ActDrop, rule.ActPass}[level%2]}},
+				Name: fmt.Sprintf("netdev/t/in/%d#0", level), Digest: fmt.Sprint(level)}
+			r.Text = nft.FormatSpec(r)
+			got, err := h.table.Apply(maps.Change{Insert: []maps.Insert{{Rule: r}}})
+			if errors.Is(err, maps.ErrExists) {
+				refused++ // another rule's flow: nft would place it elsewhere
+				continue
+			}
+			if err != nil {
+				t.Fatalf("level %d: %v", level, err)
+			}
+			h.checkFlows()
+			h.model.Add(r)
+			levels, ids = append(levels, level), append(ids, got[0])
+		}
+		if refused == 0 || refused > 80 {
+			t.Fatalf("%d of 160 rules refused for a flow another holds: the test no longer exercises that, or little else", refused)
+		}
+		var frames [][]byte
+		for i := 0; i < 800; i++ {
+			frames = append(frames, addressFrame(198<<24|18<<16|uint32(rng.Intn(1<<10)), 198<<24|19<<16|uint32(rng.Intn(1<<10)),
+				uint16(rng.Intn(40)), uint16(rng.Intn(40))))
+		}
+		frames = append(frames, frames...) // the second time through the cache
+		hits := h.cacheHits()
+		h.check(frames)
+		if h.cacheHits()-hits < len(frames)/4 {
+			t.Fatalf("%d cache hits: the cache was not exercised", h.cacheHits()-hits)
+		}
+		h.reopen()
+		h.checkFlows()
+		h.check(frames)
+		for i := range ids {
+			if i%2 == 1 {
+				if _, err := h.table.Apply(maps.Change{Delete: []maps.RuleID{ids[i]}}); err != nil {
+					t.Fatal(err)
+				}
+				if !h.model.DeleteLevel(levels[i]) {
+					t.Fatalf("the model has no rule of level %d", levels[i])
+				}
+			}
+		}
+		h.checkFlows()
+		h.check(frames)
+	})
+}
+
+// randomAddressRangedMatch is a UDP match of a source prefix in
+// 198.18.0.0/22 and a destination prefix in 198.19.0.0/22 (each of
+// /24 to /32), its mask keeping /24 or /28 of each and the rest a prefix checked as a
+// range, with destination ports any or a range.
+func randomAddressRangedMatch(rng *rand.Rand) rule.Match {
+	var m rule.Match
+	m.Key.EthType[0], m.Mask.EthType[0] = rule.HostToBE16(rule.EthPIP), 0xffff
+	m.Key.IpProto, m.Mask.IpProto = 17, 0xff
+	prefix := func(base uint32, key, mask []byte) rule.Prefix4 {
+		bits := uint8(24 + rng.Intn(9))
+		kept := min(bits, uint8(24+4*rng.Intn(2)))
+		p := rule.Prefix4{Addr: base | uint32(rng.Intn(1<<10)), Bits: bits}
+		lo, _ := p.Range()
+		binary.BigEndian.PutUint32(key, lo)
+		binary.BigEndian.PutUint32(mask, ^uint32(0)<<(32-kept))
+		if bits == kept {
+			return rule.Prefix4{}
+		}
+		return rule.Prefix4{Addr: lo, Bits: bits}
+	}
+	m.SrcAddrs = prefix(198<<24|18<<16, m.Key.SrcIp[:4], m.Mask.SrcIp[:4])
+	m.DstAddrs = prefix(198<<24|19<<16, m.Key.DstIp[:4], m.Mask.DstIp[:4])
+	if rng.Intn(2) == 0 {
+		lo := uint16(rng.Intn(30))
+		m.DstPortRange = rule.PortRange{Min: lo, Max: lo + uint16(rng.Intn(10))}
+	}
+	m.Key = rule.MaskKey(&m.Key, &m.Mask)
+	return m
+}
+
+// addressFrame is a UDP frame from src to dst (host order) with these ports.
+func addressFrame(src, dst uint32, sport, dport uint16) []byte {
+	mac, _ := net.ParseMAC("02:00:00:00:00:01")
+	ip := func(a uint32) net.IP { return binary.BigEndian.AppendUint32(nil, a) }
+	return testutil.Eth(mac, mac, nil, 0x0800, testutil.IPv4(ip(src), ip(dst), 17,
 		testutil.IPv4Opts{}, testutil.UDP(sport, dport, make([]byte, 18))))
 }

@@ -53,12 +53,7 @@ func (t *Table) removeStaleSpecs(bad []uint32) {
 // maps hold.
 func (t *Table) repairFlows() error {
 	var extra []flowKey
-	var strayNarrow []narrowKey // flows_narrow entries no known subtable explains
-	err := t.readFlows(func(fk flowKey, val flowValue, raw *narrowKey, known bool) {
-		if !known {
-			strayNarrow = append(strayNarrow, *raw)
-			return
-		}
+	stray, err := t.readFlows(func(fk flowKey, val flowValue) {
 		owner, ok := t.flows[fk]
 		if !ok {
 			extra = append(extra, fk)
@@ -71,7 +66,10 @@ func (t *Table) repairFlows() error {
 	if err != nil {
 		return err
 	}
-	if err := batchDelete(t.m.FlowsNarrow, strayNarrow); err != nil {
+	if err := batchDelete(t.m.FlowsNarrow, stray.narrow); err != nil {
+		return fmt.Errorf("remove stray flows: %w", err)
+	}
+	if err := batchDelete(t.m.FlowsRanged, stray.ranged); err != nil {
 		return fmt.Errorf("remove stray flows: %w", err)
 	}
 	keys := make([]flowKey, 0, len(t.flows))

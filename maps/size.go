@@ -14,10 +14,11 @@ const MaxActionSets = 65536
 // counters and specs. Call it, with SizeSpec, before loading spec.
 func SizeTables(spec *ebpf.CollectionSpec, flows, rules uint32) error {
 	sizes := map[string]uint32{
-		// Flows of narrow and of wide subtables (flowstore.go): either
-		// may hold them all.
+		// Flows of narrow, narrow ranged and wide subtables
+		// (flowstore.go): any may hold them all.
 		mapFlows:       flows,
 		mapFlowsNarrow: flows,
+		mapFlowsRanged: flows,
 		mapRuleStats:   rules,
 		mapRuleSpecs:   rules,
 		// Action lists are shared by content: far fewer than rules. The

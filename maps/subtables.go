@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"cmp"
 	"fmt"
+	"math"
 	"slices"
 
 	"github.com/xdpflow/xdpflow/rule"
@@ -21,30 +22,61 @@ type subtableKey struct {
 	ranged bool
 }
 
-// portRanges are a flow's port ranges (unset: any port).
-type portRanges struct{ src, dst rule.PortRange }
+// flowRanges are a flow's port ranges and IPv4 address prefixes (unset:
+// any).
+type flowRanges struct {
+	src, dst     rule.PortRange
+	saddr, daddr rule.Prefix4
+}
+
+// rangesOfEntry is e's ranges.
+func rangesOfEntry(e *rule.Entry) flowRanges {
+	return flowRanges{e.SrcPorts, e.DstPorts, e.SrcAddrs, e.DstAddrs}
+}
+
+// entry is the entry of a flow of a subtable of mask with key and ranges r.
+func (r flowRanges) entry(key, mask rule.Key) rule.Entry {
+	return rule.Entry{Key: key, Mask: mask, SrcPorts: r.src, DstPorts: r.dst, SrcAddrs: r.saddr, DstAddrs: r.daddr}
+}
+
+// addrs reports whether r has address prefixes, which only flows_ranged holds.
+func (r flowRanges) addrs() bool { return r.saddr.Set() || r.daddr.Set() }
 
 // flowValueOf is the value of a flow of owner with ranges.
-func flowValueOf(owner *Installed, r portRanges) flowValue {
-	v := flowValue{ActionSet: owner.ActionSet, Stats: owner.ID, Rank: rankOf(owner),
-		SportLo: 0, SportHi: 0xffff, DportLo: 0, DportHi: 0xffff}
+func flowValueOf(owner *Installed, r flowRanges) flowValue {
+	v := flowValue{Flow: plainValue{ActionSet: owner.ActionSet, Stats: owner.ID, Rank: rankOf(owner),
+		SportLo: 0, SportHi: 0xffff, DportLo: 0, DportHi: 0xffff}}
 	if r.src.Set() {
-		v.SportLo, v.SportHi = r.src.Min, r.src.Max
+		v.Flow.SportLo, v.Flow.SportHi = r.src.Min, r.src.Max
 	}
 	if r.dst.Set() {
-		v.DportLo, v.DportHi = r.dst.Min, r.dst.Max
+		v.Flow.DportLo, v.Flow.DportHi = r.dst.Min, r.dst.Max
 	}
+	v.SaddrLo, v.SaddrHi = r.saddr.Range()
+	v.DaddrLo, v.DaddrHi = r.daddr.Range()
 	return v
 }
 
+// valueOfPlain is the value of a flow of flows or flows_narrow: no
+// address ranges.
+func valueOfPlain(v plainValue) flowValue {
+	return flowValue{Flow: v, SaddrHi: math.MaxUint32, DaddrHi: math.MaxUint32}
+}
+
 // rangesOf is the ranges a flow value carries.
-func rangesOf(v *flowValue) portRanges {
-	var r portRanges
-	if v.SportLo != 0 || v.SportHi != 0xffff {
-		r.src = rule.PortRange{Min: v.SportLo, Max: v.SportHi}
+func rangesOf(v *flowValue) flowRanges {
+	var r flowRanges
+	if f := &v.Flow; f.SportLo != 0 || f.SportHi != 0xffff {
+		r.src = rule.PortRange{Min: f.SportLo, Max: f.SportHi}
 	}
-	if v.DportLo != 0 || v.DportHi != 0xffff {
-		r.dst = rule.PortRange{Min: v.DportLo, Max: v.DportHi}
+	if f := &v.Flow; f.DportLo != 0 || f.DportHi != 0xffff {
+		r.dst = rule.PortRange{Min: f.DportLo, Max: f.DportHi}
+	}
+	if v.SaddrLo != 0 || v.SaddrHi != math.MaxUint32 {
+		r.saddr = rule.Prefix4Of(v.SaddrLo, v.SaddrHi)
+	}
+	if v.DaddrLo != 0 || v.DaddrHi != math.MaxUint32 {
+		r.daddr = rule.Prefix4Of(v.DaddrLo, v.DaddrHi)
 	}
 	return r
 }
@@ -149,6 +181,8 @@ func (t *Table) sortedSubtables(add map[uint32]*subtable, bounds func(*subtable)
 	return out
 }
 
+var allOnes = [4]byte{0xff, 0xff, 0xff, 0xff}
+
 // publish makes list the program's subtable list: it fills the next buffer
 // of the ring and points meta.active_list at it. Runs that read the old
 // list finish with it; that buffer is held until they have.
@@ -167,6 +201,10 @@ func (t *Table) publish(list []*subtable) error {
 		if s.ranged {
 			l.Subtables[i].Ranged = 1
 			answers.SrcPort, answers.DstPort = 0xffff, 0xffff
+			if lay.n > 0 { // its flows may check IPv4 addresses
+				copy(answers.SrcIp[:4], allOnes[:])
+				copy(answers.DstIp[:4], allOnes[:])
+			}
 		}
 		l.UnionMask = rule.UnionKey(&l.UnionMask, &answers)
 	}

@@ -77,7 +77,7 @@ type Table struct {
 	subtablesByID   map[uint32]*subtable
 	flows           map[flowKey]RuleID     // each flow's owner: its claimant of the lowest rank
 	shadowed        map[flowKey][]RuleID   // a contested flow's other claimants, in rank order
-	flowRanges      map[flowKey]portRanges // the ranges of the flows of ranged subtables
+	flowRanges      map[flowKey]flowRanges // the ranges of the flows of ranged subtables
 	actionSets      map[string]*actionSlot // by content
 	actionKeyBySlot map[uint32]string      // slot -> content key
 	actionSetBySlot map[uint32]actionSet   // slot -> content
@@ -147,7 +147,7 @@ func Open(m *bpf.XdpflowMaps, parse ParseFunc) (*Table, error) {
 		subtablesByID:   map[uint32]*subtable{},
 		flows:           map[flowKey]RuleID{},
 		shadowed:        map[flowKey][]RuleID{},
-		flowRanges:      map[flowKey]portRanges{},
+		flowRanges:      map[flowKey]flowRanges{},
 		actionSets:      map[string]*actionSlot{},
 		actionKeyBySlot: map[uint32]string{},
 		actionSetBySlot: map[uint32]actionSet{},

@@ -1,6 +1,7 @@
 package nft
 
 import (
+	"encoding/binary"
 	"fmt"
 
 	"github.com/xdpflow/xdpflow/rule"
@@ -59,12 +60,18 @@ func describe(m *rule.Match) []rule.KeyValue {
 	if v4 {
 		width = 4
 	}
-	if mk.SrcIp != [16]byte{} {
-		add("src_ip", ruletext.MaskedIP(k.SrcIp[:width], mk.SrcIp[:width]))
+	ip := func(name string, key, mask [16]byte, p rule.Prefix4) {
+		if p.Set() { // the prefix the flow checks, not its subtable's
+			key, mask = [16]byte{}, [16]byte{}
+			binary.BigEndian.PutUint32(key[:4], p.Addr)
+			binary.BigEndian.PutUint32(mask[:4], ^uint32(0)<<(32-p.Bits))
+		}
+		if mask != [16]byte{} {
+			add(name, ruletext.MaskedIP(key[:width], mask[:width]))
+		}
 	}
-	if mk.DstIp != [16]byte{} {
-		add("dst_ip", ruletext.MaskedIP(k.DstIp[:width], mk.DstIp[:width]))
-	}
+	ip("src_ip", k.SrcIp, mk.SrcIp, m.SrcAddrs)
+	ip("dst_ip", k.DstIp, mk.DstIp, m.DstAddrs)
 	port := func(name string, v, msk uint16) {
 		number(name, uint64(rule.BE16ToHost(v)), uint64(rule.BE16ToHost(msk)), 0xffff, 4)
 	}

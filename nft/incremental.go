@@ -26,7 +26,8 @@ type fastState struct {
 	keys    map[tableKey]int // subtables, by the placed parts using them
 	nflows  int
 	nparts  int
-	claims  map[rule.Entry]*prepared // flows whose port ranges a rule holds
+	claims  map[rule.Entry]*prepared // ranged flows, by the rule holding each
+	wanted  map[rule.Entry]bool      // ranged flows a rule found held, and chose past
 	byName  map[string]*Status
 	limits  Limits
 	spacing int // a whole compile's, between the last rule and one appended
@@ -63,7 +64,7 @@ func newFastState(a *assembler, rs *Ruleset) *fastState {
 		return nil
 	}
 	fs := &fastState{epoch: rs.editsEpoch, nEdits: len(rs.edits), context: contextOf(rs),
-		chains: map[string]chainPlace{}, keys: map[tableKey]int{}, claims: map[rule.Entry]*prepared{},
+		chains: map[string]chainPlace{}, keys: map[tableKey]int{}, claims: map[rule.Entry]*prepared{}, wanted: a.wanted,
 		byName: a.byName, limits: a.lim, nparts: len(a.out), spacing: a.spacing}
 	for i, c := range rs.Base {
 		fs.chains[c.Table+"/"+c.Name] = chainPlace{policy: c.Policy, first: i == 0, last: i == len(rs.Base)-1}
@@ -213,8 +214,14 @@ func (u *updater) commit() {
 			cp.counts.offloaded++
 		}
 	}
+	for flow := range u.freed {
+		delete(fs.claims, flow)
+	}
 	for flow, p := range u.claims {
 		fs.claims[flow] = p
+	}
+	for flow := range u.wanted {
+		fs.wanted[flow] = true
 	}
 	fs.keys, fs.nflows, fs.nparts = u.keys, u.nflows, u.nparts
 	for k, n := range fs.keys {

@@ -29,6 +29,8 @@ type updater struct {
 	addedPrep   map[preparedKey]*prepared
 	added       []*rule.Rule
 	claims      map[rule.Entry]*prepared
+	wanted      map[rule.Entry]bool // flows added rules found held
+	freed       map[rule.Entry]bool // flows removed rules held
 	byName      map[string]*Status
 	levels      map[*ruleInfo]int // of the rules added
 	newFlows    int
@@ -65,10 +67,17 @@ func (u *updater) remove(r *ruleInfo) bool {
 		if p == nil {
 			continue // never prepared
 		}
-		for _, claimer := range u.fs.claims {
-			if claimer == p {
-				return false // a later rule would take its ranges
+		for _, flow := range p.claimed {
+			if u.fs.claims[flow] != p {
+				continue
 			}
+			if u.fs.wanted[flow] || u.wanted[flow] {
+				return false // another rule would take its flow
+			}
+			if u.freed == nil {
+				u.freed = map[rule.Entry]bool{}
+			}
+			u.freed[flow] = true
 		}
 		u.removedPrep = append(u.removedPrep, pk)
 		if !p.built.placed {
@@ -161,6 +170,7 @@ func (u *updater) place(r *ruleInfo, chain string, i int) bool {
 	}
 	if u.addedFlat == nil {
 		u.addedFlat, u.addedPrep, u.claims = map[flatKey]*flatOf{}, map[preparedKey]*prepared{}, map[rule.Entry]*prepared{}
+		u.wanted = map[rule.Entry]bool{}
 	}
 	u.addedFlat[key] = fo
 	for k := range fo.flat {
@@ -199,7 +209,11 @@ func (u *updater) placeFlat(r *ruleInfo, fr *flatRule, chain string, i int) bool
 	}
 	level := prev + (next-prev)/2
 	if p.ranged {
-		if main, ok = u.rangesOrBlocks(p, level); !ok {
+		p.claimed = nil
+		if main, ok = u.rangesOrBlocks(p, p.main, p.origMain, level); !ok {
+			return false
+		}
+		if frag, ok = u.rangesOrBlocks(p, p.frag, p.origFrag, level); !ok {
 			return false
 		}
 	}
@@ -207,6 +221,7 @@ func (u *updater) placeFlat(r *ruleInfo, fr *flatRule, chain string, i int) bool
 	a := &assembler{rs: u.rs, parts: map[string]int{}}
 	b := &p.built
 	b.parts, b.level, b.n, b.acts = a.build(fr, p, level, main, frag, acts), level, 0, acts
+	b.from = [2][]rule.Match{main, frag}
 	b.placed, b.inPlace = true, false
 	b.keys, b.nflows = nil, len(main)+len(frag)
 	for _, ms := range [][]rule.Match{main, frag} {
@@ -230,35 +245,26 @@ func (u *updater) placeFlat(r *ruleInfo, fr *flatRule, chain string, i int) bool
 	return true
 }
 
-// rangesOrBlocks is the assembler's, against the ranges rules hold: a
-// range another rule holds before level becomes prefix blocks; one a rule
-// holds after it cannot be taken in place.
-func (u *updater) rangesOrBlocks(p *prepared, level int) ([]rule.Match, bool) {
-	out := p.main[:0:0]
-	for _, m := range p.main {
-		e := rule.Entry{Key: rule.MaskKey(&m.Key, &m.Mask), Mask: m.Mask, SrcPorts: m.SrcPortRange, DstPorts: m.DstPortRange}
-		if !e.Ranged() {
-			out = append(out, m)
-			continue
-		}
-		flow := rule.Entry{Key: e.Key, Mask: e.Mask}
+// rangesOrBlocks is the assembler's, against the flows rules hold: a flow
+// another rule holds before level sends the match to its next choice; one
+// a rule holds after it cannot be taken in place.
+func (u *updater) rangesOrBlocks(p *prepared, ms, orig []rule.Match, level int) ([]rule.Match, bool) {
+	return chooseFlows(ms, orig, func(flow rule.Entry) claimed {
 		holder := u.claims[flow]
-		if holder == nil {
+		if holder == nil && !u.freed[flow] {
 			holder = u.fs.claims[flow]
 		}
 		switch {
 		case holder == nil:
 			u.claims[flow] = p
-			out = append(out, m)
+			p.claimed = append(p.claimed, flow)
+			return claimTaken
 		case holder.built.level > level:
-			return nil, false
-		default:
-			for _, b := range e.Blocks() {
-				out = append(out, rule.Match{Key: b.Key, Mask: b.Mask})
-			}
+			return claimHeldAfter
 		}
-	}
-	return out, true
+		u.wanted[flow] = true
+		return claimHeldBefore
+	})
 }
 
 // reserve counts what prepared rule p's new parts take; false if the
@@ -277,7 +283,7 @@ func (u *updater) reserve(p *prepared, main, frag []rule.Match) bool {
 		for _, ms := range [][]rule.Match{main, frag} {
 			for k := range ms {
 				m := &ms[k]
-				if !in.HasFlow(rule.Entry{Key: rule.MaskKey(&m.Key, &m.Mask), Mask: m.Mask, SrcPorts: m.SrcPortRange, DstPorts: m.DstPortRange}) {
+				if !in.HasFlow(entryOf(m)) {
 					u.newFlows++
 				}
 			}

@@ -44,7 +44,7 @@ func assemble(flat []flatRule, rs *Ruleset, lim Limits, prep func(*flatRule) *pr
 func newAssembler(flat []flatRule, rs *Ruleset, lim Limits, prep func(*flatRule) *prepared, installed bool) *assembler {
 	a := &assembler{rs: rs, lim: lim, flat: flat, prep: prep, installed: installed, prepared: make([]*prepared, len(flat)),
 		byName: map[string]*Status{}, parts: map[string]int{}, subs: map[tableKey]bool{},
-		notInPlace: map[tableKey]bool{}, ranged: map[rule.Entry]*prepared{}, top: -1,
+		notInPlace: map[tableKey]bool{}, ranged: map[rule.Entry]*prepared{}, wanted: map[rule.Entry]bool{}, top: -1,
 		spacing: min(max(maxLevel/(2*len(flat)+2), 1), maxSpacing)}
 	// The catch-all's subtable, flow and part may be in place from a
 	// result before: then the room kept for each is free for rules.
@@ -72,15 +72,20 @@ func (a *assembler) placeAll() {
 // prepared is a flat rule's matches, before ranges or blocks are chosen,
 // and what its parts' digests and keys were when last made.
 type prepared struct {
-	main, frag []rule.Match
-	dropped    []string
-	made       map[string]madePart // by actions and which part
-	tableKeys  []tableKey          // of main and frag, once each
-	ranged     bool                // a main match has port ranges
+	main, frag []rule.Match // merged where they can be (merge.go)
+	// origMain, origFrag: the same matches before merging, which
+	// chooseFlows falls back to.
+	origMain, origFrag []rule.Match
+	dropped            []string
+	made               map[string]madePart // by actions and which part
+	tableKeys          []tableKey          // of main and frag, once each
+	ranged             bool                // a match has port ranges or merged prefixes
+	claimed            []rule.Entry        // the ranged flows it took when last placed
 	// The parts last built from it, for the level, part number and
 	// actions they were built for; inPlace once installed (Compiler).
 	built struct {
 		parts    []*rule.Rule
+		from     [2][]rule.Match // the main and frag matches they were built from
 		level, n int
 		acts     []rule.Action
 		placed   bool // in the last result
@@ -97,7 +102,8 @@ type madePart struct {
 
 func prepare(fr *flatRule) *prepared {
 	main, frag, dropped := entriesOf(fr)
-	p := &prepared{main: coalescePorts(main), frag: frag, dropped: dropped}
+	p := &prepared{origMain: coalescePorts(main), origFrag: frag, dropped: dropped}
+	p.main, p.frag = mergedAll(p.origMain), mergedAll(p.origFrag)
 	seen := map[tableKey]bool{}
 	for _, ms := range [][]rule.Match{p.main, p.frag} {
 		for k := range ms {
@@ -198,6 +204,7 @@ type assembler struct {
 	// ranged: the flows of ranged matches placed, each the only one of
 	// its key (a flow holds one range).
 	ranged map[rule.Entry]*prepared // by flow, the prepared rule holding its range
+	wanted map[rule.Entry]bool      // flows a rule found held, and chose past
 	nflows int
 	// What the result needs that is not in place (Limits.InPlace).
 	notInPlace         map[tableKey]bool
@@ -244,7 +251,8 @@ func (a *assembler) place(i int) {
 	p := a.prepare(i)
 	main, frag := p.main, p.frag
 	if p.ranged {
-		main = a.rangesOrBlocks(p.main, p)
+		p.claimed = nil
+		main, frag = a.rangesOrBlocks(p.main, p.origMain, p), a.rangesOrBlocks(p.frag, p.origFrag, p)
 	}
 	pass := fr.pass
 	reason := fr.reason
@@ -259,9 +267,11 @@ func (a *assembler) place(i int) {
 	acts := noteVerdict(st, fr, pass)
 	level := a.levelOf(i)
 	b := &p.built
-	reused := level == b.level && a.parts[fr.name] == b.n && sameSlice(main, p.main) && actsEqual(acts, b.acts) && b.parts != nil
+	reused := level == b.level && a.parts[fr.name] == b.n && sameSlice(main, b.from[0]) && sameSlice(frag, b.from[1]) &&
+		actsEqual(acts, b.acts) && b.parts != nil
 	if !reused {
 		b.parts, b.level, b.n, b.acts, b.inPlace = a.build(fr, p, level, main, frag, acts), level, a.parts[fr.name], acts, false
+		b.from = [2][]rule.Match{main, frag}
 	}
 	parts := b.parts
 	if why := a.reserve(level, main, frag, p, reused && b.inPlace); why != "" {
@@ -300,8 +310,12 @@ func (a *assembler) build(fr *flatRule, p *prepared, level int, main, frag []rul
 		parts = append(parts, partMade(a.rs, fr.name, a.parts[fr.name], level, main, acts, made, "main "))
 	}
 	if len(frag) > 0 {
+		made := p.made
+		if !sameSlice(frag, p.frag) {
+			made = nil
+		}
 		parts = append(parts, partMade(a.rs, fr.name, a.parts[fr.name]+len(parts), level, frag,
-			[]rule.Action{{Kind: rule.ActPass}}, p.made, "frag "))
+			[]rule.Action{{Kind: rule.ActPass}}, made, "frag "))
 	}
 	return parts
 }
@@ -348,8 +362,8 @@ func (a *assembler) reserve(level int, main, frag []rule.Match, p *prepared, inP
 	var newSubs, notInPlace []tableKey
 	newFlows, newRules := 0, 0
 	keys := p.tableKeys
-	if !sameSlice(main, p.main) {
-		keys = nil // prefix blocks: their own keys
+	if !sameSlice(main, p.main) || !sameSlice(frag, p.frag) {
+		keys = nil // other choices of flows: their own keys
 		for _, ms := range [][]rule.Match{main, frag} {
 			for k := range ms {
 				keys = append(keys, tableKeyOf(&ms[k]))
@@ -368,8 +382,7 @@ func (a *assembler) reserve(level int, main, frag []rule.Match, p *prepared, inP
 		for _, ms := range [][]rule.Match{main, frag} {
 			for k := range ms {
 				m := &ms[k]
-				e := rule.Entry{Key: rule.MaskKey(&m.Key, &m.Mask), Mask: m.Mask, SrcPorts: m.SrcPortRange, DstPorts: m.DstPortRange}
-				if !in.HasFlow(e) {
+				if !in.HasFlow(entryOf(m)) {
 					newFlows++
 				}
 			}
@@ -408,33 +421,22 @@ func (a *assembler) reserve(level int, main, frag []rule.Match, p *prepared, inP
 }
 
 func tableKeyOf(m *rule.Match) tableKey {
-	return tableKey{m.Mask, m.SrcPortRange.Set() || m.DstPortRange.Set()}
+	e := entryOf(m)
+	return tableKey{m.Mask, e.Ranged()}
 }
 
-// rangesOrBlocks keeps each ranged match whose flow no ranged match placed
-// before holds, and claims it; the others become prefix blocks.
-func (a *assembler) rangesOrBlocks(ms []rule.Match, p *prepared) []rule.Match {
-	out := ms[:0:0]
-	blocks := false
-	for _, m := range ms {
-		e := rule.Entry{Key: rule.MaskKey(&m.Key, &m.Mask), Mask: m.Mask, SrcPorts: m.SrcPortRange, DstPorts: m.DstPortRange}
-		if !e.Ranged() {
-			out = append(out, m)
-			continue
+// rangesOrBlocks keeps each ranged match of ms whose flow no ranged match
+// placed before holds, and claims it; the others take their next choice
+// (chooseFlows) of orig, the same matches unmerged.
+func (a *assembler) rangesOrBlocks(ms, orig []rule.Match, p *prepared) []rule.Match {
+	out, _ := chooseFlows(ms, orig, func(flow rule.Entry) claimed {
+		if a.ranged[flow] != nil {
+			a.wanted[flow] = true
+			return claimHeldBefore
 		}
-		flow := rule.Entry{Key: e.Key, Mask: e.Mask}
-		if a.ranged[flow] == nil {
-			a.ranged[flow] = p
-			out = append(out, m)
-			continue
-		}
-		blocks = true
-		for _, b := range e.Blocks() {
-			out = append(out, rule.Match{Key: b.Key, Mask: b.Mask})
-		}
-	}
-	if !blocks {
-		return ms
-	}
+		a.ranged[flow] = p
+		p.claimed = append(p.claimed, flow)
+		return claimTaken
+	})
 	return out
 }

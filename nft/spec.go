@@ -62,10 +62,10 @@ func digest(ms []rule.Match, acts string) string {
 	h := sha256.New()
 	keys := make([]string, len(ms))
 	for i := range ms {
-		r := ms[i].SrcPortRange
-		q := ms[i].DstPortRange
+		r, q := ms[i].SrcPortRange, ms[i].DstPortRange
+		sa, da := ms[i].SrcAddrs, ms[i].DstAddrs
 		keys[i] = string(rule.KeyBytes(&ms[i].Key)) + string(rule.KeyBytes(&ms[i].Mask)) +
-			fmt.Sprintf("%d-%d,%d-%d", r.Min, r.Max, q.Min, q.Max)
+			fmt.Sprintf("%d-%d,%d-%d,%d/%d,%d/%d", r.Min, r.Max, q.Min, q.Max, sa.Addr, sa.Bits, da.Addr, da.Bits)
 	}
 	sort.Strings(keys)
 	for _, k := range keys {

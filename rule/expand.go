@@ -1,20 +1,27 @@
 package rule
 
 import (
+	"encoding/binary"
 	"sort"
 	"unsafe"
 )
 
 // Entry is one masked flow-table entry: packets whose key, under Mask,
-// equals Key, and whose ports are in SrcPorts and DstPorts where those are
-// set (the mask then has no bits of that port).
+// equals Key, whose ports are in SrcPorts and DstPorts where those are
+// set (the mask then has no bits of that port), and whose IPv4 addresses
+// are in SrcAddrs and DstAddrs where those are set (longer prefixes than
+// the mask's).
 type Entry struct {
 	Key, Mask          Key
 	SrcPorts, DstPorts PortRange
+	SrcAddrs, DstAddrs Prefix4
 }
 
-// Ranged reports whether the entry has port ranges.
-func (e *Entry) Ranged() bool { return e.SrcPorts.Set() || e.DstPorts.Set() }
+// Ranged reports whether the entry has port ranges or address prefixes
+// beyond its mask: a flow of a ranged subtable.
+func (e *Entry) Ranged() bool {
+	return e.SrcPorts.Set() || e.DstPorts.Set() || e.SrcAddrs.Set() || e.DstAddrs.Set()
+}
 
 // Blocks is the entry without ranges: one entry per pair of prefix blocks
 // that cover its ranges, each with the ports in its mask.
@@ -85,7 +92,8 @@ func UnionKey(a, b *Key) Key {
 
 // Covers reports whether packet key p falls under entry e.
 func (e *Entry) Covers(p *Key) bool {
-	return MaskKey(p, &e.Mask) == e.Key && inRange(e.SrcPorts, p.SrcPort) && inRange(e.DstPorts, p.DstPort)
+	return MaskKey(p, &e.Mask) == e.Key && inRange(e.SrcPorts, p.SrcPort) && inRange(e.DstPorts, p.DstPort) &&
+		e.SrcAddrs.Contains(binary.BigEndian.Uint32(p.SrcIp[:4])) && e.DstAddrs.Contains(binary.BigEndian.Uint32(p.DstIp[:4]))
 }
 
 // rect is the port part of a ranged match: [src] x [dst]. A dimension
@@ -155,7 +163,8 @@ func prefixBlocks(lo, hi uint16) []portBlock {
 
 // HasRanges reports whether the rule expands into more than its own mask.
 func (r *Rule) HasRanges() bool {
-	return r.Match.SrcPortRange.Set() || r.Match.DstPortRange.Set()
+	m := &r.Match
+	return m.SrcPortRange.Set() || m.DstPortRange.Set() || m.SrcAddrs.Set() || m.DstAddrs.Set()
 }
 
 // RangesOrdered reports whether the rule's entries depend on the other
@@ -224,7 +233,8 @@ func expandOne(r *Rule, earlier []*Rule) []Entry {
 		return []Entry{{Key: base, Mask: r.Match.Mask}}
 	}
 	if r.Source == SourceNFT {
-		return []Entry{{Key: base, Mask: r.Match.Mask, SrcPorts: r.Match.SrcPortRange, DstPorts: r.Match.DstPortRange}}
+		m := &r.Match
+		return []Entry{{Key: base, Mask: m.Mask, SrcPorts: m.SrcPortRange, DstPorts: m.DstPortRange, SrcAddrs: m.SrcAddrs, DstAddrs: m.DstAddrs}}
 	}
 	rects := []rect{r.rect()}
 	group := r.MaskGroup()

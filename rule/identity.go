@@ -65,6 +65,9 @@ func appendMatch(b []byte, m *Match) []byte {
 	for _, v := range []uint16{m.SrcPortRange.Min, m.SrcPortRange.Max, m.DstPortRange.Min, m.DstPortRange.Max} {
 		b = binary.LittleEndian.AppendUint16(b, v)
 	}
+	for _, p := range []Prefix4{m.SrcAddrs, m.DstAddrs} {
+		b = append(binary.LittleEndian.AppendUint32(b, p.Addr), p.Bits)
+	}
 	return b
 }
 

@@ -6,6 +6,7 @@ package rule
 
 import (
 	"fmt"
+	"math"
 	"math/bits"
 	"net"
 	"time"
@@ -63,12 +64,46 @@ type PortRange struct {
 // Set reports whether the range is in use.
 func (r PortRange) Set() bool { return r != PortRange{} }
 
+// Prefix4 is an IPv4 prefix (the address in host order) that a flow
+// checks as an address range, beyond the address bits its mask keeps: the
+// flow then shares the subtable of a shorter prefix. Bits 0: no prefix.
+type Prefix4 struct {
+	Addr uint32
+	Bits uint8
+}
+
+// Set reports whether the prefix is in use.
+func (p Prefix4) Set() bool { return p.Bits > 0 }
+
+// Range is the prefix's addresses, inclusive (all of them when unset).
+func (p Prefix4) Range() (lo, hi uint32) {
+	if p.Bits == 0 {
+		return 0, math.MaxUint32
+	}
+	m := ^uint32(0) << (32 - min(p.Bits, 32))
+	return p.Addr & m, p.Addr | ^m
+}
+
+// Contains reports whether addr (host order) is in the prefix, or the
+// prefix is unset.
+func (p Prefix4) Contains(addr uint32) bool {
+	lo, hi := p.Range()
+	return addr >= lo && addr <= hi
+}
+
+// Prefix4Of is the prefix of the range lo-hi, which must be one.
+func Prefix4Of(lo, hi uint32) Prefix4 {
+	return Prefix4{Addr: lo, Bits: uint8(bits.LeadingZeros32(lo ^ hi))}
+}
+
 // Match is what a rule matches: a masked key plus optional port ranges,
-// which Expand turns into prefix-masked entries.
+// which Expand turns into prefix-masked entries, and optional IPv4
+// prefixes checked beyond the mask (nft's, never a tc filter's).
 type Match struct {
-	Key, Mask    Key
-	SrcPortRange PortRange
-	DstPortRange PortRange
+	Key, Mask          Key
+	SrcPortRange       PortRange
+	DstPortRange       PortRange
+	SrcAddrs, DstAddrs Prefix4
 }
 
 // KeyValue is one match key as the user wrote it, in tc's words: shown by

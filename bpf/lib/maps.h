@@ -50,6 +50,16 @@ struct {
 	__type(value, struct xf_flow);
 } flows_narrow SEC(".maps");
 
+/* Flows of narrow ranged subtables, with their ranges (struct
+ * xf_ranged_flow); otherwise as flows_narrow. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 65536);
+	__type(key, struct xf_narrow_flow_key);
+	__type(value, struct xf_ranged_flow);
+} flows_ranged SEC(".maps");
+
 /* Action sets, shared by content between rules. Never rewritten while a flow
  * points at them: a changed rule gets a fresh slot. */
 struct {

@@ -34,6 +34,13 @@ static __always_inline int in_ranges(const struct xf_flow *flow, __u16 sport, __
 	       dport <= flow->dport_hi;
 }
 
+/* Whether the IPv4 addresses (host order) are in the flow's ranges. */
+static __always_inline int in_addr_ranges(const struct xf_ranged_flow *rf, __u32 saddr, __u32 daddr)
+{
+	return saddr >= rf->saddr_lo && saddr <= rf->saddr_hi && daddr >= rf->daddr_lo &&
+	       daddr <= rf->daddr_hi;
+}
+
 /*
  * Search the subtables in order of their bounds for the hit of the lowest
  * rank: 1 with *out set to its answer, or 0. The search stops at the first
@@ -55,7 +62,7 @@ __attribute__((noinline)) int search(struct xf_subtable_list *list, struct xf_ke
 	 * this function and its caller within 512 bytes on 6.1. */
 	struct xf_flow_key fk;
 	__u16 sport, dport;
-	__u32 n, i;
+	__u32 saddr, daddr, n, i;
 	__u64 best;
 
 	if (!list || !key || !out)
@@ -64,6 +71,8 @@ __attribute__((noinline)) int search(struct xf_subtable_list *list, struct xf_ke
 	best = list->no_rank;
 	sport = bpf_ntohs(key->src_port);
 	dport = bpf_ntohs(key->dst_port);
+	saddr = bpf_ntohl(*(__be32 *)key->src_ip);
+	daddr = bpf_ntohl(*(__be32 *)key->dst_ip);
 	_Static_assert(__builtin_offsetof(struct xf_narrow_flow_key, words) ==
 			       __builtin_offsetof(struct xf_flow_key, key),
 		       "a narrow key is a prefix of a wide one");
@@ -102,7 +111,13 @@ __attribute__((noinline)) int search(struct xf_subtable_list *list, struct xf_ke
 				o[w] = k[idx] & m[idx];
 			}
 			fk.subtable = st->id;
-			flow = bpf_map_lookup_elem(&flows_narrow, &fk);
+			if (st->ranged) {
+				struct xf_ranged_flow *rf = bpf_map_lookup_elem(&flows_ranged, &fk);
+
+				flow = rf && in_addr_ranges(rf, saddr, daddr) ? &rf->flow : NULL;
+			} else {
+				flow = bpf_map_lookup_elem(&flows_narrow, &fk);
+			}
 		} else {
 #pragma unroll
 			for (w = 0; w < XF_KEY_WORDS; w++)

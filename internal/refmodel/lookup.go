@@ -1,6 +1,10 @@
 package refmodel
 
-import "github.com/xdpflow/xdpflow/rule"
+import (
+	"encoding/binary"
+
+	"github.com/xdpflow/xdpflow/rule"
+)
 
 // classify returns the index in rules (in lookup order, see Table) of the
 // rule the kernel runs for key k, or -1. Rules of one priority and mask
@@ -77,11 +81,14 @@ func maskedEqual(m *rule.Match, k *rule.Key) bool {
 	return rule.MaskKey(k, &m.Mask) == rule.MaskKey(&m.Key, &m.Mask)
 }
 
-// inRanges: a port within a range's bounds, both included.
+// inRanges: a port within a range's bounds, both included; and an IPv4
+// address within an nft rule's prefix where its match carries one beside
+// the mask (nft's payload compare of the masked address, nft_cmp_eval).
 func inRanges(m *rule.Match, k *rule.Key) bool {
 	in := func(pr rule.PortRange, be uint16) bool {
 		p := rule.BE16ToHost(be)
 		return !pr.Set() || (p >= pr.Min && p <= pr.Max)
 	}
-	return in(m.SrcPortRange, k.SrcPort) && in(m.DstPortRange, k.DstPort)
+	return in(m.SrcPortRange, k.SrcPort) && in(m.DstPortRange, k.DstPort) &&
+		m.SrcAddrs.Contains(binary.BigEndian.Uint32(k.SrcIp[:4])) && m.DstAddrs.Contains(binary.BigEndian.Uint32(k.DstIp[:4]))
 }
