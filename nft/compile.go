@@ -136,6 +136,7 @@ func (cp *Compiler) Compile(rs *Ruleset, lim Limits) ([]*rule.Rule, []*Status) {
 	var flat []flatRule
 	used := make(map[flatKey]*flatOf, len(cp.flat))
 	unkept := false
+	takesAll := map[string]*ruleInfo{}
 	for i, c := range rs.Base {
 		if tag, reason := rs.puntFrom(c); reason != "" {
 			// From here on every packet goes to the kernel, which runs
@@ -153,6 +154,9 @@ func (cp *Compiler) Compile(rs *Ruleset, lim Limits) ([]*rule.Rule, []*Status) {
 		f := &flattener{rs: rs, env: e, base: c, lastBase: last, kept: cp.flat, used: used}
 		flat = append(flat, f.chain(c, nil, 0)...)
 		unkept = unkept || f.unkept
+		if f.takesAll != nil {
+			takesAll[c.Table+"/"+c.Name] = f.takesAll
+		}
 		if c.Policy == nfDrop {
 			flat = append(flat, flatRule{name: chainName(c) + "/policy", verdict: verdict{kind: vDrop}})
 		}
@@ -186,6 +190,9 @@ func (cp *Compiler) Compile(rs *Ruleset, lim Limits) ([]*rule.Rule, []*Status) {
 	}
 	if !unkept {
 		cp.fast = newFastState(a, rs)
+		if cp.fast != nil {
+			cp.fast.takesAll = takesAll
+		}
 	}
 	return a.out, a.statuses
 }

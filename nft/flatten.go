@@ -17,6 +17,9 @@ type flattener struct {
 	// not be kept.
 	kept, used map[flatKey]*flatOf
 	unkept     bool
+	// takesAll: the base chain rule that takes every packet, if any
+	// (the rules after it are never reached).
+	takesAll *ruleInfo
 }
 
 // flatKey is what a base chain rule's flat rules depend on.
@@ -44,15 +47,18 @@ func (f *flattener) chain(c *Chain, ctx []pred, depth int) []flatRule {
 	unreachable := ""
 	for _, r := range c.Rules {
 		if unreachable != "" {
+			// The rules after one that takes every packet are skipped,
+			// whatever they are: no result of them is changed in place.
+			f.unkept = f.unkept || depth == 0
 			out = append(out, flatRule{name: fmt.Sprintf("%s/%d", chainName(c), r.Handle), skip: unreachable})
 			continue
 		}
 		fo := f.rule(c, r, ctx, depth)
 		out = append(out, fo.flat...)
 		unreachable = fo.unreachable
-		// The rules after one that takes every packet are skipped,
-		// whatever they are: no result of them is changed in place.
-		f.unkept = f.unkept || unreachable != "" && depth == 0
+		if unreachable != "" && depth == 0 {
+			f.takesAll = r
+		}
 	}
 	return out
 }

@@ -28,9 +28,11 @@ type fastState struct {
 	nparts  int
 	claims  map[rule.Entry]*prepared // ranged flows, by the rule holding each
 	wanted  map[rule.Entry]bool      // ranged flows a rule found held, and chose past
-	byName  map[string]*Status
-	limits  Limits
-	spacing int // a whole compile's, between the last rule and one appended
+	// takesAll: by chain, the last rule that takes every packet.
+	takesAll map[string]*ruleInfo
+	byName   map[string]*Status
+	limits   Limits
+	spacing  int // a whole compile's, between the last rule and one appended
 }
 
 // chainPlace is a base chain's place among the device's base chains.

@@ -159,6 +159,11 @@ func (u *updater) place(r *ruleInfo, chain string, i int) bool {
 	if used[key] == nil || fo.unreachable != "" {
 		return false // not the rule's own, or it takes every packet
 	}
+	if t := u.fs.takesAll[chain]; t != nil {
+		if j := slices.Index(c.Rules, t); j >= 0 && j < i {
+			return false // after a rule that takes every packet: never reached
+		}
+	}
 	withParts := 0
 	for k := range fo.flat {
 		if fo.flat[k].skip == "" {
@@ -194,6 +199,7 @@ func (u *updater) placeFlat(r *ruleInfo, fr *flatRule, chain string, i int) bool
 		return true
 	}
 	p := prepare(fr)
+	p.claimed = nil
 	main, frag := p.main, p.frag
 	pass, reason := fr.pass, fr.reason
 	if len(p.dropped) > 0 {
@@ -208,12 +214,11 @@ func (u *updater) placeFlat(r *ruleInfo, fr *flatRule, chain string, i int) bool
 		return false
 	}
 	level := prev + (next-prev)/2
+	if frag, ok = fragPunts(p.frag, u.claim(p, level)); !ok {
+		return false
+	}
 	if p.ranged {
-		p.claimed = nil
-		if main, ok = u.rangesOrBlocks(p, p.main, p.origMain, level); !ok {
-			return false
-		}
-		if frag, ok = u.rangesOrBlocks(p, p.frag, p.origFrag, level); !ok {
+		if main, ok = chooseFlows(p.main, p.origMain, u.claim(p, level)); !ok {
 			return false
 		}
 	}
@@ -245,11 +250,11 @@ func (u *updater) placeFlat(r *ruleInfo, fr *flatRule, chain string, i int) bool
 	return true
 }
 
-// rangesOrBlocks is the assembler's, against the flows rules hold: a flow
-// another rule holds before level sends the match to its next choice; one
-// a rule holds after it cannot be taken in place.
-func (u *updater) rangesOrBlocks(p *prepared, ms, orig []rule.Match, level int) ([]rule.Match, bool) {
-	return chooseFlows(ms, orig, func(flow rule.Entry) claimed {
+// claim is the assembler's, against the flows rules hold: a flow another
+// rule holds before level is held before; one a rule holds after it
+// cannot be taken in place.
+func (u *updater) claim(p *prepared, level int) func(flow rule.Entry) claimed {
+	return func(flow rule.Entry) claimed {
 		holder := u.claims[flow]
 		if holder == nil && !u.freed[flow] {
 			holder = u.fs.claims[flow]
@@ -264,7 +269,7 @@ func (u *updater) rangesOrBlocks(p *prepared, ms, orig []rule.Match, level int) 
 		}
 		u.wanted[flow] = true
 		return claimHeldBefore
-	})
+	}
 }
 
 // reserve counts what prepared rule p's new parts take; false if the

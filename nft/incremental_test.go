@@ -290,3 +290,24 @@ func TestMergedChangesInPlace(t *testing.T) {
 	}
 	t.Logf("%d of 300 changes in place", inPlace)
 }
+
+// TestChangeInPlaceBeforeTakeAll: a chain ending in a rule that takes
+// every packet (ClassBench's last rule) is changed in place before it, and
+// a rule added after it, never reached, is a whole compile's result too.
+func TestChangeInPlaceBeforeTakeAll(t *testing.T) {
+	all := &ruleInfo{Table: "t", Chain: "in", Handle: 100, Exprs: []exprInfo{{E: &expr.Verdict{Kind: expr.VerdictDrop}}}}
+	w := &world{chains: []*Chain{baseChain("in", 1, 0, tcpRule("in", 1, 80, 80, expr.VerdictAccept),
+		tcpRule("in", 2, 1000, 2000, expr.VerdictDrop), all)}}
+	cp := new(Compiler)
+	install(cp, w.ruleset())
+	w.insert("in", 1, tcpRule("in", 3, 443, 443, expr.VerdictAccept))
+	rs := w.ruleset()
+	if !install(cp, rs) {
+		t.Error("a rule added before the one that takes every packet was not changed in place")
+	}
+	sameAsWhole(t, "added before", cp, rs)
+	w.insert("in", 4, tcpRule("in", 4, 22, 22, expr.VerdictAccept))
+	rs = w.ruleset()
+	install(cp, rs)
+	sameAsWhole(t, "added after", cp, rs)
+}

@@ -73,14 +73,14 @@ func (a *assembler) placeAll() {
 // and what its parts' digests and keys were when last made.
 type prepared struct {
 	main, frag []rule.Match // merged where they can be (merge.go)
-	// origMain, origFrag: the same matches before merging, which
-	// chooseFlows falls back to.
-	origMain, origFrag []rule.Match
-	dropped            []string
-	made               map[string]madePart // by actions and which part
-	tableKeys          []tableKey          // of main and frag, once each
-	ranged             bool                // a match has port ranges or merged prefixes
-	claimed            []rule.Entry        // the ranged flows it took when last placed
+	// origMain: the main matches before merging, which chooseFlows
+	// falls back to.
+	origMain  []rule.Match
+	dropped   []string
+	made      map[string]madePart // by actions and which part
+	tableKeys []tableKey          // of main and frag, once each
+	ranged    bool                // a match has port ranges or merged prefixes
+	claimed   []rule.Entry        // the ranged flows it took when last placed
 	// The parts last built from it, for the level, part number and
 	// actions they were built for; inPlace once installed (Compiler).
 	built struct {
@@ -102,8 +102,8 @@ type madePart struct {
 
 func prepare(fr *flatRule) *prepared {
 	main, frag, dropped := entriesOf(fr)
-	p := &prepared{origMain: coalescePorts(main), origFrag: frag, dropped: dropped}
-	p.main, p.frag = mergedAll(p.origMain), mergedAll(p.origFrag)
+	p := &prepared{origMain: coalescePorts(main), frag: widenFragPunt(frag), dropped: dropped}
+	p.main = mergedAll(p.origMain)
 	seen := map[tableKey]bool{}
 	for _, ms := range [][]rule.Match{p.main, p.frag} {
 		for k := range ms {
@@ -249,10 +249,11 @@ func (a *assembler) place(i int) {
 		return
 	}
 	p := a.prepare(i)
-	main, frag := p.main, p.frag
+	p.claimed = nil
+	main := p.main
+	frag, _ := fragPunts(p.frag, a.claim(p))
 	if p.ranged {
-		p.claimed = nil
-		main, frag = a.rangesOrBlocks(p.main, p.origMain, p), a.rangesOrBlocks(p.frag, p.origFrag, p)
+		main, _ = chooseFlows(p.main, p.origMain, a.claim(p))
 	}
 	pass := fr.pass
 	reason := fr.reason
@@ -425,11 +426,10 @@ func tableKeyOf(m *rule.Match) tableKey {
 	return tableKey{m.Mask, e.Ranged()}
 }
 
-// rangesOrBlocks keeps each ranged match of ms whose flow no ranged match
-// placed before holds, and claims it; the others take their next choice
-// (chooseFlows) of orig, the same matches unmerged.
-func (a *assembler) rangesOrBlocks(ms, orig []rule.Match, p *prepared) []rule.Match {
-	out, _ := chooseFlows(ms, orig, func(flow rule.Entry) claimed {
+// claim is prepared rule p's claim of flows in placing order: a flow
+// taken by a rule placed before is held before.
+func (a *assembler) claim(p *prepared) func(flow rule.Entry) claimed {
+	return func(flow rule.Entry) claimed {
 		if a.ranged[flow] != nil {
 			a.wanted[flow] = true
 			return claimHeldBefore
@@ -437,6 +437,5 @@ func (a *assembler) rangesOrBlocks(ms, orig []rule.Match, p *prepared) []rule.Ma
 		a.ranged[flow] = p
 		p.claimed = append(p.claimed, flow)
 		return claimTaken
-	})
-	return out
+	}
 }

@@ -90,6 +90,80 @@ func mergedAll(ms []rule.Match) []rule.Match {
 	return out
 }
 
+// widenFragPunt is the matches of a rule's fragment punt on just the
+// fields that say which packets are fragments of which protocol. A punt
+// sends packets to nft, which decides them exactly, so punting more
+// fragments from the rule's level on is safe; every rule's punt then
+// shares a few flows of one subtable, where its own fields would take
+// subtables of their own.
+func widenFragPunt(ms []rule.Match) []rule.Match {
+	var out []rule.Match
+	seen := map[rule.Match]bool{}
+	for i := range ms {
+		var w rule.Match
+		w.Mask.EthType, w.Mask.L3Proto, w.Mask.IpProto, w.Mask.IpFrag = ms[i].Mask.EthType, ms[i].Mask.L3Proto, ms[i].Mask.IpProto, ms[i].Mask.IpFrag
+		w.Key = rule.MaskKey(&ms[i].Key, &w.Mask)
+		if !seen[w] {
+			seen[w] = true
+			out = append(out, w)
+		}
+	}
+	return out
+}
+
+// portPrefixed is m, then m with the prefix each of its port ranges has
+// in common kept in the mask as well (the flow still checks the range):
+// matches of one masked key and other ranges then take flows of their
+// own, in a few subtables, rather than prefix blocks.
+func portPrefixed(m *rule.Match) []rule.Match {
+	out := []rule.Match{*m}
+	common := func(r rule.PortRange) uint16 {
+		if !r.Set() {
+			return 0
+		}
+		return ^uint16(0) << (16 - bits.LeadingZeros16(r.Min^r.Max))
+	}
+	sm, dm := common(m.SrcPortRange), common(m.DstPortRange)
+	for _, pm := range [][2]uint16{{0, dm}, {sm, 0}, {sm, dm}} {
+		if pm[0]|pm[1] == 0 {
+			continue // no prefix to keep (a repeat is skipped as a flow tried)
+		}
+		c := *m
+		if pm[0] != 0 {
+			c.Mask.SrcPort = rule.HostToBE16(pm[0])
+		}
+		if pm[1] != 0 {
+			c.Mask.DstPort = rule.HostToBE16(pm[1])
+		}
+		c.Key = rule.MaskKey(&m.Key, &c.Mask)
+		c.Key.SrcPort |= rule.HostToBE16(m.SrcPortRange.Min & pm[0])
+		c.Key.DstPort |= rule.HostToBE16(m.DstPortRange.Min & pm[1])
+		out = append(out, c)
+	}
+	return out
+}
+
+// fragPunts is the fragment punts of ms whose flows claim gives: one
+// held by a rule before is left out, since that rule's punt, at a lower
+// level and of the same widened match, takes every packet this one
+// would. False when a claim says placing must start again.
+func fragPunts(ms []rule.Match, claim func(flow rule.Entry) claimed) ([]rule.Match, bool) {
+	out := ms[:0:0]
+	for k := range ms {
+		e := entryOf(&ms[k])
+		switch claim(flowOf(&e)) {
+		case claimTaken:
+			out = append(out, ms[k])
+		case claimHeldAfter:
+			return nil, false
+		}
+	}
+	if len(out) == len(ms) {
+		return ms, true
+	}
+	return out, true
+}
+
 // entryOf is the flow-table entry of match m.
 func entryOf(m *rule.Match) rule.Entry {
 	return rule.Entry{Key: rule.MaskKey(&m.Key, &m.Mask), Mask: m.Mask, SrcPorts: m.SrcPortRange, DstPorts: m.DstPortRange,
@@ -155,20 +229,22 @@ func chooseFlow(m, orig *rule.Match, claim func(flow rule.Entry) claimed) ([]rul
 		}
 		return false, true
 	}
-	if took, ok := try(m); !ok || took {
-		return []rule.Match{*m}, ok
-	}
-	for _, step := range keptSteps[1:] {
+	var choices []rule.Match
+	for _, step := range keptSteps {
 		c, mergeable := merged(orig, step)
 		if !mergeable {
 			break
 		}
-		if took, ok := try(&c); !ok || took {
-			return []rule.Match{c}, ok
+		if step == keptSteps[0] {
+			c = *m
 		}
+		choices = append(choices, portPrefixed(&c)...)
 	}
-	if took, ok := try(orig); !ok || took {
-		return []rule.Match{*orig}, ok
+	choices = append(choices, portPrefixed(orig)...)
+	for i := range choices {
+		if took, ok := try(&choices[i]); !ok || took {
+			return choices[i : i+1], ok
+		}
 	}
 	e := entryOf(orig)
 	var out []rule.Match
