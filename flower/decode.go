@@ -162,7 +162,7 @@ func (d *flowerDecoder) ethernetKeys() {
 // addresses, and ARP's fields.
 func (d *flowerDecoder) networkKeys() {
 	if v := d.take(tcaFlowerKeyIPProto); len(v) == 1 {
-		d.add("ip_proto", strconv.Itoa(int(v[0])))
+		d.add("ip_proto", fmt.Sprintf("0x%02x", v[0]))
 	}
 	d.addMasked(maskedInt,
 		maskedKey{"ip_tos", tcaFlowerKeyIPTOS, tcaFlowerKeyIPTOSMask},

@@ -95,7 +95,7 @@ func TestKernelReadings(t *testing.T) {
 		// The dissector stops at AH, and so does ipv6_find_hdr with
 		// IP6_FH_F_AUTH (nft), having read its first 2 bytes.
 		name:  "ipv6_ah",
-		rules: []string{"protocol ipv6 flower ip_proto 51 action drop"},
+		rules: []string{"protocol ipv6 flower ip_proto ah action drop"},
 		frames: []kernelFrame{
 			{eth(nil, 0x86DD, testutil.IPv6(src6, dst6, 51, 0, 64, nil, ah)), refmodel.Drop, ""},
 			{eth(nil, 0x86DD, testutil.IPv6(src6, dst6, 51, 0, 64, nil, ah[:1])), refmodel.Pass, "nft's pktinfo validation"},

@@ -49,13 +49,36 @@ func EthTypeName(v uint16) string {
 	return fmt.Sprintf("0x%04x", v)
 }
 
-var ipProtos = map[string]uint8{"tcp": 6, "udp": 17, "sctp": 132, "icmp": 1, "icmpv6": 58}
+// ipProtoNames are the protocols tc's flower names (flower_parse_ip_proto,
+// tc/f_flower.c): the first five also as any prefix of the name, tried in
+// this order, as tc's matches() takes them; the rest whole.
+var ipProtoNames = []struct {
+	name   string
+	proto  uint8
+	prefix bool
+}{{"tcp", 6, true}, {"udp", 17, true}, {"sctp", 132, true}, {"icmp", 1, true}, {"icmpv6", 58, true},
+	{"l2tp", 115, false}, {"esp", 50, false}, {"ah", 51, false}}
 
-func ipProtoName(v uint8) string {
-	for n, p := range ipProtos {
-		if p == v {
-			return n
+// parseIPProto reads ip_proto's value as tc does: a name, or else a number
+// in hex (get_u8 in base 16: "47" is 0x47), with or without "0x".
+func parseIPProto(v string) (uint8, bool) {
+	for _, n := range ipProtoNames {
+		if v == n.name || n.prefix && v != "" && strings.HasPrefix(n.name, v) {
+			return n.proto, true
 		}
 	}
-	return strconv.Itoa(int(v))
+	h := strings.TrimPrefix(strings.TrimPrefix(v, "0x"), "0X")
+	p, err := strconv.ParseUint(h, 16, 8)
+	return uint8(p), err == nil && h != ""
+}
+
+// ipProtoName is p as tc shows it (flower_print_ip_proto): its name, or
+// 0x and two hex digits, which parseIPProto reads back.
+func ipProtoName(p uint8) string {
+	for _, n := range ipProtoNames {
+		if n.proto == p {
+			return n.name
+		}
+	}
+	return fmt.Sprintf("0x%02x", p)
 }

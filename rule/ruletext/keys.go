@@ -151,13 +151,9 @@ func (st *flowerState) ipProtoKey(k, v string) error {
 	if err := st.needIP(k); err != nil {
 		return err
 	}
-	p, ok := ipProtos[v]
+	p, ok := parseIPProto(v)
 	if !ok {
-		n, err := strconv.ParseUint(v, 0, 8)
-		if err != nil {
-			return fmt.Errorf("flower: invalid ip_proto %q", v)
-		}
-		p = uint8(n)
+		return fmt.Errorf("flower: invalid ip_proto %q: a name (tcp, udp, sctp, icmp, icmpv6, l2tp, esp, ah) or a hex number, as tc reads it", v)
 	}
 	if (p == 1 && st.l3 == rule.EthPIPv6) || (p == 58 && st.l3 == rule.EthPIP) {
 		return fmt.Errorf("flower: ip_proto %s does not go with protocol %s", v, EthTypeName(st.l3))
