@@ -9,6 +9,15 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+// dropVariants are the forms one rule changes between: a port, a range,
+// another mask with another action, a rewrite.
+var dropVariants = []string{
+	"protocol ip flower ip_proto udp dst_port 1000 action drop",
+	"protocol ip flower ip_proto udp dst_port 990-1010 action drop",
+	"protocol ip flower ip_proto udp src_ip 198.18.0.0/15 dst_port 1000 action vlan push id 5 action drop",
+	"protocol ip flower dst_ip 198.18.0.2 action pedit ex munge eth dst set 02:00:00:00:00:09 action drop",
+}
+
 // TestChangesAreAtomicUnderTraffic replaces the rule that drops a flow again
 // and again — new masks, new subtables, new action sets, subtables of later
 // rules whose bounds it lowers and raises — and inserts and removes an
@@ -28,12 +37,7 @@ func testAtomicUnderTraffic(t *testing.T, deferred bool) {
 	h := newHarness(t, 1, 1<<16)
 	h.deferred = deferred
 	h.reopen()
-	variants := []string{
-		"protocol ip flower ip_proto udp dst_port 1000 action drop",
-		"protocol ip flower ip_proto udp dst_port 990-1010 action drop",
-		"protocol ip flower ip_proto udp src_ip 198.18.0.0/15 dst_port 1000 action vlan push id 5 action drop",
-		"protocol ip flower dst_ip 198.18.0.2 action pedit ex munge eth dst set 02:00:00:00:00:09 action drop",
-	}
+	variants := dropVariants
 	h.install(10, 1, variants[0])
 	installPassingNeighbours(h)
 	frame := benchFrame(1000)
@@ -111,12 +115,7 @@ func testAtomicUnderTraffic(t *testing.T, deferred bool) {
 // deterministically, where traffic meets it only by chance.
 func TestEveryStepKeepsVerdict(t *testing.T) {
 	h := newHarness(t, 1, 1<<16)
-	variants := []string{
-		"protocol ip flower ip_proto udp dst_port 1000 action drop",
-		"protocol ip flower ip_proto udp dst_port 990-1010 action drop",
-		"protocol ip flower ip_proto udp src_ip 198.18.0.0/15 dst_port 1000 action vlan push id 5 action drop",
-		"protocol ip flower dst_ip 198.18.0.2 action pedit ex munge eth dst set 02:00:00:00:00:09 action drop",
-	}
+	variants := dropVariants
 	h.install(10, 1, variants[0])
 	installPassingNeighbours(h)
 	frame := benchFrame(1000)
