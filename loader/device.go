@@ -73,6 +73,17 @@ func (d *Device) Close() {
 	_ = d.Maps.Close()
 }
 
+// MapsByName is the device's pinned maps by their names in the program,
+// for loading another instance of the program over them (a benchmark's
+// program without its cache).
+func (d *Device) MapsByName() map[string]*ebpf.Map {
+	out := map[string]*ebpf.Map{}
+	for name, m := range mapFields(&d.Maps) {
+		out[name] = *m
+	}
+	return out
+}
+
 // mapFields lists the generated map fields with their names.
 func mapFields(m *bpf.XdpflowMaps) map[string]**ebpf.Map {
 	out := map[string]**ebpf.Map{}
