@@ -2,6 +2,7 @@ package selftests
 
 import (
 	"encoding/binary"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -50,6 +51,13 @@ type ovsSwitch struct {
 // ingress.
 func startOVS(t *testing.T, ns *testutil.Netns) *ovsSwitch {
 	t.Helper()
+	return startOVSWith(t, ns, true)
+}
+
+// startOVSWith is startOVS with hw-offload as given: false keeps every
+// datapath flow in the kernel's openvswitch datapath.
+func startOVSWith(t *testing.T, ns *testutil.Netns, hwOffload bool) *ovsSwitch {
+	t.Helper()
 	needOVS(t)
 	dir := t.TempDir()
 	o := &ovsSwitch{ns: ns, dir: dir}
@@ -62,7 +70,7 @@ func startOVS(t *testing.T, ns *testutil.Netns) *ovsSwitch {
 		"OVS_DBDIR=" + dir + "/etc"}
 	o.must(t, ovsCtl, "--no-ovs-vswitchd", "--system-id=random", "--no-monitor", "start")
 	t.Cleanup(func() { _, _ = o.run(ovsCtl, "stop") })
-	o.must(t, "ovs-vsctl", "--no-wait", "set", "Open_vSwitch", ".", "other_config:hw-offload=true")
+	o.must(t, "ovs-vsctl", "--no-wait", "set", "Open_vSwitch", ".", fmt.Sprintf("other_config:hw-offload=%v", hwOffload))
 	o.must(t, ovsCtl, "--no-ovsdb-server", "--no-monitor", "--no-mlockall", "start")
 	return o
 }

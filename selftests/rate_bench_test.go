@@ -33,7 +33,7 @@ type rateRig struct {
 	bareDrops func() uint64
 }
 
-func newRateRig(b *testing.B) *rateRig {
+func newRateRig(b testing.TB) *rateRig {
 	r := &rateRig{a: testutil.NewNetns(b), b: testutil.NewNetns(b)}
 	for _, ns := range []*testutil.Netns{r.a, r.b} {
 		ns.MustExec(b, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1")
@@ -75,7 +75,7 @@ type sample struct{ rate, bare float64 }
 // paired with a round of the bare baseline on a1 -> b1. Frames are sent
 // from one CPU (b0's and b1's NAPI run on that CPU too); count is the
 // case's receiver-side counter.
-func (r *rateRig) rate(b *testing.B, d time.Duration, rounds int, c rateCase, count func() uint64) []sample {
+func (r *rateRig) rate(b testing.TB, d time.Duration, rounds int, c rateCase, count func() uint64) []sample {
 	var out []sample
 	r.a.Run(b, func() {
 		var set unix.CPUSet
@@ -164,7 +164,7 @@ func medians(ss []sample) (rate, bare, ratio float64) {
 // vethXDPDrops is a B device's own count of frames its XDP program dropped
 // (veth's per-queue rx_queue_N_xdp_drops): the same count, at no cost to
 // the program, for bare XDP_DROP and for xdpflow.
-func (r *rateRig) vethXDPDrops(b *testing.B, dev string) uint64 {
+func (r *rateRig) vethXDPDrops(b testing.TB, dev string) uint64 {
 	out := r.b.MustExec(b, "ethtool", "-S", dev)
 	var sum uint64
 	for _, line := range strings.Split(out, "\n") {
@@ -182,7 +182,7 @@ func (r *rateRig) vethXDPDrops(b *testing.B, dev string) uint64 {
 
 // ingressDrops is what TC dropped at b0's ingress (the clsact qdisc's
 // drop count).
-func (r *rateRig) ingressDrops(b *testing.B) uint64 {
+func (r *rateRig) ingressDrops(b testing.TB) uint64 {
 	out := r.b.MustExec(b, "tc", "-s", "-j", "qdisc", "show", "dev", "b0")
 	var qs []struct {
 		Kind  string `json:"kind"`
@@ -201,7 +201,7 @@ func (r *rateRig) ingressDrops(b *testing.B) uint64 {
 }
 
 // attachXDP attaches a program to dev in B and returns the detach.
-func (r *rateRig) attachXDP(b *testing.B, dev string, insns asm.Instructions) func() {
+func (r *rateRig) attachXDP(b testing.TB, dev string, insns asm.Instructions) func() {
 	var l link.Link
 	r.b.Run(b, func() {
 		prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{Type: ebpf.XDP, License: "GPL", Instructions: insns})
@@ -222,7 +222,7 @@ func (r *rateRig) attachXDP(b *testing.B, dev string, insns asm.Instructions) fu
 
 // attachClsBPFDrop adds clsact and a direct-action cls_bpf filter that
 // returns TC_ACT_SHOT, and returns the removal.
-func (r *rateRig) attachClsBPFDrop(b *testing.B) func() {
+func (r *rateRig) attachClsBPFDrop(b testing.TB) func() {
 	r.b.MustExec(b, "tc", "qdisc", "add", "dev", "b0", "clsact")
 	r.b.Run(b, func() {
 		prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{Type: ebpf.SchedCLS, License: "GPL", Instructions: asm.Instructions{
@@ -292,7 +292,7 @@ type rateCase struct {
 // xdpflowNotes summarizes b0's xdpflow counters after a case: how many
 // packets the flow cache answered, and the subtable lookups the
 // rest cost.
-func (r *rateRig) xdpflowNotes(b *testing.B) string {
+func (r *rateRig) xdpflowNotes(b testing.TB) string {
 	c := xdpflowCounters(b, r.b)
 	searched := c["rx"] - c["cache_hits"] - c["unparsed"]
 	note := fmt.Sprintf("cache answered %.1f%%", 100*float64(c["cache_hits"])/float64(max(c["rx"], 1)))
