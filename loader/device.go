@@ -113,6 +113,10 @@ func Open(p Paths, dev string) (*Device, error) {
 	d := &Device{Name: dev, Dir: dir}
 	for name, m := range mapFields(&d.Maps) {
 		pm, err := ebpf.LoadPinnedMap(filepath.Join(dir, name), nil)
+		if errors.Is(err, os.ErrNotExist) {
+			d.Close()
+			return nil, fmt.Errorf("%s: no pinned map %s: the device was enabled by another xdpflow version; disable and enable it again", dev, name)
+		}
 		if err != nil {
 			d.Close()
 			return nil, fmt.Errorf("%s: open pinned map %s: %w", dev, name, err)

@@ -331,3 +331,30 @@ func TestRenameSwapFollowed(t *testing.T) {
 		t.Errorf("%d datagrams delivered: the rule did not follow its device", n)
 	}
 }
+
+// TestEnabledByAnotherVersion: pins another xdpflow version made (here: one
+// without a map this one has) are refused in one line naming the fix, not
+// read as this version's.
+func TestEnabledByAnotherVersion(t *testing.T) {
+	tp := newTopo(t)
+	mustXdpflow(t, tp.b, "enable", "dev", "b0")
+	var pins string
+	for _, l := range strings.Split(mustXdpflow(t, tp.b, "status"), "\n") {
+		if f := strings.Fields(l); len(f) == 2 && f[0] == "pins" {
+			pins = f[1]
+		}
+	}
+	if pins == "" {
+		t.Fatal("status names no pins")
+	}
+	if err := os.Remove(filepath.Join(pins, "flows_ranged")); err != nil {
+		t.Fatal(err)
+	}
+	out, err := xdpflow(tp.b, "filter", "show", "dev", "b0", "ingress")
+	if err == nil || !strings.Contains(out, "another xdpflow version; disable and enable it again") || strings.Count(out, "\n") != 0 {
+		t.Fatalf("pins of another version: err=%v %q, want one line naming the fix", err, out)
+	}
+	mustXdpflow(t, tp.b, "disable", "dev", "b0")
+	mustXdpflow(t, tp.b, "enable", "dev", "b0")
+	mustXdpflow(t, tp.b, "filter", "show", "dev", "b0", "ingress")
+}
