@@ -15,6 +15,10 @@ type combo struct {
 	proto      [2][2]byte // meta protocol: value, mask per byte
 	l4         [2]byte    // meta l4proto: value, mask
 	owner      map[string]int
+	// readsTH: the rule loads transport header bytes, even where every
+	// value passes (th then holds no condition): nft's load still fails
+	// on a fragment too short for them, so no fragment is the rule's.
+	readsTH bool
 }
 
 // errUnsupported names the predicate a combination cannot be keyed on.
@@ -49,7 +53,7 @@ func (cb *combo) build(noTH bool) ([]rule.Match, error) {
 			usesTag = true
 		}
 	}
-	needE := cb.proto[0][1]|cb.proto[1][1] != 0 || len(cb.nh) > 0 || len(th) > 0 || cb.l4[1] != 0 || noTH
+	needE := cb.proto[0][1]|cb.proto[1][1] != 0 || len(cb.nh) > 0 || len(th) > 0 || cb.l4[1] != 0 || noTH || cb.readsTH
 	var base keyBuf
 	for i := 0; i < 6; i++ {
 		if !cb.llPut(&base, i, offEthDst+i) || !cb.llPut(&base, 6+i, offEthSrc+i) {
@@ -218,7 +222,7 @@ func (cb *combo) ethertypes(k *keyBuf, eOff int, tpid uint16, th hdrBytes) ([]ui
 // network keys the network and transport conditions for ethertype e.
 func (cb *combo) network(k *keyBuf, e uint16, th hdrBytes, frag bool) (bool, error) {
 	fail := cb.unsupported
-	if cb.l4[1] != 0 || len(th) > 0 || frag {
+	if cb.l4[1] != 0 || len(th) > 0 || frag || cb.readsTH {
 		if e != rule.EthPIP && e != rule.EthPIPv6 {
 			if cb.l4[1] != 0 {
 				return false, fail("l4", 0, "meta l4proto of a non-IP protocol")
@@ -249,7 +253,7 @@ func (cb *combo) network(k *keyBuf, e uint16, th hdrBytes, frag bool) (bool, err
 		// kernel.
 		return k.put(offIPFrag, rule.FragIsFragment, rule.FragIsFragment), nil
 	}
-	if len(th) == 0 {
+	if len(th) == 0 && !cb.readsTH {
 		return true, nil
 	}
 	return cb.transport(k, e, th)

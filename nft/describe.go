@@ -55,7 +55,8 @@ func describe(m *rule.Match) []rule.KeyValue {
 		add("tcp_flags", hex16(k.TcpFlags, mk.TcpFlags))
 	}
 	v4 := mk.EthType[0] != 0 && rule.BE16ToHost(k.EthType[0]) == rule.EthPIP ||
-		mk.EthType[1] != 0 && rule.BE16ToHost(k.EthType[1]) == rule.EthPIP
+		mk.EthType[1] != 0 && rule.BE16ToHost(k.EthType[1]) == rule.EthPIP ||
+		mk.L3Proto != 0 && rule.BE16ToHost(k.L3Proto) == rule.EthPIP
 	width := 16
 	if v4 {
 		width = 4

@@ -64,7 +64,7 @@ func expandPreds(preds []pred) (main, frag []rule.Match, err error) {
 	seen := map[rule.Match]bool{}
 	seenFrag := map[rule.Match]bool{}
 	for {
-		cb := &combo{ll: hdrBytes{}, nh: hdrBytes{}, th: hdrBytes{}, owner: map[string]int{}}
+		cb := &combo{ll: hdrBytes{}, nh: hdrBytes{}, th: hdrBytes{}, owner: map[string]int{}, readsTH: usesTH}
 		ok := true
 		for pi, p := range preds {
 			c := p.choices[idx[pi]]

@@ -27,7 +27,7 @@ type fastState struct {
 	nflows  int
 	nparts  int
 	claims  map[rule.Entry]*prepared // ranged flows, by the rule holding each
-	wanted  map[rule.Entry]bool      // ranged flows a rule found held, and chose past
+	wanted  map[rule.Entry]int       // by flow, the rules that found it held and chose past it
 	// takesAll: by chain, the last rule that takes every packet.
 	takesAll map[string]*ruleInfo
 	byName   map[string]*Status
@@ -222,8 +222,13 @@ func (u *updater) commit() {
 	for flow, p := range u.claims {
 		fs.claims[flow] = p
 	}
-	for flow := range u.wanted {
-		fs.wanted[flow] = true
+	for flow, n := range u.unwanted {
+		if fs.wanted[flow] -= n; fs.wanted[flow] <= 0 {
+			delete(fs.wanted, flow)
+		}
+	}
+	for flow, n := range u.wanted {
+		fs.wanted[flow] += n
 	}
 	fs.keys, fs.nflows, fs.nparts = u.keys, u.nflows, u.nparts
 	for k, n := range fs.keys {

@@ -29,7 +29,8 @@ type updater struct {
 	addedPrep   map[preparedKey]*prepared
 	added       []*rule.Rule
 	claims      map[rule.Entry]*prepared
-	wanted      map[rule.Entry]bool // flows added rules found held
+	wanted      map[rule.Entry]int  // flows added rules found held, by how many
+	unwanted    map[rule.Entry]int  // flows removed rules had found held, by how many
 	freed       map[rule.Entry]bool // flows removed rules held
 	byName      map[string]*Status
 	levels      map[*ruleInfo]int // of the rules added
@@ -67,11 +68,17 @@ func (u *updater) remove(r *ruleInfo) bool {
 		if p == nil {
 			continue // never prepared
 		}
+		if u.unwanted == nil {
+			u.unwanted = map[rule.Entry]int{}
+		}
+		for _, flow := range p.wanting {
+			u.unwanted[flow]++
+		}
 		for _, flow := range p.claimed {
 			if u.fs.claims[flow] != p {
 				continue
 			}
-			if u.fs.wanted[flow] || u.wanted[flow] {
+			if u.fs.wanted[flow]-u.unwanted[flow]+u.wanted[flow] > 0 {
 				return false // another rule would take its flow
 			}
 			if u.freed == nil {
@@ -175,7 +182,7 @@ func (u *updater) place(r *ruleInfo, chain string, i int) bool {
 	}
 	if u.addedFlat == nil {
 		u.addedFlat, u.addedPrep, u.claims = map[flatKey]*flatOf{}, map[preparedKey]*prepared{}, map[rule.Entry]*prepared{}
-		u.wanted = map[rule.Entry]bool{}
+		u.wanted = map[rule.Entry]int{}
 	}
 	u.addedFlat[key] = fo
 	for k := range fo.flat {
@@ -199,7 +206,7 @@ func (u *updater) placeFlat(r *ruleInfo, fr *flatRule, chain string, i int) bool
 		return true
 	}
 	p := prepare(fr)
-	p.claimed = nil
+	p.claimed, p.wanting = nil, nil
 	main, frag := p.main, p.frag
 	pass, reason := fr.pass, fr.reason
 	if len(p.dropped) > 0 {
@@ -267,7 +274,8 @@ func (u *updater) claim(p *prepared, level int) func(flow rule.Entry) claimed {
 		case holder.built.level > level:
 			return claimHeldAfter
 		}
-		u.wanted[flow] = true
+		u.wanted[flow]++
+		p.wanting = append(p.wanting, flow)
 		return claimHeldBefore
 	}
 }

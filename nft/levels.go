@@ -44,7 +44,7 @@ func assemble(flat []flatRule, rs *Ruleset, lim Limits, prep func(*flatRule) *pr
 func newAssembler(flat []flatRule, rs *Ruleset, lim Limits, prep func(*flatRule) *prepared, installed bool) *assembler {
 	a := &assembler{rs: rs, lim: lim, flat: flat, prep: prep, installed: installed, prepared: make([]*prepared, len(flat)),
 		byName: map[string]*Status{}, parts: map[string]int{}, subs: map[tableKey]bool{},
-		notInPlace: map[tableKey]bool{}, ranged: map[rule.Entry]*prepared{}, wanted: map[rule.Entry]bool{}, top: -1,
+		notInPlace: map[tableKey]bool{}, ranged: map[rule.Entry]*prepared{}, wanted: map[rule.Entry]int{}, top: -1,
 		spacing: min(max(maxLevel/(2*len(flat)+2), 1), maxSpacing)}
 	// The catch-all's subtable, flow and part may be in place from a
 	// result before: then the room kept for each is free for rules.
@@ -81,6 +81,7 @@ type prepared struct {
 	tableKeys []tableKey          // of main and frag, once each
 	ranged    bool                // a match has port ranges or merged prefixes
 	claimed   []rule.Entry        // the ranged flows it took when last placed
+	wanting   []rule.Entry        // and those it found held
 	// The parts last built from it, for the level, part number and
 	// actions they were built for; inPlace once installed (Compiler).
 	built struct {
@@ -204,7 +205,7 @@ type assembler struct {
 	// ranged: the flows of ranged matches placed, each the only one of
 	// its key (a flow holds one range).
 	ranged map[rule.Entry]*prepared // by flow, the prepared rule holding its range
-	wanted map[rule.Entry]bool      // flows a rule found held, and chose past
+	wanted map[rule.Entry]int       // by flow, the rules that found it held and chose past it
 	nflows int
 	// What the result needs that is not in place (Limits.InPlace).
 	notInPlace         map[tableKey]bool
@@ -249,7 +250,7 @@ func (a *assembler) place(i int) {
 		return
 	}
 	p := a.prepare(i)
-	p.claimed = nil
+	p.claimed, p.wanting = nil, nil
 	main := p.main
 	frag, _ := fragPunts(p.frag, a.claim(p))
 	if p.ranged {
@@ -431,7 +432,8 @@ func tableKeyOf(m *rule.Match) tableKey {
 func (a *assembler) claim(p *prepared) func(flow rule.Entry) claimed {
 	return func(flow rule.Entry) claimed {
 		if a.ranged[flow] != nil {
-			a.wanted[flow] = true
+			a.wanted[flow]++
+			p.wanting = append(p.wanting, flow)
 			return claimHeldBefore
 		}
 		a.ranged[flow] = p

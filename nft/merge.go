@@ -138,6 +138,9 @@ func portPrefixed(m *rule.Match) []rule.Match {
 		c.Key = rule.MaskKey(&m.Key, &c.Mask)
 		c.Key.SrcPort |= rule.HostToBE16(m.SrcPortRange.Min & pm[0])
 		c.Key.DstPort |= rule.HostToBE16(m.DstPortRange.Min & pm[1])
+		if (c.SrcAddrs.Set() || c.DstAddrs.Set()) && !narrow(&c.Mask) {
+			continue // the ports' word would make it wide, and only a narrow subtable checks addresses
+		}
 		out = append(out, c)
 	}
 	return out

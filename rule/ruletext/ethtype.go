@@ -60,16 +60,26 @@ var ipProtoNames = []struct {
 	{"l2tp", 115, false}, {"esp", 50, false}, {"ah", 51, false}}
 
 // parseIPProto reads ip_proto's value as tc does: a name, or else a number
-// in hex (get_u8 in base 16: "47" is 0x47), with or without "0x".
-func parseIPProto(v string) (uint8, bool) {
+// in hex as get_u8 reads it in base 16 (strtoul: a sign, one "0x", hex
+// digits, at most 0xff; "47" is 0x47, "-0" is 0). byName says which.
+func parseIPProto(v string) (p uint8, byName, ok bool) {
 	for _, n := range ipProtoNames {
 		if v == n.name || n.prefix && v != "" && strings.HasPrefix(n.name, v) {
-			return n.proto, true
+			return n.proto, true, true
 		}
 	}
-	h := strings.TrimPrefix(strings.TrimPrefix(v, "0x"), "0X")
-	p, err := strconv.ParseUint(h, 16, 8)
-	return uint8(p), err == nil && h != ""
+	h, neg := v, false
+	if h != "" && (h[0] == '+' || h[0] == '-') {
+		h, neg = h[1:], h[0] == '-'
+	}
+	if len(h) > 2 && h[0] == '0' && (h[1] == 'x' || h[1] == 'X') {
+		h = h[2:]
+	}
+	n, err := strconv.ParseUint(h, 16, 8)
+	if err != nil || h == "" || h[0] == '+' || h[0] == '-' || neg && n != 0 {
+		return 0, false, false // a negative number wraps past 0xff
+	}
+	return uint8(n), false, true
 }
 
 // ipProtoName is p as tc shows it (flower_print_ip_proto): its name, or

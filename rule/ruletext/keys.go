@@ -151,11 +151,12 @@ func (st *flowerState) ipProtoKey(k, v string) error {
 	if err := st.needIP(k); err != nil {
 		return err
 	}
-	p, ok := parseIPProto(v)
+	p, byName, ok := parseIPProto(v)
 	if !ok {
 		return fmt.Errorf("flower: invalid ip_proto %q: a name (tcp, udp, sctp, icmp, icmpv6, l2tp, esp, ah) or a hex number, as tc reads it", v)
 	}
-	if (p == 1 && st.l3 == rule.EthPIPv6) || (p == 58 && st.l3 == rule.EthPIP) {
+	// tc refuses icmp and icmpv6 under the other IP version by name only.
+	if byName && ((p == 1 && st.l3 == rule.EthPIPv6) || (p == 58 && st.l3 == rule.EthPIP)) {
 		return fmt.Errorf("flower: ip_proto %s does not go with protocol %s", v, EthTypeName(st.l3))
 	}
 	m := &st.r.Match
@@ -283,8 +284,9 @@ func (st *flowerState) tcpFlagsKey(k, v string) error {
 
 // icmpKey is ICMP's or ICMPv6's type or code, a byte under a mask.
 func (st *flowerState) icmpKey(k, v string) error {
-	if st.ipProto != 1 && st.ipProto != 58 {
-		return fmt.Errorf("flower: %q needs ip_proto icmp or icmpv6", k)
+	// flower_parse_icmp: ICMP under protocol ip, ICMPv6 under ipv6 only.
+	if !(st.ipProto == 1 && st.l3 == rule.EthPIP) && !(st.ipProto == 58 && st.l3 == rule.EthPIPv6) {
+		return fmt.Errorf("flower: %q needs ip_proto icmp (protocol ip) or icmpv6 (protocol ipv6)", k)
 	}
 	m := &st.r.Match
 	kf, mf := &m.Key.IcmpType, &m.Mask.IcmpType
