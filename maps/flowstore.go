@@ -51,6 +51,11 @@ func layoutOf(mask *rule.Key) layout {
 	return l
 }
 
+// Narrow reports whether the flows of a subtable of mask are narrow,
+// keyed by the words the mask covers: only a narrow ranged subtable's
+// flows (in flows_ranged) carry address ranges.
+func Narrow(mask *rule.Key) bool { return layoutOf(mask).n > 0 }
+
 // layoutOfSubtable is the storage layout of st's flows.
 func layoutOfSubtable(st *subtable) layout {
 	l := layoutOf(&st.mask)
@@ -124,7 +129,7 @@ func (t *Table) splitFlows(keys []flowKey, vals []flowValue, extra map[uint32]*s
 		switch {
 		case l.ranged:
 			b.rangedVals = append(b.rangedVals, vals[i])
-		case rangesOf(&vals[i]).addrs():
+		case hasAddrRanges(&vals[i]):
 			return nil, fmt.Errorf("flow of subtable %d: address ranges need a narrow ranged subtable", keys[i].Subtable)
 		case l.n == 0:
 			b.wideVals = append(b.wideVals, vals[i].Flow)

@@ -39,8 +39,11 @@ func (r flowRanges) entry(key, mask rule.Key) rule.Entry {
 	return rule.Entry{Key: key, Mask: mask, SrcPorts: r.src, DstPorts: r.dst, SrcAddrs: r.saddr, DstAddrs: r.daddr}
 }
 
-// addrs reports whether r has address prefixes, which only flows_ranged holds.
-func (r flowRanges) addrs() bool { return r.saddr.Set() || r.daddr.Set() }
+// hasAddrRanges reports whether v checks addresses, which only a value of
+// flows_ranged can.
+func hasAddrRanges(v *flowValue) bool {
+	return v.SaddrLo != 0 || v.SaddrHi != math.MaxUint32 || v.DaddrLo != 0 || v.DaddrHi != math.MaxUint32
+}
 
 // flowValueOf is the value of a flow of owner with ranges.
 func flowValueOf(owner *Installed, r flowRanges) flowValue {

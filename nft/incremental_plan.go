@@ -296,7 +296,7 @@ func (u *updater) reserve(p *prepared, main, frag []rule.Match) bool {
 		for _, ms := range [][]rule.Match{main, frag} {
 			for k := range ms {
 				m := &ms[k]
-				if !in.HasFlow(entryOf(m)) {
+				if !in.HasFlow(m.Entry()) {
 					u.newFlows++
 				}
 			}

@@ -384,7 +384,7 @@ func (a *assembler) reserve(level int, main, frag []rule.Match, p *prepared, inP
 		for _, ms := range [][]rule.Match{main, frag} {
 			for k := range ms {
 				m := &ms[k]
-				if !in.HasFlow(entryOf(m)) {
+				if !in.HasFlow(m.Entry()) {
 					newFlows++
 				}
 			}
@@ -423,8 +423,7 @@ func (a *assembler) reserve(level int, main, frag []rule.Match, p *prepared, inP
 }
 
 func tableKeyOf(m *rule.Match) tableKey {
-	e := entryOf(m)
-	return tableKey{m.Mask, e.Ranged()}
+	return tableKey{m.Mask, m.Ranged()}
 }
 
 // claim is prepared rule p's claim of flows in placing order: a flow

@@ -3,7 +3,9 @@ package nft
 import (
 	"encoding/binary"
 	"math/bits"
+	"slices"
 
+	"github.com/xdpflow/xdpflow/maps"
 	"github.com/xdpflow/xdpflow/rule"
 )
 
@@ -20,9 +22,6 @@ import (
 // tried in order.
 var keptSteps = []uint8{8, 4, 2, 1}
 
-// narrowWords is maps' narrow subtable: merged flows need one.
-const narrowWords = 6
-
 // merged is m in the subtable that keeps a multiple of step bits of each
 // IPv4 prefix (the first four bytes of src_ip and dst_ip), the prefixes
 // checked as ranges; false when m has no such prefix, matches more of
@@ -37,7 +36,7 @@ func merged(m *rule.Match, step uint8) (rule.Match, bool) {
 	keep := func(mask []byte, n uint8) { binary.BigEndian.PutUint32(mask, ^uint32(0)<<(32-n)) }
 	keep(out.Mask.SrcIp[:4], sbits-sbits%step)
 	keep(out.Mask.DstIp[:4], dbits-dbits%step)
-	if !narrow(&out.Mask) {
+	if !maps.Narrow(&out.Mask) {
 		return rule.Match{}, false
 	}
 	out.Key = rule.MaskKey(&m.Key, &out.Mask)
@@ -59,18 +58,6 @@ func prefixBits(mask [16]byte) (uint8, bool) {
 	v := binary.BigEndian.Uint32(mask[:4])
 	n := bits.LeadingZeros32(^v)
 	return uint8(n), v<<n == 0
-}
-
-// narrow reports whether mask covers few enough key words for a narrow
-// subtable.
-func narrow(mask *rule.Key) bool {
-	n := 0
-	for _, w := range rule.KeyWords(mask) {
-		if w != 0 {
-			n++
-		}
-	}
-	return n <= narrowWords
 }
 
 // mergedAll is ms, each match merged at the first step where it can be.
@@ -138,7 +125,7 @@ func portPrefixed(m *rule.Match) []rule.Match {
 		c.Key = rule.MaskKey(&m.Key, &c.Mask)
 		c.Key.SrcPort |= rule.HostToBE16(m.SrcPortRange.Min & pm[0])
 		c.Key.DstPort |= rule.HostToBE16(m.DstPortRange.Min & pm[1])
-		if (c.SrcAddrs.Set() || c.DstAddrs.Set()) && !narrow(&c.Mask) {
+		if (c.SrcAddrs.Set() || c.DstAddrs.Set()) && !maps.Narrow(&c.Mask) {
 			continue // the ports' word would make it wide, and only a narrow subtable checks addresses
 		}
 		out = append(out, c)
@@ -153,7 +140,7 @@ func portPrefixed(m *rule.Match) []rule.Match {
 func fragPunts(ms []rule.Match, claim func(flow rule.Entry) claimed) ([]rule.Match, bool) {
 	out := ms[:0:0]
 	for k := range ms {
-		e := entryOf(&ms[k])
+		e := ms[k].Entry()
 		switch claim(flowOf(&e)) {
 		case claimTaken:
 			out = append(out, ms[k])
@@ -165,12 +152,6 @@ func fragPunts(ms []rule.Match, claim func(flow rule.Entry) claimed) ([]rule.Mat
 		return ms, true
 	}
 	return out, true
-}
-
-// entryOf is the flow-table entry of match m.
-func entryOf(m *rule.Match) rule.Entry {
-	return rule.Entry{Key: rule.MaskKey(&m.Key, &m.Mask), Mask: m.Mask, SrcPorts: m.SrcPortRange, DstPorts: m.DstPortRange,
-		SrcAddrs: m.SrcAddrs, DstAddrs: m.DstAddrs}
 }
 
 // flowOf is the flow a ranged entry takes: only one entry may.
@@ -194,14 +175,16 @@ func chooseFlows(ms, orig []rule.Match, claim func(flow rule.Entry) claimed) ([]
 	var out []rule.Match
 	for k := range ms {
 		choice, ok := chooseFlow(&ms[k], &orig[k], claim)
-		if !ok {
+		switch {
+		case !ok:
 			return nil, false
-		}
-		if len(choice) == 1 && choice[0] == ms[k] && out == nil {
+		case choice == nil && out == nil:
 			continue
-		}
-		if out == nil {
+		case out == nil:
 			out = append(ms[:0:0], ms[:k]...)
+		}
+		if choice == nil {
+			choice = ms[k : k+1]
 		}
 		out = append(out, choice...)
 	}
@@ -211,19 +194,21 @@ func chooseFlows(ms, orig []rule.Match, claim func(flow rule.Entry) claimed) ([]
 	return out, true
 }
 
-// chooseFlow is chooseFlows for one match.
+// chooseFlow is chooseFlows for one match: nil when m itself takes its
+// flow, which most do, so the other choices are made only when it does
+// not.
 func chooseFlow(m, orig *rule.Match, claim func(flow rule.Entry) claimed) ([]rule.Match, bool) {
-	tried := map[rule.Entry]bool{}
-	try := func(c *rule.Match) (bool, bool) {
-		e := entryOf(c)
-		if !e.Ranged() {
+	var tried []rule.Entry
+	try := func(c *rule.Match) (took, ok bool) {
+		if !c.Ranged() {
 			return true, true
 		}
+		e := c.Entry()
 		flow := flowOf(&e)
-		if tried[flow] {
+		if slices.Contains(tried, flow) {
 			return false, true
 		}
-		tried[flow] = true
+		tried = append(tried, flow)
 		switch claim(flow) {
 		case claimTaken:
 			return true, true
@@ -231,6 +216,9 @@ func chooseFlow(m, orig *rule.Match, claim func(flow rule.Entry) claimed) ([]rul
 			return false, false
 		}
 		return false, true
+	}
+	if took, ok := try(m); !ok || took {
+		return nil, ok
 	}
 	var choices []rule.Match
 	for _, step := range keptSteps {
@@ -249,7 +237,7 @@ func chooseFlow(m, orig *rule.Match, claim func(flow rule.Entry) claimed) ([]rul
 			return choices[i : i+1], ok
 		}
 	}
-	e := entryOf(orig)
+	e := orig.Entry()
 	var out []rule.Match
 	for _, b := range e.Blocks() {
 		out = append(out, rule.Match{Key: b.Key, Mask: b.Mask})

@@ -162,10 +162,7 @@ func prefixBlocks(lo, hi uint16) []portBlock {
 }
 
 // HasRanges reports whether the rule expands into more than its own mask.
-func (r *Rule) HasRanges() bool {
-	m := &r.Match
-	return m.SrcPortRange.Set() || m.DstPortRange.Set() || m.SrcAddrs.Set() || m.DstAddrs.Set()
-}
+func (r *Rule) HasRanges() bool { return r.Match.Ranged() }
 
 // RangesOrdered reports whether the rule's entries depend on the other
 // rules of its group: ranged tc filters (see RangeOrder). nft rules of one
@@ -233,8 +230,7 @@ func expandOne(r *Rule, earlier []*Rule) []Entry {
 		return []Entry{{Key: base, Mask: r.Match.Mask}}
 	}
 	if r.Source == SourceNFT {
-		m := &r.Match
-		return []Entry{{Key: base, Mask: m.Mask, SrcPorts: m.SrcPortRange, DstPorts: m.DstPortRange, SrcAddrs: m.SrcAddrs, DstAddrs: m.DstAddrs}}
+		return []Entry{r.Match.Entry()}
 	}
 	rects := []rect{r.rect()}
 	group := r.MaskGroup()

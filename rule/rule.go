@@ -106,6 +106,18 @@ type Match struct {
 	SrcAddrs, DstAddrs Prefix4
 }
 
+// Ranged reports whether m has port ranges or address prefixes beyond its
+// mask, which its entries carry whole (nft's) or expand (a tc filter's).
+func (m *Match) Ranged() bool {
+	return m.SrcPortRange.Set() || m.DstPortRange.Set() || m.SrcAddrs.Set() || m.DstAddrs.Set()
+}
+
+// Entry is m as one flow-table entry, its ranges whole.
+func (m *Match) Entry() Entry {
+	return Entry{Key: MaskKey(&m.Key, &m.Mask), Mask: m.Mask, SrcPorts: m.SrcPortRange, DstPorts: m.DstPortRange,
+		SrcAddrs: m.SrcAddrs, DstAddrs: m.DstAddrs}
+}
+
 // KeyValue is one match key as the user wrote it, in tc's words: shown by
 // `filter show` and in JSON ("dst_port": 53, "dst_ip": "10.0.0.0/8").
 type KeyValue struct {
