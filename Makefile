@@ -44,7 +44,7 @@ test: deps vet build
 # The tests that need what this machine's kernel lacks (cls_flower, act_*,
 # 8021q, openvswitch) run in a VM booted with Debian's stock kernel under
 # qemu software emulation (scripts/vm/). VMTEST_RUN picks tests.
-VMTEST_RUN ?= ^(TestTC|TestBatch|TestOVS|TestRedirectTargetEgressPath|TestNftFlowtableOnIngress)
+VMTEST_RUN ?= ^(TestTC|TestBatch|TestOVS|TestRedirectTargetEgressPath|TestNftFlowtableOnIngress|TestVerifierHeadroom)
 vm:
 	scripts/vm/build.sh
 vmtest: deps build vm

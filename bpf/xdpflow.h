@@ -19,7 +19,7 @@ enum xf_limits {
 	XF_MAX_VLAN_TAGS = 2,
 	XF_MAX_IPV6_EXT_HDRS = 8,
 	XF_RULE_TEXT_MAX = 464,
-	XF_META_MAGIC = 0x7864663c,    /* "xdf<": layout version of pinned state */
+	XF_META_MAGIC = 0x7864663d,    /* "xdf=": layout version of pinned state */
 	XF_NARROW_WORDS = 6,	       /* key words of a narrow subtable's flows */
 	XF_CACHE_SET_BITS = 11,	       /* default log2(sets per CPU): 4096 entries */
 	XF_CACHE_SET_BITS_MIN = 7,     /* 256 entries per CPU */
@@ -76,6 +76,41 @@ struct xf_key {
 
 #define XF_KEY_WORDS (sizeof(struct xf_key) / 8)
 
+/* What a lookup answers: the rule's action set and counter slot. */
+struct xf_answer {
+	__u32 action_set; /* index into action_sets */
+	__u32 stats;	  /* index into rule_stats; one per rule */
+};
+
+/* Value of the flows hash maps: the answer (as in struct xf_answer), the
+ * rank of its rule in the lookup order (lower wins: TC's before nft's, then
+ * by priority, then by the creation of the rule's mask group), and the
+ * port ranges a packet's ports must be in as well (host order, inclusive;
+ * 0-65535 where the flow has none). A subtable whose flows have ranges
+ * leaves the ports out of its mask: one flow holds a whole range. */
+struct xf_flow {
+	__u32 action_set;
+	__u32 stats;
+	__u64 rank;
+	__u16 sport_lo;
+	__u16 sport_hi;
+	__u16 dport_lo;
+	__u16 dport_hi;
+};
+
+/* Value of flows_ranged: a flow, and the IPv4 address ranges a packet's
+ * addresses must be in as well (host order, inclusive; 0-0xffffffff where
+ * the flow has none). The subtable's mask then has fewer address bits
+ * than the rule: flows of rules with longer prefixes share the subtable
+ * of a shorter one, each the only flow of its masked key. */
+struct xf_ranged_flow {
+	struct xf_flow flow;
+	__u32 saddr_lo;
+	__u32 saddr_hi;
+	__u32 daddr_lo;
+	__u32 daddr_hi;
+};
+
 /* One subtable: every flow in it was installed with this mask, by rules of
  * any priority. Each flow carries the rank of the rule it answers for;
  * bound is at most the rank of every flow in the subtable, and the list is
@@ -89,14 +124,36 @@ struct xf_key {
  * Wider masks (narrow_words 0) use flows with the whole masked key. */
 struct xf_subtable {
 	__u32 id; /* part of the flows map key */
-	__u32 pad0;
+	/* The subtable's one flow is inline_words and inline_flow, and no
+	 * flows map is looked up for it: a narrow subtable of one flow (as
+	 * one rule per mask makes) is searched at the cost of compares. User
+	 * space lists a subtable so only while the flow is the flows map's
+	 * too and the change is done with it. */
+	__u8 inlined;
+	__u8 pad0[3];
 	__u64 bound; /* no flow of the subtable has a lower rank */
-	struct xf_key mask;
+	/* Spans: no flow of the subtable matches a key whose first 4 bytes
+	 * of src_ip (dst_ip), read big-endian, are outside saddr_lo..saddr_hi
+	 * (daddr_lo..daddr_hi), so the search skips the lookup for such a
+	 * key. Empty (lo above hi) until the subtable has flows. Beside the
+	 * bound: a skipped subtable costs one cache line of the list. */
+	__u32 saddr_lo;
+	__u32 saddr_hi;
+	__u32 daddr_lo;
+	__u32 daddr_hi;
+	/* And bit b of saddr_top (daddr_top) is clear when no flow matches a
+	 * key whose top 8 address bits are b: a few flows far apart span
+	 * most addresses, but few of these bits. */
+	__u64 saddr_top[4];
+	__u64 daddr_top[4];
 	__u8 narrow_words; /* 0: wide */
 	__u8 word_idx[XF_NARROW_WORDS];
 	/* Its flows carry ranges: narrow, in flows_ranged (port and IPv4
 	 * address ranges); wide, in flows (port ranges). */
 	__u8 ranged;
+	struct xf_key mask;
+	__u64 inline_words[XF_NARROW_WORDS]; /* the flow's key words, masked */
+	struct xf_ranged_flow inline_flow;   /* address ranges whole, if none */
 };
 
 /* The list of subtables the program searches, in order of their bounds;
@@ -146,41 +203,6 @@ struct xf_narrow_flow_key {
 	__u32 subtable;
 	__u32 pad;
 	__u64 words[XF_NARROW_WORDS];
-};
-
-/* What a lookup answers: the rule's action set and counter slot. */
-struct xf_answer {
-	__u32 action_set; /* index into action_sets */
-	__u32 stats;	  /* index into rule_stats; one per rule */
-};
-
-/* Value of the flows hash maps: the answer (as in struct xf_answer), the
- * rank of its rule in the lookup order (lower wins: TC's before nft's, then
- * by priority, then by the creation of the rule's mask group), and the
- * port ranges a packet's ports must be in as well (host order, inclusive;
- * 0-65535 where the flow has none). A subtable whose flows have ranges
- * leaves the ports out of its mask: one flow holds a whole range. */
-struct xf_flow {
-	__u32 action_set;
-	__u32 stats;
-	__u64 rank;
-	__u16 sport_lo;
-	__u16 sport_hi;
-	__u16 dport_lo;
-	__u16 dport_hi;
-};
-
-/* Value of flows_ranged: a flow, and the IPv4 address ranges a packet's
- * addresses must be in as well (host order, inclusive; 0-0xffffffff where
- * the flow has none). The subtable's mask then has fewer address bits
- * than the rule: flows of rules with longer prefixes share the subtable
- * of a shorter one, each the only flow of its masked key. */
-struct xf_ranged_flow {
-	struct xf_flow flow;
-	__u32 saddr_lo;
-	__u32 saddr_hi;
-	__u32 daddr_lo;
-	__u32 daddr_hi;
 };
 
 enum xf_action_op {

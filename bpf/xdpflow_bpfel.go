@@ -151,7 +151,7 @@ const (
 	XdpflowXfLimitsXF_MAX_VLAN_TAGS      XdpflowXfLimits = 2
 	XdpflowXfLimitsXF_MAX_IPV6EXT_HDRS   XdpflowXfLimits = 8
 	XdpflowXfLimitsXF_RULE_TEXT_MAX      XdpflowXfLimits = 464
-	XdpflowXfLimitsXF_META_MAGIC         XdpflowXfLimits = 2019845692
+	XdpflowXfLimitsXF_META_MAGIC         XdpflowXfLimits = 2019845693
 	XdpflowXfLimitsXF_NARROW_WORDS       XdpflowXfLimits = 6
 	XdpflowXfLimitsXF_CACHE_SET_BITS     XdpflowXfLimits = 11
 	XdpflowXfLimitsXF_CACHE_SET_BITS_MIN XdpflowXfLimits = 7
@@ -211,12 +211,21 @@ type XdpflowXfRuleStats struct {
 type XdpflowXfSubtable struct {
 	_           structs.HostLayout
 	Id          uint32
-	Pad0        uint32
+	Inlined     uint8
+	Pad0        [3]uint8
 	Bound       uint64
-	Mask        XdpflowXfKey
+	SaddrLo     uint32
+	SaddrHi     uint32
+	DaddrLo     uint32
+	DaddrHi     uint32
+	SaddrTop    [4]uint64
+	DaddrTop    [4]uint64
 	NarrowWords uint8
 	WordIdx     [6]uint8
 	Ranged      uint8
+	Mask        XdpflowXfKey
+	InlineWords [6]uint64
+	InlineFlow  XdpflowXfRangedFlow
 }
 
 type XdpflowXfSubtableList struct {

@@ -58,6 +58,7 @@ func (t *Table) Apply(ch Change) ([]RuleID, error) {
 			return ids, nil
 		}
 		if rerr := t.repair(nil); rerr != nil {
+			t.unsettled = true // the next change repairs first
 			return nil, fmt.Errorf("%w (and restoring the previous state failed: %v)", err, rerr)
 		}
 		return nil, err

@@ -100,6 +100,20 @@ func (h *harness) reopen() {
 	h.table = t
 }
 
+// resolveRedirects gives r's redirects their devices' ifindexes.
+func resolveRedirects(t testing.TB, r *rule.Rule) {
+	t.Helper()
+	for i := range r.Actions {
+		if r.Actions[i].Kind == rule.ActRedirect {
+			ifi, err := net.InterfaceByName(r.Actions[i].Dev)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r.Actions[i].Ifindex = ifi.Index
+		}
+	}
+}
+
 func key(prio uint16, handle uint32) string { return fmt.Sprintf("%d/%d", prio, handle) }
 
 // ruleKey tells the model's rules apart: tc's by pref and handle, nft's
@@ -123,15 +137,7 @@ func (h *harness) install(prio uint16, handle uint32, text string) bool {
 		h.t.Fatalf("parse %q: %v", text, err)
 	}
 	r := c.Rule
-	for i := range r.Actions {
-		if r.Actions[i].Kind == rule.ActRedirect {
-			ifi, err := net.InterfaceByName(r.Actions[i].Dev)
-			if err != nil {
-				h.t.Fatal(err)
-			}
-			r.Actions[i].Ifindex = ifi.Index
-		}
-	}
+	resolveRedirects(h.t, r)
 	r.Text = ruletext.Format(r)
 	k := key(prio, handle)
 	old, replacing := h.ids[k]

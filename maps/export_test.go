@@ -61,8 +61,13 @@ func (t *Table) FlowViolations() ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	if n := len(stray.narrow) + len(stray.ranged); n > 0 {
-		out = append(out, fmt.Sprintf("%d narrow flows of unknown subtables", n))
+	v, err := t.inlineViolations(inMaps)
+	if err != nil {
+		return nil, err
+	}
+	out = append(out, v...)
+	if n := len(stray.wide) + len(stray.narrow) + len(stray.ranged); n > 0 {
+		out = append(out, fmt.Sprintf("%d flows of unknown subtables", n))
 	}
 	perSubtable := map[uint32]int{}
 	lowest := map[uint32]uint64{}
@@ -122,6 +127,18 @@ func (t *Table) FlowViolations() ([]string, error) {
 	if claimed != len(t.flows)+shadowed {
 		out = append(out, fmt.Sprintf("rules list %d flows, the table holds %d owned and %d shadowed", claimed, len(t.flows), shadowed))
 	}
+	for gk := range t.groups {
+		if !slices.Contains(t.prioGroups[gk.prio], gk.group) {
+			out = append(out, fmt.Sprintf("group %+v not among its priority's", gk))
+		}
+	}
+	for prio, groups := range t.prioGroups {
+		for _, g := range groups {
+			if len(t.groups[groupKey{prio, g}]) == 0 {
+				out = append(out, fmt.Sprintf("priority %#x lists group %d, which has no rules", prio, g))
+			}
+		}
+	}
 	for id, st := range t.subtablesByID {
 		if st.flows != perSubtable[id] {
 			out = append(out, fmt.Sprintf("subtable %d counts %d flows, holds %d", id, st.flows, perSubtable[id]))
@@ -158,4 +175,51 @@ func (t *Table) BeforeEveryStep(tb interface {
 		return nil
 	}
 	tb.Cleanup(func() { failStep = nil })
+}
+
+// inlineViolations compares the live list's copies of flows with the
+// table's idea of them and with the flows maps: a listed copy is the one
+// the table thinks listed, and is its subtable's one flow as the maps
+// hold it.
+func (t *Table) inlineViolations(inMaps map[flowKey]flowValue) ([]string, error) {
+	var l subtableList
+	if err := t.m.SubtableLists.Lookup(t.meta.ActiveList%listBuffers, &l); err != nil {
+		return nil, err
+	}
+	var out []string
+	for i := 0; i < int(l.Count) && i < MaxSubtables; i++ {
+		e := &l.Subtables[i]
+		st := t.subtablesByID[e.Id]
+		if st == nil {
+			out = append(out, fmt.Sprintf("listed subtable %d the table does not hold", e.Id))
+			continue
+		}
+		c := inlineOfEntry(e)
+		if (c == nil) != (st.inline == nil) || (c != nil && *c != *st.inline) {
+			out = append(out, fmt.Sprintf("subtable %d listed with copy %+v, the table thinks %+v", e.Id, c, st.inline))
+		}
+		if c == nil {
+			continue
+		}
+		want := t.committedInline(st)
+		fk := flowKey{Subtable: st.id, Key: st.keyXor}
+		if want == nil || *want != *c || inMaps[fk] != c.value {
+			out = append(out, fmt.Sprintf("subtable %d (%d flows) listed with copy %+v, its flow %+v, in the maps %+v",
+				e.Id, st.flows, c, want, inMaps[fk]))
+		}
+	}
+	return out, nil
+}
+
+// InlinedSubtables is how many subtables the live list carries a copy
+// of the one flow of, and how many subtables it lists.
+func (t *Table) InlinedSubtables() (inlined, listed int, err error) {
+	var l subtableList
+	if err := t.m.SubtableLists.Lookup(t.meta.ActiveList%listBuffers, &l); err != nil {
+		return 0, 0, err
+	}
+	for i := 0; i < int(l.Count) && i < MaxSubtables; i++ {
+		inlined += int(l.Subtables[i].Inlined)
+	}
+	return inlined, int(l.Count), nil
 }

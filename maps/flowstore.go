@@ -170,13 +170,16 @@ func (t *Table) deleteFlows(keys []flowKey) error {
 	return batchDelete(t.m.FlowsRanged, b.rangedKeys)
 }
 
-// strayFlows are flows of the narrow maps that no subtable of the table
-// explains: their keys cannot be widened.
-type strayFlows struct{ narrow, ranged []narrowKey }
+// strayFlows are flows that no subtable of the table explains (those of a
+// subtable a failed change made, say): the narrow ones' keys cannot be
+// widened, and no layout names the map of any of them.
+type strayFlows struct {
+	wide           []flowKey
+	narrow, ranged []narrowKey
+}
 
 // readFlows calls fn for every flow in the maps that a subtable of the
-// table explains, with its whole key, and returns the others of the
-// narrow maps. A wide flow is always passed on.
+// table explains, with its whole key, and returns the others.
 func (t *Table) readFlows(fn func(fk flowKey, val flowValue)) (strayFlows, error) {
 	var (
 		stray strayFlows
@@ -187,6 +190,10 @@ func (t *Table) readFlows(fn func(fk flowKey, val flowValue)) (strayFlows, error
 	)
 	it := t.m.Flows.Iterate()
 	for it.Next(&fk, &pv) {
+		if l, err := t.layoutFor(fk.Subtable, nil); err != nil || l.n > 0 {
+			stray.wide = append(stray.wide, fk)
+			continue
+		}
 		fn(fk, valueOfPlain(pv))
 	}
 	if err := it.Err(); err != nil {

@@ -33,14 +33,14 @@ func groupIndex(prio uint64, r *rule.Rule) string {
 // names a few of thousands.)
 func (t *Table) groupsLeft(deleted map[RuleID]*Installed, prios map[uint64]bool) map[string]uint64 {
 	groupOf := map[string]uint64{}
-	for gk, members := range t.groups {
-		if !prios[gk.prio] {
-			continue
-		}
-		for _, in := range members {
-			if deleted[in.ID] == nil {
-				groupOf[groupIndex(gk.prio, in.Rule)] = gk.group
-				break
+	for prio := range prios {
+		for _, group := range t.prioGroups[prio] {
+			gk := groupKey{prio, group}
+			for _, in := range t.groups[gk] {
+				if deleted[in.ID] == nil {
+					groupOf[groupIndex(gk.prio, in.Rule)] = gk.group
+					break
+				}
 			}
 		}
 	}
@@ -49,10 +49,23 @@ func (t *Table) groupsLeft(deleted map[RuleID]*Installed, prios map[uint64]bool)
 
 // setGroup makes members group gk's, forgetting a group left empty.
 func (t *Table) setGroup(gk groupKey, members []*Installed) {
-	if len(members) == 0 {
-		delete(t.groups, gk)
-	} else {
+	if len(members) > 0 {
 		t.groups[gk] = members
+		t.addPrioGroup(gk)
+		return
+	}
+	delete(t.groups, gk)
+	if g := slices.DeleteFunc(t.prioGroups[gk.prio], func(x uint64) bool { return x == gk.group }); len(g) > 0 {
+		t.prioGroups[gk.prio] = g
+	} else {
+		delete(t.prioGroups, gk.prio)
+	}
+}
+
+// addPrioGroup records gk among its priority's groups.
+func (t *Table) addPrioGroup(gk groupKey) {
+	if g := t.prioGroups[gk.prio]; !slices.Contains(g, gk.group) {
+		t.prioGroups[gk.prio] = append(g, gk.group)
 	}
 }
 

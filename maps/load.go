@@ -59,7 +59,8 @@ func (t *Table) loadSubtables() error {
 	t.listGen = list.Generation
 	for i := 0; i < int(list.Count) && i < MaxSubtables; i++ {
 		s := list.Subtables[i]
-		st := &subtable{subtableKey: subtableKey{s.Mask, s.Ranged != 0}, id: s.Id, bound: noRank, listed: s.Bound}
+		st := &subtable{subtableKey: subtableKey{s.Mask, s.Ranged != 0}, id: s.Id, bound: noRank, listed: s.Bound,
+			spans: spansOfEntry(&s), inline: inlineOfEntry(&s)}
 		t.subtables[st.subtableKey] = st
 		t.subtablesByID[st.id] = st
 	}
@@ -85,6 +86,7 @@ func (t *Table) loadRules(parse ParseFunc) (bad []uint32, err error) {
 		in := &Installed{ID: id, Rule: r, Seq: spec.Seq, GroupSeq: spec.GroupSeq, ActionSet: spec.ActionSet}
 		t.rules[id] = in
 		t.groups[in.group()] = append(t.groups[in.group()], in)
+		t.addPrioGroup(in.group())
 	}
 	if err := it.Err(); err != nil {
 		return nil, fmt.Errorf("read rule specs: %w", err)
@@ -167,6 +169,7 @@ func (t *Table) rebuildFlows() (differs bool) {
 	liveByID := t.subtablesByID
 	t.subtablesByID = map[uint32]*subtable{}
 	claims := map[flowKey][]RuleID{}
+	listedSpans := map[uint32]addrSpans{}
 	for _, members := range t.groups {
 		entries := expandGroup(members)
 		for _, in := range members {
@@ -195,7 +198,8 @@ func (t *Table) rebuildFlows() (differs bool) {
 						used[next] = true
 						differs = true
 					}
-					st.flows, st.ranks, st.bound = 0, map[uint64]int{}, noRank
+					listedSpans[st.id] = st.spans
+					st.flows, st.ranks, st.bound, st.spans, st.keyXor = 0, map[uint64]int{}, noRank, addrSpans{}, rule.Key{}
 					t.subtables[k] = st
 					t.subtablesByID[st.id] = st
 				}
@@ -220,9 +224,17 @@ func (t *Table) rebuildFlows() (differs bool) {
 		st.flows++
 		st.ranks[rank(ids[0])]++
 		st.bound = min(st.bound, rank(ids[0]))
+		st.spans = st.spans.union(spansOfFlow(&fk.Key, &st.mask, t.flowRanges[fk]))
+		st.xorKey(&fk.Key)
 	}
 	for _, st := range t.subtables {
-		differs = differs || st.listed != st.bound
+		differs = differs || st.listed != st.bound || !listedSpans[st.id].covers(st.spans)
+		// A listed copy must be the one flow's (one not yet listed is
+		// listed with the next change).
+		if st.inline != nil {
+			c := t.committedInline(st)
+			differs = differs || c == nil || *c != *st.inline
+		}
 	}
 	return differs || len(t.subtables) != len(live)
 }

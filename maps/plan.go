@@ -43,6 +43,8 @@ type plan struct {
 	subtableFlows  map[uint32]int
 	rankDelta      map[uint32]map[uint64]int
 	subtableBounds map[uint32]uint64
+	subtableSpans  map[uint32]addrSpans // of those the change writes flows to
+	inlineLater    map[uint32]bool      // the subtables whose flow copies step 6 works out
 
 	idHint  RuleID // Table.idHint after the change
 	nextSeq uint64 // meta.NextSeq after the change
@@ -62,6 +64,7 @@ func (t *Table) plan(ch Change) (*plan, error) {
 		subtableFlows:  map[uint32]int{},
 		rankDelta:      map[uint32]map[uint64]int{},
 		subtableBounds: map[uint32]uint64{},
+		subtableSpans:  map[uint32]addrSpans{},
 	}
 	if err := t.planDeletes(p, ch); err != nil {
 		return nil, err
@@ -77,6 +80,7 @@ func (t *Table) plan(ch Change) (*plan, error) {
 		return nil, err
 	}
 	t.countSubtableFlows(p)
+	t.planSpans(p)
 	if err := t.checkRoom(p); err != nil {
 		return nil, err
 	}
@@ -113,6 +117,14 @@ func (t *Table) planInserts(p *plan, ch Change) error {
 		prios[ins.Rule.Order()] = true
 	}
 	groupOf := t.groupsLeft(p.deleted, prios)
+	// A filter replaced by one of its pref and mask keeps its group, which
+	// other inserts of that mask join, wherever they come in the change.
+	for _, ins := range ch.Insert {
+		if old := t.rules[ins.Replaces]; old != nil && old.Rule.Order() == ins.Rule.Order() &&
+			old.Rule.MaskGroup() == ins.Rule.MaskGroup() {
+			groupOf[groupIndex(old.Rule.Order(), old.Rule)] = old.GroupSeq
+		}
+	}
 	ids := ruleIDAlloc{t: t, held: t.heldRules(), next: max(t.idHint, 1)}
 	p.nextSeq = t.meta.NextSeq
 	for _, ins := range ch.Insert {

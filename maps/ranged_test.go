@@ -101,6 +101,7 @@ func TestRangedCacheKey(t *testing.T) {
 		for _, p := range []uint16{999, 1000, 1500, 2000, 2001, 80} {
 			frames = append(frames, rangedFrame("198.18.0.1", 7, p))
 		}
+		defer testutil.OnOneCPU(t)() // the cache is per CPU
 		hits := h.cacheHits()
 		h.check(append(append(frames, frames...), frames...))
 		if h.cacheHits()-hits < len(frames) {
@@ -185,6 +186,7 @@ func TestAddressRangedEntries(t *testing.T) {
 				uint16(rng.Intn(40)), uint16(rng.Intn(40))))
 		}
 		frames = append(frames, frames...) // the second time through the cache
+		defer testutil.OnOneCPU(t)()       // the cache is per CPU
 		hits := h.cacheHits()
 		h.check(frames)
 		if h.cacheHits()-hits < len(frames)/4 {
@@ -219,14 +221,7 @@ func randomAddressRangedMatch(rng *rand.Rand) rule.Match {
 	prefix := func(base uint32, key, mask []byte) rule.Prefix4 {
 		bits := uint8(24 + rng.Intn(9))
 		kept := min(bits, uint8(24+4*rng.Intn(2)))
-		p := rule.Prefix4{Addr: base | uint32(rng.Intn(1<<10)), Bits: bits}
-		lo, _ := p.Range()
-		binary.BigEndian.PutUint32(key, lo)
-		binary.BigEndian.PutUint32(mask, ^uint32(0)<<(32-kept))
-		if bits == kept {
-			return rule.Prefix4{}
-		}
-		return rule.Prefix4{Addr: lo, Bits: bits}
+		return mergedPrefix(rule.Prefix4{Addr: base | uint32(rng.Intn(1<<10)), Bits: bits}, kept, key, mask)
 	}
 	m.SrcAddrs = prefix(198<<24|18<<16, m.Key.SrcIp[:4], m.Mask.SrcIp[:4])
 	m.DstAddrs = prefix(198<<24|19<<16, m.Key.DstIp[:4], m.Mask.DstIp[:4])
@@ -244,4 +239,17 @@ func addressFrame(src, dst uint32, sport, dport uint16) []byte {
 	ip := func(a uint32) net.IP { return binary.BigEndian.AppendUint32(nil, a) }
 	return testutil.Eth(mac, mac, nil, 0x0800, testutil.IPv4(ip(src), ip(dst), 17,
 		testutil.IPv4Opts{}, testutil.UDP(sport, dport, make([]byte, 18))))
+}
+
+// mergedPrefix writes p into key and mask as nft's merging does, the mask
+// keeping kept bits, and returns the prefix its flow checks as a range
+// (none when the mask keeps it whole).
+func mergedPrefix(p rule.Prefix4, kept uint8, key, mask []byte) rule.Prefix4 {
+	lo, _ := p.Range()
+	binary.BigEndian.PutUint32(key, lo)
+	binary.BigEndian.PutUint32(mask, ^uint32(0)<<(32-kept))
+	if p.Bits == kept {
+		return rule.Prefix4{}
+	}
+	return rule.Prefix4{Addr: lo, Bits: p.Bits}
 }

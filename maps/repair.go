@@ -10,6 +10,7 @@ func (t *Table) repair(bad []uint32) error {
 	}
 	t.removeStaleSpecs(bad)
 	// Publish every subtable a flow needs, fix the flows, then drop the rest.
+	t.inlineCommitted(nil)
 	if err := t.publish(t.sortedSubtables(nil, exactBound)); err != nil {
 		return err
 	}
@@ -65,6 +66,9 @@ func (t *Table) repairFlows() error {
 	})
 	if err != nil {
 		return err
+	}
+	if err := batchDelete(t.m.Flows, stray.wide); err != nil {
+		return fmt.Errorf("remove stray flows: %w", err)
 	}
 	if err := batchDelete(t.m.FlowsNarrow, stray.narrow); err != nil {
 		return fmt.Errorf("remove stray flows: %w", err)

@@ -94,6 +94,12 @@ type subtable struct {
 	ranks  map[uint64]int
 	bound  uint64
 	listed uint64
+	// spans hold every key its flows match (spans.go), as listed.
+	spans addrSpans
+	// keyXor is the XOR of its flows' keys; inline the copy of its one
+	// flow it is listed with, if any (inline.go).
+	keyXor rule.Key
+	inline *inlineFlow
 }
 
 // noRank is the bound of a subtable without flows.
@@ -200,6 +206,8 @@ func (t *Table) publish(list []*subtable) error {
 		lay := layoutOf(&s.mask)
 		l.Subtables[i] = subtableEntry{Id: s.id, Bound: s.listed, Mask: s.mask,
 			NarrowWords: lay.n, WordIdx: lay.idx}
+		s.spans.listed(&l.Subtables[i])
+		s.inline.listInline(&l.Subtables[i])
 		answers := s.mask // what the answers of its flows depend on
 		if s.ranged {
 			l.Subtables[i].Ranged = 1

@@ -2,6 +2,7 @@ package maps
 
 import (
 	"errors"
+	"slices"
 
 	"github.com/xdpflow/xdpflow/rule"
 )
@@ -42,6 +43,7 @@ func (t *Table) SyncSource(src rule.Source, want []*rule.Rule) (added, removed i
 			ch.Delete = append(ch.Delete, id)
 		}
 	}
+	t.pairReplaces(&ch)
 	return t.applyCounted(ch)
 }
 
@@ -61,6 +63,7 @@ func (t *Table) UpdateSource(src rule.Source, add []*rule.Rule, remove []rule.Id
 	}
 	var ch Change
 	seen := map[rule.Identity]bool{} // each once, however often listed
+
 	for _, id := range remove {
 		if seen[id] || adding[id] || id.Source != src {
 			continue
@@ -79,7 +82,47 @@ func (t *Table) UpdateSource(src rule.Source, add []*rule.Rule, remove []rule.Id
 			ch.Insert = append(ch.Insert, Insert{Rule: r})
 		}
 	}
+	t.pairReplaces(&ch)
 	return t.applyCounted(ch)
+}
+
+// pairReplaces makes a filter ch deletes and one it inserts at the same
+// pref and handle a replace, as the kernel made it: the kernel keeps a
+// replaced filter's place, and its mask's when the mask stays.
+func (t *Table) pairReplaces(ch *Change) {
+	leaving := map[filterSlot]int{} // index in ch.Delete
+	for i, id := range ch.Delete {
+		if s, ok := slotOf(t.rules[id].Rule); ok {
+			leaving[s] = i
+		}
+	}
+	if len(leaving) == 0 {
+		return
+	}
+	paired := map[RuleID]bool{}
+	for i := range ch.Insert {
+		ins := &ch.Insert[i]
+		s, ok := slotOf(ins.Rule)
+		if j, out := leaving[s]; ok && out && ins.Replaces == 0 {
+			ins.Replaces = ch.Delete[j]
+			paired[ch.Delete[j]] = true
+			delete(leaving, s)
+		}
+	}
+	ch.Delete = slices.DeleteFunc(ch.Delete, func(id RuleID) bool { return paired[id] })
+}
+
+// filterSlot is where a handled filter (tc's) sits: one at a time.
+type filterSlot struct {
+	src    rule.Source
+	chain  uint32
+	prio   uint16
+	handle uint32
+}
+
+// slotOf is r's slot, if it is a handled filter.
+func slotOf(r *rule.Rule) (filterSlot, bool) {
+	return filterSlot{r.Source, r.Chain, r.Prio, r.Handle}, r.Handle != 0
 }
 
 // applyCounted applies ch, if it changes anything, and counts the rules it
@@ -89,13 +132,19 @@ func (t *Table) applyCounted(ch Change) (added, removed int, err error) {
 	if len(ch.Insert)+len(ch.Delete) == 0 {
 		return 0, 0, nil
 	}
+	deleted := len(ch.Delete)
+	for _, ins := range ch.Insert {
+		if ins.Replaces != 0 {
+			deleted++
+		}
+	}
 	if _, err := t.Apply(ch); err != nil {
 		if errors.Is(err, ErrUnsettled) {
-			return len(ch.Insert), len(ch.Delete), err
+			return len(ch.Insert), deleted, err
 		}
 		return 0, 0, err
 	}
-	return len(ch.Insert), len(ch.Delete), nil
+	return len(ch.Insert), deleted, nil
 }
 
 // identities is byIdentity, built if it is not.

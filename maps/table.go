@@ -73,6 +73,7 @@ type Table struct {
 
 	rules           map[RuleID]*Installed
 	groups          map[groupKey][]*Installed // sorted by Seq
+	prioGroups      map[uint64][]uint64       // the groups (GroupSeq) of each priority: most have one
 	subtables       map[subtableKey]*subtable
 	subtablesByID   map[uint32]*subtable
 	flows           map[flowKey]RuleID     // each flow's owner: its claimant of the lowest rank
@@ -143,6 +144,7 @@ func Open(m *bpf.XdpflowMaps, parse ParseFunc) (*Table, error) {
 		maxActionSets:   int(m.ActionSets.MaxEntries()),
 		rules:           map[RuleID]*Installed{},
 		groups:          map[groupKey][]*Installed{},
+		prioGroups:      map[uint64][]uint64{},
 		subtables:       map[subtableKey]*subtable{},
 		subtablesByID:   map[uint32]*subtable{},
 		flows:           map[flowKey]RuleID{},

@@ -49,13 +49,24 @@ func TestUpdateSourceAsSyncSource(t *testing.T) {
 			}
 			changes++
 			want = next
-			// The model as the table: a replaced filter's new text is a
-			// new rule, after the others of its group.
+			// The model as the kernel: a filter out and one in at its
+			// pref and handle is a replace, which keeps its place.
+			in := map[[2]int]*rule.Rule{}
+			for _, r := range add {
+				in[[2]int{int(r.Prio), int(r.Handle)}] = r
+			}
 			for _, g := range gone {
-				h.model.Delete(uint16(g[0]), uint32(g[1]))
+				if r := in[g]; r != nil {
+					h.model.Replace(uint16(g[0]), uint32(g[1]), r)
+					delete(in, g)
+				} else {
+					h.model.Delete(uint16(g[0]), uint32(g[1]))
+				}
 			}
 			for _, r := range add {
-				h.model.Add(r)
+				if in[[2]int{int(r.Prio), int(r.Handle)}] == r {
+					h.model.Add(r)
+				}
 			}
 			if added != len(add) || removed != len(remove) {
 				t.Fatalf("round %d: added %d removed %d, asked %d and %d", round, added, removed, len(add), len(remove))
@@ -126,15 +137,7 @@ func randomTCRule(t *testing.T, g *gen, prio uint16, handle uint32) *rule.Rule {
 		if r.RangesOrdered() && handle%3 != 0 {
 			continue // ranged groups, but not all of them
 		}
-		for i := range r.Actions {
-			if r.Actions[i].Kind == rule.ActRedirect {
-				ifi, err := net.InterfaceByName(r.Actions[i].Dev)
-				if err != nil {
-					t.Fatal(err)
-				}
-				r.Actions[i].Ifindex = ifi.Index
-			}
-		}
+		resolveRedirects(t, r)
 		r.Source = rule.SourceTC
 		r.Text = ruletext.Format(r)
 		return r

@@ -48,7 +48,7 @@ func (t *Table) write(p *plan) error {
 	}
 	// 6. Emptied subtables out, and the deleted rules' specs (only user
 	// space reads them).
-	if err := t.unpublishSubtables(emptied, freed); err != nil {
+	if err := t.unpublishSubtables(emptied, freed, p.inlineLater); err != nil {
 		return liveError(err, freed)
 	}
 	if err := t.deleteRuleSpecs(deletedIDs); err != nil {
@@ -116,16 +116,31 @@ func (t *Table) writeRuleSpecs(inserted []*Installed) error {
 }
 
 // publishNewSubtables adds the change's new subtables to the live list,
-// and lowers the bounds of those that gain flows of lower ranks, before
-// any flow goes in: a listed bound must never be above a flow's rank.
+// lowers the bounds of those that gain flows of lower ranks and widens
+// the spans of those that gain flows outside them, before any flow goes
+// in: a listed bound must never be above a flow's rank, nor a flow's
+// addresses outside the listed spans.
 func (t *Table) publishNewSubtables(p *plan) error {
-	lowered := false
+	changed := false
 	for id, b := range p.subtableBounds {
 		if st := t.subtablesByID[id]; st != nil && b < st.listed {
-			lowered = true
+			changed = true
 		}
 	}
-	if len(p.newSubtables) == 0 && !lowered {
+	for id, sp := range p.subtableSpans {
+		st := t.subtablesByID[id]
+		if st == nil {
+			st = p.newSubtables[id]
+		}
+		changed = changed || !st.spans.covers(sp)
+		// Wider spans are never wrong, so the change keeps them even
+		// if it fails.
+		st.spans = sp
+	}
+	if t.planInline(p) {
+		changed = true
+	}
+	if len(p.newSubtables) == 0 && !changed {
 		return nil
 	}
 	return t.publish(t.sortedSubtables(p.newSubtables, func(st *subtable) uint64 {
@@ -202,6 +217,13 @@ func (t *Table) commitGroups(p *plan) {
 // flow lists the new ones. The rules must be committed.
 func (t *Table) commitFlows(p *plan) {
 	for fk, claims := range p.claimsAfter {
+		if _, had := t.flows[fk]; had != (len(claims) > 0) {
+			st := t.subtablesByID[fk.Subtable]
+			if st == nil {
+				st = p.newSubtables[fk.Subtable]
+			}
+			st.xorKey(&fk.Key)
+		}
 		switch {
 		case len(claims) == 0:
 			delete(t.flows, fk)
@@ -249,20 +271,21 @@ func (t *Table) commitSubtables(p *plan) (emptied []uint32) {
 
 // unpublishSubtables takes the emptied subtables out of the table and the
 // live list, and lists every subtable with its bound (raised where the
-// change took the flows of the lowest ranks); their ids join freed.
-func (t *Table) unpublishSubtables(emptied []uint32, freed *heldSlots) error {
+// change took the flows of the lowest ranks) and the copy of its flow if it
+// has one (inline.go) among inlineLater; the emptied ones' ids join freed.
+func (t *Table) unpublishSubtables(emptied []uint32, freed *heldSlots, inlineLater map[uint32]bool) error {
 	raised := false
 	for _, st := range t.subtablesByID {
 		raised = raised || (st.flows > 0 && st.bound != st.listed)
-	}
-	if len(emptied) == 0 && !raised {
-		return nil
 	}
 	for _, id := range emptied {
 		st := t.subtablesByID[id]
 		delete(t.subtables, st.subtableKey)
 		delete(t.subtablesByID, id)
 		freed.subtables = append(freed.subtables, id)
+	}
+	if inlined := t.inlineCommitted(inlineLater); len(emptied) == 0 && !raised && !inlined {
+		return nil
 	}
 	return runStep("publish", func() error { return t.publish(t.sortedSubtables(nil, exactBound)) })
 }

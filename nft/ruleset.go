@@ -72,6 +72,8 @@ type Reader struct {
 	gen      uint32
 	genKnown bool
 	genRead  bool // gen is a Read's, not a followed commit's
+	// dumps counts the reads of objects from the kernel.
+	dumps int
 	// Last read, valid while their kind is not stale.
 	tables []tableInfo
 	chains []chainInfo
@@ -184,9 +186,15 @@ func (r *Reader) Read(dev string, ifindex int) (*Ruleset, error) {
 			// kept from an earlier read may be of an older generation.
 			r.stale = KindAll
 		}
+		dumps := r.dumps
 		rs, err := r.read(dev, ifindex)
 		if err != nil {
 			return nil, err
+		}
+		if r.dumps == dumps {
+			// Nothing read: what was kept, the generation read before,
+			// as when the changes Follow applied were all there was.
+			return rs, nil
 		}
 		after, err := readGen(r.nl)
 		if err != nil {
@@ -213,6 +221,9 @@ func (r *Reader) read(dev string, ifindex int) (*Ruleset, error) {
 func (r *Reader) readStale() error {
 	c := r.nl
 	var err error
+	if r.stale != 0 || r.rules == nil || r.sets == nil {
+		r.dumps++
+	}
 	if r.stale&KindTables != 0 {
 		if r.tables, err = readTables(c, Family); err != nil {
 			return err
@@ -328,6 +339,7 @@ func (r *Reader) ruleset(dev string, ifindex int) (*Ruleset, error) {
 		s, ok := r.sets[t]
 		if !ok {
 			var err error
+			r.dumps++
 			if s, err = readSets(r.set, Family, t); err != nil {
 				return nil, err
 			}
