@@ -441,11 +441,7 @@ func (t *Table) countSubtableFlows(p *plan) {
 		}
 	}
 	for id, d := range p.rankDelta {
-		st := t.subtablesByID[id]
-		if st == nil {
-			st = p.newSubtables[id]
-		}
-		p.subtableBounds[id] = st.boundAfter(d)
+		p.subtableBounds[id] = t.subtableOf(id, p).boundAfter(d)
 	}
 }
 
@@ -461,6 +457,14 @@ func (t *Table) checkRoom(p *plan) error {
 			ErrTableFull, max(nsubs, len(t.subtables)+len(p.newSubtables)), t.meta.MaxSubtables)
 	}
 	return nil
+}
+
+// subtableOf is the subtable of id, the table's or one the change makes.
+func (t *Table) subtableOf(id uint32, p *plan) *subtable {
+	if st := t.subtablesByID[id]; st != nil {
+		return st
+	}
+	return p.newSubtables[id]
 }
 
 // owner is the rule of id, installed or inserted by the change.

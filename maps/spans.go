@@ -112,10 +112,7 @@ func (t *Table) planSpans(p *plan) {
 	for _, keys := range [][]flowKey{p.flowsToWrite, p.flowsToDemote} {
 		for i := range keys {
 			fk := &keys[i]
-			st := t.subtablesByID[fk.Subtable]
-			if st == nil {
-				st = p.newSubtables[fk.Subtable]
-			}
+			st := t.subtableOf(fk.Subtable, p)
 			had, ok := p.subtableSpans[fk.Subtable]
 			if !ok {
 				had = st.spans

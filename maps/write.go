@@ -128,10 +128,7 @@ func (t *Table) publishNewSubtables(p *plan) error {
 		}
 	}
 	for id, sp := range p.subtableSpans {
-		st := t.subtablesByID[id]
-		if st == nil {
-			st = p.newSubtables[id]
-		}
+		st := t.subtableOf(id, p)
 		changed = changed || !st.spans.covers(sp)
 		// Wider spans are never wrong, so the change keeps them even
 		// if it fails.
@@ -218,11 +215,7 @@ func (t *Table) commitGroups(p *plan) {
 func (t *Table) commitFlows(p *plan) {
 	for fk, claims := range p.claimsAfter {
 		if _, had := t.flows[fk]; had != (len(claims) > 0) {
-			st := t.subtablesByID[fk.Subtable]
-			if st == nil {
-				st = p.newSubtables[fk.Subtable]
-			}
-			st.xorKey(&fk.Key)
+			t.subtableOf(fk.Subtable, p).xorKey(&fk.Key)
 		}
 		switch {
 		case len(claims) == 0:
