@@ -19,7 +19,7 @@ enum xf_limits {
 	XF_MAX_VLAN_TAGS = 2,
 	XF_MAX_IPV6_EXT_HDRS = 8,
 	XF_RULE_TEXT_MAX = 464,
-	XF_META_MAGIC = 0x7864663d,    /* "xdf=": layout version of pinned state */
+	XF_META_MAGIC = 0x7864663e,    /* "xdf=": layout version of pinned state */
 	XF_NARROW_WORDS = 6,	       /* key words of a narrow subtable's flows */
 	XF_CACHE_SET_BITS = 11,	       /* default log2(sets per CPU): 4096 entries */
 	XF_CACHE_SET_BITS_MIN = 7,     /* 256 entries per CPU */
@@ -141,11 +141,6 @@ struct xf_subtable {
 	__u32 saddr_hi;
 	__u32 daddr_lo;
 	__u32 daddr_hi;
-	/* And bit b of saddr_top (daddr_top) is clear when no flow matches a
-	 * key whose top 8 address bits are b: a few flows far apart span
-	 * most addresses, but few of these bits. */
-	__u64 saddr_top[4];
-	__u64 daddr_top[4];
 	__u8 narrow_words; /* 0: wide */
 	__u8 word_idx[XF_NARROW_WORDS];
 	/* Its flows carry ranges: narrow, in flows_ranged (port and IPv4
@@ -186,6 +181,13 @@ struct xf_subtable_list {
 	 * it: the search's states then agree whether or not a subtable hit,
 	 * and the verifier prunes them. */
 	__u64 no_rank;
+	/* Bit i of by_saddr_top[b] (by_daddr_top[b]) is clear when no flow of
+	 * subtables[i] matches a key whose top 8 bits of src_ip (dst_ip) are
+	 * b: a few flows far apart span most addresses, but few top bytes.
+	 * A packet searches only the subtables both of its rows have, and
+	 * does not read the others' entries. */
+	__u64 by_saddr_top[256][XF_MAX_SUBTABLES / 64];
+	__u64 by_daddr_top[256][XF_MAX_SUBTABLES / 64];
 	struct xf_subtable subtables[XF_MAX_SUBTABLES];
 };
 

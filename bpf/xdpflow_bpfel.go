@@ -151,7 +151,7 @@ const (
 	XdpflowXfLimitsXF_MAX_VLAN_TAGS      XdpflowXfLimits = 2
 	XdpflowXfLimitsXF_MAX_IPV6EXT_HDRS   XdpflowXfLimits = 8
 	XdpflowXfLimitsXF_RULE_TEXT_MAX      XdpflowXfLimits = 464
-	XdpflowXfLimitsXF_META_MAGIC         XdpflowXfLimits = 2019845693
+	XdpflowXfLimitsXF_META_MAGIC         XdpflowXfLimits = 2019845694
 	XdpflowXfLimitsXF_NARROW_WORDS       XdpflowXfLimits = 6
 	XdpflowXfLimitsXF_CACHE_SET_BITS     XdpflowXfLimits = 11
 	XdpflowXfLimitsXF_CACHE_SET_BITS_MIN XdpflowXfLimits = 7
@@ -218,8 +218,6 @@ type XdpflowXfSubtable struct {
 	SaddrHi     uint32
 	DaddrLo     uint32
 	DaddrHi     uint32
-	SaddrTop    [4]uint64
-	DaddrTop    [4]uint64
 	NarrowWords uint8
 	WordIdx     [6]uint8
 	Ranged      uint8
@@ -238,6 +236,8 @@ type XdpflowXfSubtableList struct {
 	CacheMask    [6]uint64
 	UnionMask    XdpflowXfKey
 	NoRank       uint64
+	BySaddrTop   [256][4]uint64
+	ByDaddrTop   [256][4]uint64
 	Subtables    [256]XdpflowXfSubtable
 }
 

@@ -58,9 +58,9 @@ func (t *Table) loadSubtables() error {
 	}
 	t.listGen = list.Generation
 	for i := 0; i < int(list.Count) && i < MaxSubtables; i++ {
-		s := list.Subtables[i]
+		s := &list.Subtables[i]
 		st := &subtable{subtableKey: subtableKey{s.Mask, s.Ranged != 0}, id: s.Id, bound: noRank, listed: s.Bound,
-			spans: spansOfEntry(&s), inline: inlineOfEntry(&s)}
+			spans: spansOfEntry(&list, i), inline: inlineOfEntry(s)}
 		t.subtables[st.subtableKey] = st
 		t.subtablesByID[st.id] = st
 	}

@@ -3,6 +3,7 @@ package maps
 import (
 	"encoding/binary"
 	"math"
+	"math/bits"
 
 	"github.com/xdpflow/xdpflow/rule"
 )
@@ -10,11 +11,13 @@ import (
 // A subtable's spans bound the addresses of the keys its flows can match:
 // the first 4 bytes of src_ip and of dst_ip, read big-endian (an IPv4
 // address, or the top of an IPv6 one), as a range and as the set of top
-// bytes. The program skips a subtable whose spans leave a packet's
-// addresses out, at the cost of a few compares rather than a hash lookup
-// that would miss: subtables of few flows, as most of a ClassBench set's
-// or one per /24, are then looked up only by the packets that can hit
-// them.
+// bytes. The list carries the ranges in each subtable's entry and the top
+// bytes as rows, one per byte value, of the subtables that have it. The
+// program searches only the subtables in both of a packet's rows, and
+// skips those whose ranges leave its addresses out, at the cost of a few
+// compares rather than a hash lookup that would miss: subtables of few
+// flows, as most of a ClassBench set's or one per /24, are then looked up
+// only by the packets that can hit them.
 //
 // The listed spans must hold every flow of the subtable whenever a packet
 // can meet it: they widen before a change puts flows (with the new
@@ -79,24 +82,43 @@ func (a addrSpans) covers(o addrSpans) bool {
 	return !o.some || (a.some && a.src.covers(o.src) && a.dst.covers(o.dst))
 }
 
-// listed is the spans as the list entry carries them: lo above hi when
-// they hold nothing.
-func (a addrSpans) listed(e *subtableEntry) {
+// listed puts the spans in list l as its entry i carries them (lo above hi
+// when they hold nothing) and as its bits of the top-byte rows.
+func (a addrSpans) listed(l *subtableList, i int) {
+	e := &l.Subtables[i]
 	if !a.some {
 		e.SaddrLo, e.SaddrHi, e.DaddrLo, e.DaddrHi = math.MaxUint32, 0, math.MaxUint32, 0
-		e.SaddrTop, e.DaddrTop = [4]uint64{}, [4]uint64{}
 		return
 	}
 	e.SaddrLo, e.SaddrHi, e.DaddrLo, e.DaddrHi = a.src.lo, a.src.hi, a.dst.lo, a.dst.hi
-	e.SaddrTop, e.DaddrTop = a.src.top, a.dst.top
+	word, bit := i/64, uint64(1)<<(i%64)
+	for w := range a.src.top {
+		for x := a.src.top[w]; x != 0; x &= x - 1 {
+			l.BySaddrTop[w*64+bits.TrailingZeros64(x)][word] |= bit
+		}
+		for x := a.dst.top[w]; x != 0; x &= x - 1 {
+			l.ByDaddrTop[w*64+bits.TrailingZeros64(x)][word] |= bit
+		}
+	}
 }
 
-// spansOfEntry is the spans a list entry carries.
-func spansOfEntry(e *subtableEntry) addrSpans {
+// spansOfEntry is the spans list l carries for its entry i.
+func spansOfEntry(l *subtableList, i int) addrSpans {
+	e := &l.Subtables[i]
 	if e.SaddrLo > e.SaddrHi || e.DaddrLo > e.DaddrHi {
 		return addrSpans{}
 	}
-	return addrSpans{true, span{e.SaddrLo, e.SaddrHi, e.SaddrTop}, span{e.DaddrLo, e.DaddrHi, e.DaddrTop}}
+	a := addrSpans{true, span{lo: e.SaddrLo, hi: e.SaddrHi}, span{lo: e.DaddrLo, hi: e.DaddrHi}}
+	word, bit := i/64, uint64(1)<<(i%64)
+	for b := range 256 {
+		if l.BySaddrTop[b][word]&bit != 0 {
+			a.src.top[b>>6] |= 1 << (b & 63)
+		}
+		if l.ByDaddrTop[b][word]&bit != 0 {
+			a.dst.top[b>>6] |= 1 << (b & 63)
+		}
+	}
+	return a
 }
 
 // spansOfFlow is the spans of the keys one flow matches: its masked

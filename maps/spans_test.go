@@ -78,5 +78,19 @@ func TestSpansSkipSubtables(t *testing.T) {
 		h.install(300, 1, "protocol ip flower ip_proto tcp action drop")
 		h.check(frames)
 		wantLookups("198.19.50.1", 1)
+
+		// Two flows far apart: their subtable's range holds
+		// 10.1.0.0-200.1.255.255, its top bytes only 10 and 200, so
+		// the packets of the other top bytes do not look in it.
+		h.install(50, 1, "protocol ip flower ip_proto udp dst_ip 10.1.0.0/16 action drop")
+		h.install(50, 2, "protocol ip flower ip_proto udp dst_ip 200.1.0.0/16 action drop")
+		h.check(append(frames, udpFrame("10.1.2.3", 9), udpFrame("200.1.2.3", 9), udpFrame("100.1.2.3", 9)))
+		wantLookups("100.1.2.3", 1)
+		wantLookups("198.19.50.1", 1)
+		wantLookups("10.1.2.3", 1)
+		wantLookups("200.2.0.1", 1)
+		h.reopen()
+		wantLookups("100.1.2.3", 1)
+		wantLookups("200.1.2.3", 1)
 	})
 }

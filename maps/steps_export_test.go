@@ -1,6 +1,10 @@
 package maps
 
-import "fmt"
+import (
+	"fmt"
+
+	"github.com/xdpflow/xdpflow/rule"
+)
 
 // StepHook calls fn before each named write step of every change until the
 // test ends, with the flow cache made stale first (as BeforeEveryStep);
@@ -39,26 +43,27 @@ func (t *Table) SpanViolations() ([]string, error) {
 	if err := t.m.SubtableLists.Lookup(t.meta.ActiveList%listBuffers, &l); err != nil {
 		return nil, err
 	}
-	listed := map[uint32]*subtableEntry{}
+	listed := map[uint32]addrSpans{}
+	masks := map[uint32]*rule.Key{}
 	var out []string
 	for i := 0; i < int(l.Count) && i < MaxSubtables; i++ {
 		e := &l.Subtables[i]
-		listed[e.Id] = e
+		listed[e.Id], masks[e.Id] = spansOfEntry(&l, i), &e.Mask
 		if c := inlineOfEntry(e); c != nil {
 			lay := layoutOf(&e.Mask)
 			fk := lay.wide(&narrowKey{Subtable: e.Id, Words: c.words})
-			if fs := spansOfFlow(&fk.Key, &e.Mask, rangesOf(&c.value)); !spansOfEntry(e).covers(fs) {
-				out = append(out, fmt.Sprintf("subtable %d: listed spans %+v leave out its copy's %+v", e.Id, spansOfEntry(e), fs))
+			if fs := spansOfFlow(&fk.Key, &e.Mask, rangesOf(&c.value)); !listed[e.Id].covers(fs) {
+				out = append(out, fmt.Sprintf("subtable %d: listed spans %+v leave out its copy's %+v", e.Id, listed[e.Id], fs))
 			}
 		}
 	}
 	_, err := t.readFlows(func(fk flowKey, val flowValue) {
-		e := listed[fk.Subtable]
-		if e == nil {
+		sp, ok := listed[fk.Subtable]
+		if !ok {
 			return
 		}
-		if fs := spansOfFlow(&fk.Key, &e.Mask, rangesOf(&val)); !spansOfEntry(e).covers(fs) {
-			out = append(out, fmt.Sprintf("subtable %d: listed spans %+v leave out flow %x's %+v", fk.Subtable, spansOfEntry(e), fk.Key.DstIp[:4], fs))
+		if fs := spansOfFlow(&fk.Key, masks[fk.Subtable], rangesOf(&val)); !sp.covers(fs) {
+			out = append(out, fmt.Sprintf("subtable %d: listed spans %+v leave out flow %x's %+v", fk.Subtable, sp, fk.Key.DstIp[:4], fs))
 		}
 	})
 	if err != nil {

@@ -206,7 +206,7 @@ func (t *Table) publish(list []*subtable) error {
 		lay := layoutOf(&s.mask)
 		l.Subtables[i] = subtableEntry{Id: s.id, Bound: s.listed, Mask: s.mask,
 			NarrowWords: lay.n, WordIdx: lay.idx}
-		s.spans.listed(&l.Subtables[i])
+		s.spans.listed(&l, i)
 		s.inline.listInline(&l.Subtables[i])
 		answers := s.mask // what the answers of its flows depend on
 		if s.ranged {

@@ -42,19 +42,16 @@ static __always_inline int in_addr_ranges(const struct xf_ranged_flow *rf, __u32
 }
 
 /* Nonzero if no flow of st matches a key of these addresses (host order):
- * outside the spans' ranges, or of a top byte they lack. Without branches:
- * a branch for each compare multiplies the states 6.1's verifier walks in
- * the search loop past its limit. An address below lo makes the 64-bit
- * difference wrap, setting bit 63. */
+ * outside the spans' ranges. Without branches: a branch for each compare
+ * multiplies the states 6.1's verifier walks in the search loop past its
+ * limit. An address below lo makes the 64-bit difference wrap, setting
+ * bit 63. */
 static __always_inline __u64 outside_spans(const struct xf_subtable *st, __u32 saddr, __u32 daddr)
 {
 	__u64 out = ((__u64)saddr - st->saddr_lo) | ((__u64)st->saddr_hi - saddr) |
 		    ((__u64)daddr - st->daddr_lo) | ((__u64)st->daddr_hi - daddr);
 
-	out >>= 63;
-	out |= ~(st->saddr_top[saddr >> 30] >> ((saddr >> 24) & 63)) & 1;
-	out |= ~(st->daddr_top[daddr >> 30] >> ((daddr >> 24) & 63)) & 1;
-	return out;
+	return out >> 63;
 }
 
 /* Nonzero unless the narrow key words o are the inline flow's. */
@@ -69,8 +66,9 @@ static __always_inline __u64 words_differ(const __u64 *o, const __u64 *w)
  * Search the subtables in order of their bounds for the hit of the lowest
  * rank: 1 with *out set to its answer, or 0. The search stops at the first
  * subtable whose bound is not below the best rank found, since no flow of
- * it or of any subtable after it can beat that, and skips a subtable whose
- * address spans leave the key's addresses out.
+ * it or of any subtable after it can beat that. It looks only in the
+ * subtables the list's rows for the key's top address bytes have, and
+ * skips those whose address spans leave the key's addresses out.
  *
  * A global function, so that the verifier checks it once, on its own,
  * rather than once for each of the four places that call it (a 256-step
@@ -86,16 +84,14 @@ __attribute__((noinline)) int search(struct xf_subtable_list *list, struct xf_ke
 	 * wide one (the subtable, then the words), which keeps the stack of
 	 * this function and its caller within 512 bytes on 6.1. */
 	struct xf_flow_key fk;
-	__u16 sport, dport;
-	__u32 saddr, daddr, n, i, lookups = 0;
-	__u64 best;
+	__u32 saddr, daddr, i, lookups = 0;
+	__u64 best, cand[XF_MAX_SUBTABLES / 64];
+	const __u64 *srow, *drow;
+	int w;
 
 	if (!list || !key || !out)
 		return 0;
-	n = list->count;
 	best = list->no_rank;
-	sport = bpf_ntohs(key->src_port);
-	dport = bpf_ntohs(key->dst_port);
 	saddr = bpf_ntohl(*(__be32 *)key->src_ip);
 	daddr = bpf_ntohl(*(__be32 *)key->dst_ip);
 	_Static_assert(__builtin_offsetof(struct xf_narrow_flow_key, words) ==
@@ -104,16 +100,39 @@ __attribute__((noinline)) int search(struct xf_subtable_list *list, struct xf_ke
 	/* The key whole from the start: the two kinds of subtable then leave
 	 * the stack in states the verifier can prune. */
 	__builtin_memset(&fk, 0, sizeof(fk));
+	/* The candidates: the subtables the rows of both top bytes have. */
+	srow = list->by_saddr_top[saddr >> 24];
+	drow = list->by_daddr_top[daddr >> 24];
+#pragma unroll
+	for (w = 0; w < XF_MAX_SUBTABLES / 64; w++)
+		cand[w] = srow[w] & drow[w];
 
 	/* Bounded loop: the verifier walks at most XF_MAX_SUBTABLES
-	 * iterations; user space never sets count higher. */
+	 * iterations; user space never sets count higher. i steps over
+	 * the positions that are not candidates, a word or a byte of them
+	 * at a time where it can, and stays a constant on each path the
+	 * verifier walks (a position computed from the bits, as by counting
+	 * trailing zeros, makes every entry's offset a range, and the states
+	 * of the loop then no longer prune). */
 	for (i = 0; i < XF_MAX_SUBTABLES; i++) {
 		struct xf_subtable *st;
 		struct xf_flow *flow;
 		__u64 *k = (__u64 *)key, *m, *o = (__u64 *)&fk.key;
-		int w;
+		__u64 rest = cand[i / 64] >> (i % 64);
 
-		if (i >= n)
+		if (!rest) {
+			i |= 63;
+			continue;
+		}
+		if (!(rest & 0xff)) {
+			i |= 7;
+			continue;
+		}
+		if (!(rest & 1))
+			continue;
+		/* count read here rather than kept, for the 512 bytes
+		 * (user space sets no bit past it). */
+		if (i >= list->count)
 			break;
 		st = &list->subtables[i];
 		if (st->bound >= best)
@@ -140,6 +159,11 @@ __attribute__((noinline)) int search(struct xf_subtable_list *list, struct xf_ke
 				o[w] = k[idx] & m[idx];
 			}
 			fk.subtable = st->id;
+			/* The words are read back from fk rather than kept in
+			 * registers, which the compare would spill: the stack
+			 * of this function and its caller stays within 512
+			 * bytes. */
+			barrier();
 			if (st->inlined) {
 				const struct xf_ranged_flow *rf = &st->inline_flow;
 
@@ -161,7 +185,10 @@ __attribute__((noinline)) int search(struct xf_subtable_list *list, struct xf_ke
 			fk.subtable = st->id;
 			flow = bpf_map_lookup_elem(&flows, &fk);
 		}
-		if (flow && flow->rank < best && in_ranges(flow, sport, dport)) {
+		/* The ports read from the key here, not kept from the start,
+		 * for the same 512 bytes. */
+		if (flow && flow->rank < best &&
+		    in_ranges(flow, bpf_ntohs(key->src_port), bpf_ntohs(key->dst_port))) {
 			best = flow->rank;
 			out->action_set = flow->action_set;
 			out->stats = flow->stats;
