@@ -130,8 +130,9 @@ __attribute__((noinline)) int search(struct xf_subtable_list *list, struct xf_ke
 		}
 		if (!(rest & 1))
 			continue;
-		/* count read here rather than kept, for the 512 bytes
-		 * (user space sets no bit past it). */
+		/* count and the ports are read where they are used: kept
+		 * from before the loop, they made the verifier of 6.18 walk
+		 * past its limit. */
 		if (i >= list->count)
 			break;
 		st = &list->subtables[i];
@@ -185,8 +186,7 @@ __attribute__((noinline)) int search(struct xf_subtable_list *list, struct xf_ke
 			fk.subtable = st->id;
 			flow = bpf_map_lookup_elem(&flows, &fk);
 		}
-		/* The ports read from the key here, not kept from the start,
-		 * for the same 512 bytes. */
+		/* The ports read here: see count above. */
 		if (flow && flow->rank < best &&
 		    in_ranges(flow, bpf_ntohs(key->src_port), bpf_ntohs(key->dst_port))) {
 			best = flow->rank;
