@@ -56,10 +56,12 @@ demo: deps build
 
 # Packet rates on veth (the table in README), per-program ns via
 # BPF_PROG_TEST_RUN, bulk changes and memory per flow, and the cost of one
-# TC change among 10,000 filters and of one nft change among 10,000 rules.
+# TC change among 10,000 filters (of one mask, and ClassBench's) and of one
+# nft change among 10,000 rules.
 bench: deps build
 	$(GO) test -run '^$$' -bench 'BenchmarkRate|BenchmarkBatch10K|BenchmarkClassBenchSearch' -benchtime 1x -v ./selftests/
 	$(GO) test -run '^$$' -bench 'BenchmarkXDP|BenchmarkBulk10K|Benchmark1MFlows' -benchtime 3x ./maps/
+	$(GO) test -run '^$$' -bench 'ChosenChange10K' -benchtime 50x ./maps/
 	$(GO) test -run '^$$' -bench 'Mirror10K|MirrorSet10K|Decode10K|MirrorChange10K' -benchtime 20x ./flower/ ./internal/daemon/
 	$(GO) test -run '^$$' -bench 'TCNotification10K' -benchtime 300x ./internal/daemon/
 	$(GO) test -run '^$$' -bench 'NftChange10K' -benchtime 50x ./internal/daemon/

@@ -19,7 +19,7 @@ enum xf_limits {
 	XF_MAX_VLAN_TAGS = 2,
 	XF_MAX_IPV6_EXT_HDRS = 8,
 	XF_RULE_TEXT_MAX = 464,
-	XF_META_MAGIC = 0x7864663e,    /* "xdf=": layout version of pinned state */
+	XF_META_MAGIC = 0x7864663f,    /* "xdf?": layout version of pinned state */
 	XF_NARROW_WORDS = 6,	       /* key words of a narrow subtable's flows */
 	XF_CACHE_SET_BITS = 11,	       /* default log2(sets per CPU): 4096 entries */
 	XF_CACHE_SET_BITS_MIN = 7,     /* 256 entries per CPU */
@@ -144,7 +144,10 @@ struct xf_subtable {
 	__u8 narrow_words; /* 0: wide */
 	__u8 word_idx[XF_NARROW_WORDS];
 	/* Its flows carry ranges: narrow, in flows_ranged (port and IPv4
-	 * address ranges); wide, in flows (port ranges). */
+	 * address ranges); wide, in flows (port ranges). Nonzero: 1 when
+	 * nft's compiler chose them, 2 when user space's table did, for tc
+	 * filters (3: those checking ports alone); the program reads every
+	 * kind alike. */
 	__u8 ranged;
 	struct xf_key mask;
 	__u64 inline_words[XF_NARROW_WORDS]; /* the flow's key words, masked */

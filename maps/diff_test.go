@@ -398,17 +398,21 @@ func cacheKeyConfigs() []cacheKeyConfig {
 		return testutil.Eth(dst, mac("02:00:00:00:00:01"), nil, 0x0800,
 			testutil.IPv4(net.IPv4(198, 18, 0, 1), dstIP, 17, testutil.IPv4Opts{}, testutil.UDP(1024, 9, make([]byte, 18))))
 	}
-	// Varying the destination address: 198.18.0.0/20 is dropped, the
-	// rest of the /19 passed; a never-matching /32 makes the cache key
-	// hold the whole address.
+	// Varying the destination address: 198.18.0.0/21 and 198.18.16.0/21
+	// are dropped, the rest of the /19 passed; a never-matching /32
+	// makes the cache key hold the whole address. (Written as /24s: a
+	// /21 would be merged, its subtable keeping /16 and the flow
+	// checking the rest, and the cache key would hold every word a
+	// merged flow's answer depends on.)
 	byAddr := make([][]byte, 8192)
 	for i := range byAddr {
 		byAddr[i] = frame(mac("02:00:00:00:00:02"), net.IPv4(198, 18, byte(i>>8), byte(i)))
 	}
-	addrRules := []string{
-		"protocol ip flower dst_ip 198.18.0.0/20 action drop",
-		"protocol ip flower dst_ip 10.1.1.1 action drop",
+	var addrRules []string
+	for _, third := range []int{0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23} {
+		addrRules = append(addrRules, fmt.Sprintf("protocol ip flower dst_ip 198.18.%d.0/24 action drop", third))
 	}
+	addrRules = append(addrRules, "protocol ip flower dst_ip 10.1.1.1 action drop")
 	// Never-matching rules (the frames are UDP from 198.18.0.1 to
 	// 02:00:00:00:00:02) that put words below the address's into the
 	// union, one at a time, so the address moves to the next slot.

@@ -95,6 +95,11 @@ func (t *Table) FlowViolations() ([]string, error) {
 		if st := t.subtablesByID[fk.Subtable]; st != nil && st.ranged != (t.flowRanges[fk] != flowRanges{}) {
 			out = append(out, fmt.Sprintf("flow of rule %d: ranges %+v in a subtable ranged=%v", owner, t.flowRanges[fk], st.ranged))
 		}
+		if r := t.flowRanges[fk]; t.subtablesByID[fk.Subtable] != nil {
+			if st := t.subtablesByID[fk.Subtable]; st.chosen && st.addrs != (r.saddr.Set() || r.daddr.Set()) {
+				out = append(out, fmt.Sprintf("flow of rule %d: address ranges %+v in a chosen subtable addrs=%v", owner, r, st.addrs))
+			}
+		}
 		delete(inMaps, fk)
 		claims := t.claimsOf(fk)
 		for i := 1; i < len(claims); i++ {
@@ -126,6 +131,37 @@ func (t *Table) FlowViolations() ([]string, error) {
 	}
 	if claimed != len(t.flows)+shadowed {
 		out = append(out, fmt.Sprintf("rules list %d flows, the table holds %d owned and %d shadowed", claimed, len(t.flows), shadowed))
+	}
+	// The choices a change made are those a process opening the table
+	// makes (choices.go).
+	var choosers []*Installed
+	for _, members := range t.groups {
+		for _, in := range members {
+			if chooses(in.Rule, len(members)) {
+				choosers = append(choosers, in)
+			} else if in.chooses {
+				out = append(out, fmt.Sprintf("rule %d has chosen entries, and chooses none", in.ID))
+			}
+		}
+	}
+	wanters := map[chosenFlow][]RuleID{}
+	for id, c := range chooseFlows(choosers) {
+		in := t.rules[id]
+		if !in.chooses || in.choice != c {
+			out = append(out, fmt.Sprintf("rule %d took choice %d (chooses %v), a fresh choice is %d", id, in.choice, in.chooses, c))
+		}
+		for _, f := range passedOver(&in.Rule.Match, c) {
+			wanters[f] = append(wanters[f], id)
+		}
+	}
+	for f, ids := range t.wanters {
+		if !sameIDs(ids, wanters[f]) {
+			out = append(out, fmt.Sprintf("wanters of a chosen flow %v, a fresh choice's %v", ids, wanters[f]))
+		}
+		delete(wanters, f)
+	}
+	for _, ids := range wanters {
+		out = append(out, fmt.Sprintf("rules %v passed over a chosen flow, and are not its wanters", ids))
 	}
 	for gk := range t.groups {
 		if !slices.Contains(t.prioGroups[gk.prio], gk.group) {
@@ -222,4 +258,27 @@ func (t *Table) InlinedSubtables() (inlined, listed int, err error) {
 		inlined += int(l.Subtables[i].Inlined)
 	}
 	return inlined, int(l.Count), nil
+}
+
+// ChoiceCounts is how many rules the table chose entries for
+// (choices.go), and how many of them took a later choice than their
+// first or their blocks: a ranged flow a rule before held.
+func (t *Table) ChoiceCounts() (chose, later int) {
+	for _, in := range t.rules {
+		if in.chooses {
+			chose++
+			if in.choice != 0 {
+				later++
+			}
+		}
+	}
+	return chose, later
+}
+
+// sameIDs reports whether a and b hold the same ids, in any order.
+func sameIDs(a, b []RuleID) bool {
+	a, b = slices.Clone(a), slices.Clone(b)
+	slices.Sort(a)
+	slices.Sort(b)
+	return slices.Equal(a, b)
 }

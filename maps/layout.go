@@ -46,6 +46,15 @@ const (
 	cacheSetMax  = bpf.XdpflowXfLimitsXF_CACHE_SET_BITS_MAX   // log2 of the most
 )
 
+// A listed subtable's ranged (struct xf_subtable): the program reads any
+// nonzero alike, flows with ranges; the table tells whose choice the
+// flows are.
+const (
+	rangedNFT         = 1 // nft's compiler chose them
+	rangedChosen      = 2 // the table chose them, for tc filters (choices.go)
+	rangedChosenPorts = 3 // the same, checking ports alone
+)
+
 // meta.dirty's bits (enum xf_dirty).
 const (
 	dirtyWriting = bpf.XdpflowXfDirtyXF_DIRTY_WRITING

@@ -59,7 +59,7 @@ func (t *Table) loadSubtables() error {
 	t.listGen = list.Generation
 	for i := 0; i < int(list.Count) && i < MaxSubtables; i++ {
 		s := &list.Subtables[i]
-		st := &subtable{subtableKey: subtableKey{s.Mask, s.Ranged != 0}, id: s.Id, bound: noRank, listed: s.Bound,
+		st := &subtable{subtableKey: subtableKeyOfListed(s), id: s.Id, bound: noRank, listed: s.Bound,
 			spans: spansOfEntry(&list, i), inline: inlineOfEntry(s)}
 		t.subtables[st.subtableKey] = st
 		t.subtablesByID[st.id] = st
@@ -152,6 +152,32 @@ func (t *Table) dropLoaded(in *Installed) {
 	t.unrefActionSet(in.ActionSet)
 }
 
+// entriesOfAll is every rule's entries, as its mask group and the
+// table's choices (choices.go) give them; none for opaque rules.
+func (t *Table) entriesOfAll() map[RuleID][]rule.Entry {
+	entries := make(map[RuleID][]rule.Entry, len(t.rules))
+	var choosers []*Installed
+	for _, members := range t.groups {
+		for id, es := range expandGroup(members) {
+			entries[id] = es
+		}
+		for _, in := range members {
+			in.chooses = chooses(in.Rule, len(members))
+			if in.chooses {
+				choosers = append(choosers, in)
+			}
+		}
+	}
+	t.wanters = map[chosenFlow][]RuleID{}
+	for id, c := range chooseFlows(choosers) {
+		in := t.rules[id]
+		in.choice = c
+		t.want(in, true)
+		entries[id] = chosenEntries(in.Rule, c)
+	}
+	return entries
+}
+
 // rebuildFlows recomputes every flow and its claims from the rules, reusing
 // the live subtables. It reports whether the live list differs from what
 // the rules need.
@@ -170,8 +196,8 @@ func (t *Table) rebuildFlows() (differs bool) {
 	t.subtablesByID = map[uint32]*subtable{}
 	claims := map[flowKey][]RuleID{}
 	listedSpans := map[uint32]addrSpans{}
+	entries := t.entriesOfAll()
 	for _, members := range t.groups {
-		entries := expandGroup(members)
 		for _, in := range members {
 			if in.Rule.Opaque {
 				// Entries as installed: (subtable mask, masked key).
@@ -185,7 +211,7 @@ func (t *Table) rebuildFlows() (differs bool) {
 			}
 			in.flows = in.flows[:0]
 			for _, e := range entries[in.ID] {
-				k := subtableKey{e.Mask, e.Ranged()}
+				k := subtableKeyOf(&e, in.Rule)
 				st := t.subtables[k]
 				if st == nil {
 					if st = live[k]; st == nil {

@@ -2,6 +2,7 @@ package maps
 
 import (
 	"cmp"
+	"container/heap"
 	"fmt"
 	"slices"
 
@@ -22,6 +23,9 @@ type plan struct {
 	// the inserted ones and every member of a ranged group the change
 	// touches.
 	ruleFlows map[RuleID][]flowKey
+	// choices: the tc filters the table chooses for (choices.go) whose
+	// entries are recomputed, with their choices after the change.
+	choices map[RuleID]choice
 
 	// The flows after the change, as a change of the table's, which are
 	// many where a change touches few: the flow keys whose claims change
@@ -33,7 +37,8 @@ type plan struct {
 	rangesAfter map[flowKey]flowRanges // of the ranged flows the change puts
 	// The flows whose owner changes: to one of a rank as low or lower
 	// (new flows among them), written before any other flow changes,
-	// and to one of a higher rank, written after.
+	// and to one of a higher rank, or a ranged flow to another owner
+	// (whose ranges are its own), written after.
 	flowsToWrite  []flowKey
 	flowsToDemote []flowKey
 	flowsToDelete []flowKey // left without claimants
@@ -58,6 +63,7 @@ func (t *Table) plan(ch Change) (*plan, error) {
 		groupEdits:     map[groupKey]groupEdit{},
 		rangedGroups:   map[groupKey][]*Installed{},
 		ruleFlows:      map[RuleID][]flowKey{},
+		choices:        map[RuleID]choice{},
 		newSubtables:   map[uint32]*subtable{},
 		claimsAfter:    map[flowKey][]RuleID{},
 		rangesAfter:    map[flowKey]flowRanges{},
@@ -75,6 +81,7 @@ func (t *Table) plan(ch Change) (*plan, error) {
 	if err := t.planGroups(p); err != nil {
 		return nil, err
 	}
+	t.planChoices(p)
 	t.planEntries(p)
 	if err := t.planFlows(p); err != nil {
 		return nil, err
@@ -261,20 +268,167 @@ func (t *Table) planGroups(p *plan) error {
 // their flows, giving each new mask a new subtable.
 func (t *Table) planEntries(p *plan) {
 	subs := subtableAlloc{t: t, p: p, held: t.heldSubtables(), next: 1, byKey: map[subtableKey]*subtable{}}
+	flows := func(id RuleID, es []rule.Entry) {
+		r := t.owner(id, p).Rule
+		keys := make([]flowKey, 0, len(es))
+		for _, entry := range es {
+			st := subs.get(subtableKeyOf(&entry, r))
+			fk := flowKey{Subtable: st.id, Key: entry.Key}
+			keys = append(keys, fk)
+			if entry.Ranged() {
+				p.rangesAfter[fk] = rangesOfEntry(&entry)
+			}
+		}
+		p.ruleFlows[id] = keys
+	}
 	for gk, e := range p.groupEdits {
 		for id, es := range p.entriesOf(gk, e) {
-			keys := make([]flowKey, 0, len(es))
-			for _, entry := range es {
-				st := subs.get(subtableKey{entry.Mask, entry.Ranged()})
-				fk := flowKey{Subtable: st.id, Key: entry.Key}
-				keys = append(keys, fk)
-				if entry.Ranged() {
-					p.rangesAfter[fk] = rangesOfEntry(&entry)
-				}
+			if _, chosen := p.choices[id]; !chosen {
+				flows(id, es)
 			}
-			p.ruleFlows[id] = keys
 		}
 	}
+	for id, c := range p.choices {
+		flows(id, chosenEntries(t.owner(id, p).Rule, c))
+	}
+}
+
+// planChoices works out the choices of the tc filters the table chooses
+// flows for (choices.go) as they will be after the change, as chooseFlows
+// would make them afresh, and puts in p.choices those whose entries
+// change. Only the filters a change reaches are looked at again: those it
+// inserts or regroups, those that passed over a flow it frees (wanters),
+// and those whose flow a filter ahead of them in rank order takes; each
+// after every filter ahead of it that moves, so a filter's choice is made
+// once, against the flows the filters before it hold.
+func (t *Table) planChoices(p *plan) {
+	touches := false
+	for _, in := range p.inserted {
+		touches = touches || chooses(in.Rule, 1)
+	}
+	for _, in := range p.deleted {
+		touches = touches || chooses(in.Rule, 1)
+	}
+	if !touches {
+		return
+	}
+	chooser := func(in *Installed) bool {
+		if p.deleted[in.ID] != nil {
+			return false
+		}
+		if members, ok := p.rangedGroups[in.group()]; ok {
+			return chooses(in.Rule, len(members))
+		}
+		return chooses(in.Rule, len(t.groups[in.group()]))
+	}
+	q := &choiceQueue{t: t, p: p, queued: map[RuleID]bool{}}
+	held := map[chosenFlow]RuleID{} // the holders the change moves (0: none)
+	holder := func(f chosenFlow) RuleID {
+		if id, ok := held[f]; ok {
+			return id
+		}
+		return t.chosenHolder(f)
+	}
+	release := func(f chosenFlow, id RuleID) {
+		if holder(f) != id {
+			return // taken from it already
+		}
+		held[f] = 0
+		for _, w := range t.wanters[f] {
+			q.add(w)
+		}
+	}
+	leave := func(in *Installed) {
+		if f, ok := chosenFlowOf(&in.Rule.Match, in.choice); in.chooses && ok {
+			release(f, in.ID)
+		}
+	}
+	for _, in := range p.deleted {
+		leave(in)
+	}
+	for _, in := range p.inserted {
+		q.add(in.ID)
+	}
+	for _, members := range p.rangedGroups {
+		for _, in := range members {
+			if t.rules[in.ID] == nil {
+				continue // inserted
+			}
+			if chooser(in) {
+				q.add(in.ID)
+			} else {
+				leave(in)
+			}
+		}
+	}
+	for q.Len() > 0 {
+		in := heap.Pop(q).(*Installed)
+		if !chooser(in) {
+			continue
+		}
+		old, had := blocks, t.rules[in.ID] != nil && in.chooses
+		if had {
+			old = in.choice
+		}
+		i, took := choice(0), blocks
+		eachFlowChoice(&in.Rule.Match, func(c *rule.Match) bool {
+			if c.Ranged() {
+				f := chosenFlowOfMatch(c)
+				switch h := holder(f); {
+				case h != 0 && h != in.ID && byChoiceOrder(t.owner(h, p), in) < 0:
+					i++
+					return true // held by a rule before it
+				case h != 0 && h != in.ID:
+					q.add(h) // held by a rule after it, which moves on
+				}
+				held[f] = in.ID
+			}
+			took = i
+			return false
+		})
+		if had && old != took {
+			if f, ok := chosenFlowOf(&in.Rule.Match, old); ok {
+				release(f, in.ID)
+			}
+		}
+		if !had || old != took {
+			p.choices[in.ID] = took
+		}
+	}
+	// A chooser whose group the change recomputes keeps its choice.
+	for _, members := range p.rangedGroups {
+		for _, in := range members {
+			if _, ok := p.choices[in.ID]; !ok && chooser(in) {
+				p.choices[in.ID] = in.choice
+			}
+		}
+	}
+}
+
+// choiceQueue is the rules planChoices looks at again, lowest rank first,
+// each once.
+type choiceQueue struct {
+	t      *Table
+	p      *plan
+	rules  []*Installed
+	queued map[RuleID]bool
+}
+
+func (q *choiceQueue) add(id RuleID) {
+	if !q.queued[id] {
+		q.queued[id] = true
+		heap.Push(q, q.t.owner(id, q.p))
+	}
+}
+
+func (q *choiceQueue) Len() int           { return len(q.rules) }
+func (q *choiceQueue) Less(i, j int) bool { return byChoiceOrder(q.rules[i], q.rules[j]) < 0 }
+func (q *choiceQueue) Swap(i, j int)      { q.rules[i], q.rules[j] = q.rules[j], q.rules[i] }
+func (q *choiceQueue) Push(x any)         { q.rules = append(q.rules, x.(*Installed)) }
+func (q *choiceQueue) Pop() any {
+	in := q.rules[len(q.rules)-1]
+	q.rules = q.rules[:len(q.rules)-1]
+	return in
 }
 
 // entriesOf expands the rules of group gk whose entries can change: every
@@ -368,6 +522,11 @@ func (t *Table) planFlows(p *plan) error {
 		case len(claims) == 0 || (had && claims[0] == before):
 		case had && rankOf(t.owner(claims[0], p)) > rankOf(t.rules[before]):
 			p.flowsToDemote = append(p.flowsToDemote, fk)
+		case had && isRanged(p.rangesAfter, fk):
+			// A ranged flow's new owner brings its own ranges: the old
+			// owner's packets outside them must first meet its new
+			// flows, written before.
+			p.flowsToDemote = append(p.flowsToDemote, fk)
 		default:
 			p.flowsToWrite = append(p.flowsToWrite, fk)
 		}
@@ -379,6 +538,12 @@ func (t *Table) planFlows(p *plan) error {
 		}
 	}
 	return nil
+}
+
+// isRanged reports whether ranges holds fk.
+func isRanged(ranges map[flowKey]flowRanges, fk flowKey) bool {
+	_, ok := ranges[fk]
+	return ok
 }
 
 // claimsOf is a copy of fk's claimants in rank order: its owner, then the

@@ -108,7 +108,7 @@ func (r Room) Levels() map[string]uint32 {
 // HasSubtable says whether a subtable of mask (with ranged flows or not)
 // is in place.
 func (r Room) HasSubtable(mask rule.Key, ranged bool) bool {
-	return r.t != nil && r.t.subtables[subtableKey{mask, ranged}] != nil
+	return r.t != nil && r.t.subtables[subtableKey{mask: mask, ranged: ranged}] != nil
 }
 
 // HasFlow says whether the flow of entry e is in place, whichever rule
@@ -117,7 +117,7 @@ func (r Room) HasFlow(e rule.Entry) bool {
 	if r.t == nil {
 		return false
 	}
-	st := r.t.subtables[subtableKey{e.Mask, e.Ranged()}]
+	st := r.t.subtables[subtableKey{mask: e.Mask, ranged: e.Ranged()}]
 	if st == nil {
 		return false
 	}

@@ -20,7 +20,9 @@ func TestSpansSkipSubtables(t *testing.T) {
 	ns.Run(t, func() {
 		h := newHarnessCache(t, 1, 1<<16, false)
 		for i := 0; i < 32; i++ {
-			h.install(uint16(i+1), 1, fmt.Sprintf("protocol ip flower ip_proto udp dst_ip 198.19.%d.0/24 src_ip 198.18.1.1/%d action drop", i, i+1))
+			// Masks told apart by ip_ttl's (the frames' TTL is 64), not by
+			// prefix lengths, which would share merged subtables.
+			h.install(uint16(i+1), 1, fmt.Sprintf("protocol ip flower ip_proto udp dst_ip 198.19.%d.0/24 ip_ttl 0x40/0x%02x action drop", i, 0x40|i))
 		}
 		h.install(100, 1, "protocol ip flower action pass")
 		if n := len(h.table.SubtableBounds()); n != 33 {
@@ -56,7 +58,7 @@ func TestSpansSkipSubtables(t *testing.T) {
 
 		// Pref 1's mask gains a flow at 198.19.100.0/24: its spans
 		// cover 198.19.0.0-198.19.100.255 now.
-		h.install(200, 1, "protocol ip flower ip_proto udp dst_ip 198.19.100.0/24 src_ip 198.18.1.1/1 action drop")
+		h.install(200, 1, "protocol ip flower ip_proto udp dst_ip 198.19.100.0/24 ip_ttl 0x40/0x40 action drop")
 		h.check(frames)
 		wantLookups("198.19.50.1", 2)
 		wantLookups("198.19.100.1", 2) // pref 200's hit cannot stop the search before pref 100's

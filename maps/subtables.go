@@ -20,6 +20,49 @@ type subtableKey struct {
 	// ranged: its flows carry port ranges, and each is the only entry
 	// of its key (a flow holds one range); no other flow shares it.
 	ranged bool
+	// chosen: its ranged flows are tc filters', which the table chooses
+	// (choices.go), apart from nft's, whose compiler chooses its own;
+	// addrs: they check IPv4 addresses, where the others check ports
+	// alone and the cache need not key the addresses for them.
+	chosen, addrs bool
+}
+
+// answers is what the answers of the subtable's flows depend on: its
+// mask, and the fields its flows' ranges check.
+func (st *subtable) answers() rule.Key {
+	a := st.mask
+	if st.ranged {
+		a.SrcPort, a.DstPort = 0xffff, 0xffff
+		if Narrow(&st.mask) && (!st.chosen || st.addrs) { // its flows may check IPv4 addresses
+			copy(a.SrcIp[:4], allOnes[:])
+			copy(a.DstIp[:4], allOnes[:])
+		}
+	}
+	return a
+}
+
+// rangedKind is what a ranged subtable is listed as (xf_subtable's ranged).
+func (k subtableKey) rangedKind() uint8 {
+	switch {
+	case !k.chosen:
+		return rangedNFT
+	case k.addrs:
+		return rangedChosen
+	}
+	return rangedChosenPorts
+}
+
+// subtableKeyOfListed is the key of a listed subtable.
+func subtableKeyOfListed(s *subtableEntry) subtableKey {
+	return subtableKey{mask: s.Mask, ranged: s.Ranged != 0, chosen: s.Ranged == rangedChosen || s.Ranged == rangedChosenPorts,
+		addrs: s.Ranged == rangedChosen}
+}
+
+// subtableKeyOf is the subtable of r's entry e.
+func subtableKeyOf(e *rule.Entry, r *rule.Rule) subtableKey {
+	ranged := e.Ranged()
+	chosen := ranged && r.Source != rule.SourceNFT
+	return subtableKey{mask: e.Mask, ranged: ranged, chosen: chosen, addrs: chosen && (e.SrcAddrs.Set() || e.DstAddrs.Set())}
 }
 
 // flowRanges are a flow's port ranges and IPv4 address prefixes (unset:
@@ -208,15 +251,10 @@ func (t *Table) publish(list []*subtable) error {
 			NarrowWords: lay.n, WordIdx: lay.idx}
 		s.spans.listed(&l, i)
 		s.inline.listInline(&l.Subtables[i])
-		answers := s.mask // what the answers of its flows depend on
 		if s.ranged {
-			l.Subtables[i].Ranged = 1
-			answers.SrcPort, answers.DstPort = 0xffff, 0xffff
-			if lay.n > 0 { // its flows may check IPv4 addresses
-				copy(answers.SrcIp[:4], allOnes[:])
-				copy(answers.DstIp[:4], allOnes[:])
-			}
+			l.Subtables[i].Ranged = s.rangedKind()
 		}
+		answers := s.answers()
 		l.UnionMask = rule.UnionKey(&l.UnionMask, &answers)
 	}
 	// The flow cache's key: the union's words, when few enough (a

@@ -10,7 +10,8 @@
 //  2. new subtables are published, still empty (list swap);
 //  3. flows are put: new keys appear, and keys that pass to an owner of
 //     a lower (earlier) rank are replaced in place;
-//  4. keys that pass to an owner of a higher rank are replaced, and stale
+//  4. keys that pass to an owner of a higher rank, and ranged keys that
+//     pass to another owner (with its own ranges), are replaced, and stale
 //     flows are deleted: a packet's new rule is in before its old one goes;
 //  5. the cache generation is bumped: the change is live;
 //  6. emptied subtables are unpublished (list swap);
@@ -54,6 +55,10 @@ type Installed struct {
 	Entries   int // flow entries it owns
 	flows     []flowKey
 	ident     *rule.Identity // identity(), once made
+	// chooses: the table chose its entries among FlowChoices, and took
+	// choice (choices.go).
+	chooses bool
+	choice  choice
 }
 
 // ParseFunc turns persisted rule text back into a rule.
@@ -76,14 +81,15 @@ type Table struct {
 	prioGroups      map[uint64][]uint64       // the groups (GroupSeq) of each priority: most have one
 	subtables       map[subtableKey]*subtable
 	subtablesByID   map[uint32]*subtable
-	flows           map[flowKey]RuleID     // each flow's owner: its claimant of the lowest rank
-	shadowed        map[flowKey][]RuleID   // a contested flow's other claimants, in rank order
-	flowRanges      map[flowKey]flowRanges // the ranges of the flows of ranged subtables
-	actionSets      map[string]*actionSlot // by content
-	actionKeyBySlot map[uint32]string      // slot -> content key
-	actionSetBySlot map[uint32]actionSet   // slot -> content
-	txPorts         map[uint32]bool        // redirect ifindexes put in the devmap (the kernel drops a gone device's)
-	txRefs          map[uint32]int         // redirect ifindex -> rules using it
+	flows           map[flowKey]RuleID      // each flow's owner: its claimant of the lowest rank
+	shadowed        map[flowKey][]RuleID    // a contested flow's other claimants, in rank order
+	wanters         map[chosenFlow][]RuleID // the rules that passed over a chosen flow another held (choices.go)
+	flowRanges      map[flowKey]flowRanges  // the ranges of the flows of ranged subtables
+	actionSets      map[string]*actionSlot  // by content
+	actionKeyBySlot map[uint32]string       // slot -> content key
+	actionSetBySlot map[uint32]actionSet    // slot -> content
+	txPorts         map[uint32]bool         // redirect ifindexes put in the devmap (the kernel drops a gone device's)
+	txRefs          map[uint32]int          // redirect ifindex -> rules using it
 	// byIdentity finds a rule by its identity (UpdateSource); built on
 	// first use, kept by write, dropped (nil) by anything else that
 	// changes rules.
@@ -149,6 +155,7 @@ func Open(m *bpf.XdpflowMaps, parse ParseFunc) (*Table, error) {
 		subtablesByID:   map[uint32]*subtable{},
 		flows:           map[flowKey]RuleID{},
 		shadowed:        map[flowKey][]RuleID{},
+		wanters:         map[chosenFlow][]RuleID{},
 		flowRanges:      map[flowKey]flowRanges{},
 		actionSets:      map[string]*actionSlot{},
 		actionKeyBySlot: map[uint32]string{},
@@ -202,7 +209,8 @@ type Sizes struct {
 	Subtables, MaxSubtables int
 	ActionSets              int
 	// CacheKeyWords is how many of the key's words the flow cache keys
-	// packets by (those the union of the masks covers): 1..6, two entries
+	// packets by (those the union of what the subtables' answers depend
+	// on covers: their masks, and what ranged flows check): 1..6, two entries
 	// per set; 0: the whole key, one per set.
 	CacheKeyWords int
 	// CacheEntries is the flow cache's size per CPU as enable was given
@@ -214,7 +222,8 @@ type Sizes struct {
 func (t *Table) Sizes() Sizes {
 	var union rule.Key
 	for _, st := range t.subtables {
-		union = rule.UnionKey(&union, &st.mask)
+		answers := st.answers()
+		union = rule.UnionKey(&union, &answers)
 	}
 	sz := Sizes{
 		Rules: len(t.rules), MaxRules: t.maxRules,

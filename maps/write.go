@@ -24,9 +24,10 @@ func (t *Table) write(p *plan) error {
 	if err := runStep("flows", func() error { return t.writeFlows(p.flowsToWrite, p) }); err != nil {
 		return err
 	}
-	// 4. Flows to owners of higher ranks, and stale flows out: only now,
-	// or a packet would meet its old rule's flow gone or passed to a
-	// later rule before its new rule's flow is in.
+	// 4. Flows to owners of higher ranks, ranged flows to other owners,
+	// and stale flows out: only now, or a packet would meet its old
+	// rule's flow gone, narrowed or passed to a later rule before its
+	// new rule's flow is in.
 	if err := runStep("demote", func() error { return t.writeFlows(p.flowsToDemote, p) }); err != nil {
 		return err
 	}
@@ -235,9 +236,15 @@ func (t *Table) commitFlows(p *plan) {
 			t.flowRanges[fk] = r
 		}
 	}
+	for _, in := range p.deleted {
+		t.want(in, false)
+	}
 	for id, keys := range p.ruleFlows {
 		in := t.rules[id]
 		in.flows, in.Entries = keys, len(keys)
+		t.want(in, false)
+		in.choice, in.chooses = p.choices[id]
+		t.want(in, true)
 		t.changed(in.Rule.Source)
 	}
 }

@@ -244,36 +244,61 @@ func TestRedirectThatWouldLosePacketsIsRefused(t *testing.T) {
 	}
 }
 
+// TestFullTableRefusesWholeRule: a filter whose entries do not fit the
+// flows left is refused whole, saying so, and what was installed stays
+// as it was. A filter of ranges alone in its pref and mask takes one
+// ranged flow; a second of the same pref and mask borrows ranges from the
+// first, as fl_lookup_range does, so both expand into prefix blocks.
 func TestFullTableRefusesWholeRule(t *testing.T) {
 	tp := newTopo(t)
 	mustXdpflow(t, tp.b, "enable", "dev", "b0", "flows", "8")
-	mustXdpflow(t, tp.b, "filter", "add", "dev", "b0", "ingress", "pref", "1", "protocol", "ip", "flower",
-		"ip_proto", "udp", "dst_port", "6000", "action", "drop")
-	// 1-1023 expands to 10 prefix entries: more than the 7 left.
-	out, err := xdpflow(tp.b, "filter", "add", "dev", "b0", "ingress", "pref", "2", "protocol", "ip", "flower",
-		"ip_proto", "udp", "dst_port", "1-1023", "action", "drop")
-	if err == nil || !strings.Contains(out, "flow table full") {
-		t.Fatalf("over-full add: err=%v %q", err, out)
+	add := func(pref, ports string) (string, error) {
+		return xdpflow(tp.b, "filter", "add", "dev", "b0", "ingress", "pref", pref, "protocol", "ip", "flower",
+			"ip_proto", "udp", "dst_port", ports, "action", "drop")
 	}
-	fs := filters(t, tp.b, "b0")
-	if len(fs) != 1 {
-		t.Fatalf("filters after refused add: %+v", fs)
-	}
-	var st []struct {
+	type status struct {
 		Flows         int `json:"flows"`
 		Subtables     int `json:"subtables"`
 		CacheKeyWords int `json:"cache_key_words"`
 	}
-	// The one rule reads the ethertype's, the protocol's and the ports'
-	// words of the key: the cache keys packets by those 3. (The cache's
-	// size is enable's: see TestEnableTwiceAndDisable.)
-	if err := jsonUnmarshal(mustXdpflow(t, tp.b, "-j", "status"), &st); err != nil || len(st) != 1 || st[0].Flows != 1 ||
-		st[0].Subtables != 1 || st[0].CacheKeyWords != 3 {
-		t.Fatalf("status after refused add: %+v %v", st, err)
+	statusOf := func() status {
+		var st []status
+		if err := jsonUnmarshal(mustXdpflow(t, tp.b, "-j", "status"), &st); err != nil || len(st) != 1 {
+			t.Fatalf("status: %+v %v", st, err)
+		}
+		return st[0]
+	}
+	for _, f := range [][2]string{{"1", "6000"}, {"2", "2000-2001"}} {
+		if out, err := add(f[0], f[1]); err != nil {
+			t.Fatalf("add pref %s dst_port %s: %v: %s", f[0], f[1], err, out)
+		}
+	}
+	before := statusOf()
+	// The cache keys the ethertype's, the protocol's and the ports'
+	// words: a range of ports alone needs no address. (The cache's size
+	// is enable's: see TestEnableTwiceAndDisable.)
+	if before.Flows != 2 || before.Subtables != 2 || before.CacheKeyWords != 3 {
+		t.Fatalf("status with an exact port and a range alone in its pref: %+v, want 2 flows in 2 subtables, a cache key of 3 words", before)
+	}
+	// 1-1023 and 2000-2001 of one pref and mask: 10 prefix blocks and 1,
+	// with pref 1's flow more than the 8 the table holds.
+	out, err := add("2", "1-1023")
+	if err == nil || !strings.Contains(out, "flow table full") || strings.Count(strings.TrimSpace(out), "\n") > 0 {
+		t.Fatalf("over-full add: err=%v %q", err, out)
+	}
+	if fs := filters(t, tp.b, "b0"); len(fs) != 2 {
+		t.Fatalf("filters after refused add: %+v", fs)
+	}
+	if after := statusOf(); after != before {
+		t.Fatalf("status after refused add: %+v, before it %+v", after, before)
 	}
 	// A range that fits is taken whole.
-	mustXdpflow(t, tp.b, "filter", "add", "dev", "b0", "ingress", "pref", "2", "protocol", "ip", "flower",
-		"ip_proto", "udp", "dst_port", "1000-1003", "action", "drop")
+	if out, err := add("3", "1-1023"); err != nil {
+		t.Fatalf("add pref 3 dst_port 1-1023: %v: %s", err, out)
+	}
+	if st := statusOf(); st.Flows != 3 {
+		t.Fatalf("status after a range alone in its pref: %+v, want 3 flows", st)
+	}
 }
 
 func TestNativeModeRefusedWhereUnsupported(t *testing.T) {
