@@ -140,7 +140,7 @@ func eachFlowChoice(m *rule.Match, f func(c *rule.Match) bool) {
 	each(m)
 }
 
-// chooses says whether the table chooses in's entries among FlowChoices:
+// chooses says whether the table chooses r's entries among FlowChoices:
 // a tc filter (nft chooses for its own) whose match has a ranged choice,
 // and whose ranges nothing lends: a filter of ranges shares its mask
 // group with no other (fl_lookup_range lends ranges within one; see
@@ -172,7 +172,7 @@ type chosenFlow struct {
 	key   rule.Key
 }
 
-// chosenFlowOfMatch is the flow choice c takes.
+// chosenFlowOfMatch is the ranged flow choice c takes.
 func chosenFlowOfMatch(c *rule.Match) chosenFlow {
 	return chosenFlow{c.Mask, c.SrcAddrs.Set() || c.DstAddrs.Set(), rule.MaskKey(&c.Key, &c.Mask)}
 }

@@ -187,3 +187,32 @@ func TestEveryStepChosenFlows(t *testing.T) {
 		later(0)
 	})
 }
+
+// TestMergedFlowCacheKey: a filter on 198.18.0.0/23, held in a subtable
+// keeping /16 of the source and checking the /23 as a range, among
+// packets from 198.18.0.0/22: the flow cache keys them by the 23 bits the
+// range reads, no more (the packets of one /23 share an entry) and no
+// fewer (those of the /23 and of the rest are answered apart).
+func TestMergedFlowCacheKey(t *testing.T) {
+	ns := testutil.NewNetns(t)
+	testutil.Veth(t, ns, "r1", ns, "r2")
+	ns.Run(t, func() {
+		h := newHarnessCache(t, 1, 1<<16, true)
+		h.install(1, 1, "protocol ip flower src_ip 198.18.0.0/23 ip_proto udp action drop")
+		h.install(2, 1, "protocol ip flower action pass")
+		if chose, _ := h.table.ChoiceCounts(); chose != 1 {
+			t.Fatalf("%d filters with chosen flows, want the /23's", chose)
+		}
+		var frames [][]byte
+		for i := uint32(0); i < 300; i++ {
+			third := []uint32{0, 1, 2, 3}[i%4]
+			frames = append(frames, addressFrame(198<<24|18<<16|third<<8|(1+i/4), 198<<24|19<<16|1, 40000, 9))
+		}
+		defer testutil.OnOneCPU(t)() // the cache is per CPU
+		hits := h.cacheHits()
+		h.check(frames)
+		if n := h.cacheHits() - hits; n < len(frames)-4 {
+			t.Fatalf("%d of %d packets answered from the cache: it keys more than the bits the range reads", n, len(frames))
+		}
+	})
+}

@@ -3,6 +3,8 @@ package maps
 import (
 	"fmt"
 	"slices"
+
+	"github.com/xdpflow/xdpflow/rule"
 )
 
 // HeldViolations lists slots in use that are still held: a slot reused, or
@@ -95,6 +97,9 @@ func (t *Table) FlowViolations() ([]string, error) {
 		if st := t.subtablesByID[fk.Subtable]; st != nil && st.ranged != (t.flowRanges[fk] != flowRanges{}) {
 			out = append(out, fmt.Sprintf("flow of rule %d: ranges %+v in a subtable ranged=%v", owner, t.flowRanges[fk], st.ranged))
 		}
+		if st := t.subtablesByID[fk.Subtable]; st != nil && !st.deps.covers(depsOf(t.flowRanges[fk])) {
+			out = append(out, fmt.Sprintf("flow of rule %d: ranges %+v read past subtable %d's listed dependencies %+v", owner, t.flowRanges[fk], st.id, st.deps))
+		}
 		if r := t.flowRanges[fk]; t.subtablesByID[fk.Subtable] != nil {
 			if st := t.subtablesByID[fk.Subtable]; st.chosen && st.addrs != (r.saddr.Set() || r.daddr.Set()) {
 				out = append(out, fmt.Sprintf("flow of rule %d: address ranges %+v in a chosen subtable addrs=%v", owner, r, st.addrs))
@@ -175,7 +180,14 @@ func (t *Table) FlowViolations() ([]string, error) {
 			}
 		}
 	}
+	var live subtableList
+	if err := t.m.SubtableLists.Lookup(t.meta.ActiveList%listBuffers, &live); err != nil {
+		return nil, err
+	}
 	for id, st := range t.subtablesByID {
+		if answers := st.answers(); rule.UnionKey(&live.UnionMask, &answers) != live.UnionMask {
+			out = append(out, fmt.Sprintf("subtable %d: the live list's union mask leaves out what its answers read", id))
+		}
 		if st.flows != perSubtable[id] {
 			out = append(out, fmt.Sprintf("subtable %d counts %d flows, holds %d", id, st.flows, perSubtable[id]))
 		}

@@ -56,7 +56,7 @@ func (t *Table) loadSubtables() error {
 	if err := t.m.SubtableLists.Lookup(t.meta.ActiveList%listBuffers, &list); err != nil {
 		return fmt.Errorf("read subtable list: %w", err)
 	}
-	t.listGen = list.Generation
+	t.listGen, t.listedUnion = list.Generation, list.UnionMask
 	for i := 0; i < int(list.Count) && i < MaxSubtables; i++ {
 		s := &list.Subtables[i]
 		st := &subtable{subtableKey: subtableKeyOfListed(s), id: s.Id, bound: noRank, listed: s.Bound,
@@ -225,7 +225,7 @@ func (t *Table) rebuildFlows() (differs bool) {
 						differs = true
 					}
 					listedSpans[st.id] = st.spans
-					st.flows, st.ranks, st.bound, st.spans, st.keyXor = 0, map[uint64]int{}, noRank, addrSpans{}, rule.Key{}
+					st.flows, st.ranks, st.bound, st.spans, st.deps, st.keyXor = 0, map[uint64]int{}, noRank, addrSpans{}, rangeDeps{}, rule.Key{}
 					t.subtables[k] = st
 					t.subtablesByID[st.id] = st
 				}
@@ -251,9 +251,12 @@ func (t *Table) rebuildFlows() (differs bool) {
 		st.ranks[rank(ids[0])]++
 		st.bound = min(st.bound, rank(ids[0]))
 		st.spans = st.spans.union(spansOfFlow(&fk.Key, &st.mask, t.flowRanges[fk]))
+		st.deps = st.deps.union(depsOf(t.flowRanges[fk]))
 		st.xorKey(&fk.Key)
 	}
 	for _, st := range t.subtables {
+		answers := st.answers()
+		differs = differs || rule.UnionKey(&t.listedUnion, &answers) != t.listedUnion
 		differs = differs || st.listed != st.bound || !listedSpans[st.id].covers(st.spans)
 		// A listed copy must be the one flow's (one not yet listed is
 		// listed with the next change).

@@ -49,6 +49,7 @@ type plan struct {
 	rankDelta      map[uint32]map[uint64]int
 	subtableBounds map[uint32]uint64
 	subtableSpans  map[uint32]addrSpans // of those the change writes flows to
+	subtableDeps   map[uint32]rangeDeps // of those the change writes ranged flows to
 	inlineLater    map[uint32]bool      // the subtables whose flow copies step 6 works out
 
 	idHint  RuleID // Table.idHint after the change
@@ -71,6 +72,7 @@ func (t *Table) plan(ch Change) (*plan, error) {
 		rankDelta:      map[uint32]map[uint64]int{},
 		subtableBounds: map[uint32]uint64{},
 		subtableSpans:  map[uint32]addrSpans{},
+		subtableDeps:   map[uint32]rangeDeps{},
 	}
 	if err := t.planDeletes(p, ch); err != nil {
 		return nil, err
@@ -88,6 +90,7 @@ func (t *Table) plan(ch Change) (*plan, error) {
 	}
 	t.countSubtableFlows(p)
 	t.planSpans(p)
+	t.planDeps(p)
 	if err := t.checkRoom(p); err != nil {
 		return nil, err
 	}

@@ -27,20 +27,6 @@ type subtableKey struct {
 	chosen, addrs bool
 }
 
-// answers is what the answers of the subtable's flows depend on: its
-// mask, and the fields its flows' ranges check.
-func (st *subtable) answers() rule.Key {
-	a := st.mask
-	if st.ranged {
-		a.SrcPort, a.DstPort = 0xffff, 0xffff
-		if Narrow(&st.mask) && (!st.chosen || st.addrs) { // its flows may check IPv4 addresses
-			copy(a.SrcIp[:4], allOnes[:])
-			copy(a.DstIp[:4], allOnes[:])
-		}
-	}
-	return a
-}
-
 // rangedKind is what a ranged subtable is listed as (xf_subtable's ranged).
 func (k subtableKey) rangedKind() uint8 {
 	switch {
@@ -137,8 +123,10 @@ type subtable struct {
 	ranks  map[uint64]int
 	bound  uint64
 	listed uint64
-	// spans hold every key its flows match (spans.go), as listed.
+	// spans hold every key its flows match (spans.go), as listed; deps
+	// what its flows' ranges read beyond its mask (deps.go), as listed.
 	spans addrSpans
+	deps  rangeDeps
 	// keyXor is the XOR of its flows' keys; inline the copy of its one
 	// flow it is listed with, if any (inline.go).
 	keyXor rule.Key

@@ -73,6 +73,9 @@ type Table struct {
 	unsettled bool
 	// listGen is the live subtable list's generation.
 	listGen uint32
+	// listedUnion is the union mask of the live list as opened, which
+	// the cache's key covers.
+	listedUnion rule.Key
 
 	maxFlows, maxRules, maxActionSets int
 

@@ -118,9 +118,10 @@ func (t *Table) writeRuleSpecs(inserted []*Installed) error {
 
 // publishNewSubtables adds the change's new subtables to the live list,
 // lowers the bounds of those that gain flows of lower ranks and widens
-// the spans of those that gain flows outside them, before any flow goes
-// in: a listed bound must never be above a flow's rank, nor a flow's
-// addresses outside the listed spans.
+// the spans and range dependencies of those that gain flows outside them,
+// before any flow goes in: a listed bound must never be above a flow's
+// rank, a flow's addresses outside the listed spans, nor what its answer
+// reads outside the cache's key.
 func (t *Table) publishNewSubtables(p *plan) error {
 	changed := false
 	for id, b := range p.subtableBounds {
@@ -134,6 +135,11 @@ func (t *Table) publishNewSubtables(p *plan) error {
 		// Wider spans are never wrong, so the change keeps them even
 		// if it fails.
 		st.spans = sp
+	}
+	for id, d := range p.subtableDeps {
+		st := t.subtableOf(id, p)
+		changed = changed || !st.deps.covers(d)
+		st.deps = d // as the spans: kept even if the change fails
 	}
 	if t.planInline(p) {
 		changed = true
