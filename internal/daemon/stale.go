@@ -8,7 +8,7 @@ import (
 )
 
 // RemoveStaleNamespaces removes the pins of network namespaces that are
-// gone (loader.StaleNamespaces) and tells what it removed on w.
+// gone (loader.StaleNamespaces) and tells on w the devices it removed.
 func RemoveStaleNamespaces(p loader.Paths, w io.Writer) {
 	stale, err := loader.StaleNamespaces(p)
 	if err != nil {
@@ -21,6 +21,8 @@ func RemoveStaleNamespaces(p loader.Paths, w io.Writer) {
 			fmt.Fprintf(w, "xdpflow: network namespace %s is gone; removing its pins: %v\n", ns, err)
 			continue
 		}
-		fmt.Fprintf(w, "xdpflow: network namespace %s is gone: removed the pins of its %d device(s)\n", ns, n)
+		if n > 0 { // a directory without devices is no news
+			fmt.Fprintf(w, "xdpflow: network namespace %s is gone: removed the pins of its %d device(s)\n", ns, n)
+		}
 	}
 }
