@@ -1,6 +1,7 @@
 package maps_test
 
 import (
+	"errors"
 	"fmt"
 	"math/rand"
 	"slices"
@@ -121,70 +122,121 @@ func TestChosenFlows(t *testing.T) {
 	})
 }
 
-// TestEveryStepChosenFlows: a filter inserted ahead of another takes the
-// other's chosen flow (the same merged key, its own ranges), and the
-// other moves on to its next choice; deleted, it gives the flow back.
-// Before every write step of both changes each packet's verdict is the
-// old filters' or the new filters'.
+// TestEveryStepChosenFlows: changes that move tc filters' chosen flows
+// between them: a filter inserted ahead of another takes the other's flow
+// (the same merged key, its own ranges) and the other moves on, or moves
+// the other onto a third's, which moves on in turn; deleted, it gives the
+// flows back along the chain; a filter moving onto a freed ranged flow
+// while a shadowed filter takes over its own. Before every write step,
+// and every round of step 4, each packet's verdict is the old filters' or
+// the new filters'.
 func TestEveryStepChosenFlows(t *testing.T) {
 	ns := testutil.NewNetns(t)
 	testutil.Veth(t, ns, "r1", ns, "r2")
+	var frames [][]byte
+	for third := uint32(0); third < 12; third++ {
+		for _, port := range []uint16{5, 10, 15, 16, 17, 20, 25, 30, 31, 35, 150} {
+			frames = append(frames, addressFrame(198<<24|18<<16|third<<8|7, 198<<24|19<<16|third%4<<8|7, 40000, port))
+		}
+	}
+	udp := "protocol ip flower dst_ip 198.19.0.0/22 ip_proto udp dst_port "
+	type op struct {
+		prio uint16
+		text string // "": delete the filter of prio
+	}
+	for _, sc := range []struct {
+		name  string
+		ops   []op
+		later []int // filters past their first choice after each op
+	}{
+		{"takeover", []op{{5, udp + "10-20 action drop"}, {2, udp + "15-30 action pass"}, {2, ""}}, []int{0, 1, 0}},
+		{"chain", []op{{3, udp + "17-30 action drop"}, {2, udp + "16-31 action pass"}, {1, udp + "100-200 action drop"}, {1, ""}}, []int{0, 1, 2, 1}},
+		{"shadowed takes over", []op{
+			{1, "protocol ip flower src_ip 198.18.4.0/22 action drop"},
+			{2, "protocol ip flower src_ip 198.18.8.0/22 action drop"},
+			{3, "protocol ip flower src_ip 198.18.0.0/23 action drop"},
+			{4, "protocol ip flower src_ip 198.18.0.0/22 action pass"},
+			{5, "protocol ip flower src_ip 198.18.0.0/22 action drop"},
+			{3, ""},
+		}, nil},
+	} {
+		t.Run(sc.name, func(t *testing.T) {
+			ns.Run(t, func() {
+				h := newHarnessCache(t, 1, 1<<16, false)
+				var ops []modelOp
+				var oldV, newV []uint32
+				what := ""
+				maps.StepHook(t, func() *maps.Table { return h.table }, func(step string) error {
+					for i, f := range frames {
+						ret, err := h.objs.Xdpflow.Run(&ebpf.RunOptions{Data: f, DataOut: make([]byte, len(f)+256)})
+						if err != nil {
+							t.Fatal(err)
+						}
+						if ret != oldV[i] && ret != newV[i] {
+							t.Fatalf("%s, before step %q: frame %d verdict %d, old filters %d, new %d", what, step, i, ret, oldV[i], newV[i])
+						}
+					}
+					return nil
+				})
+				ids := map[uint16]maps.RuleID{}
+				for k, o := range sc.ops {
+					var ch maps.Change
+					mop := modelOp{prio: o.prio, handle: 1}
+					what = fmt.Sprintf("delete pref %d", o.prio)
+					if o.text != "" {
+						mop.r = parseTC(t, o.prio, 1, o.text)
+						ch.Insert = []maps.Insert{{Rule: mop.r}}
+						what = fmt.Sprintf("insert pref %d %s", o.prio, o.text)
+					} else {
+						ch.Delete = []maps.RuleID{ids[o.prio]}
+					}
+					oldRules, newRules := buildModel(ops).Rules(), buildModel(append(slices.Clone(ops), mop)).Rules()
+					oldV, newV = make([]uint32, len(frames)), make([]uint32, len(frames))
+					for i, f := range frames {
+						oldV[i] = verdictRet[refmodel.Run(oldRules, f, 1).Verdict]
+						newV[i] = verdictRet[refmodel.Run(newRules, f, 1).Verdict]
+					}
+					got, err := h.table.Apply(ch)
+					if err != nil {
+						t.Fatalf("%s: %v", what, err)
+					}
+					if o.text != "" {
+						ids[o.prio] = got[0]
+					}
+					ops = append(ops, mop)
+					h.model = *buildModel(ops)
+					h.checkFlows()
+					h.check(frames)
+					if sc.later != nil {
+						if _, n := h.table.ChoiceCounts(); n != sc.later[k] {
+							t.Fatalf("%s: %d filters past their first choice, want %d", what, n, sc.later[k])
+						}
+					}
+				}
+			})
+		})
+	}
+}
+
+// TestChosenSameMatchRefused: a second filter of one pref with the
+// first's match is refused, as flower refuses it (EEXIST), though the
+// table could hold it in another of its choices.
+func TestChosenSameMatchRefused(t *testing.T) {
+	ns := testutil.NewNetns(t)
 	ns.Run(t, func() {
 		h := newHarnessCache(t, 1, 1<<16, false)
-		var frames [][]byte
-		for third := uint32(0); third < 4; third++ {
-			for port := uint16(5); port <= 35; port += 2 {
-				frames = append(frames, addressFrame(198<<24|18<<16|1, 198<<24|19<<16|third<<8|7, 40000, port))
-			}
+		const text = "protocol ip flower src_ip 198.18.0.0/20 action drop"
+		if !h.install(1, 1, text) {
+			t.Fatal("the first filter was refused")
 		}
-		var ops []modelOp
-		var oldV, newV []uint32
-		what := ""
-		maps.StepHook(t, func() *maps.Table { return h.table }, func(step string) error {
-			for i, f := range frames {
-				ret, err := h.objs.Xdpflow.Run(&ebpf.RunOptions{Data: f, DataOut: make([]byte, len(f)+256)})
-				if err != nil {
-					t.Fatal(err)
-				}
-				if ret != oldV[i] && ret != newV[i] {
-					t.Fatalf("%s, before step %q: frame %d verdict %d, old filters %d, new %d", what, step, i, ret, oldV[i], newV[i])
-				}
-			}
-			return nil
-		})
-		apply := func(desc string, ch maps.Change, op modelOp) []maps.RuleID {
-			t.Helper()
-			what = desc
-			oldRules, newRules := buildModel(ops).Rules(), buildModel(append(slices.Clone(ops), op)).Rules()
-			oldV, newV = make([]uint32, len(frames)), make([]uint32, len(frames))
-			for i, f := range frames {
-				oldV[i] = verdictRet[refmodel.Run(oldRules, f, 1).Verdict]
-				newV[i] = verdictRet[refmodel.Run(newRules, f, 1).Verdict]
-			}
-			ids, err := h.table.Apply(ch)
-			if err != nil {
-				t.Fatalf("%s: %v", desc, err)
-			}
-			ops = append(ops, op)
-			h.model = *buildModel(ops)
-			h.checkFlows()
-			h.check(frames)
-			return ids
+		if h.install(1, 2, text) {
+			t.Fatal("a second filter of the same pref and match was taken")
 		}
-		later := func(want int) {
-			t.Helper()
-			if _, n := h.table.ChoiceCounts(); n != want {
-				t.Fatalf("%s: %d filters past their first choice, want %d", what, n, want)
-			}
+		two := maps.Change{Insert: []maps.Insert{{Rule: parseTC(t, 2, 1, text)}, {Rule: parseTC(t, 2, 2, text)}}}
+		if _, err := h.table.Apply(two); !errors.Is(err, maps.ErrExists) {
+			t.Fatalf("two filters of one pref and match in one change: %v, want ErrExists", err)
 		}
-		x := parseTC(t, 5, 1, "protocol ip flower dst_ip 198.19.0.0/23 ip_proto udp dst_port 10-20 action drop")
-		apply("insert pref 5", maps.Change{Insert: []maps.Insert{{Rule: x}}}, modelOp{prio: 5, handle: 1, r: x})
-		later(0)
-		w := parseTC(t, 2, 1, "protocol ip flower dst_ip 198.19.0.0/22 ip_proto udp dst_port 15-30 action pass")
-		ids := apply("insert pref 2", maps.Change{Insert: []maps.Insert{{Rule: w}}}, modelOp{prio: 2, handle: 1, r: w})
-		later(1)
-		apply("delete pref 2", maps.Change{Delete: ids}, modelOp{prio: 2, handle: 1})
-		later(0)
+		h.checkFlows()
 	})
 }
 

@@ -257,6 +257,14 @@ func (t *Table) planGroups(p *plan) error {
 			member = e.deleted
 		}
 		if !member[0].Rule.RangesOrdered() {
+			// Two filters of one match take one flow at one rank, which
+			// rankClaims refuses, unless the table chooses their flows:
+			// then the second would take another choice.
+			if slices.ContainsFunc(e.inserted, func(in *Installed) bool { return chooses(in.Rule, 1) }) {
+				if err := sameRangedMatch(groupAfter(slices.Clone(t.groups[gk]), e.deleted, e.inserted), e.inserted); err != nil {
+					return err
+				}
+			}
 			continue
 		}
 		p.rangedGroups[gk] = groupAfter(slices.Clone(t.groups[gk]), e.deleted, e.inserted)

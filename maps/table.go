@@ -11,8 +11,9 @@
 //  3. flows are put: new keys appear, and keys that pass to an owner of
 //     a lower (earlier) rank are replaced in place;
 //  4. keys that pass to an owner of a higher rank, and ranged keys that
-//     pass to another owner (with its own ranges), are replaced, and stale
-//     flows are deleted: a packet's new rule is in before its old one goes;
+//     pass to another owner (with its own ranges), are replaced, a key
+//     after those its old owner takes, and stale flows are deleted: a
+//     packet's new rule is in before its old one goes;
 //  5. the cache generation is bumped: the change is live;
 //  6. emptied subtables are unpublished (list swap);
 //  7. after an RCU grace period, freed slots become reusable (grace.go).

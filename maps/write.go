@@ -28,8 +28,10 @@ func (t *Table) write(p *plan) error {
 	// and stale flows out: only now, or a packet would meet its old
 	// rule's flow gone, narrowed or passed to a later rule before its
 	// new rule's flow is in.
-	if err := runStep("demote", func() error { return t.writeFlows(p.flowsToDemote, p) }); err != nil {
-		return err
+	for _, round := range t.demoteRounds(p) {
+		if err := runStep("demote", func() error { return t.writeFlows(round, p) }); err != nil {
+			return err
+		}
 	}
 	if err := t.deleteStaleFlows(p); err != nil {
 		return err
@@ -168,6 +170,50 @@ func (t *Table) writeFlows(keys []flowKey, p *plan) error {
 		return fmt.Errorf("install flows: %w", err)
 	}
 	return nil
+}
+
+// demoteRounds orders step 4's flows into rounds, each written whole: a
+// flow whose old owner stays goes in a round after every flow of step 4
+// that the old owner takes, so its packets outside the new owner's flow
+// meet their rule's new flow first (one filter taking another's chosen
+// flow, which takes a third's, say; or a filter moving to a freed ranged
+// flow while a shadowed rule takes over its old one). Flows that can wait
+// on nothing, in a cycle no change is known to make, go in one last round.
+func (t *Table) demoteRounds(p *plan) [][]flowKey {
+	if len(p.flowsToDemote) < 2 {
+		return [][]flowKey{p.flowsToDemote}
+	}
+	pending := make(map[flowKey]bool, len(p.flowsToDemote))
+	taking := map[RuleID]int{} // a rule's pending flows as new owner
+	for _, fk := range p.flowsToDemote {
+		pending[fk] = true
+		taking[p.claimsAfter[fk][0]]++
+	}
+	var rounds [][]flowKey
+	for len(pending) > 0 {
+		var round []flowKey
+		for _, fk := range p.flowsToDemote {
+			if !pending[fk] {
+				continue
+			}
+			if old := t.flows[fk]; p.deleted[old] != nil || taking[old] == 0 {
+				round = append(round, fk)
+			}
+		}
+		if len(round) == 0 { // waiting on each other: all at once
+			for _, fk := range p.flowsToDemote {
+				if pending[fk] {
+					round = append(round, fk)
+				}
+			}
+		}
+		for _, fk := range round {
+			delete(pending, fk)
+			taking[p.claimsAfter[fk][0]]--
+		}
+		rounds = append(rounds, round)
+	}
+	return rounds
 }
 
 // deleteStaleFlows deletes the flows no rule owns after the change.
