@@ -215,21 +215,27 @@ func byChoiceOrder(a, b *Installed) int {
 	return cmp.Or(cmp.Compare(rankOf(a), rankOf(b)), cmp.Compare(a.Seq, b.Seq), cmp.Compare(a.ID, b.ID))
 }
 
-// chosenFlowOf is the ranged flow of choice c of m, if c is one.
-func chosenFlowOf(m *rule.Match, c choice) (f chosenFlow, ok bool) {
-	if c == blocks {
-		return f, false
-	}
+// choiceAt is choice c of m's FlowChoices; false for blocks.
+func choiceAt(m *rule.Match, c choice) (at rule.Match, ok bool) {
 	i := choice(0)
 	eachFlowChoice(m, func(x *rule.Match) bool {
 		if i == c {
-			f, ok = chosenFlowOfMatch(x), x.Ranged()
+			at, ok = *x, true
 			return false
 		}
 		i++
 		return true
 	})
-	return f, ok
+	return at, ok
+}
+
+// chosenFlowOf is the ranged flow of choice c of m, if c is one.
+func chosenFlowOf(m *rule.Match, c choice) (chosenFlow, bool) {
+	x, ok := choiceAt(m, c)
+	if !ok || !x.Ranged() {
+		return chosenFlow{}, false
+	}
+	return chosenFlowOfMatch(&x), true
 }
 
 // passedOver is the ranged flows of m's choices before c: those another
@@ -280,19 +286,10 @@ func (t *Table) chosenHolder(f chosenFlow) RuleID {
 
 // chosenEntries is the entries of r for choice c.
 func chosenEntries(r *rule.Rule, c choice) []rule.Entry {
-	if c == blocks {
+	m, ok := choiceAt(&r.Match, c)
+	if !ok {
 		e := r.Match.Entry()
 		return e.Blocks()
 	}
-	var e rule.Entry
-	i := choice(0)
-	eachFlowChoice(&r.Match, func(m *rule.Match) bool {
-		if i == c {
-			e = m.Entry()
-			return false
-		}
-		i++
-		return true
-	})
-	return []rule.Entry{e}
+	return []rule.Entry{m.Entry()}
 }

@@ -2,15 +2,12 @@ package maps_test
 
 import (
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
-	"github.com/xdpflow/xdpflow/flower"
 	"github.com/xdpflow/xdpflow/internal/classbench"
 	"github.com/xdpflow/xdpflow/maps"
 	"github.com/xdpflow/xdpflow/rule"
-	"github.com/xdpflow/xdpflow/rule/ruletext"
 )
 
 // BenchmarkChosenChange10K: one tc filter added in the middle of
@@ -23,25 +20,15 @@ func BenchmarkChosenChange10K(b *testing.B) {
 		b.Fatal(err)
 	}
 	set := classbench.Generate(s, 10000, 1, classbench.DefaultOptions)
-	parse := func(i int, cmd string) *rule.Rule {
-		// FlowerFilter's "filter add dev D ingress pref P ..." as
-		// ParseCommand reads it, with a handle.
-		words := strings.Fields(cmd)[1:]
-		words[2] = ingressDev
-		words = slices.Insert(words, 6, "handle", "1")
-		words = slices.DeleteFunc(words, func(w string) bool { return w == "skip_sw" })
-		c, err := flower.ParseCommand(words)
-		if err != nil {
-			b.Fatalf("%q: %v", cmd, err)
-		}
-		c.Rule.Text = ruletext.Format(c.Rule)
-		return c.Rule
+	// Rule i as FlowerFilter has it: pref pref, its match, action act.
+	filter := func(r classbench.Rule, pref uint16, act string) *rule.Rule {
+		return parseTC(b, pref, 1, "protocol ip flower "+classbench.FlowerMatch(r)+" action "+act)
 	}
 	_, t := scaleTable(b, 65536, 16384, parseStored)
 	t.DeferGrace()
 	var ch maps.Change
 	for i, r := range set {
-		ch.Insert = append(ch.Insert, maps.Insert{Rule: parse(i, classbench.FlowerFilter(r, i*2, ingressDev, "drop"))})
+		ch.Insert = append(ch.Insert, maps.Insert{Rule: filter(r, uint16(2*i+1), "drop")})
 	}
 	if _, err := t.Apply(ch); err != nil {
 		b.Fatal(err)
@@ -49,7 +36,7 @@ func BenchmarkChosenChange10K(b *testing.B) {
 	// Between the set's middle prefs (2i+1), a filter of ranges and
 	// prefixes like the set's.
 	mid := len(set) / 2
-	added := parse(0, classbench.FlowerFilter(set[mid], 2*mid+1, ingressDev, "pass"))
+	added := filter(set[mid], uint16(2*mid+2), "pass")
 	var adds, dels []time.Duration
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {

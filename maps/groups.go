@@ -106,11 +106,11 @@ func groupAfter(members, del, ins []*Installed) []*Installed {
 	return out
 }
 
-// sameRangedMatch refuses an inserted rule whose key, mask and ranges
+// sameMatch refuses an inserted rule whose key, mask and ranges
 // another member of its group has: flower's fl_ht_insert_unique answers
 // EEXIST for it, where expansion would leave the second filter no entries,
 // or choices another flow, and accept it.
-func sameRangedMatch(members, ins []*Installed) error {
+func sameMatch(members, ins []*Installed) error {
 	if len(ins) == 0 {
 		return nil
 	}

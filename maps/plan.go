@@ -261,14 +261,14 @@ func (t *Table) planGroups(p *plan) error {
 			// rankClaims refuses, unless the table chooses their flows:
 			// then the second would take another choice.
 			if slices.ContainsFunc(e.inserted, func(in *Installed) bool { return chooses(in.Rule, 1) }) {
-				if err := sameRangedMatch(groupAfter(slices.Clone(t.groups[gk]), e.deleted, e.inserted), e.inserted); err != nil {
+				if err := sameMatch(groupAfter(slices.Clone(t.groups[gk]), e.deleted, e.inserted), e.inserted); err != nil {
 					return err
 				}
 			}
 			continue
 		}
 		p.rangedGroups[gk] = groupAfter(slices.Clone(t.groups[gk]), e.deleted, e.inserted)
-		if err := sameRangedMatch(p.rangedGroups[gk], e.inserted); err != nil {
+		if err := sameMatch(p.rangedGroups[gk], e.inserted); err != nil {
 			return err
 		}
 	}

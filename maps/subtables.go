@@ -221,8 +221,6 @@ func (t *Table) sortedSubtables(add map[uint32]*subtable, bounds func(*subtable)
 	return out
 }
 
-var allOnes = [4]byte{0xff, 0xff, 0xff, 0xff}
-
 // publish makes list the program's subtable list: it fills the next buffer
 // of the ring and points meta.active_list at it. Runs that read the old
 // list finish with it; that buffer is held until they have.
