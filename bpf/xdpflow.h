@@ -19,7 +19,7 @@ enum xf_limits {
 	XF_MAX_VLAN_TAGS = 2,
 	XF_MAX_IPV6_EXT_HDRS = 8,
 	XF_RULE_TEXT_MAX = 464,
-	XF_META_MAGIC = 0x7864663f,    /* "xdf?": layout version of pinned state */
+	XF_META_MAGIC = 0x78646640,    /* "xdf@": layout version of pinned state */
 	XF_NARROW_WORDS = 6,	       /* key words of a narrow subtable's flows */
 	XF_CACHE_SET_BITS = 11,	       /* default log2(sets per CPU): 4096 entries */
 	XF_CACHE_SET_BITS_MIN = 7,     /* 256 entries per CPU */
@@ -28,6 +28,7 @@ enum xf_limits {
 	XF_CACHE_WORDS = 6,	       /* key words of a narrow cache entry */
 	XF_CACHE_NO_FLOW = 0xFFFFFFFF, /* a cached miss, in xf_flow.action_set */
 	XF_LIST_BUFFERS = 8,	       /* subtable list buffers, a power of two */
+	XF_ADDR_BYTES = 4,	       /* address bytes the list has rows for */
 };
 
 /* key.ip_frag bits: flower's ip_flags (FLOW_DIS_IS_FRAGMENT/FIRST_FRAG). */
@@ -184,13 +185,15 @@ struct xf_subtable_list {
 	 * it: the search's states then agree whether or not a subtable hit,
 	 * and the verifier prunes them. */
 	__u64 no_rank;
-	/* Bit i of by_saddr_top[b] (by_daddr_top[b]) is clear when no flow of
-	 * subtables[i] matches a key whose top 8 bits of src_ip (dst_ip) are
-	 * b: a few flows far apart span most addresses, but few top bytes.
-	 * A packet searches only the subtables both of its rows have, and
-	 * does not read the others' entries. */
-	__u64 by_saddr_top[256][XF_MAX_SUBTABLES / 64];
-	__u64 by_daddr_top[256][XF_MAX_SUBTABLES / 64];
+	/* Bit i of by_saddr_byte[k][b] (by_daddr_byte[k][b]) is clear when no
+	 * flow of subtables[i] matches a key whose byte k of src_ip (dst_ip)
+	 * is b, byte 0 the top: a few flows far apart span most addresses but
+	 * few values of the top byte, and flows under one prefix (a /24 each
+	 * of a /16) differ in the bytes after it. A packet searches only the
+	 * subtables that all 8 of its rows have, and does not read the
+	 * others' entries. */
+	__u64 by_saddr_byte[XF_ADDR_BYTES][256][XF_MAX_SUBTABLES / 64];
+	__u64 by_daddr_byte[XF_ADDR_BYTES][256][XF_MAX_SUBTABLES / 64];
 	struct xf_subtable subtables[XF_MAX_SUBTABLES];
 };
 

@@ -151,7 +151,7 @@ const (
 	XdpflowXfLimitsXF_MAX_VLAN_TAGS      XdpflowXfLimits = 2
 	XdpflowXfLimitsXF_MAX_IPV6EXT_HDRS   XdpflowXfLimits = 8
 	XdpflowXfLimitsXF_RULE_TEXT_MAX      XdpflowXfLimits = 464
-	XdpflowXfLimitsXF_META_MAGIC         XdpflowXfLimits = 2019845695
+	XdpflowXfLimitsXF_META_MAGIC         XdpflowXfLimits = 2019845696
 	XdpflowXfLimitsXF_NARROW_WORDS       XdpflowXfLimits = 6
 	XdpflowXfLimitsXF_CACHE_SET_BITS     XdpflowXfLimits = 11
 	XdpflowXfLimitsXF_CACHE_SET_BITS_MIN XdpflowXfLimits = 7
@@ -160,6 +160,7 @@ const (
 	XdpflowXfLimitsXF_CACHE_WORDS        XdpflowXfLimits = 6
 	XdpflowXfLimitsXF_CACHE_NO_FLOW      XdpflowXfLimits = 4294967295
 	XdpflowXfLimitsXF_LIST_BUFFERS       XdpflowXfLimits = 8
+	XdpflowXfLimitsXF_ADDR_BYTES         XdpflowXfLimits = 4
 )
 
 type XdpflowXfMeta struct {
@@ -236,8 +237,8 @@ type XdpflowXfSubtableList struct {
 	CacheMask    [6]uint64
 	UnionMask    XdpflowXfKey
 	NoRank       uint64
-	BySaddrTop   [256][4]uint64
-	ByDaddrTop   [256][4]uint64
+	BySaddrByte  [4][256][4]uint64
+	ByDaddrByte  [4][256][4]uint64
 	Subtables    [256]XdpflowXfSubtable
 }
 

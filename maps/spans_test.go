@@ -11,8 +11,9 @@ import (
 // destination /24, and a last filter for everything. A packet to none of
 // the /24s is looked up in the last filter's subtable alone, one to a /24
 // in that filter's subtable alone, and verdicts stay the model's while a
-// subtable's spans widen (a filter of the same mask elsewhere), a filter
-// goes and the table is opened again. Every subtable of one flow is
+// subtable's spans widen (a filter of the same mask elsewhere: its range
+// holds the addresses between, its rows only the two /24s' third bytes),
+// a filter goes and the table is opened again. Every subtable of one flow is
 // listed with a copy of it, and only those.
 func TestSpansSkipSubtables(t *testing.T) {
 	ns := testutil.NewNetns(t)
@@ -57,17 +58,18 @@ func TestSpansSkipSubtables(t *testing.T) {
 		wantLookups("10.0.0.1", 1)
 
 		// Pref 1's mask gains a flow at 198.19.100.0/24: its spans
-		// cover 198.19.0.0-198.19.100.255 now.
+		// cover 198.19.0.0-198.19.100.255 now, its third-byte rows 0
+		// and 100.
 		h.install(200, 1, "protocol ip flower ip_proto udp dst_ip 198.19.100.0/24 ip_ttl 0x40/0x40 action drop")
 		h.check(frames)
-		wantLookups("198.19.50.1", 2)
+		wantLookups("198.19.50.1", 1)
 		wantLookups("198.19.100.1", 2) // pref 200's hit cannot stop the search before pref 100's
 		wantLookups("198.19.101.1", 1)
 		wantInlined(32, 33)
 
 		h.remove(6, 1)
 		h.check(frames)
-		wantLookups("198.19.5.1", 2)
+		wantLookups("198.19.5.1", 1)
 		wantInlined(31, 32)
 
 		// Spans stay as wide while the table is open; opened again, they
@@ -75,15 +77,16 @@ func TestSpansSkipSubtables(t *testing.T) {
 		h.remove(200, 1)
 		h.check(frames)
 		wantInlined(32, 32)
-		wantLookups("198.19.50.1", 2)
+		wantLookups("198.19.100.1", 2)
 		h.reopen()
 		h.install(300, 1, "protocol ip flower ip_proto tcp action drop")
 		h.check(frames)
-		wantLookups("198.19.50.1", 1)
+		wantLookups("198.19.100.1", 1)
 
 		// Two flows far apart: their subtable's range holds
-		// 10.1.0.0-200.1.255.255, its top bytes only 10 and 200, so
-		// the packets of the other top bytes do not look in it.
+		// 10.1.0.0-200.1.255.255, its top bytes only 10 and 200 and
+		// its second bytes only 1, so the packets of the other top or
+		// second bytes do not look in it.
 		h.install(50, 1, "protocol ip flower ip_proto udp dst_ip 10.1.0.0/16 action drop")
 		h.install(50, 2, "protocol ip flower ip_proto udp dst_ip 200.1.0.0/16 action drop")
 		h.check(append(frames, udpFrame("10.1.2.3", 9), udpFrame("200.1.2.3", 9), udpFrame("100.1.2.3", 9)))
@@ -91,6 +94,8 @@ func TestSpansSkipSubtables(t *testing.T) {
 		wantLookups("198.19.50.1", 1)
 		wantLookups("10.1.2.3", 1)
 		wantLookups("200.2.0.1", 1)
+		wantLookups("10.2.0.1", 1)
+		wantLookups("100.1.2.3", 1)
 		h.reopen()
 		wantLookups("100.1.2.3", 1)
 		wantLookups("200.1.2.3", 1)

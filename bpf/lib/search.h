@@ -67,7 +67,7 @@ static __always_inline __u64 words_differ(const __u64 *o, const __u64 *w)
  * rank: 1 with *out set to its answer, or 0. The search stops at the first
  * subtable whose bound is not below the best rank found, since no flow of
  * it or of any subtable after it can beat that. It looks only in the
- * subtables the list's rows for the key's top address bytes have, and
+ * subtables the list's rows for the key's address bytes have, and
  * skips those whose address spans leave the key's addresses out.
  *
  * A global function, so that the verifier checks it once, on its own,
@@ -86,8 +86,7 @@ __attribute__((noinline)) int search(struct xf_subtable_list *list, struct xf_ke
 	struct xf_flow_key fk;
 	__u32 saddr, daddr, i, lookups = 0;
 	__u64 best, cand[XF_MAX_SUBTABLES / 64];
-	const __u64 *srow, *drow;
-	int w;
+	int b, w;
 
 	if (!list || !key || !out)
 		return 0;
@@ -100,12 +99,24 @@ __attribute__((noinline)) int search(struct xf_subtable_list *list, struct xf_ke
 	/* The key whole from the start: the two kinds of subtable then leave
 	 * the stack in states the verifier can prune. */
 	__builtin_memset(&fk, 0, sizeof(fk));
-	/* The candidates: the subtables the rows of both top bytes have. */
-	srow = list->by_saddr_top[saddr >> 24];
-	drow = list->by_daddr_top[daddr >> 24];
+	/* The candidates: the subtables the rows of all 8 address bytes have.
+	 * A word at a time, the rows' offsets worked out again for each:
+	 * clang otherwise keeps the 8 rows' pointers or words at once and
+	 * spills them past the stack's 512 bytes (barrier_var makes it
+	 * forget the list and the addresses). */
 #pragma unroll
-	for (w = 0; w < XF_MAX_SUBTABLES / 64; w++)
-		cand[w] = srow[w] & drow[w];
+	for (w = 0; w < XF_MAX_SUBTABLES / 64; w++) {
+		__u64 c = ~0ULL;
+
+		barrier_var(list);
+		barrier_var(saddr);
+		barrier_var(daddr);
+#pragma unroll
+		for (b = 0; b < XF_ADDR_BYTES; b++)
+			c &= list->by_saddr_byte[b][(saddr >> (24 - 8 * b)) & 0xff][w] &
+			     list->by_daddr_byte[b][(daddr >> (24 - 8 * b)) & 0xff][w];
+		cand[w] = c;
+	}
 
 	/* Bounded loop: the verifier walks at most XF_MAX_SUBTABLES
 	 * iterations; user space never sets count higher. i steps over
