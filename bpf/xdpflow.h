@@ -185,15 +185,16 @@ struct xf_subtable_list {
 	 * it: the search's states then agree whether or not a subtable hit,
 	 * and the verifier prunes them. */
 	__u64 no_rank;
-	/* Bit i of by_saddr_byte[k][b] (by_daddr_byte[k][b]) is clear when no
-	 * flow of subtables[i] matches a key whose byte k of src_ip (dst_ip)
-	 * is b, byte 0 the top: a few flows far apart span most addresses but
-	 * few values of the top byte, and flows under one prefix (a /24 each
-	 * of a /16) differ in the bytes after it. A packet searches only the
-	 * subtables that all 8 of its rows have, and does not read the
-	 * others' entries. */
-	__u64 by_saddr_byte[XF_ADDR_BYTES][256][XF_MAX_SUBTABLES / 64];
-	__u64 by_daddr_byte[XF_ADDR_BYTES][256][XF_MAX_SUBTABLES / 64];
+	/* Bit i % 64 of by_saddr_byte[i / 64][k][b] (by_daddr_byte) is clear
+	 * when no flow of subtables[i] matches a key whose byte k of src_ip
+	 * (dst_ip) is b, byte 0 the top: a few flows far apart span most
+	 * addresses but few values of the top byte, and flows under one
+	 * prefix (a /24 each of a /16) differ in the bytes after it. A packet
+	 * searches only the subtables that all 8 of its rows have, and does
+	 * not read the others' entries. The word of the bits comes first, so
+	 * that a list of at most 64 subtables has all its rows in 16 KB. */
+	__u64 by_saddr_byte[XF_MAX_SUBTABLES / 64][XF_ADDR_BYTES][256];
+	__u64 by_daddr_byte[XF_MAX_SUBTABLES / 64][XF_ADDR_BYTES][256];
 	struct xf_subtable subtables[XF_MAX_SUBTABLES];
 };
 

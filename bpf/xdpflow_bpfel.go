@@ -237,8 +237,8 @@ type XdpflowXfSubtableList struct {
 	CacheMask    [6]uint64
 	UnionMask    XdpflowXfKey
 	NoRank       uint64
-	BySaddrByte  [4][256][4]uint64
-	ByDaddrByte  [4][256][4]uint64
+	BySaddrByte  [4][4][256]uint64
+	ByDaddrByte  [4][4][256]uint64
 	Subtables    [256]XdpflowXfSubtable
 }
 

@@ -118,10 +118,10 @@ func (a addrSpans) listed(l *subtableList, i int) {
 	for k := range addrBytes {
 		for w := range 4 {
 			for x := a.src.bytes[k][w]; x != 0; x &= x - 1 {
-				l.BySaddrByte[k][w*64+bits.TrailingZeros64(x)][word] |= bit
+				l.BySaddrByte[word][k][w*64+bits.TrailingZeros64(x)] |= bit
 			}
 			for x := a.dst.bytes[k][w]; x != 0; x &= x - 1 {
-				l.ByDaddrByte[k][w*64+bits.TrailingZeros64(x)][word] |= bit
+				l.ByDaddrByte[word][k][w*64+bits.TrailingZeros64(x)] |= bit
 			}
 		}
 	}
@@ -137,10 +137,10 @@ func spansOfEntry(l *subtableList, i int) addrSpans {
 	word, bit := i/64, uint64(1)<<(i%64)
 	for k := range addrBytes {
 		for b := range 256 {
-			if l.BySaddrByte[k][b][word]&bit != 0 {
+			if l.BySaddrByte[word][k][b]&bit != 0 {
 				a.src.bytes[k][b>>6] |= 1 << (b & 63)
 			}
-			if l.ByDaddrByte[k][b][word]&bit != 0 {
+			if l.ByDaddrByte[word][k][b]&bit != 0 {
 				a.dst.bytes[k][b>>6] |= 1 << (b & 63)
 			}
 		}

@@ -108,13 +108,18 @@ __attribute__((noinline)) int search(struct xf_subtable_list *list, struct xf_ke
 	for (w = 0; w < XF_MAX_SUBTABLES / 64; w++) {
 		__u64 c = ~0ULL;
 
+		/* Only the words that have subtables: most lists fill one. */
+		if (w > 0 && w * 64 >= list->count) {
+			cand[w] = 0;
+			continue;
+		}
 		barrier_var(list);
 		barrier_var(saddr);
 		barrier_var(daddr);
 #pragma unroll
 		for (b = 0; b < XF_ADDR_BYTES; b++)
-			c &= list->by_saddr_byte[b][(saddr >> (24 - 8 * b)) & 0xff][w] &
-			     list->by_daddr_byte[b][(daddr >> (24 - 8 * b)) & 0xff][w];
+			c &= list->by_saddr_byte[w][b][(saddr >> (24 - 8 * b)) & 0xff] &
+			     list->by_daddr_byte[w][b][(daddr >> (24 - 8 * b)) & 0xff];
 		cand[w] = c;
 	}
 
